@@ -1,0 +1,67 @@
+"""Argument checks shared by the public functions: clear errors naming the argument and shape."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_choice",
+    "check_floating_tensor",
+    "check_positive",
+    "check_samples",
+]
+
+
+def check_floating_tensor(x: Any, name: str, *, min_ndim: int = 0, shape_doc: str = "") -> Tensor:
+    """Raise ``TypeError`` unless ``x`` is a floating-point tensor with ``ndim ≥ min_ndim``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(
+            f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), "
+            f"got {x.dtype}"
+        )
+    if x.is_complex():
+        raise TypeError(f"{name} must be real, got complex dtype {x.dtype}")
+    if x.ndim < min_ndim:
+        doc = f" {shape_doc}" if shape_doc else ""
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimensions{doc}, got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_samples(z: Any, name: str = "z") -> Tensor:
+    """Check a sample matrix of shape ``(..., n, d)`` with ``n ≥ 1`` and ``d ≥ 1``."""
+    check_floating_tensor(z, name, min_ndim=2, shape_doc="(..., n, d)")
+    n, d = z.shape[-2], z.shape[-1]
+    if n < 1 or d < 1 or z.numel() == 0:
+        raise ValueError(
+            f"{name} must be a non-empty batch of shape (..., n, d) with n >= 1 and d >= 1, "
+            f"got shape {tuple(z.shape)}"
+        )
+    return z
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float; raise unless it is a finite real number ``> 0`` (or ``≥ 0``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    ok = v >= 0 if allow_zero else v > 0
+    if not (math.isfinite(v) and ok):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return v
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return str(value)
+

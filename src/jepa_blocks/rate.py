@@ -1,0 +1,578 @@
+r"""Coding-rate regularizers: rate, rate reduction (MCR²), EMP-SSL TCR, SimDINO expansion.
+
+Conventions (library-wide):
+
+* Samples are **rows**: ``z`` has shape ``(..., n, d)``; leading dimensions are batch
+  dimensions and broadcast.
+* ``eps`` is the papers' :math:`\varepsilon`, so :math:`\alpha = d / (n\varepsilon^2)`. The
+  official MCR², EMP-SSL, SimDINO and CRATE code (and lightly) call :math:`\varepsilon^2`
+  ``eps``; convert with :func:`eps_from_code` (``eps = sqrt(eps_code)``).
+* Rates are returned as **positive** numbers (:math:`R \ge 0`); objectives negate explicitly.
+
+All log-determinants go through :func:`jepa_blocks.linalg.half_logdet_i_plus_gram`
+(Sylvester-min form, fp32 Cholesky island, Cholesky-solve backward, float64 fallback).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from jepa_blocks._validation import (
+    check_choice,
+    check_floating_tensor,
+    check_positive,
+    check_samples,
+)
+from jepa_blocks.distributed import all_gather_rows, all_reduce_sum, is_distributed, world_size
+from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
+
+__all__ = [
+    "CodingRate",
+    "RateReduction",
+    "RateReductionParts",
+    "SimDINOExpansion",
+    "TotalCodingRate",
+    "coding_rate",
+    "eps_from_code",
+    "rate_reduction",
+    "simdino_expansion",
+    "total_coding_rate",
+]
+
+_DISTRIBUTED = ("auto", "none", "gram", "gather")
+_PRECISIONS = ("float32", "float64")
+_FORMS = ("auto", "dxd", "nxn")
+
+
+def eps_from_code(eps_code: float) -> float:
+    r"""Convert the official code's ``eps`` (which is :math:`\varepsilon^2`) to our ``eps``.
+
+    ================================  ================  ===============================
+    Published setting                 code ``eps``      ``eps`` here (:math:`\varepsilon`)
+    ================================  ================  ===============================
+    MCR² supervised (ryanchankh/mcr2) 0.5               0.7071
+    MCR² self-supervised README       2                 1.4142
+    EMP-SSL (tsb0601/EMP-SSL)         0.2               0.4472
+    SimDINO v1                        0.5               0.7071
+    SimDINOv2                         0.05              0.2236
+    CRATE ``vis_utils`` diagnostics   0.01              0.1
+    ================================  ================  ===============================
+
+    Args:
+        eps_code: The value named ``eps`` in those code bases (:math:`\varepsilon^2`), > 0.
+
+    Returns:
+        :math:`\varepsilon = \sqrt{\texttt{eps\_code}}`.
+    """
+    return math.sqrt(check_positive(eps_code, "eps_code"))
+
+
+def _resolve_strategy(distributed: str, d: int, n: int, group: Any) -> str:
+    check_choice(distributed, "distributed", _DISTRIBUTED)
+    if distributed == "none" or not is_distributed(group):
+        return "none"
+    if distributed == "auto":
+        # Communicate the smaller object: the d×d Gram or the (W·n)×d gathered features.
+        return "gram" if d <= world_size(group) * n else "gather"
+    return distributed
+
+
+def coding_rate(
+    z: Tensor,
+    *,
+    eps: float = 0.5,
+    scale: float | None = None,
+    center: bool = False,
+    precision: str = "float32",
+    distributed: str = "auto",
+    form: str = "auto",
+    group: Any = None,
+) -> Tensor:
+    r"""Coding rate :math:`R(Z) = \tfrac12 \log\det(I_d + \alpha Z^\top Z)`, :math:`\alpha = d/(n\varepsilon^2)`.
+
+    The rate of Yu et al. (2020), "Learning Diverse and Discriminative Representations via the
+    Principle of Maximal Coding Rate Reduction" (NeurIPS), written for row samples. It is
+    computed on the smaller of the ``n×n`` and ``d×d`` Grams (Sylvester's identity), with a
+    Cholesky factorisation in float32 (or float64) whatever the input dtype or autocast state,
+    and a custom backward through ``cholesky_solve``; finite input never yields NaN/inf.
+
+    Args:
+        z: Features, one sample per row. Any floating dtype; fp16/bf16 are upcast.
+        eps: Distortion :math:`\varepsilon > 0` (the papers' ε, **not** the official code's ε²;
+            see :func:`eps_from_code`). Ignored when ``scale`` is given.
+        scale: :math:`\alpha` directly, overriding ``d/(n ε²)``.
+        center: Subtract the (global, when distributed) mean over samples first. The official
+            SSL losses use the uncentred second moment (``False``).
+        precision: ``"float32"`` (default) or ``"float64"``: least precision of the Gram and
+            the factorisation. float64 inputs always compute in float64.
+        distributed: Under an initialised ``torch.distributed`` job with more than one rank:
+            ``"auto"`` (default: the cheaper of the next two), ``"gram"`` (all-reduce the
+            ``d×d`` Gram), ``"gather"`` (all-gather the rows), or ``"none"`` (local batch only).
+            ``n`` is then the global number of samples and each rank gets the exact
+            single-process gradient for its rows (see :mod:`jepa_blocks.distributed`).
+        form: ``"auto"`` (smaller Gram), ``"dxd"`` or ``"nxn"``; the value is the same.
+        group: Process group for the collectives (default: the world).
+
+    Returns:
+        The rate :math:`R \ge 0`, float32 (float64 if requested or if ``z`` is float64).
+
+    Shape:
+        - z: ``(..., n, d)``
+        - output: ``(...)``
+
+    Example:
+        >>> z = torch.nn.functional.normalize(torch.randn(256, 64), dim=-1)
+        >>> r = coding_rate(z, eps=0.5)
+        >>> bool(r > 0)
+        True
+    """
+    check_samples(z)
+    check_choice(precision, "precision", _PRECISIONS)
+    check_choice(form, "form", _FORMS)
+    if scale is None:
+        check_positive(eps, "eps")
+    else:
+        check_positive(scale, "scale", allow_zero=True)
+    n, d = z.shape[-2], z.shape[-1]
+    strategy = _resolve_strategy(distributed, d, n, group)
+
+    dtype = compute_dtype(z.dtype, precision)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        zc = z.to(dtype)
+        if strategy == "gram":
+            if form == "nxn":
+                raise ValueError("distributed='gram' factors the d×d Gram; use form='dxd'/'auto'")
+            stats = torch.cat([zc.sum(-2), zc.new_full((*zc.shape[:-2], 1), float(n))], dim=-1)
+            stats = all_reduce_sum(stats, group)
+            n_total = stats[..., -1:]  # (..., 1), identical on every entry
+            if center:
+                # The gradient through the global mean is exactly zero (Σ_i (z_i − μ) = 0),
+                # so the mean is a constant here.
+                zc = zc - (stats[..., :-1] / n_total)[..., None, :]
+            alpha: Tensor | float = (
+                scale if scale is not None else d / (n_total[..., 0] * eps**2)
+            )
+            return half_logdet_i_plus_gram(
+                zc, alpha, form="dxd", precision=precision, all_reduce=True, group=group
+            )
+        if strategy == "gather":
+            zc = all_gather_rows(zc, group)
+        n_total_int = zc.shape[-2]
+        if center:
+            zc = zc - zc.mean(dim=-2, keepdim=True).detach()
+        alpha = scale if scale is not None else d / (n_total_int * eps**2)
+        return half_logdet_i_plus_gram(zc, alpha, form=form, precision=precision)
+
+
+class RateReductionParts(NamedTuple):
+    r"""Terms of the rate reduction :math:`\Delta R = \gamma R - R^c`.
+
+    Attributes:
+        delta: :math:`\Delta R`, shape ``(...)``.
+        expansion: :math:`R(Z)`, shape ``(...)``.
+        compression: :math:`R^c(Z \mid \Pi) = \sum_k (n_k/n) R_k`, shape ``(...)``.
+        per_class: The per-class rates :math:`R_k` (before the ``n_k/n`` weights), ``(..., K)``.
+    """
+
+    delta: Tensor
+    expansion: Tensor
+    compression: Tensor
+    per_class: Tensor
+
+
+def _safe_sqrt(x: Tensor) -> Tensor:
+    """``√x`` with a zero (not infinite) gradient at ``x = 0``."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
+
+
+def _membership_matrix(membership: Tensor, z: Tensor, num_classes: int | None) -> Tensor:
+    """Hard labels ``(..., n)`` or soft memberships ``(..., n, K)`` → float ``(..., n, K)``."""
+    n = z.shape[-2]
+    if not isinstance(membership, Tensor):
+        raise TypeError(f"membership must be a torch.Tensor, got {type(membership).__name__}")
+    if membership.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+        if membership.ndim < 1 or membership.shape[-1] != n:
+            raise ValueError(
+                f"membership (hard labels) must have shape (..., n) with n={n} samples as in "
+                f"z.shape={tuple(z.shape)}, got shape {tuple(membership.shape)}"
+            )
+        if num_classes is None:
+            # Eager convenience (one host sync); pass num_classes under torch.compile.
+            num_classes = int(membership.max()) + 1 if membership.numel() else 1
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        return nn.functional.one_hot(membership.long(), num_classes).to(z.dtype)
+    check_floating_tensor(membership, "membership", min_ndim=2, shape_doc="(..., n, K)")
+    if membership.shape[-2] != n:
+        raise ValueError(
+            f"membership (soft) must have shape (..., n, K) with n={n} samples as in "
+            f"z.shape={tuple(z.shape)}, got shape {tuple(membership.shape)}"
+        )
+    if num_classes is not None and membership.shape[-1] != num_classes:
+        raise ValueError(
+            f"membership has K={membership.shape[-1]} columns but num_classes={num_classes}"
+        )
+    return membership.to(z.dtype)
+
+
+def rate_reduction(
+    z: Tensor,
+    membership: Tensor,
+    *,
+    eps: float = 0.5,
+    gamma: float = 1.0,
+    num_classes: int | None = None,
+    precision: str = "float32",
+    return_parts: bool = False,
+) -> Tensor | RateReductionParts:
+    r"""MCR² rate reduction :math:`\Delta R = \gamma R(Z) - R^c(Z \mid \Pi)`.
+
+    With class memberships :math:`\pi_k \in [0,1]^n`, :math:`n_k = \sum_i \pi_{ik}`:
+
+    .. math::
+
+        R^c(Z \mid \Pi) = \sum_{k=1}^{K} \frac{n_k}{2n}
+            \log\det\Big(I + \frac{d}{n_k \varepsilon^2} Z^\top \operatorname{Diag}(\pi_k) Z\Big)
+
+    (Yu et al. 2020, eq. 8, with rows as samples). All :math:`K + 1` log-determinants are
+    computed in **one** batched factorisation. ``gamma`` weights the expansion term as the
+    official ``ryanchankh/mcr2`` code's ``gam2`` does (``loss.py``); its ``gam1`` (inside the
+    log-det of the expansion term only) equals using ``eps / sqrt(gam1)`` for that term. Empty
+    classes contribute 0. The official code adds ``1e-8`` to :math:`n_k`; we clamp
+    :math:`n_k \ge 10^{-8}`, which differs only for classes with total weight below 1e-8.
+
+    Args:
+        z: Features, one sample per row.
+        membership: Hard labels (integer, shape ``(..., n)``, values in ``[0, K)``) or soft
+            memberships (float, shape ``(..., n, K)``, rows summing to 1; differentiable).
+        eps: Distortion :math:`\varepsilon` (papers' convention; see :func:`eps_from_code`).
+        gamma: Weight :math:`\gamma` of the expansion term (mcr2's ``gam2``).
+        num_classes: ``K`` for hard labels. Inferred from ``membership.max() + 1`` when
+            ``None`` (a host sync: pass it under ``torch.compile``).
+        precision: ``"float32"`` or ``"float64"``.
+        return_parts: Return a :class:`RateReductionParts` instead of ``ΔR`` alone.
+
+    Returns:
+        ``ΔR`` of shape ``(...)``, or its parts.
+
+    Shape:
+        - z: ``(..., n, d)``
+        - membership: ``(..., n)`` (labels) or ``(..., n, K)`` (soft)
+        - output: ``(...)``; ``per_class``: ``(..., K)``
+    """
+    check_samples(z)
+    check_positive(eps, "eps")
+    check_positive(gamma, "gamma", allow_zero=True)
+    check_choice(precision, "precision", _PRECISIONS)
+    n, d = z.shape[-2], z.shape[-1]
+    dtype = compute_dtype(z.dtype, precision)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        zc = z.to(dtype)
+        pi = _membership_matrix(membership, zc, num_classes).mT  # (..., K, n)
+        batch = torch.broadcast_shapes(zc.shape[:-2], pi.shape[:-2])
+        zc = zc.expand(*batch, n, d)
+        pi = pi.expand(*batch, *pi.shape[-2:])
+        n_k = pi.sum(-1)  # (..., K)
+        weighted = _safe_sqrt(pi)[..., None] * zc[..., None, :, :]  # (..., K, n, d)
+        stacked = torch.cat([zc[..., None, :, :], weighted], dim=-3)  # (..., K+1, n, d)
+        scales = d / (torch.cat([n_k.new_full((*batch, 1), float(n)), n_k.clamp_min(1e-8)], -1))
+        halves = half_logdet_i_plus_gram(stacked, scales / eps**2, precision=precision)
+        expansion = halves[..., 0]
+        per_class = halves[..., 1:]
+        compression = (n_k / n * per_class).sum(-1)
+        delta = gamma * expansion - compression
+    if return_parts:
+        return RateReductionParts(delta, expansion, compression, per_class)
+    return delta
+
+
+def _stack_views(z: Tensor | list[Tensor] | tuple[Tensor, ...], name: str) -> Tensor:
+    if isinstance(z, (list, tuple)):
+        if len(z) == 0:
+            raise ValueError(f"{name} must contain at least one view, got an empty sequence")
+        shapes = {tuple(v.shape) if isinstance(v, Tensor) else None for v in z}
+        if len(shapes) != 1 or None in shapes:
+            raise ValueError(f"all views in {name} must be tensors of one shape, got {shapes}")
+        z = torch.stack(list(z), dim=-3)
+    check_floating_tensor(z, name, min_ndim=3, shape_doc="(..., V, n, d)")
+    check_samples(z, name)
+    return z
+
+
+def total_coding_rate(
+    z: Tensor | list[Tensor] | tuple[Tensor, ...],
+    *,
+    eps: float = 0.2**0.5,
+    precision: str = "float32",
+    distributed: str = "none",
+    group: Any = None,
+) -> Tensor:
+    r"""EMP-SSL total coding rate: the mean over views (patch chunks) of :math:`R(Z_v)`.
+
+    Tong, Chen, Ma, LeCun (2023), "EMP-SSL: Towards Self-Supervised Learning in One Training
+    Epoch"; official code ``tsb0601/EMP-SSL`` (``loss.py::TotalCodingRate``, ``main.py::cal_TCR``)
+    computes :math:`-\tfrac12\log\det(I + \frac{d}{n\,\texttt{eps}} Z_v^\top Z_v)` per chunk of
+    ``bs`` samples and averages over the ``num_patches`` chunks. Mapping: their ``--eps 0.2``
+    (= ε²) is our default ``eps = sqrt(0.2)``; their loss term is ``-total_coding_rate`` with
+    weight ``--tcr 1``, beside ``--patch_sim 200`` times the invariance term. Their chunks have
+    ``n = 100 < d = 1024``: we factor the 100×100 Gram instead of the 1024×1024 one.
+
+    Args:
+        z: Stacked views ``(..., V, n, d)`` or a list of ``V`` tensors ``(..., n, d)``.
+        eps: :math:`\varepsilon` (EMP-SSL default :math:`\sqrt{0.2}`).
+        precision: ``"float32"`` or ``"float64"``.
+        distributed: As in :func:`coding_rate` (EMP-SSL itself is local: default ``"none"``).
+        group: Process group.
+
+    Returns:
+        :math:`\frac{1}{V}\sum_v R(Z_v) \ge 0`.
+
+    Shape:
+        - z: ``(..., V, n, d)``
+        - output: ``(...)``
+    """
+    zs = _stack_views(z, "z")
+    rates = coding_rate(zs, eps=eps, precision=precision, distributed=distributed, group=group)
+    return rates.mean(-1)
+
+
+def simdino_expansion(
+    z: Tensor | list[Tensor] | tuple[Tensor, ...],
+    *,
+    eps: float = 0.5**0.5,
+    distributed: str = "auto",
+    official_local_scale: bool = False,
+    balance: bool = True,
+    precision: str = "float32",
+    group: Any = None,
+) -> Tensor:
+    r"""SimDINO expansion term: γ-balanced mean over views of the uncentred coding rate.
+
+    Wu et al. (2025), "Simplifying DINO via Coding Rate Regularization"; official code
+    ``RobinWu218/SimDINO`` (``simdino/main_dino.py::MCRLoss.calc_expansion`` and
+    ``simdinov2/loss/dino_clstoken_loss.py``). Per view :math:`v`, with :math:`N` ranks and
+    :math:`m` local samples, :math:`R_v = \tfrac12\log\det(I + \frac{p}{N m \varepsilon^2}
+    W_v^\top W_v)` with the Gram :math:`W_v^\top W_v` all-reduced over ranks; the result is
+    :math:`\gamma\cdot\frac1V\sum_v R_v` with :math:`\gamma = (p + Nm)/(pNm)`. The official loss
+    is ``-coeff·compression - expansion``.
+
+    Mapping: v1 ``eps 0.5`` → ``eps = sqrt(0.5)`` (default here); v2 ``eps 0.05`` →
+    ``eps = sqrt(0.05)``. The official default ``reduce_cov = 0`` keeps a *local* Gram but still
+    divides by :math:`Nm` (SimDINO#43): reproduce it with ``distributed="none",
+    official_local_scale=True``. Our default (``distributed="auto"``) is the paper's global rate
+    (official ``reduce_cov = 1``), with exact per-rank gradients.
+
+    Args:
+        z: L2-normalised features, stacked ``(..., V, m, d)`` or a list of ``V`` tensors.
+        eps: :math:`\varepsilon` (papers' convention).
+        distributed: ``"auto"``/``"gram"``/``"gather"``: global rate; ``"none"``: local Gram.
+        official_local_scale: With a local Gram on ``N > 1`` ranks, use the official
+            ``p/(N m ε²)`` scale instead of the local ``p/(m ε²)``.
+        balance: Multiply by :math:`\gamma = (p + Nm)/(pNm)` as the official code does.
+        precision: ``"float32"`` or ``"float64"``.
+        group: Process group.
+
+    Returns:
+        The (balanced) expansion term, ``≥ 0``.
+
+    Shape:
+        - z: ``(..., V, m, d)``
+        - output: ``(...)``
+    """
+    zs = _stack_views(z, "z")
+    m, p = zs.shape[-2], zs.shape[-1]
+    n_ranks = world_size(group)
+    scale = None
+    if official_local_scale and _resolve_strategy(distributed, p, m, group) == "none":
+        scale = p / (n_ranks * m * check_positive(eps, "eps") ** 2)
+    rates = coding_rate(
+        zs, eps=eps, scale=scale, precision=precision, distributed=distributed, group=group
+    )
+    out = rates.mean(-1)
+    if balance:
+        out = out * ((p + n_ranks * m) / (p * n_ranks * m))
+    return out
+
+
+class CodingRate(nn.Module):
+    r"""Module form of :func:`coding_rate`: :math:`\tfrac12\log\det(I + \frac{d}{n\varepsilon^2} Z^\top Z)`.
+
+    Args:
+        eps: :math:`\varepsilon > 0` (papers' convention).
+        scale: :math:`\alpha` directly (overrides ``eps``).
+        center: Centre the samples first.
+        precision: ``"float32"`` or ``"float64"``.
+        distributed: ``"auto"``, ``"none"``, ``"gram"`` or ``"gather"``.
+        form: ``"auto"``, ``"dxd"`` or ``"nxn"``.
+
+    Shape:
+        - input: ``(..., n, d)``
+        - output: ``(...)``
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float = 0.5,
+        scale: float | None = None,
+        center: bool = False,
+        precision: str = "float32",
+        distributed: str = "auto",
+        form: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.eps = check_positive(eps, "eps")
+        self.scale = None if scale is None else check_positive(scale, "scale", allow_zero=True)
+        self.center = bool(center)
+        self.precision = check_choice(precision, "precision", _PRECISIONS)
+        self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
+        self.form = check_choice(form, "form", _FORMS)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Return the coding rate of ``z`` (see :func:`coding_rate`)."""
+        return coding_rate(
+            z,
+            eps=self.eps,
+            scale=self.scale,
+            center=self.center,
+            precision=self.precision,
+            distributed=self.distributed,
+            form=self.form,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"eps={self.eps}, scale={self.scale}, center={self.center}, "
+            f"precision={self.precision!r}, distributed={self.distributed!r}, form={self.form!r}"
+        )
+
+
+class RateReduction(nn.Module):
+    r"""Module form of :func:`rate_reduction`: :math:`\Delta R = \gamma R(Z) - R^c(Z \mid \Pi)`.
+
+    Args:
+        eps: :math:`\varepsilon > 0` (papers' convention).
+        gamma: Expansion weight (mcr2's ``gam2``).
+        num_classes: ``K`` for hard labels (``None``: inferred, eager only).
+        precision: ``"float32"`` or ``"float64"``.
+        return_parts: Return :class:`RateReductionParts`.
+
+    Shape:
+        - z: ``(..., n, d)``; membership: ``(..., n)`` or ``(..., n, K)``
+        - output: ``(...)``
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float = 0.5,
+        gamma: float = 1.0,
+        num_classes: int | None = None,
+        precision: str = "float32",
+        return_parts: bool = False,
+    ) -> None:
+        super().__init__()
+        self.eps = check_positive(eps, "eps")
+        self.gamma = check_positive(gamma, "gamma", allow_zero=True)
+        if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.precision = check_choice(precision, "precision", _PRECISIONS)
+        self.return_parts = bool(return_parts)
+
+    def forward(self, z: Tensor, membership: Tensor) -> Tensor | RateReductionParts:
+        """Return ``ΔR`` (or its parts) for ``z`` and ``membership``."""
+        return rate_reduction(
+            z,
+            membership,
+            eps=self.eps,
+            gamma=self.gamma,
+            num_classes=self.num_classes,
+            precision=self.precision,
+            return_parts=self.return_parts,
+        )
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, gamma={self.gamma}, num_classes={self.num_classes}"
+
+
+class TotalCodingRate(nn.Module):
+    r"""Module form of :func:`total_coding_rate` (EMP-SSL).
+
+    Args:
+        eps: :math:`\varepsilon` (default :math:`\sqrt{0.2}`, EMP-SSL's ``--eps 0.2``).
+        precision: ``"float32"`` or ``"float64"``.
+        distributed: As in :func:`coding_rate` (default ``"none"`` as in EMP-SSL).
+
+    Shape:
+        - input: ``(..., V, n, d)`` or a list of ``V`` tensors ``(..., n, d)``
+        - output: ``(...)``
+    """
+
+    def __init__(
+        self, *, eps: float = 0.2**0.5, precision: str = "float32", distributed: str = "none"
+    ) -> None:
+        super().__init__()
+        self.eps = check_positive(eps, "eps")
+        self.precision = check_choice(precision, "precision", _PRECISIONS)
+        self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
+
+    def forward(self, z: Tensor | list[Tensor]) -> Tensor:
+        """Return the mean coding rate over views."""
+        return total_coding_rate(
+            z, eps=self.eps, precision=self.precision, distributed=self.distributed
+        )
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, precision={self.precision!r}, distributed={self.distributed!r}"
+
+
+class SimDINOExpansion(nn.Module):
+    r"""Module form of :func:`simdino_expansion`.
+
+    Args:
+        eps: :math:`\varepsilon` (default :math:`\sqrt{0.5}`, SimDINO v1's ``eps 0.5``).
+        distributed: ``"auto"`` (global rate, default) or ``"none"`` (local Gram).
+        official_local_scale: Reproduce the official ``reduce_cov = 0`` scale.
+        balance: Multiply by :math:`\gamma = (p + Nm)/(pNm)`.
+        precision: ``"float32"`` or ``"float64"``.
+
+    Shape:
+        - input: ``(..., V, m, d)`` or a list of ``V`` tensors ``(..., m, d)``
+        - output: ``(...)``
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float = 0.5**0.5,
+        distributed: str = "auto",
+        official_local_scale: bool = False,
+        balance: bool = True,
+        precision: str = "float32",
+    ) -> None:
+        super().__init__()
+        self.eps = check_positive(eps, "eps")
+        self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
+        self.official_local_scale = bool(official_local_scale)
+        self.balance = bool(balance)
+        self.precision = check_choice(precision, "precision", _PRECISIONS)
+
+    def forward(self, z: Tensor | list[Tensor]) -> Tensor:
+        """Return the SimDINO expansion term."""
+        return simdino_expansion(
+            z,
+            eps=self.eps,
+            distributed=self.distributed,
+            official_local_scale=self.official_local_scale,
+            balance=self.balance,
+            precision=self.precision,
+        )
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, distributed={self.distributed!r}, balance={self.balance}"
