@@ -11,9 +11,11 @@ def ref_half_logdet(z: Tensor, alpha: float | Tensor) -> Tensor:
     z = z.double()
     d = z.shape[-1]
     eye = torch.eye(d, dtype=torch.float64, device=z.device)
-    a = torch.as_tensor(alpha, dtype=torch.float64)[..., None, None] if isinstance(
-        alpha, Tensor
-    ) else alpha
+    a = (
+        torch.as_tensor(alpha, dtype=torch.float64)[..., None, None]
+        if isinstance(alpha, Tensor)
+        else alpha
+    )
     return 0.5 * torch.logdet(eye + a * (z.mT @ z))
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from reference import ref_coding_rate, ref_half_logdet, ref_rate_reduction
 
 from jepa_blocks import (
     CodingRate,
@@ -22,6 +21,7 @@ from jepa_blocks import (
     total_coding_rate,
 )
 from jepa_blocks.linalg import half_logdet_i_plus_gram
+from reference import ref_coding_rate, ref_half_logdet, ref_rate_reduction
 
 shapes = st.tuples(
     st.integers(1, 3),  # batch
@@ -32,7 +32,9 @@ shapes = st.tuples(
 
 def _rand(shape: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.nn.functional.normalize(torch.randn(shape, generator=g, dtype=torch.float64), dim=-1).to(dtype)
+    return torch.nn.functional.normalize(
+        torch.randn(shape, generator=g, dtype=torch.float64), dim=-1
+    ).to(dtype)
 
 
 # ----------------------------------------------------------------------------- value vs reference
@@ -51,7 +53,9 @@ def test_fp32_matches_float64_reference(shape, seed, eps):
 @pytest.mark.parametrize("n,d", [(16, 128), (200, 24), (64, 64), (1, 7), (9, 1)])
 def test_both_regimes_and_edges(n, d):
     z = _rand((2, n, d), n * 1000 + d)
-    torch.testing.assert_close(coding_rate(z).double(), ref_coding_rate(z, 0.5), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        coding_rate(z).double(), ref_coding_rate(z, 0.5), rtol=1e-5, atol=1e-6
+    )
 
 
 @given(shape=shapes, seed=st.integers(0, 2**16))
@@ -351,9 +355,7 @@ def test_simdino_expansion_single_process_formula():
     expected = gamma * torch.stack([ref_half_logdet(v, p / (m * 0.5)) for v in views]).mean()
     torch.testing.assert_close(simdino_expansion(views), expected)
     torch.testing.assert_close(SimDINOExpansion()(list(views)), expected)
-    torch.testing.assert_close(
-        simdino_expansion(views, balance=False), expected / gamma
-    )
+    torch.testing.assert_close(simdino_expansion(views, balance=False), expected / gamma)
     assert math.isclose(eps, 0.5**0.5)
 
 

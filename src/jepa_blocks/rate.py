@@ -153,9 +153,7 @@ def coding_rate(
                 # The gradient through the global mean is exactly zero (Σ_i (z_i − μ) = 0),
                 # so the mean is a constant here.
                 zc = zc - (stats[..., :-1] / n_total)[..., None, :]
-            alpha: Tensor | float = (
-                scale if scale is not None else d / (n_total[..., 0] * eps**2)
-            )
+            alpha: Tensor | float = scale if scale is not None else d / (n_total[..., 0] * eps**2)
             return half_logdet_i_plus_gram(
                 zc, alpha, form="dxd", precision=precision, all_reduce=True, group=group
             )

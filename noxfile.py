@@ -1,0 +1,69 @@
+"""Task runner: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``.
+
+Torch is installed first, from the spec in ``JEPA_TORCH_SPEC`` (see DEVELOPERS.md), so that
+pip never resolves an unpinned ``torch`` to a multi-GB build by accident.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "docs"]
+nox.options.default_venv_backend = "venv"
+
+PYTHON = os.environ.get("JEPA_PYTHON", "3.11")
+# torch + torchvision pair used by the test suite and the examples (torchvision needs the
+# matching torch build). Light CPU-only torch for sessions that only import the library.
+TORCH_SPEC = os.environ.get("JEPA_TORCH_SPEC", "torch==2.14.1 torchvision==0.29.1").split()
+TORCH_LIGHT_SPEC = os.environ.get("JEPA_TORCH_LIGHT_SPEC", "torch==2.13.0").split()
+
+
+def _install(session: nox.Session, torch_spec: list[str], extras: str) -> None:
+    session.install(*torch_spec)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (slow and gpu tests excluded; pass ``-- -m slow`` to run those)."""
+    _install(session, TORCH_SPEC, "dev,examples")
+    env = {"OMP_NUM_THREADS": "2", "PYTHONHASHSEED": "0"}
+    session.run("pytest", *(session.posargs or ["-q"]), env=env)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "docs", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "docs", "noxfile.py"
+    )
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy on the library sources."""
+    _install(session, TORCH_LIGHT_SPEC, "dev")
+    session.run("mypy", "src/jepa_blocks")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx docs with warnings as errors, then run their doctests."""
+    _install(session, TORCH_LIGHT_SPEC, "docs")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-q", "-b", "html", "docs", "docs/_build/html"
+    )
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-q", "-b", "doctest", "docs", "docs/_build/doctest"
+    )
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks (not part of CI). Extra arguments go to bench_logdet.py."""
+    _install(session, TORCH_LIGHT_SPEC, "dev")
+    session.run("python", "benchmarks/bench_logdet.py", *session.posargs)
