@@ -51,16 +51,16 @@ _FORMS = ("auto", "dxd", "nxn")
 def eps_from_code(eps_code: float) -> float:
     r"""Convert the official code's ``eps`` (which is :math:`\varepsilon^2`) to our ``eps``.
 
-    ================================  ================  ===============================
-    Published setting                 code ``eps``      ``eps`` here (:math:`\varepsilon`)
-    ================================  ================  ===============================
-    MCR² supervised (ryanchankh/mcr2) 0.5               0.7071
-    MCR² self-supervised README       2                 1.4142
-    EMP-SSL (tsb0601/EMP-SSL)         0.2               0.4472
-    SimDINO v1                        0.5               0.7071
-    SimDINOv2                         0.05              0.2236
-    CRATE ``vis_utils`` diagnostics   0.01              0.1
-    ================================  ================  ===============================
+    ==================================  ============  ==================================
+    Published setting                   code ``eps``  ``eps`` here (:math:`\varepsilon`)
+    ==================================  ============  ==================================
+    MCR² supervised (ryanchankh/mcr2)   0.5           0.7071
+    MCR² self-supervised README         2             1.4142
+    EMP-SSL (tsb0601/EMP-SSL)           0.2           0.4472
+    SimDINO v1                          0.5           0.7071
+    SimDINOv2                           0.05          0.2236
+    CRATE ``vis_utils`` diagnostics     0.01          0.1
+    ==================================  ============  ==================================
 
     Args:
         eps_code: The value named ``eps`` in those code bases (:math:`\varepsilon^2`), > 0.
