@@ -32,6 +32,7 @@ nitpicky = False
 
 doctest_global_setup = """
 import torch
+from jepa_blocks import *  # noqa: F403
 torch.manual_seed(0)
 """
 
