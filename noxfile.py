@@ -37,10 +37,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "docs", "noxfile.py")
-    session.run(
-        "ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "docs", "noxfile.py"
-    )
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session(python=PYTHON)
