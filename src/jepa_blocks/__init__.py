@@ -5,7 +5,9 @@ The top-level namespace re-exports the stable API. Sub-packages (``jepa_blocks.d
 """
 
 from jepa_blocks._version import __version__
+from jepa_blocks.encoders import SmallCNN, resnet18_encoder
 from jepa_blocks.linalg import half_logdet_i_plus_gram
+from jepa_blocks.losses import CosineLoss, cosine_loss
 from jepa_blocks.rate import (
     CodingRate,
     RateReduction,
@@ -18,18 +20,42 @@ from jepa_blocks.rate import (
     simdino_expansion,
     total_coding_rate,
 )
+from jepa_blocks.seq import (
+    ActionEncoder,
+    Aggregator,
+    Predictor,
+    SeqJEPA,
+    SeqJEPAOutput,
+    transformer_blocks,
+)
+from jepa_blocks.targets import CenterSharpen, EMATarget, StopGradTarget, Target, cosine_momentum
 
 __all__ = [
+    "ActionEncoder",
+    "Aggregator",
+    "CenterSharpen",
     "CodingRate",
+    "CosineLoss",
+    "EMATarget",
+    "Predictor",
     "RateReduction",
     "RateReductionParts",
+    "SeqJEPA",
+    "SeqJEPAOutput",
     "SimDINOExpansion",
+    "SmallCNN",
+    "StopGradTarget",
+    "Target",
     "TotalCodingRate",
     "__version__",
     "coding_rate",
+    "cosine_loss",
+    "cosine_momentum",
     "eps_from_code",
     "half_logdet_i_plus_gram",
     "rate_reduction",
+    "resnet18_encoder",
     "simdino_expansion",
     "total_coding_rate",
+    "transformer_blocks",
 ]

@@ -1,0 +1,104 @@
+r"""Image encoders :math:`f_\theta`: a small CNN for CPU demos and tests, and ResNet-18.
+
+* :class:`SmallCNN` — three 3×3 conv–BN–ReLU stages (strides 1, 2, 2) and global average
+  pooling; fast on a laptop CPU for 28×28 (MNIST) and 32×32 inputs.
+* :func:`resnet18_encoder` — torchvision's ResNet-18 with ``fc`` removed (output 512), by default
+  with the CIFAR stem, as in seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176; official code
+  ``hafezgh/seq-jepa``, ``src/models.py``: ``resnet18(zero_init_residual=True)``, ``fc =
+  Identity``, and with ``--cifar-resnet`` ``conv1 = Conv2d(3, 64, 3, stride 1, padding 1,
+  bias=False)`` and ``maxpool = Identity``). torchvision is imported only when it is called.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["SmallCNN", "resnet18_encoder"]
+
+
+def _check_int(value: object, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class SmallCNN(nn.Module):
+    """A three-stage CNN encoder: conv3×3 stride 1, 2, 2, each with BatchNorm and ReLU, then pooling.
+
+    Channels ``in_channels → width → 2·width → out_dim``; the output is the global average of
+    the last feature map (no projector, like the paper's ResNet encoder). Any input of at least
+    4×4 pixels works; 28×28 gives 7×7 and 32×32 gives 8×8 final maps.
+
+    Args:
+        in_channels: Input channels (1 for MNIST, 3 for colour images).
+        out_dim: Output dimension ``D``.
+        width: Channels of the first stage.
+
+    Shape:
+        - input: ``(N, in_channels, H, W)``
+        - output: ``(N, out_dim)``
+    """
+
+    def __init__(self, *, in_channels: int = 1, out_dim: int = 128, width: int = 32) -> None:
+        super().__init__()
+        self.in_channels = _check_int(in_channels, "in_channels", minimum=1)
+        self.out_dim = _check_int(out_dim, "out_dim", minimum=1)
+        self.width = _check_int(width, "width", minimum=1)
+        chans = [in_channels, width, 2 * width, out_dim]
+        layers: list[nn.Module] = []
+        for i, stride in enumerate((1, 2, 2)):
+            layers += [
+                nn.Conv2d(chans[i], chans[i + 1], 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(chans[i + 1]),
+                nn.ReLU(inplace=True),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return one ``out_dim`` vector per image."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"images must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        return self.pool(self.features(x)).flatten(1)
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_dim={self.out_dim}, width={self.width}"
+
+
+def resnet18_encoder(
+    *, cifar_stem: bool = True, in_channels: int = 3, zero_init_residual: bool = True
+) -> nn.Module:
+    """torchvision ResNet-18 without its classifier: images → 512-d pooled features.
+
+    With ``cifar_stem=True`` (default; CIFAR-100, Tiny ImageNet and STL-10 patches in the paper)
+    the 7×7 stride-2 stem convolution is replaced by a 3×3 stride-1 one and the max-pool is
+    removed, so 32×32 inputs keep a 4×4 final map; ``cifar_stem=False`` keeps the ImageNet stem
+    (the paper's 3DIEBench setting, 128×128 inputs). As in the official code the replaced stem
+    convolution keeps PyTorch's default initialisation. Weights are random (no download).
+
+    Args:
+        cifar_stem: Use the CIFAR stem.
+        in_channels: Input channels of the stem convolution (3 unless e.g. grayscale).
+        zero_init_residual: Zero-initialise the last BatchNorm of every residual branch
+            (official code: ``True``).
+
+    Returns:
+        The encoder (a ``torchvision.models.ResNet`` whose ``fc`` is ``nn.Identity``).
+
+    Shape:
+        - input: ``(N, in_channels, H, W)``
+        - output: ``(N, 512)``
+    """
+    _check_int(in_channels, "in_channels", minimum=1)
+    import torchvision  # lazy: torchvision is an optional dependency
+
+    model = torchvision.models.resnet18(weights=None, zero_init_residual=zero_init_residual)
+    if cifar_stem:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()  # type: ignore[assignment]
+    elif in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    model.fc = nn.Identity()  # type: ignore[assignment]
+    return model

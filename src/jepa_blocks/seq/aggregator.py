@@ -1,0 +1,169 @@
+r"""Aggregator :math:`g_\phi`: a learnable [AGG] token prepended to the tokens, a block stack, a norm.
+
+seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176, §2.2): a transformer encoder (3 layers, 4 heads,
+post-norm) reads the tokens :math:`u_i = [z_i; e(a_i)]` after a learnable [AGG] token, and
+:math:`z_\text{AGG}` is its output at position 0. Official code (``hafezgh/seq-jepa``,
+``src/models.py``, ``TransformerEncoder_`` and ``SeqJEPA_Transforms``):
+``nn.TransformerEncoderLayer(d_model, nhead=4, dim_feedforward=4·d_model, batch_first=True)``
+with PyTorch defaults (dropout 0.1, ReLU, post-norm), cloned 3 times by ``nn.TransformerEncoder``
+(so the layers start from **identical** weights), then ``LayerNorm(d_model)``; the [AGG] token is
+``zeros(1, 1, d_model)``; no positional embedding and no attention mask.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Aggregator", "transformer_blocks"]
+
+
+def _check_int(value: object, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def transformer_blocks(
+    *,
+    dim: int,
+    depth: int = 3,
+    heads: int = 4,
+    mlp_ratio: int = 4,
+    dropout: float = 0.1,
+    activation: Literal["relu", "gelu"] = "relu",
+    norm_first: bool = False,
+    shared_init: bool = True,
+) -> nn.ModuleList:
+    """A stack of PyTorch's own ``nn.TransformerEncoderLayer`` (``batch_first=True``).
+
+    The defaults are the paper's aggregator: 3 post-norm layers, 4 heads, feed-forward width
+    ``4·dim``, dropout 0.1, ReLU.
+
+    Args:
+        dim: Token dimension (paper: 640); must be divisible by ``heads``.
+        depth: Number of layers.
+        heads: Attention heads.
+        mlp_ratio: Feed-forward width as a multiple of ``dim``.
+        dropout: Dropout probability of every layer.
+        activation: ``"relu"`` (PyTorch default, official code) or ``"gelu"``.
+        norm_first: ``False`` for post-norm (paper), ``True`` for pre-norm.
+        shared_init: ``True`` (default, official code): initialise one layer and deep-copy it
+            ``depth`` times, exactly as ``nn.TransformerEncoder`` does, so all layers start equal;
+            ``False``: initialise each layer independently.
+
+    Returns:
+        The layers, to pass as ``blocks`` to :class:`Aggregator`.
+
+    Shape:
+        - each layer: ``(B, N, dim)`` → ``(B, N, dim)``
+    """
+    _check_int(dim, "dim", minimum=1)
+    _check_int(depth, "depth", minimum=1)
+    _check_int(heads, "heads", minimum=1)
+    _check_int(mlp_ratio, "mlp_ratio", minimum=1)
+    if dim % heads:
+        raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
+    if not (0.0 <= float(dropout) < 1.0):
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if activation not in ("relu", "gelu"):
+        raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
+
+    def make() -> nn.Module:
+        return nn.TransformerEncoderLayer(
+            d_model=dim,
+            nhead=heads,
+            dim_feedforward=mlp_ratio * dim,
+            dropout=float(dropout),
+            activation=activation,
+            batch_first=True,
+            norm_first=norm_first,
+        )
+
+    if shared_init:
+        first = make()
+        return nn.ModuleList([copy.deepcopy(first) for _ in range(depth)])
+    return nn.ModuleList([make() for _ in range(depth)])
+
+
+class Aggregator(nn.Module):
+    r"""Aggregate a token sequence into :math:`z_\text{AGG}` through a learnable [AGG] token.
+
+    ``[AGG]`` (initialised to zeros, as in the official code) is prepended at position 0, the
+    optional ``pos_embedding`` is added to the whole sequence, the ``blocks`` run in order, the
+    optional final LayerNorm is applied, and the output at position 0 is returned.
+
+    Without a positional embedding the output is invariant to permuting the tokens (attention is
+    permutation-equivariant and [AGG] is a fixed query); order then reaches the model only
+    through the tokens' contents (seq-JEPA: the action embeddings).
+
+    **Blocks.** Any modules mapping ``(B, N, dim)`` to ``(B, N, dim)``. Without a mask they are
+    called as ``block(x)``; with a mask as ``block(x, src_key_padding_mask=mask)`` (the keyword of
+    ``nn.TransformerEncoderLayer``; ``mask`` is ``(B, N)`` boolean, ``True`` = ignore).
+
+    Args:
+        dim: Token dimension (paper: 640 = 512 + 128).
+        blocks: The block stack; ``None`` (default) builds the paper's
+            :func:`transformer_blocks` ``(dim=dim)``: 3 post-norm layers × 4 heads.
+        final_norm: Apply ``LayerNorm(dim)`` after the blocks (paper: yes).
+        pos_embedding: Optional module adding positions to the ``(B, N + 1, dim)`` sequence, e.g.
+            :class:`jepa_blocks.seq.PositionalEmbedding`; ``None`` (paper) adds none.
+
+    Shape:
+        - tokens: ``(B, N, dim)``
+        - padding_mask: ``(B, N)`` boolean, ``True`` for padded (unobserved) tokens
+        - output: ``(B, dim)``
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        blocks: Iterable[nn.Module] | None = None,
+        final_norm: bool = True,
+        pos_embedding: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_int(dim, "dim", minimum=1)
+        if blocks is None:
+            blocks = transformer_blocks(dim=dim)
+        block_list = list(blocks)
+        for i, b in enumerate(block_list):
+            if not isinstance(b, nn.Module):
+                raise TypeError(f"blocks[{i}] must be an nn.Module, got {type(b).__name__}")
+        self.blocks = nn.ModuleList(block_list)
+        self.agg_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.norm: nn.Module = nn.LayerNorm(dim) if final_norm else nn.Identity()
+        self.pos_embedding = pos_embedding
+
+    def forward(self, tokens: Tensor, *, padding_mask: Tensor | None = None) -> Tensor:
+        """Return :math:`z_\\text{AGG}`, the output at the [AGG] position."""
+        if tokens.ndim != 3 or tokens.shape[-1] != self.dim:
+            raise ValueError(
+                f"tokens must have shape (B, N, {self.dim}), got {tuple(tokens.shape)}"
+            )
+        b = tokens.shape[0]
+        x = torch.cat([self.agg_token.expand(b, -1, -1).to(tokens.dtype), tokens], dim=1)
+        if self.pos_embedding is not None:
+            x = self.pos_embedding(x)
+        if padding_mask is None:
+            for block in self.blocks:
+                x = block(x)
+        else:
+            if padding_mask.dtype != torch.bool or padding_mask.shape != tokens.shape[:2]:
+                raise ValueError(
+                    f"padding_mask must be a bool tensor of shape (B, N) = "
+                    f"{tuple(tokens.shape[:2])}, got {padding_mask.dtype} "
+                    f"{tuple(padding_mask.shape)}"
+                )
+            mask = torch.cat([padding_mask.new_zeros(b, 1), padding_mask], dim=1)
+            for block in self.blocks:
+                x = block(x, src_key_padding_mask=mask)
+        return self.norm(x[:, 0])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"

@@ -1,0 +1,620 @@
+r"""seq-JEPA: predict the next view's embedding from a sequence of views and the actions between them.
+
+Ghaemi, Muller, Bakhtiari (2025), "seq-JEPA: Autoregressive Predictive Learning of
+Invariant-Equivariant World Models", arXiv:2505.03176 (NeurIPS 2025); official code
+``hafezgh/seq-jepa`` (``src/models.py``, ``SeqJEPA_Transforms``). One training step
+(``docs/model.rst`` and the design notes):
+
+.. code-block:: text
+
+    views (B, M+1, C, H, W), actions (B, M, A); a_i maps view i to view i+1
+    z     = encoder(views[:, :M])                        (B, M, D)
+    z̄     = target(views[:, M])                          (B, D)   no gradient
+    u_i   = [z_i ; e(a_i)] for i < M,  u_M = [z_M ; 0]   (B, M, D+E)
+    z_agg = aggregator([AGG], u_1..u_M)                  (B, D+E)
+    ẑ     = predictor([z_agg ; e(a_M)])                  (B, D)
+    loss  = prediction_loss(ẑ, z̄) − λ·rate(z_agg and/or z)
+
+The invariant representation is ``z_agg``; the equivariant one is ``z``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from jepa_blocks.losses import CosineLoss, linear_warmup, regularized_objective
+from jepa_blocks.seq.actions import ActionEncoder
+from jepa_blocks.seq.aggregator import Aggregator, transformer_blocks
+from jepa_blocks.seq.predictor import Predictor
+from jepa_blocks.seq.symmetric import negate_actions
+from jepa_blocks.targets import Target
+
+__all__ = ["SeqJEPA", "SeqJEPAOutput"]
+
+RegularizeOn = Literal["z_agg", "z", "both"]
+LastTokenAction = Literal["action", "zeros"]
+PredictorAction = Literal["separate", "shared"]
+
+
+class SeqJEPAOutput(NamedTuple):
+    """What :meth:`SeqJEPA.forward` returns.
+
+    Attributes:
+        loss: The objective to minimise, ``prediction_loss − rate_weight · rate``, shape ``()``.
+        prediction_loss: The prediction loss; with ``symmetric=True`` the mean of the forward
+            and reverse losses. Shape ``()``.
+        z_agg: Aggregate (invariant) representation of the forward sequence, ``(B, D+E)``.
+        z: Encoder (equivariant) representations of the observed views, ``(B, M, D)``.
+        prediction: Predicted target embedding of the forward task, ``(B, D)``.
+        target: Detached target of the forward task (after ``target_transform``), ``(B, D)``.
+        rate: Total rate ``rate_z_agg + rate_z`` (``None`` without a regularizer), ``()``.
+        rate_z_agg: Rate of ``z_agg`` (``None`` unless regularised), ``()``.
+        rate_z: Rate of the flattened ``z`` (``None`` unless regularised), ``()``.
+        rate_weight: The weight :math:`\\lambda` after warm-up (``None`` without a regularizer),
+            ``()``.
+        reverse_loss: Prediction loss of the reverse task (``None`` unless symmetric), ``()``.
+    """
+
+    loss: Tensor
+    prediction_loss: Tensor
+    z_agg: Tensor
+    z: Tensor
+    prediction: Tensor
+    target: Tensor
+    rate: Tensor | None = None
+    rate_z_agg: Tensor | None = None
+    rate_z: Tensor | None = None
+    rate_weight: Tensor | None = None
+    reverse_loss: Tensor | None = None
+
+
+def _dim_attr(module: Any, *names: str) -> int | None:
+    for name in names:
+        value = getattr(module, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+class SeqJEPA(nn.Module):
+    r"""seq-JEPA assembled from parts: encoder, target, action encoder, aggregator, predictor.
+
+    **Inputs.** ``views`` ``(B, M+1, C, H, W)`` holds :math:`x_1, \dots, x_{M+1}`; the last view is
+    the prediction target. ``actions`` ``(B, M, A)`` holds :math:`a_1, \dots, a_M`, where
+    :math:`a_i` maps view :math:`i` to view :math:`i+1` (for parameterised transformations
+    :math:`a_i = t_{i+1} - t_i`). This is the official pairing (``SeqJEPA_Transforms.forward``):
+    token :math:`i < M` is :math:`[z_i; e(a_i)]`, the last observed token is :math:`[z_M; 0]`
+    (its action embedding zeroed *after* the action encoder), and the predictor receives
+    :math:`[z_\text{AGG}; e(a_M)]`, :math:`a_M` leading from the last observed view to the target.
+
+    **Action batching options** (they only matter in training mode, where the action encoder's
+    BatchNorm uses batch statistics; in eval mode all choices give the same result):
+
+    * ``last_token_action="action"`` (default): the last token slot's action input is :math:`a_M`
+      (official 3DIEBench path, ``rel_latents``); ``"zeros"``: a zero vector (official
+      augmentation/saccade path). Either way the slot's embedding is zeroed afterwards.
+    * ``predictor_action="separate"`` (default, official): :math:`e(a_M)` for the predictor is
+      computed by a second action-encoder call on the ``B`` vectors :math:`a_M`; ``"shared"``:
+      reuse the embedding from the token call (one BatchNorm pass; needs
+      ``last_token_action="action"``).
+
+    **Regularizer.** Any callable mapping ``(n, d)`` samples to a scalar rate (larger = more
+    spread), e.g. :class:`jepa_blocks.rate.CodingRate`. It is applied to ``z_agg`` ``(B, D+E)``,
+    to all observed encodings ``z`` flattened to ``(B·M, D)``, or to both (their rates summed),
+    and subtracted with weight :math:`\lambda\cdot\min(1, s/S)` (linear warm-up over ``S`` steps).
+    ``λ = 0`` or ``regularizer=None`` is the paper's objective.
+
+    **Symmetric variant** (``symmetric=True``): also predict :math:`x_1` from the time-reversed
+    sequence :math:`x_{M+1}, \dots, x_2` with actions ``invert_action`` applied and reversed
+    (:func:`jepa_blocks.seq.reverse_sequence`), and average the two losses. All ``M+1`` views go
+    through the encoder in one pass, both targets through the target in one call, and both
+    directions through the aggregator and predictor as one ``2B`` batch. The outputs ``z_agg``,
+    ``z``, ``prediction``, ``target`` and the rates are those of the forward direction.
+
+    **Steps.** Call :meth:`update` exactly once after every optimizer step (or :meth:`attach` it
+    to the optimizer): it updates the target and increments the ``step`` buffer, which drives the
+    warm-up when ``forward`` gets no ``step``. An EMA target's parameters belong to the model
+    (``requires_grad=False``): build the optimizer from the parameters that require gradients.
+
+    Args:
+        encoder: Online encoder :math:`f_\theta`, ``(N, C, H, W)`` → ``(N, D)``.
+        target: A :class:`jepa_blocks.targets.Target` (e.g. ``EMATarget(encoder, ...)`` or
+            ``StopGradTarget()``).
+        action_encoder: :math:`e`, ``(..., A)`` → ``(..., E)``, e.g.
+            :class:`jepa_blocks.seq.ActionEncoder`; ``None`` disables action conditioning.
+        aggregator: :class:`jepa_blocks.seq.Aggregator` (or any module with the same call),
+            ``(B, M, D+E)`` → ``(B, D+E)``.
+        predictor: :math:`h_\psi`, ``(B, D+2E)`` → ``(B, D)``, e.g.
+            :class:`jepa_blocks.seq.Predictor`.
+        loss: Prediction loss ``(pred, target) → ()``; default
+            :class:`jepa_blocks.losses.CosineLoss` (paper).
+        target_transform: Optional module applied to the detached target before the loss, e.g.
+            :class:`jepa_blocks.targets.CenterSharpen`.
+        regularizer: Optional rate ``(n, d) → ()``.
+        regularize_on: ``"z_agg"`` (default), ``"z"`` or ``"both"``.
+        regularizer_weight: :math:`\lambda \ge 0`.
+        regularizer_warmup_steps: :math:`S \ge 0`; 0 means no warm-up.
+        condition_tokens: Concatenate action embeddings to the tokens (paper: yes; Table 4
+            ablates it).
+        condition_predictor: Concatenate :math:`e(a_M)` to the predictor input (paper: yes).
+        last_token_action: ``"action"`` (default) or ``"zeros"``, see above.
+        predictor_action: ``"separate"`` (default) or ``"shared"``, see above.
+        symmetric: Add the reverse-direction task (default ``False``).
+        invert_action: Inverse of one action for the reverse task (default
+            :func:`jepa_blocks.seq.negate_actions`).
+
+    Shape:
+        - views: ``(B, M+1, C, H, W)`` with ``M ≥ 1``
+        - actions: ``(B, M, A)``
+        - output: :class:`SeqJEPAOutput`
+    """
+
+    step: Tensor
+
+    def __init__(
+        self,
+        *,
+        encoder: nn.Module,
+        target: Target,
+        action_encoder: nn.Module | None,
+        aggregator: nn.Module,
+        predictor: nn.Module,
+        loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+        target_transform: nn.Module | None = None,
+        regularizer: Callable[[Tensor], Tensor] | None = None,
+        regularize_on: RegularizeOn = "z_agg",
+        regularizer_weight: float = 1.0,
+        regularizer_warmup_steps: int = 0,
+        condition_tokens: bool = True,
+        condition_predictor: bool = True,
+        last_token_action: LastTokenAction = "action",
+        predictor_action: PredictorAction = "separate",
+        symmetric: bool = False,
+        invert_action: Callable[[Tensor], Tensor] = negate_actions,
+    ) -> None:
+        super().__init__()
+        for name, part in (
+            ("encoder", encoder),
+            ("aggregator", aggregator),
+            ("predictor", predictor),
+        ):
+            if not isinstance(part, nn.Module):
+                raise TypeError(f"{name} must be an nn.Module, got {type(part).__name__}")
+        if not isinstance(target, Target):
+            raise TypeError(
+                f"target must be a jepa_blocks.targets.Target (EMATarget, StopGradTarget, ...), "
+                f"got {type(target).__name__}"
+            )
+        if action_encoder is not None and not isinstance(action_encoder, nn.Module):
+            raise TypeError(
+                f"action_encoder must be an nn.Module or None, got {type(action_encoder).__name__}"
+            )
+        if loss is not None and not callable(loss):
+            raise TypeError(f"loss must be callable, got {type(loss).__name__}")
+        if regularizer is not None and not callable(regularizer):
+            raise TypeError(f"regularizer must be callable, got {type(regularizer).__name__}")
+        if not callable(invert_action):
+            raise TypeError(f"invert_action must be callable, got {type(invert_action).__name__}")
+        if regularize_on not in ("z_agg", "z", "both"):
+            raise ValueError(f"regularize_on must be 'z_agg', 'z' or 'both', got {regularize_on!r}")
+        if isinstance(regularizer_weight, bool) or not isinstance(regularizer_weight, (int, float)):
+            raise TypeError(
+                f"regularizer_weight must be a real number, got {type(regularizer_weight).__name__}"
+            )
+        if not (float(regularizer_weight) >= 0.0 and float(regularizer_weight) < float("inf")):
+            raise ValueError(
+                f"regularizer_weight must be a finite number >= 0, got {regularizer_weight!r}"
+            )
+        if (
+            isinstance(regularizer_warmup_steps, bool)
+            or not isinstance(regularizer_warmup_steps, int)
+            or regularizer_warmup_steps < 0
+        ):
+            raise ValueError(
+                f"regularizer_warmup_steps must be an int >= 0, got {regularizer_warmup_steps!r}"
+            )
+        if last_token_action not in ("action", "zeros"):
+            raise ValueError(
+                f"last_token_action must be 'action' or 'zeros', got {last_token_action!r}"
+            )
+        if predictor_action not in ("separate", "shared"):
+            raise ValueError(
+                f"predictor_action must be 'separate' or 'shared', got {predictor_action!r}"
+            )
+        if predictor_action == "shared" and last_token_action != "action":
+            raise ValueError(
+                "predictor_action='shared' reuses the last token slot's embedding of a_M, so it "
+                "needs last_token_action='action'"
+            )
+        if action_encoder is None:
+            condition_tokens = condition_predictor = False
+
+        self.encoder = encoder
+        self.target = target
+        self.action_encoder = action_encoder
+        self.aggregator = aggregator
+        self.predictor = predictor
+        self.loss_fn: Callable[[Tensor, Tensor], Tensor] = (
+            loss if loss is not None else CosineLoss()
+        )
+        self.target_transform = target_transform
+        self.regularizer = regularizer
+        self.regularize_on: RegularizeOn = regularize_on
+        self.regularizer_weight = float(regularizer_weight)
+        self.regularizer_warmup_steps = regularizer_warmup_steps
+        self.condition_tokens = bool(condition_tokens)
+        self.condition_predictor = bool(condition_predictor)
+        self.last_token_action: LastTokenAction = last_token_action
+        self.predictor_action: PredictorAction = predictor_action
+        self.symmetric = bool(symmetric)
+        self.invert_action = invert_action
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._check_dims()
+
+    # -- construction helpers -------------------------------------------------------------------
+
+    def _check_dims(self) -> None:
+        """Check the parts' declared dimensions against each other (when they declare them)."""
+        e = _dim_attr(self.action_encoder, "embed_dim") if self.action_encoder is not None else 0
+        agg = _dim_attr(self.aggregator, "dim")
+        p_in = _dim_attr(self.predictor, "in_dim")
+        p_out = _dim_attr(self.predictor, "out_dim")
+        if e is None or agg is None:
+            return
+        e_pred = e if self.condition_predictor else 0
+        if p_in is not None and p_in != agg + e_pred:
+            raise ValueError(
+                f"predictor.in_dim must be aggregator.dim + action embed_dim = {agg} + {e_pred} = "
+                f"{agg + e_pred}, got {p_in}"
+            )
+        d = agg - (e if self.condition_tokens else 0)
+        if p_out is not None and p_out != d:
+            raise ValueError(
+                f"predictor.out_dim must equal the encoder dimension D = aggregator.dim - "
+                f"embed_dim = {d}, got {p_out}"
+            )
+
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder: nn.Module,
+        target: Target,
+        *,
+        encoder_dim: int,
+        action_dim: int,
+        action_embed_dim: int = 128,
+        predictor_hidden: int | None = 1024,
+        depth: int = 3,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        dropout: float = 0.1,
+        condition_tokens: bool = True,
+        condition_predictor: bool = True,
+        **kwargs: Any,
+    ) -> SeqJEPA:
+        """Assemble the paper's seq-JEPA around ``encoder`` (defaults: Ghaemi et al., 2025).
+
+        Builds :class:`ActionEncoder` ``(action_dim → action_embed_dim)``, an
+        :class:`Aggregator` over :func:`transformer_blocks` of width
+        ``encoder_dim + action_embed_dim`` and a :class:`Predictor`
+        ``(width + action_embed_dim → predictor_hidden → encoder_dim)``. Paper dimensions:
+        ``encoder_dim=512``, ``action_embed_dim=128`` → tokens 640, predictor input 768.
+
+        Args:
+            encoder: Online encoder with output dimension ``encoder_dim``.
+            target: The target (e.g. ``EMATarget(encoder, total_steps=...)``).
+            encoder_dim: ``D``.
+            action_dim: ``A``.
+            action_embed_dim: ``E`` (paper: 128).
+            predictor_hidden: Predictor hidden width (paper: 1024; ``None``: one layer).
+            depth: Aggregator layers (paper: 3).
+            heads: Attention heads (paper: 4).
+            mlp_ratio: Feed-forward width ratio (paper: 4).
+            dropout: Aggregator dropout (PyTorch default 0.1, as in the official code).
+            condition_tokens: See :class:`SeqJEPA`.
+            condition_predictor: See :class:`SeqJEPA`.
+            **kwargs: Further keyword arguments of :class:`SeqJEPA` (loss, regularizer, ...).
+
+        Returns:
+            The assembled model.
+        """
+        action_encoder = ActionEncoder(action_dim=action_dim, embed_dim=action_embed_dim)
+        width = encoder_dim + (action_embed_dim if condition_tokens else 0)
+        aggregator = Aggregator(
+            dim=width,
+            blocks=transformer_blocks(
+                dim=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout
+            ),
+        )
+        predictor = Predictor(
+            in_dim=width + (action_embed_dim if condition_predictor else 0),
+            out_dim=encoder_dim,
+            hidden=predictor_hidden,
+        )
+        return cls(
+            encoder=encoder,
+            target=target,
+            action_encoder=action_encoder,
+            aggregator=aggregator,
+            predictor=predictor,
+            condition_tokens=condition_tokens,
+            condition_predictor=condition_predictor,
+            **kwargs,
+        )
+
+    # -- building blocks of the forward pass ----------------------------------------------------
+
+    def encode(self, views: Tensor) -> Tensor:
+        """Encode every view with the online encoder in one batched pass.
+
+        Shape:
+            - views: ``(B, M, C, H, W)``
+            - output: ``(B, M, D)``
+        """
+        if views.ndim != 5:
+            raise ValueError(f"views must have shape (B, M, C, H, W), got {tuple(views.shape)}")
+        b = views.shape[0]
+        z = self.encoder(rearrange(views, "b m c h w -> (b m) c h w"))
+        if z.ndim != 2:
+            raise ValueError(f"the encoder must return (N, D) vectors, got shape {tuple(z.shape)}")
+        return rearrange(z, "(b m) d -> b m d", b=b)
+
+    def _embed_actions(self, actions: Tensor, keep: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Token action embeddings ``(N, M, E)`` (masked by ``keep``) and ``e(a_M)`` ``(N, E)``."""
+        if self.action_encoder is None:
+            return None, None
+        keep_e = keep[..., None]
+        e_tok: Tensor | None = None
+        e_pred: Tensor | None = None
+        if self.predictor_action == "shared":
+            e_all = self.action_encoder(actions)
+            e_pred = e_all[:, -1]
+            if self.condition_tokens:
+                e_tok = e_all * keep_e.to(e_all.dtype)
+            return e_tok, e_pred
+        if self.condition_tokens:
+            a_in = actions if self.last_token_action == "action" else actions * keep_e
+            e_all = self.action_encoder(a_in)
+            e_tok = e_all * keep_e.to(e_all.dtype)
+        if self.condition_predictor:
+            e_pred = self.action_encoder(actions[:, -1])
+        return e_tok, e_pred
+
+    def _tokens(self, z: Tensor, e_tok: Tensor | None) -> Tensor:
+        if e_tok is None:
+            return z
+        return torch.cat([z, e_tok.to(z.dtype)], dim=-1)
+
+    @staticmethod
+    def _keep_last_zeroed(m: int, like: Tensor) -> Tensor:
+        """``(M,)`` multiplier: 1 for token slots that carry an action, 0 for the last one."""
+        return (torch.arange(m, device=like.device) < m - 1).to(like.dtype)
+
+    def aggregate(
+        self, z: Tensor, actions: Tensor, *, padding_mask: Tensor | None = None
+    ) -> Tensor:
+        r"""Aggregate encodings and actions into :math:`z_\text{AGG}` (no prediction).
+
+        For probes on :math:`z_\text{AGG}` with any number ``M`` of observed views (the paper's
+        ``M_val``). ``actions[:, j]`` is the action leaving observed view ``j``; the last observed
+        slot's embedding is zeroed as in training. ``M - 1`` actions are accepted (then a zero
+        action fills the last slot). With ``padding_mask``, padded slots are ignored by the
+        aggregator and the last *observed* slot of each row gets the zeroed action; padded slots'
+        actions still enter the action encoder's BatchNorm statistics in training mode, so probe
+        in eval mode. Padding must be trailing (observed views first).
+
+        Args:
+            z: Encodings of the observed views.
+            actions: Their actions.
+            padding_mask: Optional ``(B, M)`` boolean, ``True`` for padded slots.
+
+        Returns:
+            :math:`z_\text{AGG}`.
+
+        Shape:
+            - z: ``(B, M, D)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``
+            - output: ``(B, D+E)``
+        """
+        if z.ndim != 3:
+            raise ValueError(f"z must have shape (B, M, D), got {tuple(z.shape)}")
+        b, m = z.shape[:2]
+        if self.action_encoder is not None:
+            if actions.ndim != 3 or actions.shape[0] != b or actions.shape[1] not in (m, m - 1):
+                raise ValueError(
+                    f"actions must have shape (B, M, A) or (B, M-1, A) with B={b}, M={m}, got "
+                    f"{tuple(actions.shape)}"
+                )
+            if actions.shape[1] == m - 1:
+                actions = torch.cat([actions, actions.new_zeros(b, 1, actions.shape[2])], dim=1)
+        if padding_mask is None:
+            keep = self._keep_last_zeroed(m, z)
+        else:
+            if padding_mask.dtype != torch.bool or padding_mask.shape != (b, m):
+                raise ValueError(
+                    f"padding_mask must be a bool tensor of shape (B, M) = ({b}, {m}), got "
+                    f"{padding_mask.dtype} {tuple(padding_mask.shape)}"
+                )
+            observed = ~padding_mask
+            next_observed = torch.cat([observed[:, 1:], observed.new_zeros(b, 1)], dim=1)
+            keep = (observed & next_observed).to(z.dtype)
+        e_tok, _ = self._embed_actions(actions, keep) if self.condition_tokens else (None, None)
+        return self.aggregator(self._tokens(z, e_tok), padding_mask=padding_mask)
+
+    def context(
+        self, views: Tensor, actions: Tensor, *, padding_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""Encode observed views and aggregate them: returns ``(z_agg, z)``.
+
+        See :meth:`aggregate` for ``actions`` and ``padding_mask``.
+
+        Shape:
+            - views: ``(B, M, C, H, W)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``
+            - output: ``(B, D+E)`` and ``(B, M, D)``
+        """
+        z = self.encode(views)
+        return self.aggregate(z, actions, padding_mask=padding_mask), z
+
+    def _predict(self, z: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z_agg, prediction)`` for full sequences ``z`` ``(N, M, D)``, ``actions`` ``(N, M, A)``."""
+        keep = self._keep_last_zeroed(z.shape[1], z)
+        e_tok, e_pred = self._embed_actions(actions, keep)
+        z_agg = self.aggregator(self._tokens(z, e_tok))
+        pred_in = z_agg if e_pred is None else torch.cat([z_agg, e_pred.to(z_agg.dtype)], dim=-1)
+        return z_agg, self.predictor(pred_in)
+
+    def _check_inputs(self, views: Tensor, actions: Tensor) -> int:
+        if not isinstance(views, Tensor) or not isinstance(actions, Tensor):
+            raise TypeError(
+                f"views and actions must be tensors, got {type(views).__name__} and "
+                f"{type(actions).__name__}"
+            )
+        if views.ndim != 5 or views.shape[1] < 2:
+            raise ValueError(
+                f"views must have shape (B, M+1, C, H, W) with M >= 1, got {tuple(views.shape)}"
+            )
+        b, m = views.shape[0], views.shape[1] - 1
+        if actions.ndim != 3 or actions.shape[0] != b or actions.shape[1] != m:
+            raise ValueError(
+                f"actions must have shape (B, M, A) = ({b}, {m}, A) for views "
+                f"{tuple(views.shape)} (action i maps view i to view i+1), got "
+                f"{tuple(actions.shape)}"
+            )
+        if not actions.is_floating_point():
+            raise TypeError(f"actions must have a floating dtype, got {actions.dtype}")
+        a = _dim_attr(self.action_encoder, "action_dim")
+        if a is not None and actions.shape[2] != a:
+            raise ValueError(
+                f"actions must have A = action_encoder.action_dim = {a} features, got "
+                f"{actions.shape[2]}"
+            )
+        return m
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def forward(
+        self, views: Tensor, actions: Tensor, *, step: int | Tensor | None = None
+    ) -> SeqJEPAOutput:
+        """Run one seq-JEPA step (see the class docstring); returns :class:`SeqJEPAOutput`.
+
+        Args:
+            views: ``(B, M+1, C, H, W)``.
+            actions: ``(B, M, A)``.
+            step: Optimizer steps done so far, for the regularizer warm-up; ``None`` uses the
+                ``step`` buffer advanced by :meth:`update`.
+        """
+        m = self._check_inputs(views, actions)
+        b = views.shape[0]
+        if self.symmetric:
+            z_all = self.encode(views)  # (B, M+1, D)
+            z = z_all[:, :m]
+            z_rev = z_all[:, 1:].flip(1)
+            a_rev = self.invert_action(actions).flip(1)
+            if a_rev.shape != actions.shape:
+                raise ValueError(
+                    f"invert_action must keep the action shape {tuple(actions.shape)}, got "
+                    f"{tuple(a_rev.shape)}"
+                )
+            target_views = torch.cat([views[:, m], views[:, 0]], dim=0)
+            z_ctx = torch.cat([z, z_rev], dim=0)
+            a_ctx = torch.cat([actions, a_rev], dim=0)
+        else:
+            z = self.encode(views[:, :m])
+            target_views = views[:, m]
+            z_ctx, a_ctx = z, actions
+
+        target = self.target(target_views, self.encoder)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        z_agg_all, pred_all = self._predict(z_ctx, a_ctx)
+
+        reverse_loss: Tensor | None = None
+        if self.symmetric:
+            forward_loss = self.loss_fn(pred_all[:b], target[:b])
+            reverse_loss = self.loss_fn(pred_all[b:], target[b:])
+            prediction_loss = 0.5 * (forward_loss + reverse_loss)
+        else:
+            prediction_loss = self.loss_fn(pred_all, target)
+        z_agg, prediction, target = z_agg_all[:b], pred_all[:b], target[:b]
+
+        if self.regularizer is None:
+            return SeqJEPAOutput(
+                loss=prediction_loss,
+                prediction_loss=prediction_loss,
+                z_agg=z_agg,
+                z=z,
+                prediction=prediction,
+                target=target,
+                reverse_loss=reverse_loss,
+            )
+
+        rate_z_agg = rate_z = None
+        if self.regularize_on in ("z_agg", "both"):
+            rate_z_agg = self.regularizer(z_agg)
+        if self.regularize_on in ("z", "both"):
+            rate_z = self.regularizer(rearrange(z, "b m d -> (b m) d"))
+        rates = [r for r in (rate_z_agg, rate_z) if r is not None]
+        rate = rates[0] if len(rates) == 1 else rates[0] + rates[1]
+        factor = linear_warmup(
+            self.step if step is None else step, warmup_steps=self.regularizer_warmup_steps
+        )
+        weight = torch.as_tensor(factor, dtype=torch.float32, device=rate.device)
+        weight = self.regularizer_weight * weight
+        loss = regularized_objective(prediction_loss, rate, weight=weight)
+        return SeqJEPAOutput(
+            loss=loss,
+            prediction_loss=prediction_loss,
+            z_agg=z_agg,
+            z=z,
+            prediction=prediction,
+            target=target,
+            rate=rate,
+            rate_z_agg=rate_z_agg,
+            rate_z=rate_z,
+            rate_weight=weight,
+            reverse_loss=reverse_loss,
+        )
+
+    # -- per-step bookkeeping -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """After one optimizer step: update the target from the encoder and advance ``step``."""
+        self.target.update(self.encoder)
+        self.step.add_(1)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> Any:
+        """Call :meth:`update` after every ``optimizer.step()`` (a post-step hook).
+
+        Skipped steps (e.g. ``GradScaler`` finding inf gradients) do not call the hook, so the
+        target is updated exactly once per optimizer step that happened.
+
+        Args:
+            optimizer: The optimizer of the online parameters.
+
+        Returns:
+            The hook handle (``handle.remove()`` detaches it).
+        """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+
+        def hook(*_: Any, **__: Any) -> None:
+            self.update()
+
+        return optimizer.register_step_post_hook(hook)
+
+    def extra_repr(self) -> str:
+        return (
+            f"regularize_on={self.regularize_on!r}, regularizer_weight={self.regularizer_weight}, "
+            f"regularizer_warmup_steps={self.regularizer_warmup_steps}, "
+            f"condition_tokens={self.condition_tokens}, "
+            f"condition_predictor={self.condition_predictor}, "
+            f"last_token_action={self.last_token_action!r}, "
+            f"predictor_action={self.predictor_action!r}, symmetric={self.symmetric}"
+        )

@@ -1,0 +1,69 @@
+r"""Predictor :math:`h_\psi`: a two-layer MLP with BatchNorm and ReLU.
+
+seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176, §2.2 and A.3): a 2-layer MLP with hidden width
+1024 maps :math:`[z_\text{AGG}; e(a_M)]` to the predicted target embedding. Official code
+(``hafezgh/seq-jepa``, ``src/models.py``, ``SeqJEPA_Transforms.predictor``): ``Linear(in, 1024,
+bias=False)`` → ``BatchNorm1d(1024)`` → ``ReLU`` → ``Linear(1024, 512)``; with ``pred_hidden <= 0``
+it is ``Linear(in, 512, bias=False)`` → ``BatchNorm1d(512)`` (``hidden=None`` here).
+"""
+
+from __future__ import annotations
+
+from einops import pack, unpack
+from torch import Tensor, nn
+
+__all__ = ["Predictor"]
+
+
+class Predictor(nn.Module):
+    r"""MLP predictor ``Linear(no bias) → BatchNorm1d → ReLU → Linear``.
+
+    Every leading dimension is flattened into the BatchNorm batch.
+
+    Args:
+        in_dim: Input dimension (paper: 640 + 128 = 768).
+        out_dim: Output dimension, the target's dimension (paper: 512).
+        hidden: Hidden width (paper: 1024); ``None`` gives the official code's one-layer fallback
+            ``Linear(in_dim, out_dim, bias=False) → BatchNorm1d(out_dim)``.
+
+    Shape:
+        - input: ``(..., in_dim)`` with at least one leading dimension
+        - output: ``(..., out_dim)``
+    """
+
+    def __init__(self, *, in_dim: int, out_dim: int, hidden: int | None = 1024) -> None:
+        super().__init__()
+        for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)):
+            if name == "hidden" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.hidden = hidden
+        self.net: nn.Sequential
+        if hidden is None:
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, out_dim, bias=False), nn.BatchNorm1d(out_dim)
+            )
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden, bias=False),
+                nn.BatchNorm1d(hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden, out_dim),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the prediction for ``x``."""
+        if x.ndim < 2 or x.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"predictor input must have shape (..., {self.in_dim}) with at least one leading "
+                f"dimension, got {tuple(x.shape)}"
+            )
+        flat, packed_shape = pack([x], "* d")
+        [out] = unpack(self.net(flat), packed_shape, "* d")
+        return out
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, hidden={self.hidden}"
