@@ -1,0 +1,226 @@
+"""Dataclass configs loadable from YAML with ``key=value`` command-line overrides.
+
+Configs are plain (possibly nested) dataclasses. :func:`config_from_dict` builds one from a
+mapping and rejects unknown keys; :func:`apply_overrides` sets dotted keys
+(``train.lr=1e-3``), parsing each value as YAML so numbers, booleans, lists and ``null`` get
+their types; :func:`load_config` combines a YAML file and overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+__all__ = [
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyperparameters of :func:`jepa_blocks.train.fit`.
+
+    Attributes:
+        epochs: Passes over the training loader.
+        max_steps: Stop after this many optimizer steps (``None``: ``epochs`` decide).
+        seed: Seed of every generator (model init, data order, augmentations).
+        recipe: ``"paper"`` (AdamW, warm-up + cosine) or ``"official"`` (Adam 1e-3, warm-up then
+            constant, as ``main_transformed_views.py``); see :mod:`jepa_blocks.train.schedule`.
+        lr: Peak learning rate (paper 4e-4).
+        weight_decay: AdamW weight decay on ≥ 2-D parameters (paper 1e-3).
+        warmup_epochs: Linear warm-up length in epochs (paper 20; fractional allowed).
+        warmup_start_lr: Learning rate at step 0 (paper 1e-5).
+        final_lr: Learning rate at the end of the cosine (paper 1e-5).
+        grad_clip: Clip the global gradient norm to this value (``None``: no clipping).
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        amp: ``"auto"`` (bf16 autocast on CUDA, none on CPU), ``"bf16"`` or ``"off"``.
+        channels_last: Use the channels-last memory format for 4-D activations on CUDA.
+        compile: Wrap the model in ``torch.compile``.
+        out_dir: Where metrics, checkpoints and plots go (``None``: nothing is written).
+        log_every: Log training metrics every this many steps.
+        eval_every_epochs: Run the evaluation callback every this many epochs (0: only at the
+            end).
+        checkpoint_every_steps: Also checkpoint every this many steps (0: only at epoch ends).
+        resume: Continue from ``out_dir/checkpoint.pt`` when it exists.
+        progress: Show a progress bar (tqdm when installed).
+        wandb: Log to Weights & Biases (``import wandb`` at run time; offline by default).
+        wandb_project: W&B project name.
+        wandb_mode: ``"offline"``, ``"online"`` or ``"disabled"``.
+        scale_global_terms_by_world_size: Under DDP, multiply model outputs flagged as global
+            (the coding rate of the global batch) by the world size so that DDP's gradient
+            averaging gives their exact full-batch gradient.
+    """
+
+    epochs: int = 10
+    max_steps: int | None = None
+    seed: int = 0
+    recipe: Literal["paper", "official"] = "paper"
+    lr: float = 4e-4
+    weight_decay: float = 1e-3
+    warmup_epochs: float = 20.0
+    warmup_start_lr: float = 1e-5
+    final_lr: float = 1e-5
+    grad_clip: float | None = None
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    out_dir: str | None = None
+    log_every: int = 20
+    eval_every_epochs: int = 0
+    checkpoint_every_steps: int = 0
+    resume: bool = True
+    progress: bool = True
+    wandb: bool = False
+    wandb_project: str = "jepa-blocks"
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    scale_global_terms_by_world_size: bool = False
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check/convert ``value`` against a (possibly Optional/Literal/nested) annotation."""
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except (TypeError, ValueError) as e:
+                errors.append(str(e))
+        raise TypeError(f"{where}: {value!r} matches none of {annotation} ({'; '.join(errors)})")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where} must be one of {args}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where} must be a mapping for {annotation.__name__}, got {value!r}")
+        return config_from_dict(annotation, value, _where=where)
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{where} must be a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{where} must be a bool, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{where} must be an int, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise TypeError(f"{where} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _where: str = "") -> T:
+    """Build the dataclass ``cls`` from ``data``, checking names and types.
+
+    Raises:
+        ValueError: For an unknown key (the message lists the valid ones).
+        TypeError: For a value of the wrong type.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"cls must be a dataclass type, got {cls!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {unknown} for {cls.__name__}{' at ' + _where if _where else ''};"
+            f" valid keys: {names}"
+        )
+    kwargs = {
+        k: _coerce(v, hints[k], f"{_where + '.' if _where else ''}{k}") for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-serialisable dict of a (nested) dataclass config."""
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(config: T, overrides: Sequence[str]) -> T:
+    """Return a copy of ``config`` with dotted ``key=value`` overrides applied.
+
+    Values are parsed as YAML (``lr=1e-3``, ``compile=true``, ``max_steps=null``).
+
+    Raises:
+        ValueError: For a malformed override or an unknown key.
+    """
+    import yaml
+
+    data = config_to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override must look like key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ValueError(f"unknown config section {p!r} in override {item!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ValueError(
+                f"unknown config key {key!r} in override {item!r}; valid keys here: {sorted(node)}"
+            )
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return config_from_dict(type(config), data)
+
+
+def load_config(
+    cls: type[T], path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()
+) -> T:
+    """Load ``cls`` from a YAML file (or its defaults when ``path`` is ``None``) plus overrides."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, Mapping):
+            raise ValueError(f"{path}: the YAML top level must be a mapping, got {type(loaded)}")
+        data = dict(loaded)
+    return apply_overrides(config_from_dict(cls, data), overrides)

@@ -1,0 +1,118 @@
+"""Learning-rate schedules and optimizer recipes as pure functions of the step.
+
+A schedule that is a pure function of ``step`` needs no state of its own, so a checkpoint that
+stores the step resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from jepa_blocks._validation import check_choice, check_positive
+
+__all__ = ["Recipe", "build_optimizer", "lr_at", "param_groups", "warmup_cosine_lr"]
+
+Recipe = Literal["paper", "official"]
+_RECIPES = ("paper", "official")
+
+
+def warmup_cosine_lr(
+    step: int,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    base_lr: float,
+    warmup_start_lr: float = 1e-5,
+    final_lr: float = 1e-5,
+) -> float:
+    r"""Linear warm-up from ``warmup_start_lr`` to ``base_lr``, then cosine decay to ``final_lr``.
+
+    seq-JEPA (Ghaemi et al. 2025, §3.2/A.2): AdamW, lr 4e-4, 20 warm-up epochs from 1e-5, then
+    cosine to 1e-5. For :math:`s < W`: :math:`\eta_s = \eta_0 + (\eta - \eta_0)\, s/W`; after:
+    :math:`\eta_s = \eta_\text{min} + \tfrac12(\eta - \eta_\text{min})(1 + \cos(\pi\, t))`,
+    :math:`t = (s - W)/(T - W)` clipped to ``[0, 1]``.
+
+    Args:
+        step: Optimizer steps done so far (0-based).
+        total_steps: ``T``, the length of the whole run.
+        warmup_steps: ``W ≤ T``.
+        base_lr: Peak learning rate.
+        warmup_start_lr: Learning rate at step 0.
+        final_lr: Learning rate at step ``T``.
+
+    Returns:
+        The learning rate for this step.
+    """
+    if step < warmup_steps:
+        return warmup_start_lr + (base_lr - warmup_start_lr) * step / max(1, warmup_steps)
+    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return final_lr + 0.5 * (base_lr - final_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def lr_at(
+    step: int,
+    *,
+    recipe: str,
+    total_steps: int,
+    warmup_steps: int,
+    base_lr: float,
+    warmup_start_lr: float = 1e-5,
+    final_lr: float = 1e-5,
+) -> float:
+    """Learning rate of ``recipe`` at ``step``.
+
+    * ``"paper"``: :func:`warmup_cosine_lr`.
+    * ``"official"``: the official ``main_transformed_views.py`` behaviour: the same linear
+      warm-up, after which its per-epoch warm-up block resets the rate to ``base_lr`` every epoch,
+      so the effective rate is constant (``hafezgh/seq-jepa``; reference notes §5, §8.1).
+    """
+    check_choice(recipe, "recipe", _RECIPES)
+    if recipe == "official" and step >= warmup_steps:
+        return base_lr
+    return warmup_cosine_lr(
+        step,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        base_lr=base_lr,
+        warmup_start_lr=warmup_start_lr,
+        final_lr=final_lr,
+    )
+
+
+def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
+    """Two groups: weight decay on parameters with ≥ 2 dims, none on biases and norms (1-D).
+
+    As in the official ``main_pls.py``. Parameters that do not require gradients (an EMA
+    target's copy) are left out.
+    """
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    model: nn.Module, *, recipe: str = "paper", lr: float = 4e-4, weight_decay: float = 1e-3
+) -> torch.optim.Optimizer:
+    """The optimizer of a recipe.
+
+    * ``"paper"``: AdamW (default betas), ``lr``, weight decay on ≥ 2-D parameters only.
+    * ``"official"``: ``main_transformed_views.py`` hard-codes ``Adam(lr=1e-3, weight_decay=0)``
+      for pre-training whatever the flags say; ``lr``/``weight_decay`` are ignored.
+    """
+    check_choice(recipe, "recipe", _RECIPES)
+    check_positive(lr, "lr")
+    check_positive(weight_decay, "weight_decay", allow_zero=True)
+    if recipe == "official":
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=1e-3, weight_decay=0.0)
+    return torch.optim.AdamW(param_groups(model, weight_decay=weight_decay), lr=lr)
