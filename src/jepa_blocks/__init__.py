@@ -5,9 +5,24 @@ The top-level namespace re-exports the stable API. Sub-packages (``jepa_blocks.d
 """
 
 from jepa_blocks._version import __version__
+from jepa_blocks.data import (
+    SequenceDataset,
+    SequenceLoader,
+    ViewSequence,
+    cifar_augmentation_views,
+    load_mnist,
+    mnist_affine_views,
+)
 from jepa_blocks.encoders import SmallCNN, resnet18_encoder
 from jepa_blocks.linalg import half_logdet_i_plus_gram
 from jepa_blocks.losses import CosineLoss, cosine_loss
+from jepa_blocks.metrics import (
+    effective_rank,
+    equivariance_r2,
+    leakage,
+    linear_probe_accuracy,
+    r2_score,
+)
 from jepa_blocks.rate import (
     CodingRate,
     RateReduction,
@@ -42,17 +57,28 @@ __all__ = [
     "RateReductionParts",
     "SeqJEPA",
     "SeqJEPAOutput",
+    "SequenceDataset",
+    "SequenceLoader",
     "SimDINOExpansion",
     "SmallCNN",
     "StopGradTarget",
     "Target",
     "TotalCodingRate",
+    "ViewSequence",
     "__version__",
+    "cifar_augmentation_views",
     "coding_rate",
     "cosine_loss",
     "cosine_momentum",
+    "effective_rank",
     "eps_from_code",
+    "equivariance_r2",
     "half_logdet_i_plus_gram",
+    "leakage",
+    "linear_probe_accuracy",
+    "load_mnist",
+    "mnist_affine_views",
+    "r2_score",
     "rate_reduction",
     "resnet18_encoder",
     "simdino_expansion",

@@ -1,0 +1,308 @@
+"""Action vectors: encodings of transformation parameters and relative actions between views.
+
+seq-JEPA conditions its aggregator and predictor on the *action* between consecutive views, the
+transformation that takes view ``x_i`` to ``x_{i+1}`` (Ghaemi et al., "seq-JEPA", arXiv 2505.03176,
+§2). This module turns absolute per-view parameters ``t_i`` into relative actions ``a_i``:
+
+* augmentations (CIFAR-100, the paper's 9-d vector): ``a_i = t_{i+1} − t_i``, optionally after the
+  official code's normalisation across the view axis (:func:`normalize_across_views`);
+* planar rotations: ``[sin Δθ, cos Δθ]`` with ``Δθ = wrap(θ_{i+1} − θ_i)`` (the CIFAR-10 rotation
+  setting of the follow-up repository ``kaikun213/seq-jepa``, ``docs/reference/metrics-and-gates.md``);
+* MNIST-affine: ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` (same follow-up repository);
+* 3D rotations (3DIEBench): the relative quaternion ``quat(R_iᵀ R_{i+1})``, scalar last and not
+  sign-canonicalised, as in ``hafezgh/seq-jepa`` ``src/datasets.py`` and ``facebookresearch/SIE``
+  ``src/dataset.py`` (both via ``scipy.spatial.transform.Rotation``).
+
+All functions are pure, batched over leading dimensions and differentiable where it makes sense.
+Quaternions are stored scalar-last, ``(x, y, z, w)``, like scipy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jepa_blocks._validation import check_floating_tensor
+
+__all__ = [
+    "affine_action",
+    "angle_to_sincos",
+    "canonicalize_quaternion",
+    "euler_xyz_to_quaternion",
+    "normalize_across_views",
+    "quaternion_conjugate",
+    "quaternion_multiply",
+    "relative_affine_actions",
+    "relative_differences",
+    "relative_quaternions",
+    "relative_rotation_actions",
+    "sincos_to_angle",
+    "wrap_angle",
+]
+
+
+def _check_views(params: Tensor, name: str, *, min_views: int = 2, last: int | None = None) -> None:
+    check_floating_tensor(params, name, min_ndim=2, shape_doc="(..., V, P)")
+    if params.shape[-2] < min_views:
+        raise ValueError(
+            f"{name} must have at least {min_views} views on dim -2 (shape (..., V, P)), "
+            f"got shape {tuple(params.shape)}"
+        )
+    if last is not None and params.shape[-1] != last:
+        raise ValueError(
+            f"{name} must have {last} entries on the last dim, got {tuple(params.shape)}"
+        )
+
+
+def wrap_angle(theta: Tensor) -> Tensor:
+    """Wrap angles (radians) into ``[−π, π)``.
+
+    Args:
+        theta: Angles in radians, any shape.
+
+    Returns:
+        ``theta`` shifted by a multiple of ``2π`` into ``[−π, π)``.
+
+    Shape:
+        - theta: ``(...)``
+        - output: ``(...)``
+    """
+    check_floating_tensor(theta, "theta")
+    return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
+
+
+def angle_to_sincos(theta: Tensor) -> Tensor:
+    """Encode angles as ``[sin θ, cos θ]``, a continuous code without the ``±π`` jump.
+
+    Shape:
+        - theta: ``(...)``
+        - output: ``(..., 2)``
+    """
+    check_floating_tensor(theta, "theta")
+    return torch.stack((torch.sin(theta), torch.cos(theta)), dim=-1)
+
+
+def sincos_to_angle(code: Tensor) -> Tensor:
+    """Invert :func:`angle_to_sincos`: ``atan2(sin, cos)`` in ``(−π, π]``.
+
+    The code does not need unit norm (a regressor's output can be passed directly).
+
+    Shape:
+        - code: ``(..., 2)``
+        - output: ``(...)``
+    """
+    check_floating_tensor(code, "code", min_ndim=1)
+    if code.shape[-1] != 2:
+        raise ValueError(f"code must have shape (..., 2) [sin, cos], got {tuple(code.shape)}")
+    return torch.atan2(code[..., 0], code[..., 1])
+
+
+def affine_action(params: Tensor) -> Tensor:
+    """Encode similarity-transform parameters ``[θ, tx, ty, log s]`` as ``[sin θ, cos θ, tx, ty, log s]``.
+
+    This is the MNIST-affine action of the follow-up repository (``kaikun213/seq-jepa``,
+    ``experiments/datasets_mnist_affine.py``); here translations are fractions of the image size.
+
+    Shape:
+        - params: ``(..., 4)``
+        - output: ``(..., 5)``
+    """
+    check_floating_tensor(params, "params", min_ndim=1)
+    if params.shape[-1] != 4:
+        raise ValueError(
+            f"params must have shape (..., 4) [angle, tx, ty, log_scale], got {tuple(params.shape)}"
+        )
+    return torch.cat((angle_to_sincos(params[..., 0]), params[..., 1:]), dim=-1)
+
+
+def normalize_across_views(params: Tensor, *, eps: float = 1e-12) -> Tensor:
+    """The official code's action normalisation: unit L2 norm of each parameter *across the views*.
+
+    ``hafezgh/seq-jepa`` (``src/engine.py``) calls ``F.normalize(aug_params, p=2, dim=1)`` on a
+    tensor of shape ``(B, M+1, P)``: dim 1 is the view axis, so each parameter's values over the
+    ``M+1`` views of one sequence are scaled to unit norm (probably meant per vector; kept as a named
+    option because the paper's numbers were produced with it). The result is independent of the
+    parameter's units and depends on the sequence length.
+
+    Args:
+        params: Absolute parameters of the ``V`` views of each sequence.
+        eps: Lower bound of the norm, as in :func:`torch.nn.functional.normalize`.
+
+    Shape:
+        - params: ``(..., V, P)``
+        - output: ``(..., V, P)``
+    """
+    _check_views(params, "params", min_views=1)
+    return F.normalize(params, p=2.0, dim=-2, eps=eps)
+
+
+def relative_differences(
+    params: Tensor,
+    *,
+    angle_dims: Sequence[int] = (),
+    normalize: str = "none",
+) -> Tensor:
+    """Relative actions ``a_i = t_{i+1} − t_i`` between consecutive views.
+
+    This is the action of the augmentation and saccade settings of seq-JEPA (paper §3.1; official
+    ``src/engine.py``). Columns listed in ``angle_dims`` are differences of angles and are wrapped
+    into ``[−π, π)``, so that actions compose: ``wrap(a_{12} + a_{23}) = wrap(t_3 − t_1)``.
+
+    Args:
+        params: Absolute parameters ``t`` of ``V`` views.
+        angle_dims: Columns holding angles in radians.
+        normalize: ``"none"`` or ``"official"`` (apply :func:`normalize_across_views` first, the
+            official code's behaviour; angles are then no longer wrapped).
+
+    Returns:
+        The ``V − 1`` relative actions.
+
+    Shape:
+        - params: ``(..., V, P)``
+        - output: ``(..., V − 1, P)``
+    """
+    _check_views(params, "params")
+    if normalize not in ("none", "official"):
+        raise ValueError(f"normalize must be 'none' or 'official', got {normalize!r}")
+    p = params.shape[-1]
+    dims = []
+    for d in angle_dims:
+        if not -p <= int(d) < p:
+            raise ValueError(
+                f"angle_dims entries must lie in [-{p}, {p}) for {p} parameters, got {d}"
+            )
+        dims.append(int(d) % p)
+    dims = sorted(set(dims))
+    if normalize == "official":
+        params = normalize_across_views(params)
+        dims = []
+    diff = params[..., 1:, :] - params[..., :-1, :]
+    if dims:
+        idx = torch.tensor(dims, device=params.device)
+        diff = diff.index_copy(-1, idx, wrap_angle(diff.index_select(-1, idx)))
+    return diff
+
+
+def relative_rotation_actions(angles: Tensor) -> Tensor:
+    """Relative planar-rotation actions ``[sin Δθ, cos Δθ]``, ``Δθ = θ_{i+1} − θ_i``.
+
+    Args:
+        angles: Absolute rotation angle (radians) of each of ``V`` views.
+
+    Shape:
+        - angles: ``(..., V)``
+        - output: ``(..., V − 1, 2)``
+    """
+    check_floating_tensor(angles, "angles", min_ndim=1)
+    if angles.shape[-1] < 2:
+        raise ValueError(f"angles must hold at least 2 views on dim -1, got {tuple(angles.shape)}")
+    return angle_to_sincos(wrap_angle(angles[..., 1:] - angles[..., :-1]))
+
+
+def relative_affine_actions(params: Tensor) -> Tensor:
+    """Relative MNIST-affine actions ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` between consecutive views.
+
+    Args:
+        params: Absolute ``[θ, tx, ty, log s]`` of each of ``V`` views.
+
+    Shape:
+        - params: ``(..., V, 4)``
+        - output: ``(..., V − 1, 5)``
+    """
+    _check_views(params, "params", last=4)
+    return affine_action(relative_differences(params, angle_dims=(0,)))
+
+
+def quaternion_multiply(p: Tensor, q: Tensor) -> Tensor:
+    """Hamilton product ``p ⊗ q`` of scalar-last quaternions (rotation ``q`` first, then ``p``).
+
+    Shape:
+        - p: ``(..., 4)``
+        - q: ``(..., 4)``, broadcastable with ``p``
+        - output: ``(..., 4)``
+    """
+    for name, t in (("p", p), ("q", q)):
+        check_floating_tensor(t, name, min_ndim=1)
+        if t.shape[-1] != 4:
+            raise ValueError(f"{name} must have shape (..., 4) (x, y, z, w), got {tuple(t.shape)}")
+    pv, pw = p[..., :3], p[..., 3:]
+    qv, qw = q[..., :3], q[..., 3:]
+    vec = pw * qv + qw * pv + torch.linalg.cross(pv, qv, dim=-1)
+    w = pw * qw - (pv * qv).sum(-1, keepdim=True)
+    return torch.cat((vec, w), dim=-1)
+
+
+def quaternion_conjugate(q: Tensor) -> Tensor:
+    """Conjugate ``(−x, −y, −z, w)``; the inverse rotation for unit quaternions.
+
+    Shape:
+        - q: ``(..., 4)``
+        - output: ``(..., 4)``
+    """
+    check_floating_tensor(q, "q", min_ndim=1)
+    if q.shape[-1] != 4:
+        raise ValueError(f"q must have shape (..., 4) (x, y, z, w), got {tuple(q.shape)}")
+    return torch.cat((-q[..., :3], q[..., 3:]), dim=-1)
+
+
+def canonicalize_quaternion(q: Tensor) -> Tensor:
+    """Pick the representative with ``w ≥ 0`` (``q`` and ``−q`` are the same rotation).
+
+    The official seq-JEPA and SIE code do **not** do this (quirk 8 of the reference notes); it is
+    offered for regressors that should not be penalised for the sign ambiguity.
+
+    Shape:
+        - q: ``(..., 4)``
+        - output: ``(..., 4)``
+    """
+    check_floating_tensor(q, "q", min_ndim=1)
+    if q.shape[-1] != 4:
+        raise ValueError(f"q must have shape (..., 4) (x, y, z, w), got {tuple(q.shape)}")
+    return torch.where(q[..., 3:] < 0, -q, q)
+
+
+def euler_xyz_to_quaternion(angles: Tensor) -> Tensor:
+    """Unit quaternion of extrinsic x-y-z Euler angles (scipy's ``from_euler("xyz", ...)``).
+
+    3DIEBench stores object poses as Tait–Bryan angles in an extrinsic frame
+    (``facebookresearch/SIE``, ``data/README.md``): the rotation is ``R = R_z(γ) R_y(β) R_x(α)``,
+    i.e. ``q = q_z ⊗ q_y ⊗ q_x``.
+
+    Shape:
+        - angles: ``(..., 3)`` radians ``(α, β, γ)`` about x, y, z
+        - output: ``(..., 4)`` scalar-last
+    """
+    check_floating_tensor(angles, "angles", min_ndim=1)
+    if angles.shape[-1] != 3:
+        raise ValueError(f"angles must have shape (..., 3) (x, y, z), got {tuple(angles.shape)}")
+    half = 0.5 * angles
+    s, c = torch.sin(half), torch.cos(half)
+    zeros = torch.zeros_like(s[..., 0])
+    qx = torch.stack((s[..., 0], zeros, zeros, c[..., 0]), dim=-1)
+    qy = torch.stack((zeros, s[..., 1], zeros, c[..., 1]), dim=-1)
+    qz = torch.stack((zeros, zeros, s[..., 2], c[..., 2]), dim=-1)
+    return quaternion_multiply(qz, quaternion_multiply(qy, qx))
+
+
+def relative_quaternions(angles: Tensor, *, canonical: bool = False) -> Tensor:
+    """Relative 3D rotations between consecutive views as quaternions ``q_i⁻¹ ⊗ q_{i+1}``.
+
+    Matches the 3DIEBench action of the official code,
+    ``R.from_euler("xyz", e_i).inv() * R.from_euler("xyz", e_{i+1})`` as a scalar-last quaternion.
+
+    Args:
+        angles: Extrinsic x-y-z Euler angles of ``V`` views.
+        canonical: Flip signs so that ``w ≥ 0`` (see :func:`canonicalize_quaternion`).
+
+    Shape:
+        - angles: ``(..., V, 3)``
+        - output: ``(..., V − 1, 4)``
+    """
+    _check_views(angles, "angles", last=3)
+    q = euler_xyz_to_quaternion(angles)
+    rel = quaternion_multiply(quaternion_conjugate(q[..., :-1, :]), q[..., 1:, :])
+    return canonicalize_quaternion(rel) if canonical else rel

@@ -1,0 +1,162 @@
+"""Reader for 3DIEBench (Garrido et al., "Self-supervised learning of split invariant equivariant
+representations", ICML 2023) in its published layout, as view sequences for seq-JEPA.
+
+Layout (``facebookresearch/SIE``, ``data/README.md``)::
+
+    root/SYNSET/OBJ_ID/image_0.jpg, latent_0.npy, ..., image_49.jpg, latent_49.npy
+
+with index files ``{split}_images.npy`` (entries ``"/SYNSET/OBJ_ID"``) and ``{split}_labels.npy``
+(class indices, 55 classes). Each ``latent_k.npy`` holds 7 values: rotation x, y, z (extrinsic
+Tait–Bryan angles in ``[−π/2, π/2]``), floor hue, light θ, light φ, light hue.
+
+Per item, ``M + 1`` of the 50 views are drawn without replacement; images are resized (256 → 128 by
+default) and standardised with the official seq-JEPA constants. The actions are the relative
+rotations as scalar-last quaternions, not sign-canonicalised (``latent="rot"``, 4-d), plus the
+differences of floor and light hue (``latent="rotcolor"``, 6-d), as in the official code
+(``hafezgh/seq-jepa`` ``src/datasets.py``, ``Dataset_3DIEBench_MultipleViews``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jepa_blocks.data.actions import relative_quaternions
+from jepa_blocks.data.sequences import ViewSequence, mix_seed
+
+__all__ = ["DIEBENCH_STATS", "ThreeDIEBench"]
+
+#: Mean and std of 3DIEBench images (official seq-JEPA code).
+DIEBENCH_STATS = ((0.5016, 0.5037, 0.5060), (0.1030, 0.0999, 0.0969))
+
+
+class ThreeDIEBench(torch.utils.data.Dataset):
+    """3DIEBench view sequences: ``views (M+1, 3, S, S)``, latents, relative actions, label.
+
+    Args:
+        root: Dataset root holding the ``SYNSET/OBJ_ID`` folders.
+        split: Selects the index files ``{split}_images.npy`` and ``{split}_labels.npy``.
+        num_observed: ``M``; ``M + 1`` distinct views per item.
+        latent: ``"rot"`` (quaternion, 4-d action) or ``"rotcolor"`` (+ Δ floor hue, Δ light hue).
+        image_size: Side of the resized views (official: 128).
+        normalize: Standardise with :data:`DIEBENCH_STATS`.
+        canonical: Sign-canonicalise the quaternions (``w ≥ 0``); the official code does not.
+        index_dir: Folder of the index files (default: ``root``).
+        views_per_object: Rendered views per object (50 in the published dataset).
+        seed: Base seed; item ``i`` of epoch ``e`` uses ``mix_seed(seed, e, i)``.
+
+    Each item's ``params`` are the raw 7-value latents of its views, ``(M+1, 7)``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        split: str = "train",
+        num_observed: int = 3,
+        latent: str = "rot",
+        image_size: int = 128,
+        normalize: bool = True,
+        canonical: bool = False,
+        index_dir: str | os.PathLike[str] | None = None,
+        views_per_object: int = 50,
+        seed: int = 0,
+    ) -> None:
+        if latent not in ("rot", "rotcolor"):
+            raise ValueError(f"latent must be 'rot' or 'rotcolor', got {latent!r}")
+        if isinstance(num_observed, bool) or not isinstance(num_observed, int) or num_observed < 1:
+            raise ValueError(f"num_observed (M) must be an int >= 1, got {num_observed!r}")
+        if num_observed + 1 > views_per_object:
+            raise ValueError(
+                f"num_observed + 1 = {num_observed + 1} views exceed the {views_per_object} "
+                "views per object"
+            )
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        self.root = Path(root)
+        index = Path(index_dir) if index_dir is not None else self.root
+        images_file = index / f"{split}_images.npy"
+        labels_file = index / f"{split}_labels.npy"
+        for f in (images_file, labels_file):
+            if not f.is_file():
+                raise FileNotFoundError(f"3DIEBench index file {f} not found (split={split!r})")
+        self.objects = [str(s) for s in np.load(images_file)]
+        self.labels = torch.as_tensor(np.load(labels_file).astype(np.int64))
+        if len(self.objects) != len(self.labels):
+            raise ValueError(
+                f"{images_file.name} lists {len(self.objects)} objects but {labels_file.name} "
+                f"has {len(self.labels)} labels"
+            )
+        self.split = split
+        self.num_observed = num_observed
+        self.latent = latent
+        self.image_size = image_size
+        self.normalize = bool(normalize)
+        self.canonical = bool(canonical)
+        self.views_per_object = int(views_per_object)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    @property
+    def action_dim(self) -> int:
+        """4 for ``"rot"``, 6 for ``"rotcolor"``."""
+        return 4 if self.latent == "rot" else 6
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the view draws of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def object_dir(self, index: int) -> Path:
+        """Folder of object ``index`` (the index entry without its leading ``/``)."""
+        return self.root / self.objects[index].lstrip("/")
+
+    def _image(self, path: Path) -> Tensor:
+        from torchvision.io import ImageReadMode, decode_image
+        from torchvision.transforms.v2 import functional as TF
+
+        img = decode_image(str(path), mode=ImageReadMode.RGB)
+        img = TF.to_dtype(img, torch.float32, scale=True)
+        return TF.resize(img, [self.image_size, self.image_size], antialias=True)
+
+    def __getitem__(self, index: int) -> ViewSequence:
+        n = len(self)
+        if not -n <= int(index) < n:
+            raise IndexError(f"index {index} is out of range for a dataset of {n} objects")
+        i = int(index) % n
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
+        chosen = torch.randperm(self.views_per_object, generator=gen)[: self.num_observed + 1]
+        folder = self.object_dir(i)
+        views = torch.stack([self._image(folder / f"image_{int(k)}.jpg") for k in chosen])
+        latents = torch.stack(
+            [
+                torch.as_tensor(np.load(folder / f"latent_{int(k)}.npy"), dtype=torch.float64)
+                for k in chosen
+            ]
+        )
+        if latents.shape[-1] < 7:
+            raise ValueError(
+                f"latent files of {folder} must hold 7 values (rx, ry, rz, floor hue, light θ, "
+                f"light φ, light hue), got {latents.shape[-1]}"
+            )
+        actions = relative_quaternions(latents[:, :3], canonical=self.canonical)
+        if self.latent == "rotcolor":
+            hues = latents[:, [3, 6]]
+            actions = torch.cat((actions, hues[1:] - hues[:-1]), dim=-1)
+        if self.normalize:
+            mean = torch.tensor(DIEBENCH_STATS[0])[:, None, None]
+            std = torch.tensor(DIEBENCH_STATS[1])[:, None, None]
+            views = (views - mean) / std
+        return ViewSequence(
+            views,
+            latents.float(),
+            actions.float(),
+            self.labels[i],
+            torch.tensor(i),
+        )

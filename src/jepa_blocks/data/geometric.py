@@ -1,0 +1,334 @@
+"""Batched geometric image operations with per-sample parameters.
+
+Every function here takes a batch ``(B, C, H, W)`` of float images and one parameter row per image,
+runs on the images' device and involves no Python loop over the batch. torchvision's functionals
+take one parameter set per call, so the per-sample versions are built from
+:func:`torch.nn.functional.affine_grid` / :func:`~torch.nn.functional.grid_sample` (affine),
+:func:`torch.rot90` (exact quarter turns) and separable resampling matrices (resized crops). Each is
+tested against torchvision applied one image at a time.
+
+Conventions: angles in radians, counter-clockwise as seen on screen (torchvision ``rotate``); crop
+boxes ``(top, left, height, width)`` in pixels as in torchvision's ``RandomResizedCrop``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jepa_blocks._validation import check_floating_tensor
+
+__all__ = [
+    "affine_transform",
+    "invert_affine_params",
+    "resample_matrix",
+    "resized_crop",
+    "rotate90",
+    "sample_resized_crop_boxes",
+]
+
+
+def _check_images(images: Tensor, name: str = "images") -> Tensor:
+    check_floating_tensor(images, name, min_ndim=4, shape_doc="(B, C, H, W)")
+    if images.ndim != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(images.shape)}")
+    return images
+
+
+def _check_rows(params: Tensor, name: str, batch: int, width: int, doc: str) -> None:
+    if not isinstance(params, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(params).__name__}")
+    if params.shape != (batch, width):
+        raise ValueError(
+            f"{name} must have shape ({batch}, {width}) {doc} for a batch of {batch} images, "
+            f"got {tuple(params.shape)}"
+        )
+
+
+def affine_transform(images: Tensor, params: Tensor, *, interpolation: str = "bilinear") -> Tensor:
+    """Apply one similarity transform per image: rotation, translation and isotropic scale.
+
+    Row ``[θ, tx, ty, log s]`` maps a point ``p`` (pixel coordinates about the image centre, x to
+    the right, y down) to ``s · R(θ) p + (tx · W, ty · H)``, where ``R(θ)`` turns counter-clockwise
+    on screen. The result equals ``torchvision.transforms.v2.functional.affine(img,
+    angle=−degrees(θ), translate=[tx·W, ty·H], scale=s, shear=[0, 0])`` image by image; pixels
+    mapped from outside the input are 0.
+
+    Args:
+        images: Float images.
+        params: ``[angle (rad), tx, ty (fractions of W and H), log scale]`` per image.
+        interpolation: ``"bilinear"`` or ``"nearest"``.
+
+    Returns:
+        The transformed images.
+
+    Shape:
+        - images: ``(B, C, H, W)``
+        - params: ``(B, 4)``
+        - output: ``(B, C, H, W)``
+    """
+    _check_images(images)
+    b, _, h, w = images.shape
+    _check_rows(params, "params", b, 4, "[angle, tx, ty, log_scale]")
+    if interpolation not in ("bilinear", "nearest"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+    p = params.to(device=images.device, dtype=images.dtype)
+    cos, sin = torch.cos(p[:, 0]), torch.sin(p[:, 0])
+    inv_s = torch.exp(-p[:, 3])
+    tx, ty = p[:, 1] * w, p[:, 2] * h
+    # Inverse map, output -> input, in pixels: p = R(θ)ᵀ (p' − t) / s; then into the [-1, 1]
+    # coordinates of affine_grid (align_corners=False): x_n = x / (W/2), y_n = y / (H/2).
+    a = (
+        torch.stack(
+            (
+                torch.stack((cos, -sin * h / w), -1),
+                torch.stack((sin * w / h, cos), -1),
+            ),
+            dim=-2,
+        )
+        * inv_s[:, None, None]
+    )
+    shift = -torch.stack(((cos * tx - sin * ty) * 2 / w, (sin * tx + cos * ty) * 2 / h), -1)
+    theta = torch.cat((a, (shift * inv_s[:, None])[..., None]), dim=-1)
+    grid = F.affine_grid(theta, [b, images.shape[1], h, w], align_corners=False)
+    return F.grid_sample(
+        images, grid, mode=interpolation, padding_mode="zeros", align_corners=False
+    )
+
+
+def invert_affine_params(params: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Parameters of the inverse similarity transform, in the convention of :func:`affine_transform`.
+
+    Args:
+        params: ``[θ, tx, ty, log s]`` rows.
+        image_size: ``(H, W)`` the translations refer to.
+
+    Shape:
+        - params: ``(..., 4)``
+        - output: ``(..., 4)``
+    """
+    check_floating_tensor(params, "params", min_ndim=1)
+    if params.shape[-1] != 4:
+        raise ValueError(f"params must have shape (..., 4), got {tuple(params.shape)}")
+    h, w = image_size
+    theta, log_s = params[..., 0], params[..., 3]
+    tx, ty = params[..., 1] * w, params[..., 2] * h
+    # p = R(−θ)(p' − t)/s  =>  t_inv = −R(−θ) t / s, with R(φ) = [[cos, sin], [−sin, cos]].
+    c, s = torch.cos(-theta), torch.sin(-theta)
+    inv_s = torch.exp(-log_s)
+    tx_inv = -(c * tx + s * ty) * inv_s
+    ty_inv = -(-s * tx + c * ty) * inv_s
+    return torch.stack((-theta, tx_inv / w, ty_inv / h, -log_s), dim=-1)
+
+
+def rotate90(images: Tensor, k: Tensor) -> Tensor:
+    """Rotate each image by ``k · 90°`` counter-clockwise, exactly (no interpolation).
+
+    Args:
+        images: Square images.
+        k: Integer number of quarter turns per image (any integer; taken modulo 4).
+
+    Shape:
+        - images: ``(B, C, H, H)``
+        - k: ``(B,)``
+        - output: ``(B, C, H, H)``
+    """
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must have shape (B, C, H, W), got {shape}")
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"images must be square for quarter turns, got {tuple(images.shape)}")
+    if not isinstance(k, Tensor) or k.shape != images.shape[:1]:
+        shape = tuple(k.shape) if isinstance(k, Tensor) else type(k).__name__
+        raise ValueError(f"k must be a tensor of shape ({images.shape[0]},), got {shape}")
+    if k.is_floating_point():
+        k = torch.round(k)
+    k = torch.remainder(k.to(device=images.device, dtype=torch.long), 4)
+    out = images.clone()
+    for r in (1, 2, 3):
+        idx = torch.nonzero(k == r).squeeze(1)
+        if idx.numel():
+            out[idx] = torch.rot90(images[idx], r, dims=(-2, -1))
+    return out
+
+
+def sample_resized_crop_boxes(
+    batch_size: int,
+    image_size: tuple[int, int],
+    *,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    attempts: int = 10,
+) -> Tensor:
+    """Sample crop boxes like torchvision's ``RandomResizedCrop.get_params``, for a whole batch.
+
+    For each image, up to ``attempts`` candidate boxes are drawn with area fraction ``~ U(scale)``
+    and log aspect ratio ``~ U(log ratio)``; the first that fits is used, otherwise the central crop
+    with the aspect ratio clamped to ``ratio``. Offsets are uniform over the valid positions.
+
+    Args:
+        batch_size: Number of boxes.
+        image_size: ``(H, W)`` of the input images.
+        scale: Range of the crop area as a fraction of the image area.
+        ratio: Range of the aspect ratio ``w / h``.
+        generator: Source of randomness; the draws happen on its device.
+        device: Device of the result (default: the generator's, else CPU).
+        attempts: Candidates per image before the central-crop fallback.
+
+    Returns:
+        Integer-valued ``(top, left, height, width)`` boxes in pixels, dtype ``float32``.
+
+    Shape:
+        - output: ``(batch_size, 4)``
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
+    h_img, w_img = (int(v) for v in image_size)
+    if h_img < 1 or w_img < 1:
+        raise ValueError(f"image_size must be positive (H, W), got {image_size!r}")
+    if not 0 < scale[0] <= scale[1]:
+        raise ValueError(f"scale must satisfy 0 < min <= max, got {scale!r}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio!r}")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    out_device = torch.device(device) if device is not None else gen_device
+    area = h_img * w_img
+    u = torch.rand(batch_size, attempts, 4, generator=generator, device=gen_device)
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[..., 1]
+    aspect = torch.exp(log_r)
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= w_img) & (h > 0) & (h <= h_img)
+    top = torch.floor(u[..., 2] * (h_img - h + 1))
+    left = torch.floor(u[..., 3] * (w_img - w + 1))
+    cand = torch.stack((top, left, h, w), dim=-1)
+    first = torch.argmax(ok.to(torch.int8), dim=1)
+    chosen = cand[torch.arange(batch_size, device=gen_device), first]
+    # Central-crop fallback (torchvision: clamp the input's aspect ratio into `ratio`).
+    in_ratio = w_img / h_img
+    if in_ratio < ratio[0]:
+        fw, fh = w_img, round(w_img / ratio[0])
+    elif in_ratio > ratio[1]:
+        fh, fw = h_img, round(h_img * ratio[1])
+    else:
+        fw, fh = w_img, h_img
+    fallback = torch.tensor(
+        [(h_img - fh) // 2, (w_img - fw) // 2, fh, fw], dtype=chosen.dtype, device=gen_device
+    )
+    boxes = torch.where(ok.any(dim=1, keepdim=True), chosen, fallback)
+    return boxes.to(out_device)
+
+
+def _filter(x: Tensor, interpolation: str) -> Tensor:
+    ax = x.abs()
+    if interpolation == "bilinear":
+        return (1 - ax).clamp_min_(0)
+    # Cubic convolution with a = −½ (Pillow's and PyTorch's antialiased bicubic). Both pieces
+    # vanish at the knots (near(1) = far(1) = far(2) = 0), so clamping |x| into each piece's
+    # interval and adding selects the right piece without masks.
+    a = -0.5
+    u = ax.clamp(max=1.0)
+    v = ax.clamp(1.0, 2.0)
+    near = ((a + 2) * u - (a + 3)) * u * u + 1
+    far = (((v - 5) * v + 8) * v - 4) * a
+    return near + far
+
+
+def resample_matrix(
+    start: Tensor,
+    length: Tensor,
+    in_size: int,
+    out_size: int,
+    *,
+    interpolation: str = "bicubic",
+) -> Tensor:
+    """Rows of the 1-D resampling of the window ``[start, start + length)`` to ``out_size`` samples.
+
+    Antialiased separable resampling as in Pillow's ``ImagingResample`` and PyTorch's
+    ``interpolate(..., antialias=True)``: output sample ``x`` is centred at
+    ``c = start + (x + ½)·length/out_size``; input pixel ``k`` of the window gets weight
+    ``φ((k + ½ − c)/max(length/out_size, 1))``, normalised over the window (``φ`` the triangle or the
+    ``a = −½`` cubic kernel). Pixels outside the window get weight 0.
+
+    Args:
+        start: Window start per sample (pixels).
+        length: Window length per sample (pixels, ≥ 1).
+        in_size: Length of the full input axis.
+        out_size: Number of output samples.
+        interpolation: ``"bilinear"`` or ``"bicubic"``.
+
+    Shape:
+        - start: ``(B,)``
+        - length: ``(B,)``
+        - output: ``(B, out_size, in_size)``
+    """
+    if interpolation not in ("bilinear", "bicubic"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
+    dtype = start.dtype if start.is_floating_point() else torch.float32
+    start = start.to(dtype)[:, None, None]
+    length = length.to(dtype)[:, None, None]
+    radius = 1.0 if interpolation == "bilinear" else 2.0
+    step = length / out_size
+    support_scale = step.clamp_min(1.0)
+    x = torch.arange(out_size, device=start.device, dtype=dtype)[None, :, None]
+    centre = start + (x + 0.5) * step
+    # Only the taps within the filter's support can be non-zero: evaluate those, then scatter.
+    num_taps = math.ceil(2 * radius * float(support_scale.max())) + 2 if start.numel() else 1
+    first = torch.floor(centre - radius * support_scale + 0.5)
+    k = first + torch.arange(num_taps, device=start.device, dtype=dtype)
+    wgt = _filter((k + 0.5 - centre) / support_scale, interpolation)
+    inside = (k >= start) & (k < start + length) & (k >= 0) & (k < in_size)
+    wgt = wgt * inside
+    wgt = wgt / wgt.sum(dim=-1, keepdim=True)
+    idx = k.clamp(0, in_size - 1).long()
+    out = torch.zeros(start.shape[0], out_size, in_size, device=start.device, dtype=dtype)
+    return out.scatter_add_(-1, idx, wgt)
+
+
+def resized_crop(
+    images: Tensor,
+    boxes: Tensor,
+    size: tuple[int, int],
+    *,
+    interpolation: str = "bicubic",
+) -> Tensor:
+    """Crop one box per image and resize it to ``size``, as one batched resampling.
+
+    Equal, image by image, to ``torchvision.transforms.v2.functional.resized_crop(img, top, left,
+    height, width, size, interpolation, antialias=True)`` (and to Pillow's resize of the crop, which
+    the official seq-JEPA code uses), computed as ``Wy · img · Wxᵀ`` with the matrices of
+    :func:`resample_matrix`. Boxes must lie inside the image.
+
+    Args:
+        images: Float images.
+        boxes: ``(top, left, height, width)`` per image, in pixels (integer-valued).
+        size: Output ``(height, width)``.
+        interpolation: ``"bilinear"`` or ``"bicubic"``.
+
+    Shape:
+        - images: ``(B, C, H, W)``
+        - boxes: ``(B, 4)``
+        - output: ``(B, C, size[0], size[1])``
+    """
+    _check_images(images)
+    b, _, h, w = images.shape
+    _check_rows(boxes, "boxes", b, 4, "(top, left, height, width)")
+    oh, ow = (int(v) for v in size)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"size must be positive (height, width), got {size!r}")
+    bx = boxes.to(device=images.device, dtype=images.dtype)
+    if b and bool(
+        ((bx[:, 2] < 1) | (bx[:, 3] < 1) | (bx[:, 0] < 0) | (bx[:, 1] < 0)).any()
+        or ((bx[:, 0] + bx[:, 2] > h) | (bx[:, 1] + bx[:, 3] > w)).any()
+    ):
+        raise ValueError(f"boxes must lie inside the {h}x{w} images with height, width >= 1")
+    wy = resample_matrix(bx[:, 0], bx[:, 2], h, oh, interpolation=interpolation)
+    wx = resample_matrix(bx[:, 1], bx[:, 3], w, ow, interpolation=interpolation)
+    out = torch.einsum("byh,bchw->bcyw", wy, images)
+    return torch.einsum("bcyw,bxw->bcyx", out, wx)

@@ -1,0 +1,291 @@
+"""Sequence sources: views ``(M+1, C, H, W)``, parameters, relative actions ``(M, A)`` and labels.
+
+Two ways to feed a model with the same content:
+
+* :class:`SequenceLoader` (the fast path): keeps a whole :class:`~jepa_blocks.data.LabelledImages`
+  split on the device and yields ready batches, augmented on the device in one batched call per
+  batch (no worker processes, no per-sample PIL work).
+* :class:`SequenceDataset`: a ``torch.utils.data.Dataset`` yielding one sequence per index, for
+  ``DataLoader`` pipelines, sharded samplers or sources that do not fit in memory.
+
+Both are reproducible: the randomness of epoch ``e`` (and, per item, index ``i``) comes from a
+``torch.Generator`` seeded with a hash of ``(seed, e[, i])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from jepa_blocks.data.sources import LabelledImages
+from jepa_blocks.data.views import SequenceViews
+
+__all__ = [
+    "SequenceDataset",
+    "SequenceLoader",
+    "ViewSequence",
+    "mix_seed",
+]
+
+_MASK64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """Hash integers into one 63-bit seed (SplitMix64 finaliser applied to each value in turn).
+
+    Used to derive independent generator seeds for ``(seed, epoch)`` and ``(seed, epoch, index)``.
+    """
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"mix_seed takes ints, got {type(v).__name__}")
+        z = (h + (v & _MASK64) + 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        h = z ^ (z >> 31)
+    return h & ((1 << 63) - 1)
+
+
+class ViewSequence(NamedTuple):
+    """One sequence, or a batch of sequences, of views with parameters, actions and labels.
+
+    Attributes:
+        views: The ``M`` observed views followed by the target view, ``(..., M+1, C, H, W)``.
+        params: Absolute transformation parameters of every view, ``(..., M+1, P)``.
+        actions: Relative actions ``a_i`` from view ``i`` to ``i+1``, ``(..., M, A)``; the last
+            one, ``a_M``, leads to the target and conditions the predictor.
+        labels: Class labels, ``(...)``.
+        indices: Indices of the source images, ``(...)``.
+    """
+
+    views: Tensor
+    params: Tensor
+    actions: Tensor
+    labels: Tensor
+    indices: Tensor
+
+    @property
+    def num_observed(self) -> int:
+        """``M``, the number of observed views."""
+        return int(self.views.shape[-4]) - 1
+
+    def prefix(self, num_observed: int) -> ViewSequence:
+        """The sub-sequence with the first ``num_observed`` views observed and view ``m+1`` as target.
+
+        For probes of the aggregate per number of observed views (``M_val``): the actions are
+        sliced, not recomputed (with the official view-axis normalisation they were normalised
+        over the full sequence).
+        """
+        m = num_observed
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= self.num_observed:
+            raise ValueError(
+                f"num_observed must be an int in [1, {self.num_observed}], got {num_observed!r}"
+            )
+        return ViewSequence(
+            self.views[..., : m + 1, :, :, :],
+            self.params[..., : m + 1, :],
+            self.actions[..., :m, :],
+            self.labels,
+            self.indices,
+        )
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> ViewSequence:
+        """Move every tensor to ``device``."""
+        return ViewSequence(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+
+def _check_common(source: LabelledImages, views: SequenceViews, num_observed: int) -> None:
+    if not isinstance(source, LabelledImages):
+        raise TypeError(f"source must be a LabelledImages, got {type(source).__name__}")
+    if not isinstance(views, SequenceViews):
+        raise TypeError(f"views must be a SequenceViews, got {type(views).__name__}")
+    if isinstance(num_observed, bool) or not isinstance(num_observed, int) or num_observed < 1:
+        raise ValueError(f"num_observed (M) must be an int >= 1, got {num_observed!r}")
+
+
+def _normalise(views: Tensor, source: LabelledImages) -> Tensor:
+    mean = torch.tensor(source.mean, dtype=views.dtype, device=views.device)[:, None, None]
+    std = torch.tensor(source.std, dtype=views.dtype, device=views.device)[:, None, None]
+    return (views - mean) / std
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """Map-style dataset of view sequences, one per source image.
+
+    Item ``i`` is a :class:`ViewSequence` with ``views (M+1, C, H', W')``, ``params (M+1, P)``,
+    ``actions (M, A)``, a scalar label and index; the default ``DataLoader`` collate stacks them.
+
+    Args:
+        source: The labelled images.
+        views: The view generator (e.g. :func:`~jepa_blocks.data.cifar_augmentation_views`).
+        num_observed: ``M``, the number of observed views (the target is one more).
+        seed: Base seed; item ``i`` of epoch ``e`` uses ``mix_seed(seed, e, i)``.
+        normalize: Standardise the views with the source's ``mean`` and ``std``.
+    """
+
+    def __init__(
+        self,
+        source: LabelledImages,
+        views: SequenceViews,
+        *,
+        num_observed: int,
+        seed: int = 0,
+        normalize: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        _check_common(source, views, num_observed)
+        self.source = source
+        self.views = views
+        self.num_observed = num_observed
+        self.seed = int(seed)
+        self.normalize = bool(normalize)
+        self.epoch = 0
+        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if world_size is None:
+            world_size = torch.distributed.get_world_size() if dist_on else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if dist_on else 0
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, "
+                f"world_size={world_size}"
+            )
+        self.rank, self.world_size = int(rank), int(world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the randomness of ``epoch`` (call it at the start of each epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> ViewSequence:
+        n = len(self.source)
+        if not -n <= int(index) < n:
+            raise IndexError(f"index {index} is out of range for a dataset of {n} items")
+        i = int(index) % n
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
+        image = self.source.images[i : i + 1].float().div_(255.0)
+        views, params = self.views(image, num_views=self.num_observed + 1, generator=gen)
+        if self.normalize:
+            views = _normalise(views, self.source)
+        return ViewSequence(
+            views[0],
+            params[0],
+            self.views.actions(params)[0],
+            self.source.labels[i],
+            torch.tensor(i, device=self.source.labels.device),
+        )
+
+
+class SequenceLoader:
+    """Iterate over a source in batches of view sequences generated on the device.
+
+    The whole ``uint8`` split is moved to ``device`` once; each batch is gathered, converted to
+    float and transformed there in one call, so the throughput scales with the device instead of
+    with worker processes. Parameters are drawn from a CPU generator, so CPU and GPU runs with the
+    same seed see the same parameters.
+
+    Args:
+        source: The labelled images.
+        views: The view generator.
+        num_observed: ``M``, the number of observed views.
+        batch_size: Sequences per batch.
+        device: Where the images live and are augmented (default: the source's device).
+        shuffle: Reshuffle every epoch.
+        drop_last: Drop the last incomplete batch.
+        seed: Base seed; epoch ``e`` uses ``mix_seed(seed, e)``.
+        normalize: Standardise the views with the source's ``mean`` and ``std``.
+        rank: This process's rank for data-parallel training (default: from
+            ``torch.distributed`` when initialised, else 0).
+        world_size: Number of ranks (default: from ``torch.distributed``, else 1). With more
+            than one rank, every rank draws the same epoch permutation, pads it by wrapping to a
+            multiple of ``world_size`` (as ``DistributedSampler`` does) and takes every
+            ``world_size``-th item starting at ``rank``; augmentations then use a per-rank
+            generator ``mix_seed(seed, epoch, rank)``.
+
+    Each ``iter(loader)`` uses the current epoch and advances it by one (so every pass, complete
+    or not, sees new shuffling and augmentations); :meth:`set_epoch` sets it explicitly.
+    """
+
+    def __init__(
+        self,
+        source: LabelledImages,
+        views: SequenceViews,
+        *,
+        num_observed: int,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        normalize: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        _check_common(source, views, num_observed)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.device = torch.device(device) if device is not None else source.images.device
+        self.source = source.to(self.device)
+        self.views = views
+        self.num_observed = num_observed
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.normalize = bool(normalize)
+        self.epoch = 0
+        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if world_size is None:
+            world_size = torch.distributed.get_world_size() if dist_on else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if dist_on else 0
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, "
+                f"world_size={world_size}"
+            )
+        self.rank, self.world_size = int(rank), int(world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass use the shuffling and augmentation randomness of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def _items_per_rank(self) -> int:
+        return -(-len(self.source) // self.world_size)
+
+    def __len__(self) -> int:
+        n = self._items_per_rank()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[ViewSequence]:
+        epoch = self.epoch
+        self.epoch += 1
+        return self._iterate(epoch)
+
+    def _iterate(self, epoch: int) -> Iterator[ViewSequence]:
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        n = len(self.source)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            padded = self._items_per_rank() * self.world_size
+            order = torch.cat([order, order[: padded - n]])[self.rank :: self.world_size]
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, self.rank))
+            n = order.numel()
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.drop_last and idx.numel() < self.batch_size:
+                break
+            yield self._batch(idx.to(self.device), gen)
+
+    def _batch(self, idx: Tensor, gen: torch.Generator) -> ViewSequence:
+        images = self.source.images[idx].float().div_(255.0)
+        views, params = self.views(images, num_views=self.num_observed + 1, generator=gen)
+        if self.normalize:
+            views = _normalise(views, self.source)
+        return ViewSequence(views, params, self.views.actions(params), self.source.labels[idx], idx)

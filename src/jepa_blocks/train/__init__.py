@@ -1,0 +1,43 @@
+"""Training: the shared loop, configs, schedules, checkpoints and metric gates."""
+
+from jepa_blocks.train.checkpoint import load_checkpoint, save_checkpoint
+from jepa_blocks.train.config import (
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+from jepa_blocks.train.gates import (
+    GATE_PRESETS,
+    GateResult,
+    Gates,
+    check_gates,
+    get_gates,
+    register_gates,
+)
+from jepa_blocks.train.loop import FitResult, NonFiniteLossError, fit, seed_everything
+from jepa_blocks.train.schedule import build_optimizer, lr_at, warmup_cosine_lr
+
+__all__ = [
+    "GATE_PRESETS",
+    "FitResult",
+    "GateResult",
+    "Gates",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "apply_overrides",
+    "build_optimizer",
+    "check_gates",
+    "config_from_dict",
+    "config_to_dict",
+    "fit",
+    "get_gates",
+    "load_checkpoint",
+    "load_config",
+    "lr_at",
+    "register_gates",
+    "save_checkpoint",
+    "seed_everything",
+    "warmup_cosine_lr",
+]
