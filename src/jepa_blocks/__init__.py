@@ -5,6 +5,21 @@ The top-level namespace re-exports the stable API. Sub-packages (``jepa_blocks.d
 """
 
 from jepa_blocks._version import __version__
+from jepa_blocks.blocks import (
+    CRATE,
+    ISTA,
+    MSSA,
+    TSSA,
+    CausalTSSA,
+    CRATEAlpha,
+    CRATEAlphaLayer,
+    CRATEDecoderLayer,
+    CRATELayer,
+    ToSTBlock,
+    TSSAState,
+    crate_blocks,
+    tost_blocks,
+)
 from jepa_blocks.data import (
     SequenceDataset,
     SequenceLoader,
@@ -29,11 +44,13 @@ from jepa_blocks.rate import (
     RateReductionParts,
     SimDINOExpansion,
     TotalCodingRate,
+    VariationalRate,
     coding_rate,
     eps_from_code,
     rate_reduction,
     simdino_expansion,
     total_coding_rate,
+    variational_rate,
 )
 from jepa_blocks.seq import (
     ActionEncoder,
@@ -44,14 +61,25 @@ from jepa_blocks.seq import (
     transformer_blocks,
 )
 from jepa_blocks.targets import CenterSharpen, EMATarget, StopGradTarget, Target, cosine_momentum
+from jepa_blocks.variational_rate import LocalCodingRate
 
 __all__ = [
+    "CRATE",
+    "ISTA",
+    "MSSA",
+    "TSSA",
     "ActionEncoder",
     "Aggregator",
+    "CRATEAlpha",
+    "CRATEAlphaLayer",
+    "CRATEDecoderLayer",
+    "CRATELayer",
+    "CausalTSSA",
     "CenterSharpen",
     "CodingRate",
     "CosineLoss",
     "EMATarget",
+    "LocalCodingRate",
     "Predictor",
     "RateReduction",
     "RateReductionParts",
@@ -62,14 +90,18 @@ __all__ = [
     "SimDINOExpansion",
     "SmallCNN",
     "StopGradTarget",
+    "TSSAState",
     "Target",
+    "ToSTBlock",
     "TotalCodingRate",
+    "VariationalRate",
     "ViewSequence",
     "__version__",
     "cifar_augmentation_views",
     "coding_rate",
     "cosine_loss",
     "cosine_momentum",
+    "crate_blocks",
     "effective_rank",
     "eps_from_code",
     "equivariance_r2",
@@ -82,6 +114,8 @@ __all__ = [
     "rate_reduction",
     "resnet18_encoder",
     "simdino_expansion",
+    "tost_blocks",
     "total_coding_rate",
     "transformer_blocks",
+    "variational_rate",
 ]

@@ -29,6 +29,7 @@ from jepa_blocks._validation import (
 )
 from jepa_blocks.distributed import all_gather_rows, all_reduce_sum, is_distributed, world_size
 from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
+from jepa_blocks.variational_rate import VariationalRate, variational_rate
 
 __all__ = [
     "CodingRate",
@@ -36,11 +37,13 @@ __all__ = [
     "RateReductionParts",
     "SimDINOExpansion",
     "TotalCodingRate",
+    "VariationalRate",
     "coding_rate",
     "eps_from_code",
     "rate_reduction",
     "simdino_expansion",
     "total_coding_rate",
+    "variational_rate",
 ]
 
 _DISTRIBUTED = ("auto", "none", "gram", "gather")

@@ -1,0 +1,62 @@
+"""Transformer blocks for world models: CRATE (MSSA + ISTA) white-box layers and their diagnostics;
+ToST (TSSA, causal streaming TSSA, ToST blocks).
+
+Every layer maps tokens ``(B, N, D)`` to ``(B, N, D)``, so a list of layers can be passed as the
+``blocks`` of :class:`jepa_blocks.seq.Aggregator`.
+"""
+
+from jepa_blocks.blocks.crate import (
+    CRATE,
+    ISTA,
+    MSSA,
+    CRATEAlpha,
+    CRATEAlphaLayer,
+    CRATEDecoderLayer,
+    CRATELayer,
+    OvercompleteISTA,
+    crate_blocks,
+    ista_step,
+    lasso_objective,
+)
+from jepa_blocks.blocks.crate_diagnostics import (
+    CRATERecorder,
+    code_sparsity,
+    head_action_r2,
+    project_heads,
+    specialization_score,
+    subspace_coding_rate,
+)
+from jepa_blocks.blocks.tost import (
+    TSSA,
+    CausalTSSA,
+    ToSTBlock,
+    ToSTStack,
+    TSSAState,
+    tost_blocks,
+)
+
+__all__ = [
+    "CRATE",
+    "ISTA",
+    "MSSA",
+    "TSSA",
+    "CRATEAlpha",
+    "CRATEAlphaLayer",
+    "CRATEDecoderLayer",
+    "CRATELayer",
+    "CRATERecorder",
+    "CausalTSSA",
+    "OvercompleteISTA",
+    "TSSAState",
+    "ToSTBlock",
+    "ToSTStack",
+    "code_sparsity",
+    "crate_blocks",
+    "head_action_r2",
+    "ista_step",
+    "lasso_objective",
+    "project_heads",
+    "specialization_score",
+    "subspace_coding_rate",
+    "tost_blocks",
+]

@@ -1,0 +1,1019 @@
+r"""ToST: token-statistics self-attention (TSSA), its causal streaming form, and the ToST block.
+
+Sources: Wu et al. (ICLR 2025), "Token Statistics Transformer:
+Linear-Time Attention via Variational Rate Reduction", arXiv:2412.17810. Official code
+``RobinWu218/ToST``: ``tost_vision/tost.py`` (``AttentionTSSA``, ``Block``) and
+``tost_lang/model_TSSA.py`` (``CausalSelfAttention_TSSA``). The implementation here is written
+from the formulas; no code is copied.
+
+TSSA is one descent step on the variational (diagonal) bound of the compression term
+:math:`R^c` (see :func:`jepa_blocks.variational_rate.variational_rate`). With one linear map
+``qkv`` giving :math:`K` heads :math:`w_{k,i} \in \mathbb{R}^p` per token :math:`i`:
+
+.. math::
+
+    \pi_{\cdot, i} = \operatorname{softmax}_k\Big(\tau_k \sum_j \hat w_{k,i,j}^2\Big), \quad
+    m_{k,j} = \frac{\sum_i \pi_{k,i} w_{k,i,j}^2}{\sum_i \pi_{k,i} + 10^{-8}}, \quad
+    y_{k,i,j} = -\frac{\pi_{k,i}\, w_{k,i,j}}{1 + m_{k,j}},
+
+where :math:`\hat w_{k,i,j}^2 = w_{k,i,j}^2 / \sum_{i'} w_{k,i',j}^2` (the vision form: each
+coordinate normalised over all tokens) or, in the causal form, the prefix analogue
+:math:`w_{k,t,j}^2 / \sum_{s \le t} w_{k,s,j}^2` plus a learned per-head positional bias, and
+every sum over tokens becomes a prefix sum. Tokens interact **only** through the per-head,
+per-coordinate statistics, so the cost is linear in the number of tokens and the causal form is
+an exact recurrence with an :math:`O(D)` state (:class:`TSSAState`).
+
+Tokens are rows: ``x`` is ``(B, N, D)``. Every block maps ``(B, N, D)`` to ``(B, N, D)`` and
+accepts the ``src_key_padding_mask=`` keyword of :class:`torch.nn.TransformerEncoderLayer`, so a
+:class:`ToSTStack` (or any list of :class:`ToSTBlock`) can be passed as the ``blocks`` of
+:class:`jepa_blocks.seq.Aggregator`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+
+__all__ = [
+    "TSSA",
+    "CausalTSSA",
+    "TSSAState",
+    "ToSTBlock",
+    "ToSTStack",
+    "tost_blocks",
+]
+
+#: Guard added to the membership mass :math:`\sum_i \pi_{k,i}` (official code: ``1e-8``).
+MASS_EPS = 1e-8
+#: ``F.normalize``'s default: the per-coordinate L2 norm over tokens is clamped at ``1e-12``.
+VISION_NORM_EPS = 1e-12
+#: Clamp of the causal running sum of squares (official language code: ``min=1e-12``).
+CAUSAL_DEN_EPS = 1e-12
+
+_BEYOND = ("clamp", "zero")
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def _check_probability(value: Any, name: str) -> float:
+    v = check_positive(value, name, allow_zero=True)
+    if v >= 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return v
+
+
+def _check_decay(value: Any) -> float | None:
+    if value is None:
+        return None
+    v = check_positive(value, "decay")
+    if v > 1.0:
+        raise ValueError(f"decay must be in (0, 1] or None, got {value!r}")
+    return None if v == 1.0 else v
+
+
+def _check_tokens(x: Any, dim: int, name: str = "x") -> Tensor:
+    check_floating_tensor(x, name, min_ndim=2, shape_doc=f"(..., N, {dim})")
+    if x.shape[-1] != dim:
+        raise ValueError(f"{name} must have shape (..., N, {dim}), got {tuple(x.shape)}")
+    return x
+
+
+def _check_padding(mask: Any, x: Tensor, name: str = "src_key_padding_mask") -> Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}")
+    if tuple(mask.shape) != tuple(x.shape[:-1]):
+        raise ValueError(
+            f"{name} must have shape {tuple(x.shape[:-1])} (True = ignore), got {tuple(mask.shape)}"
+        )
+    return mask
+
+
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Statistics dtype: float32, or float64 for float64 inputs."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# vision (non-causal) TSSA core
+# --------------------------------------------------------------------------------------------
+
+
+class _VisionStats(NamedTuple):
+    pi: Tensor  # (..., K, N) memberships
+    energy: Tensor  # (..., K, N) normalised energies Σ_j ŵ²
+    den: Tensor  # (..., K, 1, p) clamped per-coordinate sums of squares over tokens
+    mass: Tensor  # (..., K, 1) Σ_i π + 1e-8
+    m: Tensor  # (..., K, p) weighted second moments
+
+
+def _vision_stats(w: Tensor, temperature: Tensor, valid: Tensor | None) -> _VisionStats:
+    """Statistics of the vision TSSA for heads ``w`` ``(..., K, N, p)`` in the compute dtype."""
+    w2 = w.square()
+    w2_stat = w2 if valid is None else w2 * valid
+    den = w2_stat.sum(-2, keepdim=True).clamp_min(VISION_NORM_EPS**2)
+    energy = (w2 / den).sum(-1)
+    pi = torch.softmax(temperature * energy, dim=-2)
+    pi_stat = pi if valid is None else pi * valid[..., 0]
+    mass = pi_stat.sum(-1, keepdim=True) + MASS_EPS
+    # a broadcast product and a reduction: unlike a batched matmul on the (non-contiguous)
+    # head view, this saves no copy of w² for the backward
+    m = (pi_stat[..., None] * w2).sum(-2) / mass
+    return _VisionStats(pi, energy, den, mass, m)
+
+
+def _vision_tssa_plain(
+    w: Tensor, temperature: Tensor, valid: Tensor | None, drop: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Reference TSSA core through autograd: returns ``(y, π)``."""
+    st = _vision_stats(w, temperature, valid)
+    a = 1.0 / (1.0 + st.m)
+    if drop is not None:
+        a = a * drop
+    return -st.pi[..., None] * w * a[..., None, :], st.pi
+
+
+class _VisionTSSAFunction(torch.autograd.Function):
+    """TSSA core with a hand-written backward that saves only ``w`` and ``O(D)`` statistics.
+
+    The autograd graph of the plain core keeps several ``(…, K, N, p)`` tensors (``w``, ``w²``,
+    ``π·w``) in the compute dtype; this one keeps the input ``w`` in its own dtype (bf16 under
+    autocast) and recomputes ``π`` in the backward (one extra pass over ``w``).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        w: Tensor,
+        temperature: Tensor,
+        valid: Tensor | None,
+        drop: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        dtype = _stat_dtype(w.dtype)
+        with torch.autocast(device_type=w.device.type, enabled=False):
+            wc = w.to(dtype)
+            tau = temperature.to(dtype)
+            st = _vision_stats(wc, tau, valid)
+            a = 1.0 / (1.0 + st.m)
+            if drop is not None:
+                a = a * drop
+            y = -st.pi[..., None] * wc * a[..., None, :]
+        ctx.save_for_backward(w, temperature, valid, drop, st.den, st.mass, st.m)
+        ctx.mark_non_differentiable(st.pi)
+        return y, st.pi
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_y: Tensor, _grad_pi: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        w, temperature, valid, drop, den, mass, m = ctx.saved_tensors
+        dtype = den.dtype
+        with torch.autocast(device_type=w.device.type, enabled=False):
+            wc = w.to(dtype)
+            tau = temperature.to(dtype)
+            w2 = wc.square()
+            energy = (w2 / den).sum(-1)  # (..., K, N)
+            pi = torch.softmax(tau * energy, dim=-2)
+            a = 1.0 / (1.0 + m)  # (..., K, p)
+            a_eff = a if drop is None else a * drop
+            g = grad_y.to(dtype)
+            gw = g * wc
+            # y = -π w a_eff
+            g_pi = -(gw * a_eff[..., None, :]).sum(-1)  # (..., K, N)
+            g_a = -torch.einsum("...knp,...kn->...kp", gw, pi)
+            if drop is not None:
+                g_a = g_a * drop
+            # a = 1 / (1 + m),  m = M / mass
+            g_m = -a.square() * g_a
+            g_big_m = g_m / mass
+            g_mass = -(g_m * m).sum(-1, keepdim=True) / mass  # (..., K, 1)
+            stat_grad = torch.einsum("...knp,...kp->...kn", w2, g_big_m) + g_mass
+            if valid is not None:
+                stat_grad = stat_grad * valid[..., 0]
+            g_pi = g_pi + stat_grad
+            pi_gbm = pi[..., None] * g_big_m[..., None, :]
+            if valid is not None:
+                pi_gbm = pi_gbm * valid
+            g_w = (-pi[..., None] * a_eff[..., None, :]) * g + 2.0 * pi_gbm * wc
+            # π = softmax_k(τ e)
+            g_s = pi * (g_pi - (pi * g_pi).sum(-2, keepdim=True))
+            g_tau = None
+            if ctx.needs_input_grad[1]:
+                g_tau = (g_s * energy).sum(-1, keepdim=True)
+                g_tau = g_tau.reshape(-1, *temperature.shape).sum(0)
+            g_e = tau * g_s  # (..., K, N)
+            # e = Σ_j w² / den,  den = max(Σ_i v w², c)
+            g_w = g_w + 2.0 * wc * g_e[..., None] / den
+            g_den = -(g_e[..., None] * w2).sum(-2, keepdim=True) / den.square()
+            g_den = torch.where(den > VISION_NORM_EPS**2, g_den, 0.0)
+            g_w = g_w + 2.0 * (wc if valid is None else wc * valid) * g_den
+        g_tau_out = None if g_tau is None else g_tau.to(temperature.dtype)
+        return g_w.to(w.dtype), g_tau_out, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# causal core
+# --------------------------------------------------------------------------------------------
+
+
+class TSSAState(NamedTuple):
+    r"""Streaming state of one :class:`CausalTSSA` layer: :math:`O(D)` numbers per sequence.
+
+    Kept in float32 (float64 for float64 modules) whatever the input dtype or autocast state.
+
+    Attributes:
+        sum_w2: :math:`S_{w^2} = \sum_{s \le t} \lambda^{t-s} w_s^{2}` per head and coordinate,
+            ``(B, K, p)``.
+        sum_pi_w2: :math:`S_{\pi w^2} = \sum_{s \le t} \lambda^{t-s} \pi_s w_s^{2}`, ``(B, K, p)``.
+        sum_pi: :math:`S_\pi = \sum_{s \le t} \lambda^{t-s} \pi_s`, ``(B, K)``.
+        position: Number of positions consumed so far (the index of the next token), ``(B,)``
+            int64. It indexes the positional bias and is never decayed.
+    """
+
+    sum_w2: Tensor
+    sum_pi_w2: Tensor
+    sum_pi: Tensor
+    position: Tensor
+
+
+def _decayed_prefix_sum(v: Tensor, init: Tensor, decay: float | None) -> Tensor:
+    r"""Inclusive prefix sums :math:`S_t = \lambda S_{t-1} + v_t`, :math:`S_{-1} =` ``init``.
+
+    ``v`` is ``(..., N, c)`` and ``init`` ``(..., c)``. Without decay this is one ``cumsum``. With
+    decay :math:`\lambda < 1` it is a Hillis–Steele scan, :math:`\lceil \log_2 N \rceil` passes
+    of :math:`S_t \mathrel{+}= \lambda^{o} S_{t-o}` for offsets :math:`o = 1, 2, 4, \dots`, then
+    :math:`+\lambda^{t+1} S_{-1}`. The pass count depends on the shape only, and the scan only
+    multiplies by powers :math:`\le 1` and adds, so it is stable for any :math:`\lambda`.
+    """
+    n = v.shape[-2]
+    if decay is None:
+        return v.cumsum(-2) + init[..., None, :]
+    out = v
+    offset = 1
+    while offset < n:
+        shifted = out[..., : n - offset, :] * (decay**offset)
+        out = torch.cat([out[..., :offset, :], out[..., offset:, :] + shifted], dim=-2)
+        offset *= 2
+    steps = torch.arange(1, n + 1, device=v.device, dtype=v.dtype)
+    powers = torch.exp(steps * math.log(decay))  # λ^{t+1}, underflows cleanly to 0
+    return out + powers[:, None] * init[..., None, :]
+
+
+def _causal_tssa(
+    w: Tensor,
+    temperature: Tensor,
+    bias: Tensor | None,
+    state: TSSAState,
+    decay: float | None,
+    valid: Tensor | None,
+) -> tuple[Tensor, Tensor, TSSAState]:
+    """Causal TSSA core on heads ``w`` ``(B, K, N, p)`` (compute dtype), from ``state``.
+
+    ``bias`` is the already-gathered positional term ``(B, K, N)`` (``p·β``) or ``None``.
+    Returns ``(y, π, new_state)``.
+    """
+    n = w.shape[-2]
+    w2 = w.square()
+    w2_stat = w2 if valid is None else w2 * valid
+    s_w2 = _decayed_prefix_sum(w2_stat, state.sum_w2, decay)  # (B, K, N, p)
+    energy = (w2 / s_w2.clamp_min(CAUSAL_DEN_EPS)).sum(-1)  # (B, K, N)
+    if bias is not None:
+        energy = energy + bias
+    pi = torch.softmax(temperature * energy, dim=-2)
+    pi_stat = pi if valid is None else pi * valid[..., 0]
+    # one scan over [π w², π]: (B, K, N, p + 1)
+    packed = torch.cat([pi_stat[..., None] * w2, pi_stat[..., None]], dim=-1)
+    init = torch.cat([state.sum_pi_w2, state.sum_pi[..., None]], dim=-1)
+    sums = _decayed_prefix_sum(packed, init, decay)
+    s_piw2, s_pi = sums[..., :-1], sums[..., -1:]
+    m = s_piw2 / (s_pi + MASS_EPS)
+    y = -pi[..., None] * w / (1.0 + m)
+    new_state = TSSAState(
+        sum_w2=s_w2[..., -1, :],
+        sum_pi_w2=s_piw2[..., -1, :],
+        sum_pi=s_pi[..., -1, 0],
+        position=state.position + n,
+    )
+    return y, pi, new_state
+
+
+# --------------------------------------------------------------------------------------------
+# modules
+# --------------------------------------------------------------------------------------------
+
+
+class _TSSABase(nn.Module):
+    """Shared parameters of :class:`TSSA` and :class:`CausalTSSA` (projections, temperature)."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int,
+        qkv_bias: bool,
+        tie_out: bool,
+        out_bias: bool | None,
+        proj_drop: float,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_int(dim, "dim")
+        self.heads = _check_int(heads, "heads")
+        if dim % heads:
+            raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
+        self.dim_head = dim // heads
+        self.qkv_bias = _check_bool(qkv_bias, "qkv_bias")
+        self.tie_out = _check_bool(tie_out, "tie_out")
+        if out_bias is None:
+            out_bias = not tie_out
+        _check_bool(out_bias, "out_bias")
+        self.proj_drop = _check_probability(proj_drop, "proj_drop")
+        self.qkv = nn.Linear(dim, dim, bias=qkv_bias)
+        #: Per-head temperature :math:`\tau_k` (initialised to 1; excluded from weight decay).
+        self.temperature = nn.Parameter(torch.ones(heads, 1))
+        self.to_out: nn.Linear | None = None
+        self.out_bias: nn.Parameter | None = None
+        if tie_out:
+            if out_bias:
+                self.out_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.to_out = nn.Linear(dim, dim, bias=out_bias)
+        #: Observation hook: called with the detached memberships ``π`` ``(..., K, N)``.
+        self.membership_tap = nn.Identity()
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exclude from weight decay (the temperature, as in ToST)."""
+        return {"temperature"}
+
+    def subspaces(self) -> Tensor:
+        """The head bases :math:`U_k` as a ``(K, dim, dim_head)`` view of ``qkv.weight``.
+
+        Returns:
+            ``U`` with ``U[k]`` the ``dim × dim_head`` basis of head ``k``.
+        """
+        return rearrange(self.qkv.weight, "(k p) d -> k d p", k=self.heads)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return rearrange(self.qkv(x), "... n (k p) -> ... k n p", k=self.heads)
+
+    def _output(self, y: Tensor, dtype: torch.dtype) -> Tensor:
+        merged = rearrange(y.to(dtype), "... k n p -> ... n (k p)")
+        if self.to_out is not None:
+            out = self.to_out(merged)
+        else:
+            out = F.linear(merged, self.qkv.weight.t(), self.out_bias)
+        return F.dropout(out, self.proj_drop, self.training)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, heads={self.heads}, dim_head={self.dim_head}, "
+            f"qkv_bias={self.qkv_bias}, tie_out={self.tie_out}"
+        )
+
+
+class TSSA(_TSSABase):
+    r"""Token-statistics self-attention, vision (non-causal) form (Wu et al., ICLR 2025).
+
+    For the (already normalised) tokens :math:`x_i`, one bias-optional linear map gives the head
+    projections :math:`w_{k,i} = U_k^\top x_i \in \mathbb{R}^p` (``qkv``; ToST uses a bias,
+    ``qkv_bias=True``). Then, per head :math:`k`, coordinate :math:`j` and token :math:`i`:
+
+    1. :math:`\hat w_{k,i,j}^2 = w_{k,i,j}^2 / \max(\sum_{i'} w_{k,i',j}^2, 10^{-24})`: each
+       coordinate normalised over **all** tokens (``F.normalize(w, dim=-2)`` squared);
+    2. memberships :math:`\pi_{\cdot,i} = \operatorname{softmax}_k(\tau_k \sum_j \hat w_{k,i,j}^2)`,
+       a softmax over heads, with a learnable per-head temperature :math:`\tau` (init 1);
+    3. :math:`m_{k,j} = \sum_i \pi_{k,i} w_{k,i,j}^2 / (\sum_i \pi_{k,i} + 10^{-8})`;
+    4. :math:`y_{k,i,j} = -\pi_{k,i}\, w_{k,i,j} / (1 + m_{k,j})` (dropout ``attn_drop`` on
+       :math:`1/(1+m)`, as the official code);
+    5. heads concatenated and mapped back to :math:`\mathbb{R}^D`.
+
+    **Output map (paper vs code).** The paper's operator is
+    :math:`-\tfrac{\tau}{n}\sum_k U_k D_k U_k^\top Z \operatorname{Diag}(\pi_k)`: the output goes
+    back through the same bases :math:`U_k` (``tie_out=True``; the step size is absorbed by the
+    block's LayerScale). The official code ``tost_vision/tost.py`` uses a separate learned
+    ``to_out`` with bias: ``tie_out=False``, the **default**.
+
+    **Implementation.** ``memory_efficient=False`` (default) is the plain autograd form, the
+    reference. ``memory_efficient=True`` runs the same arithmetic in a custom
+    :class:`torch.autograd.Function` whose backward recomputes the memberships, so only ``w``
+    (in its own dtype) and :math:`O(D)` statistics are saved; values and gradients agree to
+    rounding (tested in float64). Statistics run in an fp32 island (float64 for float64 input)
+    under autocast; the projections follow autocast.
+
+    Padding: tokens with ``src_key_padding_mask=True`` are left out of every statistic (norms,
+    :math:`\sum\pi`, :math:`m`), so they do not affect the other tokens; their own outputs are
+    computed but meaningless.
+
+    Args:
+        dim: Token dimension :math:`D`, divisible by ``heads``.
+        heads: Number of heads (subspaces, groups) :math:`K`; head size :math:`p = D/K`.
+        qkv_bias: Bias on the input projection (ToST models: ``True``).
+        tie_out: ``False`` (default, official code): learned output map; ``True``: the paper's
+            tied output :math:`U_k`.
+        out_bias: Bias on the output map; ``None`` gives ``True`` for the untied and ``False``
+            for the tied form.
+        attn_drop: Dropout probability on :math:`1/(1+m)` (training only).
+        proj_drop: Dropout probability on the output (training only).
+        memory_efficient: Use the recomputing backward (see above).
+
+    Shape:
+        - x: ``(..., N, dim)``
+        - src_key_padding_mask: ``(..., N)`` boolean, ``True`` = ignore
+        - output: ``(..., N, dim)``
+
+    Example:
+        >>> from jepa_blocks.blocks.tost import TSSA
+        >>> attn = TSSA(64, heads=4)
+        >>> attn(torch.randn(2, 10, 64)).shape
+        torch.Size([2, 10, 64])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 8,
+        qkv_bias: bool = True,
+        tie_out: bool = False,
+        out_bias: bool | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__(
+            dim,
+            heads=heads,
+            qkv_bias=qkv_bias,
+            tie_out=tie_out,
+            out_bias=out_bias,
+            proj_drop=proj_drop,
+        )
+        self.attn_drop = _check_probability(attn_drop, "attn_drop")
+        self.memory_efficient = _check_bool(memory_efficient, "memory_efficient")
+
+    def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
+        """Apply TSSA to the (already normalised) tokens ``x``."""
+        _check_tokens(x, self.dim)
+        mask = _check_padding(src_key_padding_mask, x)
+        w = self._heads(x)  # (..., K, N, p)
+        dtype = _stat_dtype(w.dtype)
+        valid = None if mask is None else (~mask).to(dtype)[..., None, :, None]
+        drop = None
+        if self.training and self.attn_drop > 0:
+            keep = torch.full(
+                (*w.shape[:-2], 1, w.shape[-1]), 1.0 - self.attn_drop, device=w.device, dtype=dtype
+            )
+            drop = torch.bernoulli(keep) / (1.0 - self.attn_drop)
+        if self.memory_efficient:
+            y, pi = _VisionTSSAFunction.apply(w, self.temperature, valid, drop)
+        else:
+            with torch.autocast(device_type=w.device.type, enabled=False):
+                y, pi = _vision_tssa_plain(w.to(dtype), self.temperature.to(dtype), valid, drop)
+        self.membership_tap(pi.detach())
+        return self._output(y, w.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, memory_efficient={self.memory_efficient}"
+
+
+class CausalTSSA(_TSSABase):
+    r"""Causal TSSA with prefix statistics and an exact streaming recurrence (ToST, language form).
+
+    The statistics of :class:`TSSA` become (optionally decayed) prefix sums, so token :math:`t`
+    only sees tokens :math:`s \le t` (official code ``tost_lang/model_TSSA.py``):
+
+    .. math::
+
+        S^{w^2}_t = \lambda S^{w^2}_{t-1} + w_t^{2},\quad
+        \pi_t = \operatorname{softmax}_k\Big(\tau_k \big(\textstyle\sum_j
+            w_{t,j}^2 / \max(S^{w^2}_{t,j}, 10^{-12}) + p\,\beta_{k,t}\big)\Big),
+
+    .. math::
+
+        S^{\pi w^2}_t = \lambda S^{\pi w^2}_{t-1} + \pi_t w_t^{2},\quad
+        S^{\pi}_t = \lambda S^{\pi}_{t-1} + \pi_t,\quad
+        y_t = -\frac{\pi_t\, w_t}{1 + S^{\pi w^2}_t / (S^\pi_t + 10^{-8})}.
+
+    :math:`\lambda = 1` (``decay=None``, default) is the official, non-forgetting form. The
+    learned bias :math:`\beta \in \mathbb{R}^{K \times L}` (``pos_bias``, init 0, indexed by
+    absolute position, broadcast over the :math:`p` coordinates as in the official code, hence
+    the factor :math:`p`) exists only if ``max_len = L`` is given.
+
+    **Three equal forms.** :meth:`forward` processes a whole sequence from an empty state with
+    prefix sums (one ``cumsum``; with decay a :math:`\log_2 N`-pass scan); :meth:`scan`
+    processes a chunk from a given state and returns the new state (chunked prefill);
+    :meth:`step` consumes one token (streaming). All three give the same outputs up to
+    rounding, for sequences of any length.
+
+    **State.** :class:`TSSAState`: :math:`2D + K + 1` numbers per sequence, independent of the
+    sequence length, kept in float32 (float64 for float64 modules) under autocast, since long
+    running sums in bf16 lose precision.
+
+    **Past the positional bias** (``t ≥ max_len``), ``beyond_max_len`` sets the policy:
+    ``"clamp"`` (default) reuses the last learned bias :math:`\beta_{k,L-1}` for every later
+    position; ``"zero"`` drops the bias there. Both keep the recurrence exact at any length
+    and never branch on data. Resetting the stream (a new :meth:`init_state`) every ``L`` tokens
+    is the third option and needs no support here. The official code has no policy: its
+    ``denom_bias`` (and GPT's ``wpe``) stop at ``block_size`` = 1024.
+
+    **Decay** (``decay=λ`` in (0, 1)): all three sums forget geometrically, a "sliding" ToST for
+    drifting streams (effective window :math:`\approx 1/(1-\lambda)` tokens). Not in the paper or
+    the official code, and not validated on a benchmark.
+
+    **Vision vs causal normaliser.** Squared-and-normalised the two coincide except for the
+    clamp and the bias (vision: over all tokens; causal: over the prefix), but a model trained
+    with one is not expected to work with the other (``RobinWu218/ToST#4``).
+
+    Args:
+        dim: Token dimension :math:`D`, divisible by ``heads``.
+        heads: Number of heads :math:`K`.
+        qkv_bias: Bias on the input projection (official language configs: ``config.bias``).
+        tie_out: ``False`` (default, official code) or ``True`` (paper's tied output).
+        out_bias: Bias on the output map; ``None``: ``not tie_out``.
+        max_len: Length :math:`L` of the learned positional bias (official: the block size,
+            1024); ``None`` (default): no bias.
+        beyond_max_len: ``"clamp"`` (default) or ``"zero"``: the bias for positions
+            :math:`\ge L`.
+        decay: Forgetting factor :math:`\lambda \in (0, 1]`; ``None`` or ``1.0``: none.
+        proj_drop: Dropout probability on the output (training only).
+
+    Shape:
+        - x: ``(B, N, dim)``; x_t (for :meth:`step`): ``(B, dim)``
+        - src_key_padding_mask: ``(B, N)`` boolean, ``True`` = ignore (left out of the sums)
+        - output: ``(B, N, dim)``; state: see :class:`TSSAState`
+
+    Example:
+        >>> from jepa_blocks.blocks.tost import CausalTSSA
+        >>> attn = CausalTSSA(32, heads=4).eval()
+        >>> x = torch.randn(2, 6, 32)
+        >>> state = attn.init_state(2)
+        >>> ys = []
+        >>> for t in range(6):
+        ...     y_t, state = attn.step(state, x[:, t])
+        ...     ys.append(y_t)
+        >>> torch.allclose(torch.stack(ys, 1), attn(x), atol=1e-5)
+        True
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 8,
+        qkv_bias: bool = True,
+        tie_out: bool = False,
+        out_bias: bool | None = None,
+        max_len: int | None = None,
+        beyond_max_len: str = "clamp",
+        decay: float | None = None,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__(
+            dim,
+            heads=heads,
+            qkv_bias=qkv_bias,
+            tie_out=tie_out,
+            out_bias=out_bias,
+            proj_drop=proj_drop,
+        )
+        self.max_len = None if max_len is None else _check_int(max_len, "max_len")
+        self.beyond_max_len = check_choice(beyond_max_len, "beyond_max_len", _BEYOND)
+        self.decay = _check_decay(decay)
+        self.pos_bias: nn.Parameter | None = None
+        if self.max_len is not None:
+            #: Learned positional bias :math:`\beta` ``(K, max_len)``, initialised to 0.
+            self.pos_bias = nn.Parameter(torch.zeros(heads, self.max_len))
+
+    def init_state(
+        self,
+        batch: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> TSSAState:
+        """An empty state (all sums zero, position 0) for ``batch`` sequences.
+
+        Args:
+            batch: Number of sequences ``B ≥ 1``.
+            device: Defaults to the module's device.
+            dtype: Defaults to float32, or float64 for a float64 module.
+
+        Returns:
+            The zero :class:`TSSAState`.
+        """
+        _check_int(batch, "batch")
+        weight = self.qkv.weight
+        device = weight.device if device is None else device
+        dtype = _stat_dtype(weight.dtype) if dtype is None else dtype
+        k, p = self.heads, self.dim_head
+        return TSSAState(
+            sum_w2=torch.zeros(batch, k, p, device=device, dtype=dtype),
+            sum_pi_w2=torch.zeros(batch, k, p, device=device, dtype=dtype),
+            sum_pi=torch.zeros(batch, k, device=device, dtype=dtype),
+            position=torch.zeros(batch, device=device, dtype=torch.long),
+        )
+
+    def _bias(self, position: Tensor, n: int, dtype: torch.dtype) -> Tensor | None:
+        """Positional term ``p·β[k, t]`` for positions ``position + arange(n)``: ``(B, K, n)``."""
+        if self.pos_bias is None or self.max_len is None:
+            return None
+        pos = position[:, None] + torch.arange(n, device=position.device)  # (B, n)
+        idx = pos.clamp_max(self.max_len - 1)
+        beta = self.pos_bias.to(dtype)[:, idx]  # (K, B, n)
+        if self.beyond_max_len == "zero":
+            beta = torch.where(pos < self.max_len, beta, 0.0)
+        return self.dim_head * rearrange(beta, "k b n -> b k n")
+
+    def _check_state(self, state: Any, batch: int) -> TSSAState:
+        if not isinstance(state, TSSAState):
+            raise TypeError(f"state must be a TSSAState, got {type(state).__name__}")
+        shape = (batch, self.heads, self.dim_head)
+        if tuple(state.sum_w2.shape) != shape or tuple(state.position.shape) != (batch,):
+            raise ValueError(
+                f"state does not match a batch of {batch} for this layer: expected sum_w2 of "
+                f"shape {shape}, got {tuple(state.sum_w2.shape)}"
+            )
+        return state
+
+    def scan(
+        self,
+        x: Tensor,
+        state: TSSAState,
+        *,
+        src_key_padding_mask: Tensor | None = None,
+    ) -> tuple[Tensor, TSSAState]:
+        """Process a chunk of tokens that follows ``state``; return the outputs and the new state.
+
+        Args:
+            x: Normalised tokens of the chunk.
+            state: The state after the previous chunk (:meth:`init_state` for the first).
+            src_key_padding_mask: Tokens to leave out of the statistics (``True`` = ignore).
+
+        Returns:
+            ``(y, new_state)``.
+
+        Shape:
+            - x: ``(B, N, dim)``
+            - output: ``(B, N, dim)``
+        """
+        _check_tokens(x, self.dim)
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
+        mask = _check_padding(src_key_padding_mask, x)
+        self._check_state(state, x.shape[0])
+        w = self._heads(x)  # (B, K, N, p)
+        sdtype = state.sum_w2.dtype
+        with torch.autocast(device_type=w.device.type, enabled=False):
+            valid = None if mask is None else (~mask).to(sdtype)[:, None, :, None]
+            bias = self._bias(state.position, x.shape[1], sdtype)
+            y, pi, new_state = _causal_tssa(
+                w.to(sdtype), self.temperature.to(sdtype), bias, state, self.decay, valid
+            )
+        self.membership_tap(pi.detach())
+        return self._output(y, w.dtype), new_state
+
+    def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
+        """Causal TSSA over a whole sequence from an empty state (see :meth:`scan`)."""
+        _check_tokens(x, self.dim)
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
+        state = self.init_state(x.shape[0], device=x.device)
+        return self.scan(x, state, src_key_padding_mask=src_key_padding_mask)[0]
+
+    def step(self, state: TSSAState, x_t: Tensor) -> tuple[Tensor, TSSAState]:
+        """Consume one token per sequence: :math:`O(D)` work on the statistics, :math:`O(D^2)` maps.
+
+        Args:
+            state: The current state.
+            x_t: The next (normalised) token of each sequence.
+
+        Returns:
+            ``(y_t, new_state)``.
+
+        Shape:
+            - x_t: ``(B, dim)``
+            - y_t: ``(B, dim)``
+        """
+        _check_tokens(x_t, self.dim, "x_t")
+        if x_t.ndim != 2:
+            raise ValueError(f"x_t must have shape (B, {self.dim}), got {tuple(x_t.shape)}")
+        y, new_state = self.scan(x_t[:, None, :], state)
+        return y[:, 0], new_state
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, max_len={self.max_len}, "
+            f"beyond_max_len={self.beyond_max_len!r}, decay={self.decay}"
+        )
+
+
+class ToSTBlock(nn.Module):
+    r"""ToST block: pre-norm TSSA and MLP, each with a residual and LayerScale.
+
+    .. math::
+
+        x \leftarrow x + \gamma_1 \odot \operatorname{TSSA}(\operatorname{LN}(x)),\qquad
+        x \leftarrow x + \gamma_2 \odot \operatorname{MLP}(\operatorname{LN}(x))
+
+    (official code ``tost_vision/tost.py::Block`` and ``tost_lang/model_TSSA.py``: LayerNorm eps
+    1e-6 in vision, MLP ratio 4 with GELU). LayerScale :math:`\gamma` starts at
+    ``layer_scale_init``: the official presets use 1.0 for depth-12 vision models and 1e-5 for
+    depth-24 vision models and for the causal language models; ``None`` removes LayerScale.
+
+    With a causal attention (:class:`CausalTSSA`) the block streams too: the norms and the MLP
+    act per token, so :meth:`step` and :meth:`scan` only carry the attention's state.
+
+    Args:
+        dim: Token dimension.
+        heads: Heads of the default attention (ignored when ``attn`` is given).
+        attn: The token mixer, e.g. :class:`TSSA` or :class:`CausalTSSA` (default:
+            ``TSSA(dim, heads=heads)``).
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        layer_scale_init: Initial LayerScale value (> 0), or ``None`` for no LayerScale.
+        norm_eps: LayerNorm epsilon.
+        dropout: Dropout probability inside the MLP and on its output (training only).
+
+    Shape:
+        - x: ``(B, N, dim)``
+        - src_key_padding_mask: ``(B, N)`` boolean, ``True`` = ignore
+        - output: ``(B, N, dim)``
+
+    Example:
+        >>> from jepa_blocks.blocks.tost import ToSTBlock
+        >>> block = ToSTBlock(64, heads=4)
+        >>> block(torch.randn(2, 10, 64)).shape
+        torch.Size([2, 10, 64])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 8,
+        attn: nn.Module | None = None,
+        mlp_ratio: float = 4.0,
+        layer_scale_init: float | None = 1.0,
+        norm_eps: float = 1e-6,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_int(dim, "dim")
+        if attn is None:
+            attn = TSSA(dim, heads=heads)
+        if not isinstance(attn, nn.Module):
+            raise TypeError(f"attn must be an nn.Module, got {type(attn).__name__}")
+        attn_dim = getattr(attn, "dim", dim)
+        if attn_dim != dim:
+            raise ValueError(f"attn.dim must equal dim={dim}, got attn.dim={attn_dim}")
+        ratio = check_positive(mlp_ratio, "mlp_ratio")
+        self.norm_eps = check_positive(norm_eps, "norm_eps")
+        self.dropout = _check_probability(dropout, "dropout")
+        hidden = max(1, round(ratio * dim))
+        self.norm1 = nn.LayerNorm(dim, eps=self.norm_eps)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim, eps=self.norm_eps)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.GELU(),
+            nn.Dropout(self.dropout),
+            nn.Linear(hidden, dim),
+            nn.Dropout(self.dropout),
+        )
+        self.layer_scale_init = (
+            None
+            if layer_scale_init is None
+            else check_positive(layer_scale_init, "layer_scale_init")
+        )
+        self.gamma1: nn.Parameter | None = None
+        self.gamma2: nn.Parameter | None = None
+        if self.layer_scale_init is not None:
+            self.gamma1 = nn.Parameter(torch.full((dim,), self.layer_scale_init))
+            self.gamma2 = nn.Parameter(torch.full((dim,), self.layer_scale_init))
+
+    @staticmethod
+    def _scaled(gamma: Tensor | None, x: Tensor) -> Tensor:
+        return x if gamma is None else gamma * x
+
+    def _mlp_half(self, x: Tensor) -> Tensor:
+        return x + self._scaled(self.gamma2, self.mlp(self.norm2(x)))
+
+    def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
+        """Apply the block."""
+        _check_tokens(x, self.dim)
+        h = self.attn(self.norm1(x), src_key_padding_mask=src_key_padding_mask)
+        return self._mlp_half(x + self._scaled(self.gamma1, h))
+
+    def _streaming_attn(self) -> CausalTSSA:
+        if not isinstance(self.attn, CausalTSSA):
+            raise TypeError(
+                f"streaming needs a causal attention (CausalTSSA), got {type(self.attn).__name__}"
+            )
+        return self.attn
+
+    def init_state(self, batch: int, **kwargs: Any) -> TSSAState:
+        """The attention's empty state (see :meth:`CausalTSSA.init_state`)."""
+        return self._streaming_attn().init_state(batch, **kwargs)
+
+    def scan(
+        self, x: Tensor, state: TSSAState, *, src_key_padding_mask: Tensor | None = None
+    ) -> tuple[Tensor, TSSAState]:
+        """Process a chunk after ``state`` (see :meth:`CausalTSSA.scan`).
+
+        Shape:
+            - x: ``(B, N, dim)``
+            - output: ``(B, N, dim)``
+        """
+        attn = self._streaming_attn()
+        h, state = attn.scan(self.norm1(x), state, src_key_padding_mask=src_key_padding_mask)
+        return self._mlp_half(x + self._scaled(self.gamma1, h)), state
+
+    def step(self, state: TSSAState, x_t: Tensor) -> tuple[Tensor, TSSAState]:
+        """Consume one token per sequence (see :meth:`CausalTSSA.step`).
+
+        Shape:
+            - x_t: ``(B, dim)``
+            - y_t: ``(B, dim)``
+        """
+        attn = self._streaming_attn()
+        h, state = attn.step(state, self.norm1(x_t))
+        return self._mlp_half(x_t + self._scaled(self.gamma1, h)), state
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exclude from weight decay: the attention temperature."""
+        return {"attn.temperature"} if hasattr(self.attn, "temperature") else set()
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, layer_scale_init={self.layer_scale_init}"
+
+
+class ToSTStack(nn.ModuleList):
+    """A stack of :class:`ToSTBlock`: a module list with a forward and a streaming API.
+
+    Iterating gives the blocks, so a stack can be passed as the ``blocks`` of
+    :class:`jepa_blocks.seq.Aggregator`. With causal attention, :meth:`init_state`,
+    :meth:`scan` and :meth:`step` carry one :class:`TSSAState` per layer.
+
+    Args:
+        blocks: The blocks, each ``(B, N, D) → (B, N, D)``.
+
+    Shape:
+        - x: ``(B, N, D)``; x_t: ``(B, D)``
+        - output: same as the input
+    """
+
+    def __init__(self, blocks: Iterable[nn.Module]) -> None:
+        block_list = list(blocks)
+        for i, b in enumerate(block_list):
+            if not isinstance(b, nn.Module):
+                raise TypeError(f"blocks[{i}] must be an nn.Module, got {type(b).__name__}")
+        super().__init__(block_list)
+
+    def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
+        """Apply the blocks in order."""
+        for block in self:
+            x = block(x, src_key_padding_mask=src_key_padding_mask)
+        return x
+
+    def _streaming_blocks(self) -> list[ToSTBlock]:
+        blocks = []
+        for i, block in enumerate(self):
+            if not isinstance(block, ToSTBlock):
+                raise TypeError(
+                    f"streaming needs ToSTBlock layers, blocks[{i}] is {type(block).__name__}"
+                )
+            blocks.append(block)
+        return blocks
+
+    def init_state(self, batch: int, **kwargs: Any) -> tuple[TSSAState, ...]:
+        """One empty state per layer (keywords as :meth:`CausalTSSA.init_state`)."""
+        return tuple(block.init_state(batch, **kwargs) for block in self._streaming_blocks())
+
+    def _check_states(self, states: Any) -> None:
+        if not isinstance(states, (tuple, list)) or len(states) != len(self):
+            raise ValueError(f"states must be a sequence of {len(self)} per-layer states")
+
+    def scan(
+        self,
+        x: Tensor,
+        states: tuple[TSSAState, ...],
+        *,
+        src_key_padding_mask: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[TSSAState, ...]]:
+        """Process a chunk after ``states``; return the outputs and the new states."""
+        self._check_states(states)
+        new = []
+        for block, state in zip(self._streaming_blocks(), states):
+            x, state = block.scan(x, state, src_key_padding_mask=src_key_padding_mask)
+            new.append(state)
+        return x, tuple(new)
+
+    def step(
+        self, states: tuple[TSSAState, ...], x_t: Tensor
+    ) -> tuple[Tensor, tuple[TSSAState, ...]]:
+        """Consume one token per sequence through every layer."""
+        self._check_states(states)
+        new = []
+        for block, state in zip(self._streaming_blocks(), states):
+            x_t, state = block.step(state, x_t)
+            new.append(state)
+        return x_t, tuple(new)
+
+
+def tost_blocks(
+    *,
+    dim: int,
+    depth: int = 3,
+    heads: int = 4,
+    mlp_ratio: float = 4.0,
+    causal: bool = False,
+    max_len: int | None = None,
+    beyond_max_len: str = "clamp",
+    decay: float | None = None,
+    layer_scale_init: float | None = None,
+    qkv_bias: bool = True,
+    memory_efficient: bool = False,
+    dropout: float = 0.0,
+) -> ToSTStack:
+    """A stack of ToST blocks for the seq-JEPA aggregator (drop-in for ``transformer_blocks``).
+
+    The defaults mirror the paper aggregator's shape (3 layers, 4 heads, MLP ratio 4) with TSSA
+    in place of softmax attention. With ``causal=False`` the stack is permutation-equivariant,
+    like the transformer aggregator. With ``causal=True`` each layer uses :class:`CausalTSSA`
+    and the stack streams (:meth:`ToSTStack.step`); note that a causal stack's output at
+    position 0 (where :class:`jepa_blocks.seq.Aggregator` puts [AGG]) sees only that token, so
+    a streaming aggregator reads the **last** position instead.
+
+    Args:
+        dim: Token dimension, divisible by ``heads``.
+        depth: Number of blocks.
+        heads: TSSA heads.
+        mlp_ratio: MLP width multiple.
+        causal: Use :class:`CausalTSSA` (streaming) instead of :class:`TSSA`.
+        max_len: Positional-bias length of :class:`CausalTSSA` (``None``: no bias).
+        beyond_max_len: Policy past ``max_len`` (``"clamp"`` or ``"zero"``).
+        decay: Forgetting factor of :class:`CausalTSSA` (``None``: none).
+        layer_scale_init: LayerScale init; ``None`` (default) follows the official presets:
+            1e-5 for causal stacks or ``depth > 12``, else 1.0.
+        qkv_bias: Bias on the TSSA input projection.
+        memory_efficient: Recomputing backward for the vision :class:`TSSA`.
+        dropout: MLP dropout.
+
+    Returns:
+        A :class:`ToSTStack` of ``depth`` independently initialised blocks.
+
+    Shape:
+        - each block: ``(B, N, dim)`` → ``(B, N, dim)``
+    """
+    _check_int(depth, "depth")
+    _check_bool(causal, "causal")
+    if layer_scale_init is None:
+        layer_scale_init = 1e-5 if (causal or depth > 12) else 1.0
+    blocks: list[nn.Module] = []
+    for _ in range(depth):
+        attn: nn.Module
+        if causal:
+            attn = CausalTSSA(
+                dim,
+                heads=heads,
+                qkv_bias=qkv_bias,
+                max_len=max_len,
+                beyond_max_len=beyond_max_len,
+                decay=decay,
+            )
+        else:
+            attn = TSSA(dim, heads=heads, qkv_bias=qkv_bias, memory_efficient=memory_efficient)
+        blocks.append(
+            ToSTBlock(
+                dim,
+                attn=attn,
+                mlp_ratio=mlp_ratio,
+                layer_scale_init=layer_scale_init,
+                dropout=dropout,
+            )
+        )
+    return ToSTStack(blocks)

@@ -1,0 +1,314 @@
+r"""Factorisation-free coding rates: ToST's variational bound of :math:`R^c`, and a local rate.
+
+* :func:`variational_rate` (and :class:`VariationalRate`): the diagonal upper bound of the
+  compression term :math:`R^c(Z \mid \Pi)` from Wu et al. (ICLR 2025), "Token Statistics
+  Transformer: Linear-Time Attention via Variational Rate Reduction", arXiv:2412.17810 (official
+  code ``RobinWu218/ToST``; TSSA, :class:`jepa_blocks.blocks.tost.TSSA`, is one gradient step on
+  it). It needs only per-class, per-coordinate second moments: :math:`O(K n p)` work, no
+  factorisation, so it scales to very wide features and many classes.
+* :class:`LocalCodingRate`: the exact coding rate of the current batch together with a sliding
+  window of recent **detached** representations kept in a ring buffer, a regulariser for
+  streams whose mini-batches are too small for a meaningful rate on their own.
+
+Conventions as in :mod:`jepa_blocks.rate`: samples are rows, ``eps`` is the papers'
+:math:`\varepsilon` (the official code's ``eps`` is :math:`\varepsilon^2`), rates are positive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from jepa_blocks._validation import (
+    check_choice,
+    check_floating_tensor,
+    check_positive,
+    check_samples,
+)
+from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
+
+__all__ = ["LocalCodingRate", "VariationalRate", "variational_rate"]
+
+_PRECISIONS = ("float32", "float64")
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+#: Floor of the class mass :math:`n_k` (as :func:`jepa_blocks.rate.rate_reduction`).
+MASS_FLOOR = 1e-8
+
+
+def _memberships(membership: Any, n: int, k: int | None, dtype: torch.dtype) -> Tensor:
+    """Hard labels ``(..., n)`` or soft memberships ``(..., n, K)`` → float ``(..., n, K)``."""
+    if not isinstance(membership, Tensor):
+        raise TypeError(f"membership must be a torch.Tensor, got {type(membership).__name__}")
+    if membership.dtype in _INT_DTYPES:
+        if membership.ndim < 1 or membership.shape[-1] != n:
+            raise ValueError(
+                f"membership (hard labels) must have shape (..., n) with n={n}, "
+                f"got {tuple(membership.shape)}"
+            )
+        if k is None:
+            raise ValueError(
+                "hard-label membership needs the number of classes: pass projections of shape "
+                "(K, d, p) or num_classes"
+            )
+        return nn.functional.one_hot(membership.long(), k).to(dtype)
+    check_floating_tensor(membership, "membership", min_ndim=2, shape_doc="(..., n, K)")
+    if membership.shape[-2] != n or (k is not None and membership.shape[-1] != k):
+        expected = f"(..., {n}, {k if k is not None else 'K'})"
+        raise ValueError(
+            f"membership (soft) must have shape {expected}, got {tuple(membership.shape)}"
+        )
+    return membership.to(dtype)
+
+
+def variational_rate(
+    z: Tensor,
+    membership: Tensor,
+    projections: Tensor | None,
+    *,
+    eps: float = 0.5,
+    num_classes: int | None = None,
+    precision: str = "float32",
+) -> Tensor:
+    r"""ToST's variational (diagonal) upper bound of the compression term :math:`R^c`.
+
+    For a concave :math:`f`, :math:`\sum_i f(\lambda_i(M)) \le \sum_i f((U^\top M U)_{ii})` for
+    any orthonormal :math:`U` (Schur–Horn), with equality when :math:`U` diagonalises
+    :math:`M`. Applied to each class's second moment, with :math:`f(x) = \log(1 + x\,d/\varepsilon^2)`,
+    :math:`n_k = \sum_i \pi_{ik}` and the bases :math:`U_k \in \mathbb{R}^{d \times p}`:
+
+    .. math::
+
+        R^{c,\mathrm{var}}(Z, \Pi \mid U_{[K]}) = \frac12 \sum_{k=1}^{K} \frac{n_k}{n}
+            \sum_{j=1}^{p} \log\Big(1 + \frac{d}{\varepsilon^2}
+            \frac{\big(U_k^\top Z^\top \operatorname{Diag}(\pi_k) Z U_k\big)_{jj}}{n_k}\Big)
+
+    (Wu et al., ICLR 2025, arXiv:2412.17810, with rows as samples). With square orthonormal
+    :math:`U_k` (:math:`p = d`) it is :math:`\ge R^c(Z \mid \Pi)` of
+    :func:`jepa_blocks.rate.rate_reduction` (same :math:`\varepsilon`), with equality when each
+    :math:`U_k` diagonalises :math:`Z^\top \operatorname{Diag}(\pi_k) Z`; with :math:`p < d` it
+    bounds the rate of the projected features :math:`Z U_k` (still with the factor
+    :math:`d/\varepsilon^2`). Orthonormality is assumed, not checked. Its gradient (memberships
+    fixed) is :math:`\frac1n \sum_k \pi_{ik}\, U_k D_k U_k^\top z_i` with
+    :math:`D_k = \operatorname{Diag}\big(f'(m_k)\big)`, :math:`m_k` the diagonal above over
+    :math:`n_k`: the direction TSSA follows.
+
+    Cost :math:`O(K n p)` with no factorisation (``projections=None``: :math:`O(K n d)`, no
+    :math:`K \times n \times d` intermediate). Computed in an fp32 island (float64 on request or
+    for float64 input). Empty classes contribute 0 (:math:`n_k` floored at ``1e-8``).
+
+    Args:
+        z: Features, one sample per row.
+        membership: Soft memberships (float ``(..., n, K)``, rows summing to 1; differentiable)
+            or hard labels (integer ``(..., n)`` in ``[0, K)``).
+        projections: The bases :math:`U_k` with orthonormal columns, ``(K, d, p)`` (batch
+            dimensions in front broadcast), or ``None`` for the standard basis (:math:`U_k = I`).
+        eps: Distortion :math:`\varepsilon > 0` (papers' convention).
+        num_classes: ``K`` for hard labels when ``projections`` is ``None``.
+        precision: ``"float32"`` or ``"float64"``.
+
+    Returns:
+        :math:`R^{c,\mathrm{var}} \ge 0`, float32 (float64 if requested or for float64 input).
+
+    Shape:
+        - z: ``(..., n, d)``
+        - membership: ``(..., n, K)`` or ``(..., n)``
+        - projections: ``(..., K, d, p)``
+        - output: ``(...)``
+
+    Example:
+        >>> from jepa_blocks.variational_rate import variational_rate
+        >>> z = torch.nn.functional.normalize(torch.randn(64, 8), dim=-1)
+        >>> pi = torch.softmax(torch.randn(64, 3), dim=-1)
+        >>> u = torch.linalg.qr(torch.randn(3, 8, 8)).Q
+        >>> bool(variational_rate(z, pi, u, eps=0.5) > 0)
+        True
+    """
+    check_samples(z)
+    eps = check_positive(eps, "eps")
+    check_choice(precision, "precision", _PRECISIONS)
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+    n, d = z.shape[-2], z.shape[-1]
+    k = num_classes
+    if projections is not None:
+        check_floating_tensor(projections, "projections", min_ndim=3, shape_doc="(..., K, d, p)")
+        if projections.shape[-2] != d:
+            raise ValueError(
+                f"projections must have shape (..., K, d={d}, p) to match z.shape="
+                f"{tuple(z.shape)}, got {tuple(projections.shape)}"
+            )
+        if k is not None and projections.shape[-3] != k:
+            raise ValueError(
+                f"projections hold K={projections.shape[-3]} bases but num_classes={k}"
+            )
+        k = projections.shape[-3]
+    dtype = compute_dtype(z.dtype, precision)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        zc = z.to(dtype)
+        pi = _memberships(membership, n, k, dtype)  # (..., n, K)
+        if projections is None:
+            moments = torch.einsum("...nk,...nd->...kd", pi, zc.square())
+        else:
+            coords = torch.einsum("...nd,...kdp->...knp", zc, projections.to(dtype))
+            moments = torch.einsum("...nk,...knp->...kp", pi, coords.square())
+        n_k = pi.sum(-2)  # (..., K)
+        diag = moments / n_k.clamp_min(MASS_FLOOR)[..., None]
+        per_class = 0.5 * torch.log1p(diag * (d / eps**2)).sum(-1)
+        return (n_k / n * per_class).sum(-1)
+
+
+class VariationalRate(nn.Module):
+    r"""Module form of :func:`variational_rate` (ToST's diagonal bound of :math:`R^c`).
+
+    Args:
+        eps: :math:`\varepsilon > 0` (papers' convention).
+        num_classes: ``K`` for hard labels without projections.
+        precision: ``"float32"`` or ``"float64"``.
+
+    Shape:
+        - z: ``(..., n, d)``; membership: ``(..., n, K)`` or ``(..., n)``;
+          projections: ``(..., K, d, p)`` or ``None``
+        - output: ``(...)``
+    """
+
+    def __init__(
+        self, *, eps: float = 0.5, num_classes: int | None = None, precision: str = "float32"
+    ) -> None:
+        super().__init__()
+        self.eps = check_positive(eps, "eps")
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.precision = check_choice(precision, "precision", _PRECISIONS)
+
+    def forward(self, z: Tensor, membership: Tensor, projections: Tensor | None = None) -> Tensor:
+        """Return the bound for ``z``, ``membership`` and the bases ``projections``."""
+        return variational_rate(
+            z,
+            membership,
+            projections,
+            eps=self.eps,
+            num_classes=self.num_classes,
+            precision=self.precision,
+        )
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, num_classes={self.num_classes}, precision={self.precision!r}"
+
+
+class LocalCodingRate(nn.Module):
+    r"""Coding rate over the current batch plus a sliding window of recent detached samples.
+
+    With the current samples :math:`Z_t \in \mathbb{R}^{b \times d}` (differentiable) and the
+    :math:`w \le W` most recent earlier samples :math:`\bar Z` (detached, from a ring buffer of
+    ``window`` rows), the loss term is the exact rate
+
+    .. math::
+
+        R_\mathrm{local} = \tfrac12 \log\det\Big(I + \frac{d}{(b + w)\,\varepsilon^2}
+            \big(Z_t^\top Z_t + \bar Z^\top \bar Z\big)\Big),
+
+    computed by :func:`jepa_blocks.linalg.half_logdet_i_plus_gram` (smaller Gram, fp32 Cholesky
+    island). The gradient flows into :math:`Z_t` only; the window acts as a fixed context that
+    the current batch should expand away from, as a memory bank does for contrastive losses.
+    The window is uncentred, as the official SSL rates are.
+
+    **State.** The ring buffer (``memory``), the number of filled rows (``filled``) and the
+    write pointer (``pointer``) are registered buffers: they move with ``.to()``, are saved in
+    ``state_dict`` and restored exactly on resume. Unfilled rows are zero and not counted in
+    :math:`b + w`, so the value is exact from the first call and there is no data-dependent
+    branch. The buffer is per process (not synchronised across ranks).
+
+    **Updates.** By default (``update=None``) a call pushes the detached batch into the window
+    in training mode only; pass ``update=True``/``False`` to override. If a batch has more rows
+    than the window, only its last ``window`` rows are kept.
+
+    Args:
+        dim: Feature dimension :math:`d`.
+        window: Ring-buffer length :math:`W \ge 1` (rows).
+        eps: :math:`\varepsilon > 0` (papers' convention).
+        precision: ``"float32"`` or ``"float64"``.
+
+    Shape:
+        - z: ``(b, dim)``
+        - output: ``()``
+
+    Example:
+        >>> from jepa_blocks.variational_rate import LocalCodingRate
+        >>> reg = LocalCodingRate(16, window=64)
+        >>> r1 = reg(torch.randn(8, 16))
+        >>> int(reg.filled)
+        8
+    """
+
+    memory: Tensor
+    filled: Tensor
+    pointer: Tensor
+
+    def __init__(
+        self, dim: int, *, window: int = 512, eps: float = 0.5, precision: str = "float32"
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("window", window)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+            if value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.dim = dim
+        self.window = window
+        self.eps = check_positive(eps, "eps")
+        self.precision = check_choice(precision, "precision", _PRECISIONS)
+        self.register_buffer("memory", torch.zeros(window, dim))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Empty the window."""
+        self.memory.zero_()
+        self.filled.zero_()
+        self.pointer.zero_()
+
+    @torch.no_grad()
+    def push(self, z: Tensor) -> None:
+        """Append the (detached) rows of ``z`` to the window, overwriting the oldest rows.
+
+        Shape:
+            - z: ``(b, dim)``
+        """
+        self._check(z)
+        rows = z.detach()[-self.window :]
+        m = rows.shape[0]
+        idx = (self.pointer + torch.arange(m, device=self.pointer.device)) % self.window
+        self.memory.index_copy_(0, idx, rows.to(self.memory.dtype))
+        self.pointer.copy_((self.pointer + m) % self.window)
+        self.filled.copy_((self.filled + m).clamp_max(self.window))
+
+    def _check(self, z: Any) -> Tensor:
+        check_samples(z)
+        if z.ndim != 2 or z.shape[-1] != self.dim:
+            raise ValueError(f"z must have shape (b, {self.dim}), got {tuple(z.shape)}")
+        return z
+
+    def forward(self, z: Tensor, *, update: bool | None = None) -> Tensor:
+        """Return the rate of ``z`` together with the window, then (optionally) push ``z``."""
+        self._check(z)
+        dtype = compute_dtype(z.dtype, self.precision)
+        context = self.memory.detach().to(device=z.device, dtype=dtype)
+        rows = torch.cat([z.to(dtype), context], dim=0)
+        n_eff = (self.filled + z.shape[0]).to(dtype)
+        rate = half_logdet_i_plus_gram(
+            rows, self.dim / (n_eff * self.eps**2), precision=self.precision
+        )
+        if self.training if update is None else update:
+            self.push(z)
+        return rate
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window={self.window}, eps={self.eps}, precision={self.precision!r}"
