@@ -85,8 +85,8 @@ def test_epoch_cosine_momentum_reproduces_official_loop():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"step": -1, "total_steps": 10}, "step must be >= 0"),
-        ({"step": 0, "total_steps": 0}, "total_steps must be >= 1"),
+        ({"step": -1, "total_steps": 10}, "step must be an int >= 0"),
+        ({"step": 0, "total_steps": 0}, "total_steps must be an int >= 1"),
         ({"step": 0, "total_steps": 10, "base": 1.5}, r"base must be in \[0, 1\], got 1.5"),
         ({"step": 0, "total_steps": 10, "final": -0.1}, r"final must be in \[0, 1\]"),
         ({"step": 0, "total_steps": 10, "base": float("nan")}, "base must be in"),
@@ -170,7 +170,7 @@ def test_ema_target_checks_exactly_one_update_per_step():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"total_steps": 0}, ValueError, "total_steps must be >= 1"),
+        ({"total_steps": 0}, ValueError, "total_steps must be an int >= 1"),
         (
             {"total_steps": 10, "base_momentum": 1.01},
             ValueError,

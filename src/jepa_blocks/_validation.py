@@ -63,3 +63,27 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return str(value)
+
+
+def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """Return ``value``; raise ``TypeError`` unless it is an int, ``ValueError`` if ``< minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value``; raise ``TypeError`` unless it is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def check_probability(value: Any, name: str) -> float:
+    """Return ``value`` as a float; raise unless it is a number in ``[0, 1)``."""
+    v = check_positive(value, name, allow_zero=True)
+    if v >= 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return v

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from jepa_blocks._validation import check_int
+
 __all__ = ["SmallCNN", "resnet18_encoder"]
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 class SmallCNN(nn.Module):
@@ -41,9 +37,9 @@ class SmallCNN(nn.Module):
 
     def __init__(self, *, in_channels: int = 1, out_dim: int = 128, width: int = 32) -> None:
         super().__init__()
-        self.in_channels = _check_int(in_channels, "in_channels", minimum=1)
-        self.out_dim = _check_int(out_dim, "out_dim", minimum=1)
-        self.width = _check_int(width, "width", minimum=1)
+        self.in_channels = check_int(in_channels, "in_channels", minimum=1)
+        self.out_dim = check_int(out_dim, "out_dim", minimum=1)
+        self.width = check_int(width, "width", minimum=1)
         chans = [in_channels, width, 2 * width, out_dim]
         layers: list[nn.Module] = []
         for i, stride in enumerate((1, 2, 2)):
@@ -91,7 +87,7 @@ def resnet18_encoder(
         - input: ``(N, in_channels, H, W)``
         - output: ``(N, 512)``
     """
-    _check_int(in_channels, "in_channels", minimum=1)
+    check_int(in_channels, "in_channels", minimum=1)
     import torchvision  # lazy: torchvision is an optional dependency
 
     model = torchvision.models.resnet18(weights=None, zero_init_residual=zero_init_residual)

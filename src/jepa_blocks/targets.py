@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from jepa_blocks._validation import check_int
 from jepa_blocks.distributed import all_reduce_sum
 
 __all__ = [
@@ -60,14 +61,6 @@ def _check_momentum(value: Any, name: str) -> float:
     return v
 
 
-def _check_int(value: Any, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 # --------------------------------------------------------------------------- momentum schedules
 
 
@@ -93,8 +86,8 @@ def cosine_momentum(
     Shape:
         - scalars in, scalar out
     """
-    step = _check_int(step, "step", minimum=0)
-    total_steps = _check_int(total_steps, "total_steps", minimum=1)
+    step = check_int(step, "step", minimum=0)
+    total_steps = check_int(total_steps, "total_steps", minimum=1)
     base = _check_momentum(base, "base")
     final = _check_momentum(final, "final")
     k = min(step, total_steps)
@@ -131,8 +124,8 @@ def epoch_cosine_momentum(
     Shape:
         - scalars in, scalar out
     """
-    step = _check_int(step, "step", minimum=0)
-    steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
+    step = check_int(step, "step", minimum=0)
+    steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
     epoch = max(step - 1, 0) // steps_per_epoch
     return cosine_momentum(epoch, total_epochs, base=base, final=final)
 
@@ -283,11 +276,11 @@ class EMATarget(Target):
         super().__init__()
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
-        total_steps = _check_int(total_steps, "total_steps", minimum=1)
+        total_steps = check_int(total_steps, "total_steps", minimum=1)
         self.base_momentum = _check_momentum(base_momentum, "base_momentum")
         self.final_momentum = _check_momentum(final_momentum, "final_momentum")
         if steps_per_epoch is not None:
-            steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
+            steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
             if total_steps % steps_per_epoch:
                 raise ValueError(
                     f"total_steps must be a multiple of steps_per_epoch for the epoch-granular "
@@ -477,7 +470,7 @@ class CenterSharpen(nn.Module):
 
     def __init__(self, dim: int, *, temperature: float = 0.04, momentum: float = 0.9) -> None:
         super().__init__()
-        self.dim = _check_int(dim, "dim", minimum=1)
+        self.dim = check_int(dim, "dim", minimum=1)
         center_sharpen(torch.zeros(1, dim), torch.zeros(dim), temperature=temperature)
         self.temperature = float(temperature)
         self.momentum = _check_momentum(momentum, "momentum")

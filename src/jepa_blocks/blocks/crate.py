@@ -30,7 +30,14 @@ from einops import rearrange, repeat
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+from jepa_blocks._validation import (
+    check_bool,
+    check_choice,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+    check_probability,
+)
 
 __all__ = [
     "CRATE",
@@ -52,30 +59,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
-def _check_probability(value: Any, name: str) -> float:
-    v = check_positive(value, name, allow_zero=True)
-    if v >= 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return v
-
-
 def _head_dims(dim: int, heads: int, dim_head: int | None) -> int:
-    _check_int(dim, "dim")
-    _check_int(heads, "heads")
+    check_int(dim, "dim")
+    check_int(heads, "heads")
     if dim_head is None:
         if dim % heads:
             raise ValueError(
@@ -83,7 +69,7 @@ def _head_dims(dim: int, heads: int, dim_head: int | None) -> int:
                 f"got dim={dim}, heads={heads}"
             )
         return dim // heads
-    return _check_int(dim_head, "dim_head")
+    return check_int(dim_head, "dim_head")
 
 
 def _check_tokens(x: Tensor, dim: int, name: str = "x") -> None:
@@ -180,13 +166,13 @@ class MSSA(nn.Module):
         self.dim_head = _head_dims(dim, heads, dim_head)
         self.dim = dim
         self.heads = heads
-        self.tie_out = _check_bool(tie_out, "tie_out")
+        self.tie_out = check_bool(tie_out, "tie_out")
         if out_bias is None:
             out_bias = not tie_out
-        _check_bool(out_bias, "out_bias")
-        self.use_softmax = _check_bool(use_softmax, "use_softmax")
+        check_bool(out_bias, "out_bias")
+        self.use_softmax = check_bool(use_softmax, "use_softmax")
         self.scale = self.dim_head**-0.5 if scale is None else check_positive(scale, "scale")
-        self.dropout = _check_probability(dropout, "dropout")
+        self.dropout = check_probability(dropout, "dropout")
         inner = heads * self.dim_head
         self.qkv = nn.Linear(dim, inner, bias=False)
         self.to_out: nn.Linear | None = None
@@ -419,10 +405,10 @@ class ISTA(nn.Module):
         self, dim: int, *, eta: float = 0.1, lambd: float = 0.1, nonneg: bool = True
     ) -> None:
         super().__init__()
-        self.dim = _check_int(dim, "dim")
+        self.dim = check_int(dim, "dim")
         self.eta = check_positive(eta, "eta")
         self.lambd = check_positive(lambd, "lambd", allow_zero=True)
-        self.nonneg = _check_bool(nonneg, "nonneg")
+        self.nonneg = check_bool(nonneg, "nonneg")
         self.weight = _dictionary(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -476,13 +462,13 @@ class OvercompleteISTA(nn.Module):
         nonneg: bool = True,
     ) -> None:
         super().__init__()
-        self.dim = _check_int(dim, "dim")
-        self.ratio = _check_int(ratio, "ratio")
-        self.n_steps = _check_int(n_steps, "n_steps")
+        self.dim = check_int(dim, "dim")
+        self.ratio = check_int(ratio, "ratio")
+        self.n_steps = check_int(n_steps, "n_steps")
         self.eta = check_positive(eta, "eta")
         self.lambd = check_positive(lambd, "lambd", allow_zero=True)
-        self.decoupled = _check_bool(decoupled, "decoupled")
-        self.nonneg = _check_bool(nonneg, "nonneg")
+        self.decoupled = check_bool(decoupled, "decoupled")
+        self.nonneg = check_bool(nonneg, "nonneg")
         self.dictionary = _dictionary(dim, ratio * dim)
         self.decoder: nn.Parameter | None = _dictionary(dim, ratio * dim) if decoupled else None
         #: Hook point: receives the final sparse codes ``(..., ratio·dim)``.
@@ -789,7 +775,7 @@ def crate_blocks(
     Shape:
         - each layer: ``(B, N, dim)`` → ``(B, N, dim)``
     """
-    _check_int(depth, "depth")
+    check_int(depth, "depth")
     if not (isinstance(layer, type) and issubclass(layer, _LAYERS)):
         raise TypeError(
             f"layer must be CRATELayer, CRATEAlphaLayer or CRATEDecoderLayer (or a subclass), "
@@ -807,7 +793,7 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     pair = value if isinstance(value, tuple) else (value, value)
     if len(pair) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return (_check_int(pair[0], name), _check_int(pair[1], name))
+    return (check_int(pair[0], name), check_int(pair[1], name))
 
 
 class _PatchEncoder(nn.Module):
@@ -834,8 +820,8 @@ class _PatchEncoder(nn.Module):
                 f"image_size must be divisible by patch_size, got image_size={image_size!r}, "
                 f"patch_size={patch_size!r}"
             )
-        _check_int(in_channels, "in_channels")
-        _check_int(num_classes, "num_classes", minimum=0)
+        check_int(in_channels, "in_channels")
+        check_int(num_classes, "num_classes", minimum=0)
         self.pool = check_choice(pool, "pool", ("cls", "mean"))
         self.image_size = (ih, iw)
         self.patch_size = (ph, pw)
@@ -851,7 +837,7 @@ class _PatchEncoder(nn.Module):
         self.patch_embedding = nn.Sequential(*stem)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.pos_embedding = nn.Parameter(torch.randn(1, self.num_patches + 1, dim))
-        self.emb_dropout = nn.Dropout(_check_probability(emb_dropout, "emb_dropout"))
+        self.emb_dropout = nn.Dropout(check_probability(emb_dropout, "emb_dropout"))
         self.layers = nn.ModuleList(layers)
         self.head: nn.Module = (
             nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
@@ -965,7 +951,7 @@ class CRATE(_PatchEncoder):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
     ) -> None:
-        _check_int(depth, "depth")
+        check_int(depth, "depth")
         layers: list[nn.Module] = [
             CRATELayer(
                 dim,
@@ -1089,7 +1075,7 @@ class CRATEAlpha(_PatchEncoder):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
     ) -> None:
-        _check_int(depth, "depth")
+        check_int(depth, "depth")
         layers: list[nn.Module] = [
             CRATEAlphaLayer(
                 dim,

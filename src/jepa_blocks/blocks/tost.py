@@ -40,7 +40,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+from jepa_blocks._validation import (
+    check_bool,
+    check_choice,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+    check_probability,
+)
 
 __all__ = [
     "TSSA",
@@ -64,27 +71,6 @@ _BEYOND = ("clamp", "zero")
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
-
-
-def _check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
-    return value
-
-
-def _check_probability(value: Any, name: str) -> float:
-    v = check_positive(value, name, allow_zero=True)
-    if v >= 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return v
 
 
 def _check_decay(value: Any) -> float | None:
@@ -342,17 +328,17 @@ class _TSSABase(nn.Module):
         proj_drop: float,
     ) -> None:
         super().__init__()
-        self.dim = _check_int(dim, "dim")
-        self.heads = _check_int(heads, "heads")
+        self.dim = check_int(dim, "dim")
+        self.heads = check_int(heads, "heads")
         if dim % heads:
             raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
         self.dim_head = dim // heads
-        self.qkv_bias = _check_bool(qkv_bias, "qkv_bias")
-        self.tie_out = _check_bool(tie_out, "tie_out")
+        self.qkv_bias = check_bool(qkv_bias, "qkv_bias")
+        self.tie_out = check_bool(tie_out, "tie_out")
         if out_bias is None:
             out_bias = not tie_out
-        _check_bool(out_bias, "out_bias")
-        self.proj_drop = _check_probability(proj_drop, "proj_drop")
+        check_bool(out_bias, "out_bias")
+        self.proj_drop = check_probability(proj_drop, "proj_drop")
         self.qkv = nn.Linear(dim, dim, bias=qkv_bias)
         #: Per-head temperature :math:`\tau_k` (initialised to 1; excluded from weight decay).
         self.temperature = nn.Parameter(torch.ones(heads, 1))
@@ -473,8 +459,8 @@ class TSSA(_TSSABase):
             out_bias=out_bias,
             proj_drop=proj_drop,
         )
-        self.attn_drop = _check_probability(attn_drop, "attn_drop")
-        self.memory_efficient = _check_bool(memory_efficient, "memory_efficient")
+        self.attn_drop = check_probability(attn_drop, "attn_drop")
+        self.memory_efficient = check_bool(memory_efficient, "memory_efficient")
 
     def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
         """Apply TSSA to the (already normalised) tokens ``x``."""
@@ -601,7 +587,7 @@ class CausalTSSA(_TSSABase):
             out_bias=out_bias,
             proj_drop=proj_drop,
         )
-        self.max_len = None if max_len is None else _check_int(max_len, "max_len")
+        self.max_len = None if max_len is None else check_int(max_len, "max_len")
         self.beyond_max_len = check_choice(beyond_max_len, "beyond_max_len", _BEYOND)
         self.decay = _check_decay(decay)
         self.pos_bias: nn.Parameter | None = None
@@ -626,7 +612,7 @@ class CausalTSSA(_TSSABase):
         Returns:
             The zero :class:`TSSAState`.
         """
-        _check_int(batch, "batch")
+        check_int(batch, "batch")
         weight = self.qkv.weight
         device = weight.device if device is None else device
         dtype = _stat_dtype(weight.dtype) if dtype is None else dtype
@@ -782,7 +768,7 @@ class ToSTBlock(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.dim = _check_int(dim, "dim")
+        self.dim = check_int(dim, "dim")
         if attn is None:
             attn = TSSA(dim, heads=heads)
         if not isinstance(attn, nn.Module):
@@ -792,7 +778,7 @@ class ToSTBlock(nn.Module):
             raise ValueError(f"attn.dim must equal dim={dim}, got attn.dim={attn_dim}")
         ratio = check_positive(mlp_ratio, "mlp_ratio")
         self.norm_eps = check_positive(norm_eps, "norm_eps")
-        self.dropout = _check_probability(dropout, "dropout")
+        self.dropout = check_probability(dropout, "dropout")
         hidden = max(1, round(ratio * dim))
         self.norm1 = nn.LayerNorm(dim, eps=self.norm_eps)
         self.attn = attn
@@ -989,8 +975,8 @@ def tost_blocks(
     Shape:
         - each block: ``(B, N, dim)`` → ``(B, N, dim)``
     """
-    _check_int(depth, "depth")
-    _check_bool(causal, "causal")
+    check_int(depth, "depth")
+    check_bool(causal, "causal")
     if layer_scale_init is None:
         layer_scale_init = 1e-5 if (causal or depth > 12) else 1.0
     blocks: list[nn.Module] = []

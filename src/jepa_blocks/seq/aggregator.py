@@ -19,13 +19,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from jepa_blocks._validation import check_int
+
 __all__ = ["Aggregator", "transformer_blocks"]
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def transformer_blocks(
@@ -62,10 +58,10 @@ def transformer_blocks(
     Shape:
         - each layer: ``(B, N, dim)`` → ``(B, N, dim)``
     """
-    _check_int(dim, "dim", minimum=1)
-    _check_int(depth, "depth", minimum=1)
-    _check_int(heads, "heads", minimum=1)
-    _check_int(mlp_ratio, "mlp_ratio", minimum=1)
+    check_int(dim, "dim", minimum=1)
+    check_int(depth, "depth", minimum=1)
+    check_int(heads, "heads", minimum=1)
+    check_int(mlp_ratio, "mlp_ratio", minimum=1)
     if dim % heads:
         raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
     if not (0.0 <= float(dropout) < 1.0):
@@ -128,7 +124,7 @@ class Aggregator(nn.Module):
         pos_embedding: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.dim = _check_int(dim, "dim", minimum=1)
+        self.dim = check_int(dim, "dim", minimum=1)
         if blocks is None:
             blocks = transformer_blocks(dim=dim)
         block_list = list(blocks)
