@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# One prepared GPU check (run through the device tool): the GPU benchmarks, each bounded in
-# time, with results written under $OUT. Usage on the device machine, from the repo root:
+# The one prepared GPU check (run through the device tool, from the repo root): the GPU
+# benchmarks and a short training run, each bounded in time, results under $OUT (8 files max
+# come back: keep the list below short). Budget: about 8 minutes in all.
 #   bash benchmarks/gpu_check.sh            # OUT defaults to ./gpu_out
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-python3 -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0)); sys.exit(0 if torch.cuda.is_available() else 1)" \
-  | tee "$OUT/env.txt" || { echo "no CUDA device"; exit 1; }
-python3 -c "import einops" 2>/dev/null || echo "einops missing: carry it as a wheel (.whl)" | tee -a "$OUT/env.txt"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$OUT/env.txt" 2>&1
+{
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import einops" 2>&1 || echo "einops missing: carry it as a wheel (.whl)"
+} > "$OUT/env.txt" 2>&1
+python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { cat "$OUT/env.txt"; echo "no CUDA device"; exit 1; }
 
 status=0
-timeout 240 python3 benchmarks/bench_logdet.py --device cuda --repeats 30 \
-  --json "$OUT/logdet_gpu.json" --markdown "$OUT/logdet_gpu.md" --rst "$OUT/logdet_gpu.rst" \
-  2>&1 | tee "$OUT/logdet_gpu.log" || status=1
+run() {  # run NAME SECONDS CMD...: log to $OUT/NAME.log, never longer than SECONDS
+  local name=$1 secs=$2; shift 2
+  echo "== $name (<= ${secs}s) =="
+  timeout "$secs" "$@" > "$OUT/$name.log" 2>&1 || { echo "$name failed or timed out"; status=1; }
+  tail -n 25 "$OUT/$name.log"
+}
+run logdet 150 python3 benchmarks/bench_logdet.py --device cuda --repeats 30 \
+  --json "$OUT/logdet_gpu.json" --markdown "$OUT/logdet_gpu.md"
+run attention 150 python3 benchmarks/bench_attention.py --device cuda \
+  --json "$OUT/attention_gpu.json" --markdown "$OUT/attention_gpu.md"
+[ -f benchmarks/bench_data.py ] && run data 60 python3 benchmarks/bench_data.py --device cuda \
+  --seconds 5 --repeats 2 --skip-baseline --out "$OUT/data_gpu"
+[ -f benchmarks/bench_train_step.py ] && run train_step 90 python3 benchmarks/bench_train_step.py \
+  --device cuda --json "$OUT/train_step_gpu.json"
+[ -f examples/step2_teacherless.py ] && run step2 60 python3 examples/step2_teacherless.py \
+  --smoke --out "$OUT/step2"
 exit $status
