@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (run through the device tool, from the repo root): the GPU
-# benchmarks and a short training run, each bounded in time, results under $OUT (8 files max
-# come back: keep the list below short). Budget: about 8 minutes in all.
+# benchmarks and a short training run, each bounded in time; the Markdown tables and one
+# gpu_results.tar.gz with every log and JSON land in $OUT (the device tool returns 8 files). Budget: about 8 minutes in all.
 #   bash benchmarks/gpu_check.sh            # OUT defaults to ./gpu_out
 set -uo pipefail
-OUT=${OUT:-gpu_out}
-mkdir -p "$OUT"
+FINAL=${OUT:-gpu_out}
+mkdir -p "$FINAL"
+OUT=$(mktemp -d)  # everything is packed into $FINAL/gpu_results.tar.gz at the end (8-file limit)
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 {
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
@@ -31,4 +32,6 @@ run attention 150 python3 benchmarks/bench_attention.py --device cuda \
   --device cuda --json "$OUT/train_step_gpu.json"
 [ -f examples/step2_teacherless.py ] && run step2 60 python3 examples/step2_teacherless.py \
   --smoke --out "$OUT/step2"
+cp "$OUT"/*.md "$FINAL"/ 2>/dev/null
+tar -czf "$FINAL/gpu_results.tar.gz" -C "$OUT" .
 exit $status
