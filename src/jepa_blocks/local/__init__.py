@@ -1,0 +1,60 @@
+"""Local learning: block-local objectives, encoder blocks with local heads, the three stages.
+
+* :mod:`jepa_blocks.local.objectives` — LPL (Halvagal & Zenke, 2023) and coding-rate objectives
+  per block.
+* :mod:`jepa_blocks.local.blocks` — an encoder as a chain of blocks, small local heads.
+* :mod:`jepa_blocks.local.stages` — stage 1 (auxiliary local losses), stage 2 (frozen encoder,
+  local aggregator/predictor), stage 3 (fully local with per-block backward-and-free) and the
+  training driver.
+* :mod:`jepa_blocks.local.memory` — peak activation memory (saved tensors; CUDA peaks).
+"""
+
+from jepa_blocks.local.blocks import (
+    BlockEncoder,
+    LocalHead,
+    conv_block_encoder,
+    local_heads,
+    split_encoder,
+)
+from jepa_blocks.local.memory import PeakMemory, SavedTensorMeter, measure_peak_memory
+from jepa_blocks.local.objectives import (
+    LocalLossParts,
+    LocalRateLoss,
+    LPLLoss,
+    decorrelation_loss,
+    local_rate_loss,
+    lpl_loss,
+    variance_loss,
+)
+from jepa_blocks.local.stages import (
+    STAGES,
+    LocalOutput,
+    LocalSeqJEPA,
+    Stage,
+    fit_local,
+    peak_step_memory,
+)
+
+__all__ = [
+    "STAGES",
+    "BlockEncoder",
+    "LPLLoss",
+    "LocalHead",
+    "LocalLossParts",
+    "LocalOutput",
+    "LocalRateLoss",
+    "LocalSeqJEPA",
+    "PeakMemory",
+    "SavedTensorMeter",
+    "Stage",
+    "conv_block_encoder",
+    "decorrelation_loss",
+    "fit_local",
+    "local_heads",
+    "local_rate_loss",
+    "lpl_loss",
+    "measure_peak_memory",
+    "peak_step_memory",
+    "split_encoder",
+    "variance_loss",
+]

@@ -1,0 +1,371 @@
+r"""An encoder as a chain of blocks, each with a small local head.
+
+Block-local training (Greedy InfoMax, Löwe et al., 2019; CLAPP, Illing et al., 2021; LPL,
+Halvagal & Zenke, 2023; blockwise SSL, Siddiqui et al., 2023) cuts an encoder into blocks
+:math:`f = f_K \circ \dots \circ f_1` and gives each block its own objective on its own output.
+This module provides the pieces:
+
+* :class:`BlockEncoder` — the chain ``blocks[0] … blocks[K-1]`` followed by a parameter-free
+  readout (global average pooling), usable anywhere an encoder ``(N, C, H, W) → (N, D)`` is
+  (e.g. as :class:`jepa_blocks.SeqJEPA`'s encoder).
+* :func:`conv_block_encoder` — a four-block CNN for CPU demos: :class:`jepa_blocks.SmallCNN`'s
+  conv3×3–BN–ReLU stages with one more stage, so that every block holds a similar share of the
+  activations (the first block of a pyramid CNN otherwise dominates the peak memory).
+* :func:`split_encoder` — view an existing encoder as a :class:`BlockEncoder` **sharing its
+  modules**: :class:`jepa_blocks.SmallCNN` (3 blocks), a torchvision ResNet (4 blocks: stem +
+  ``layer1``, ``layer2``, ``layer3``, ``layer4``, as blockwise SSL), an ``nn.Sequential``
+  ending in a ``(N, D)`` output (one block per child) or a :class:`BlockEncoder` (itself).
+* :class:`LocalHead` — a small head per block: global average pooling, an optional linear
+  projection (LPL's default is none), and an optional action-conditioned residual predictor of
+  the next view's embedding (a per-block JEPA; zero-initialised so that it starts as LPL's
+  plain slowness prediction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_floating_tensor
+
+__all__ = [
+    "BlockEncoder",
+    "LocalHead",
+    "conv_block_encoder",
+    "local_heads",
+    "split_encoder",
+]
+
+
+def _check_int(value: object, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class _GlobalPool(nn.Module):
+    """``(N, C, H, W)`` → ``(N, C)`` by averaging; ``(N, C)`` passes through."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 2:
+            return x
+        return x.flatten(2).mean(dim=-1)
+
+
+class BlockEncoder(nn.Module):
+    """An encoder made of a chain of blocks and a parameter-free readout.
+
+    ``forward(x) = readout(blocks[K-1](… blocks[0](x)))``. The blocks are ordinary modules (they
+    may be shared with another encoder, see :func:`split_encoder`); ``readout`` has no
+    parameters, so the blocks hold all the encoder's weights.
+
+    Args:
+        blocks: The blocks, in order; each maps the previous block's output to its own.
+        out_channels: Output channels (or features) of each block, e.g. ``[16, 32, 64, 128]``.
+        readout: Maps the last block's output to ``(N, D)``; default: global average pooling
+            over the spatial dimensions (identity on ``(N, D)``).
+
+    Attributes:
+        out_dim: ``D = out_channels[-1]``.
+
+    Shape:
+        - input: ``(N, C, H, W)`` (or whatever ``blocks[0]`` takes)
+        - output: ``(N, D)``
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        *,
+        out_channels: Sequence[int],
+        readout: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        block_list = list(blocks)
+        if not block_list:
+            raise ValueError("blocks must hold at least one module, got none")
+        for i, b in enumerate(block_list):
+            if not isinstance(b, nn.Module):
+                raise TypeError(f"blocks[{i}] must be an nn.Module, got {type(b).__name__}")
+        chans = [_check_int(c, "out_channels[i]", minimum=1) for c in out_channels]
+        if len(chans) != len(block_list):
+            raise ValueError(
+                f"out_channels must have one entry per block ({len(block_list)}), got {len(chans)}"
+            )
+        if readout is not None and not isinstance(readout, nn.Module):
+            raise TypeError(f"readout must be an nn.Module or None, got {type(readout).__name__}")
+        self.blocks = nn.ModuleList(block_list)
+        self.out_channels = tuple(chans)
+        self.readout: nn.Module = readout if readout is not None else _GlobalPool()
+        self.out_dim = chans[-1]
+
+    @property
+    def num_blocks(self) -> int:
+        """``K``, the number of blocks."""
+        return len(self.blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Run every block, then the readout."""
+        for block in self.blocks:
+            x = block(x)
+        return self.readout(x)
+
+    def features(self, x: Tensor) -> Iterator[Tensor]:
+        """Yield each block's output in turn (gradients flow between blocks).
+
+        Shape:
+            - x: the first block's input
+            - yields: block ``k``'s output, e.g. ``(N, C_k, H_k, W_k)``
+        """
+        for block in self.blocks:
+            x = block(x)
+            yield x
+
+    def extra_repr(self) -> str:
+        return f"num_blocks={self.num_blocks}, out_channels={self.out_channels}"
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def conv_block_encoder(
+    *,
+    in_channels: int = 1,
+    widths: Sequence[int] = (16, 32, 64, 128),
+    strides: Sequence[int] = (1, 2, 2, 1),
+) -> BlockEncoder:
+    """A CNN encoder of conv3×3–BN–ReLU blocks with global average pooling.
+
+    The default is :class:`jepa_blocks.SmallCNN` (``width=16``, ``out_dim=128``) with one more
+    stage: four blocks of 16, 32, 64 and 128 channels at strides 1, 2, 2, 1. On 28×28 inputs the
+    blocks keep 28×28, 14×14, 7×7 and 7×7 maps, and no block holds more than about a third of
+    the activations saved for the backward pass, so block-local training with per-block
+    backward-and-free (:mod:`jepa_blocks.local.stages`) cuts the peak to about that share.
+
+    Args:
+        in_channels: Image channels.
+        widths: Output channels of each block; the last is the output dimension ``D``.
+        strides: Stride of each block's convolution.
+
+    Returns:
+        The encoder (random initialisation from the current torch seed).
+
+    Shape:
+        - input: ``(N, in_channels, H, W)``
+        - output: ``(N, widths[-1])``
+    """
+    _check_int(in_channels, "in_channels", minimum=1)
+    ws = [_check_int(w, "widths[i]", minimum=1) for w in widths]
+    ss = [_check_int(s, "strides[i]", minimum=1) for s in strides]
+    if not ws or len(ws) != len(ss):
+        raise ValueError(
+            f"widths and strides must be non-empty and of equal length, got {len(ws)} widths "
+            f"and {len(ss)} strides"
+        )
+    chans = [in_channels, *ws]
+    blocks = [_conv_bn_relu(chans[i], chans[i + 1], ss[i]) for i in range(len(ws))]
+    return BlockEncoder(blocks, out_channels=ws)
+
+
+def _is_small_cnn(encoder: nn.Module) -> bool:
+    from jepa_blocks.encoders import SmallCNN
+
+    return isinstance(encoder, SmallCNN)
+
+
+def _is_resnet(encoder: nn.Module) -> bool:
+    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "fc")
+    return all(hasattr(encoder, n) for n in names) and isinstance(
+        getattr(encoder, "fc", None), nn.Identity
+    )
+
+
+def _out_channels(module: nn.Module) -> int:
+    """Output channels of a block: those of its last conv / BatchNorm / linear layer."""
+    last = None
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm)):
+            last = m
+    if isinstance(last, nn.Conv2d):
+        return int(last.out_channels)
+    if isinstance(last, nn.Linear):
+        return int(last.out_features)
+    if isinstance(last, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        return int(last.num_features)
+    if isinstance(last, nn.LayerNorm):
+        return int(last.normalized_shape[-1])
+    raise ValueError(
+        f"cannot infer the output channels of block {type(module).__name__}; build a "
+        f"BlockEncoder with out_channels yourself"
+    )
+
+
+def split_encoder(encoder: nn.Module) -> BlockEncoder:
+    """View ``encoder`` as a :class:`BlockEncoder` whose blocks **share** its modules.
+
+    No weights are copied: training the blocks trains ``encoder``. Supported:
+
+    * :class:`BlockEncoder`: returned as is.
+    * :class:`jepa_blocks.SmallCNN`: its three conv–BN–ReLU stages.
+    * a torchvision ResNet with ``fc = Identity`` (e.g. :func:`jepa_blocks.resnet18_encoder`):
+      ``[conv1, bn1, relu, maxpool, layer1]``, ``layer2``, ``layer3``, ``layer4`` (the four
+      stages of blockwise SSL, Siddiqui et al., 2023).
+    * ``nn.Sequential`` whose output is ``(N, D)``: one block per child with parameters, each
+      followed by the parameter-free children after it (activations, pooling, flatten).
+
+    Args:
+        encoder: The encoder.
+
+    Returns:
+        The block view.
+
+    Raises:
+        TypeError: For an encoder of another kind (build a :class:`BlockEncoder` instead).
+    """
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
+    if isinstance(encoder, BlockEncoder):
+        return encoder
+    if _is_small_cnn(encoder):
+        feats = encoder.features
+        assert isinstance(feats, nn.Sequential)
+        n = len(feats) // 3
+        cnn_blocks: list[nn.Module] = [feats[3 * i : 3 * i + 3] for i in range(n)]
+        return BlockEncoder(cnn_blocks, out_channels=[_out_channels(b) for b in cnn_blocks])
+    if _is_resnet(encoder):
+        parts: list[nn.Module] = [
+            getattr(encoder, name)
+            for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+        ]
+        res_blocks: list[nn.Module] = [nn.Sequential(*parts[:5]), *parts[5:]]
+        return BlockEncoder(res_blocks, out_channels=[_out_channels(b) for b in res_blocks])
+    if isinstance(encoder, nn.Sequential):
+        groups: list[list[nn.Module]] = []
+        for child in encoder:
+            if not groups or any(True for _ in child.parameters()):
+                groups.append([child])
+            else:
+                groups[-1].append(child)  # activations, pooling: end of the previous block
+        if len(groups) > 1 and not any(True for m in groups[0] for _ in m.parameters()):
+            groups[1] = groups[0] + groups[1]
+            groups.pop(0)
+        if not any(True for m in groups[0] for _ in m.parameters()):
+            raise TypeError("encoder is an nn.Sequential without parameters; nothing to train")
+        seq_blocks: list[nn.Module] = [nn.Sequential(*g) for g in groups]
+        return BlockEncoder(seq_blocks, out_channels=[_out_channels(b) for b in seq_blocks])
+    raise TypeError(
+        f"cannot split a {type(encoder).__name__} into blocks; pass a BlockEncoder (e.g. "
+        f"conv_block_encoder()), a SmallCNN, a torchvision ResNet or an nn.Sequential"
+    )
+
+
+class LocalHead(nn.Module):
+    r"""A block's local head: pooled embedding and an optional action-conditioned predictor.
+
+    * :meth:`embed`: global average pooling of the block output, then an optional linear
+      projection to ``dim`` (``dim=None``: no projection, LPL's default; Halvagal & Zenke, 2023).
+    * :meth:`predict`: the prediction of the next view's embedding. Without actions it is the
+      embedding itself (LPL's slowness: view ``t`` predicts view ``t+1``). With
+      ``action_dim > 0`` it is :math:`\hat e_{t+1} = e_t + g([e_t; a_t])` with a two-layer MLP
+      :math:`g` whose last layer starts at zero, so training starts from LPL's prediction and can
+      learn how the action moves the embedding (a per-block JEPA).
+
+    The head is small by design: blockwise SSL's 8192-wide projectors cost about 151M parameters
+    per block (reference notes §5); here ``C·dim + (dim + A)·hidden + hidden·dim``.
+
+    Args:
+        in_channels: Channels ``C`` of the block output.
+        dim: Embedding dimension (``None``: ``C``, no projection).
+        action_dim: ``A``; 0 disables the action-conditioned predictor.
+        hidden: Hidden width of :math:`g`.
+
+    Shape:
+        - embed: ``(N, C, H, W)`` or ``(N, C)`` → ``(N, dim)``
+        - predict: ``(..., dim)`` and ``(..., A)`` → ``(..., dim)``
+    """
+
+    def __init__(
+        self, in_channels: int, *, dim: int | None = None, action_dim: int = 0, hidden: int = 128
+    ) -> None:
+        super().__init__()
+        self.in_channels = _check_int(in_channels, "in_channels", minimum=1)
+        self.dim = in_channels if dim is None else _check_int(dim, "dim", minimum=1)
+        self.action_dim = _check_int(action_dim, "action_dim", minimum=0)
+        self.hidden = _check_int(hidden, "hidden", minimum=1)
+        self.pool = _GlobalPool()
+        self.proj: nn.Module = nn.Identity() if dim is None else nn.Linear(in_channels, dim)
+        self.predictor: nn.Module | None = None
+        if self.action_dim > 0:
+            last = nn.Linear(self.hidden, self.dim)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.predictor = nn.Sequential(
+                nn.Linear(self.dim + self.action_dim, self.hidden), nn.ReLU(), last
+            )
+
+    def embed(self, h: Tensor) -> Tensor:
+        """Pool (and project) a block output into one embedding per sample."""
+        check_floating_tensor(h, "h", min_ndim=2, shape_doc="(N, C, H, W) or (N, C)")
+        if h.shape[1] != self.in_channels:
+            raise ValueError(
+                f"h must have {self.in_channels} channels in dim 1, got shape {tuple(h.shape)}"
+            )
+        return self.proj(self.pool(h))
+
+    def predict(self, e: Tensor, actions: Tensor | None = None) -> Tensor:
+        """Predict the next view's embedding from ``e`` (and the action leading to it)."""
+        if self.predictor is None:
+            return e
+        if actions is None:
+            raise ValueError("this head is action-conditioned (action_dim > 0); pass actions")
+        if actions.shape[:-1] != e.shape[:-1] or actions.shape[-1] != self.action_dim:
+            raise ValueError(
+                f"actions must have shape {(*e.shape[:-1], self.action_dim)} to match e "
+                f"{tuple(e.shape)}, got {tuple(actions.shape)}"
+            )
+        return e + self.predictor(torch.cat([e, actions.to(e.dtype)], dim=-1))
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Same as :meth:`embed`."""
+        return self.embed(h)
+
+    def sequence(self, h: Tensor, batch: int) -> Tensor:
+        """Embed ``(B·T, …)`` block outputs of ``T`` views per sample into ``(B, T, dim)``."""
+        return rearrange(self.embed(h), "(b t) d -> b t d", b=batch)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, dim={self.dim}, action_dim={self.action_dim}, "
+            f"hidden={self.hidden}"
+        )
+
+
+def local_heads(
+    encoder: BlockEncoder, *, dim: int | None = None, action_dim: int = 0, hidden: int = 128
+) -> nn.ModuleList:
+    """One :class:`LocalHead` per block of ``encoder`` (same settings for all).
+
+    Args:
+        encoder: The block encoder (see :func:`split_encoder`).
+        dim: Embedding dimension of every head (``None``: each block's channels).
+        action_dim: ``A`` for action-conditioned predictors (0: none).
+        hidden: Hidden width of the predictors.
+
+    Returns:
+        ``nn.ModuleList`` of ``K`` heads.
+    """
+    if not isinstance(encoder, BlockEncoder):
+        raise TypeError(f"encoder must be a BlockEncoder, got {type(encoder).__name__}")
+    return nn.ModuleList(
+        LocalHead(c, dim=dim, action_dim=action_dim, hidden=hidden) for c in encoder.out_channels
+    )

@@ -1,0 +1,173 @@
+r"""Peak activation memory: tensors saved for the backward pass (any device) and CUDA peaks.
+
+Activation memory is what autograd keeps alive between a forward pass and its backward pass.
+:class:`SavedTensorMeter` measures it on any device through
+:func:`torch.autograd.graph.saved_tensors_hooks`: every tensor autograd saves is counted, by its
+storage, from the moment it is saved until the graph that holds it is freed (after its backward
+pass, or when the graph is dropped). Storages are counted once however many graph nodes save
+them (e.g. a ReLU output that the next convolution saves again), and the parameters passed as
+``exclude`` are not counted (weights are not activations). Transient buffers that autograd does
+not keep (temporaries inside one operation) are not counted either: the meter measures the
+saved activations, which is what block-local training with per-block backward-and-free reduces.
+
+On CUDA, :func:`measure_peak_memory` also reports ``torch.cuda.max_memory_allocated`` above the
+allocation before the call (activations, temporaries, gradients and optimizer states created
+during the call).
+
+This is the measurement behind the claim of :mod:`jepa_blocks.local.stages`: detaching between
+blocks alone saves nothing when every block runs forward before any backward (the complaint in
+``loeweX/Greedy_InfoMax#22``); running forward → loss → backward → free per block does.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["PeakMemory", "SavedTensorMeter", "measure_peak_memory"]
+
+
+class _Packed:
+    """What the pack hook hands to autograd: the tensor, plus a finaliser that uncounts it."""
+
+    __slots__ = ("__weakref__", "tensor")
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+
+
+def _storage_key(t: Tensor) -> tuple[int, int] | None:
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError):  # sparse, nested or meta tensors
+        return None
+    return (storage.data_ptr(), storage.nbytes())
+
+
+class SavedTensorMeter:
+    """Context manager counting the bytes of tensors saved for backward; tracks the peak.
+
+    Args:
+        exclude: Tensors (typically ``model.parameters()``) whose storages are not counted.
+
+    Attributes:
+        current_bytes: Bytes of the distinct storages saved by graphs still alive.
+        peak_bytes: The largest ``current_bytes`` seen since entering (or :meth:`reset`).
+        saved_count: How many tensors the pack hook saw (counted or not).
+
+    Example:
+        >>> from jepa_blocks.local import SavedTensorMeter
+        >>> x = torch.randn(64, 32, requires_grad=True)
+        >>> with SavedTensorMeter() as meter:
+        ...     y = torch.tanh(x).sum()
+        >>> meter.peak_bytes  # tanh saves its 64×32 float32 output
+        8192
+    """
+
+    def __init__(self, *, exclude: Iterable[Tensor] = ()) -> None:
+        excluded: set[int] = set()
+        for t in exclude:
+            if not isinstance(t, Tensor):
+                raise TypeError(f"exclude must hold tensors, got {type(t).__name__}")
+            key = _storage_key(t)
+            if key is not None:
+                excluded.add(key[0])
+        self._excluded = excluded
+        self._refs: dict[int, int] = {}
+        self._hooks: Any = None
+        self.current_bytes = 0
+        self.peak_bytes = 0
+        self.saved_count = 0
+
+    def reset(self) -> None:
+        """Restart the peak from the current level."""
+        self.peak_bytes = self.current_bytes
+
+    def _release(self, ptr: int, nbytes: int) -> None:
+        count = self._refs.get(ptr, 0) - 1
+        if count > 0:
+            self._refs[ptr] = count
+            return
+        self._refs.pop(ptr, None)
+        self.current_bytes -= nbytes
+
+    def _pack(self, t: Tensor) -> Any:
+        self.saved_count += 1
+        key = _storage_key(t)
+        if key is None or key[0] in self._excluded or key[1] == 0:
+            return t
+        ptr, nbytes = key
+        packed = _Packed(t)
+        count = self._refs.get(ptr, 0)
+        self._refs[ptr] = count + 1
+        if count == 0:
+            self.current_bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+        weakref.finalize(packed, self._release, ptr, nbytes)
+        return packed
+
+    @staticmethod
+    def _unpack(packed: Any) -> Tensor:
+        return packed.tensor if isinstance(packed, _Packed) else packed
+
+    def __enter__(self) -> SavedTensorMeter:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._hooks.__exit__(*exc)
+        self._hooks = None
+
+
+class PeakMemory(NamedTuple):
+    """What :func:`measure_peak_memory` returns.
+
+    Attributes:
+        saved_bytes: Peak bytes of tensors saved for backward (:class:`SavedTensorMeter`).
+        cuda_bytes: ``torch.cuda.max_memory_allocated`` during the call minus the allocation
+            before it (``None`` off CUDA).
+        result: What the measured function returned.
+    """
+
+    saved_bytes: int
+    cuda_bytes: int | None
+    result: Any = None
+
+
+def measure_peak_memory(
+    fn: Callable[[], Any],
+    *,
+    exclude: Iterable[Tensor] = (),
+    device: torch.device | str | None = None,
+) -> PeakMemory:
+    """Call ``fn()`` and report its peak saved-activation memory (and its CUDA peak on CUDA).
+
+    Args:
+        fn: The work to measure, e.g. one training step.
+        exclude: Tensors not to count (the parameters).
+        device: The device ``fn`` runs on; CUDA devices also get the allocator's peak.
+
+    Returns:
+        :class:`PeakMemory`.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    dev = torch.device(device) if device is not None else None
+    on_cuda = dev is not None and dev.type == "cuda"
+    base = 0
+    if on_cuda:
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    with SavedTensorMeter(exclude=exclude) as meter:
+        result = fn()
+    cuda: int | None = None
+    if on_cuda:
+        torch.cuda.synchronize(dev)
+        cuda = int(torch.cuda.max_memory_allocated(dev) - base)
+    return PeakMemory(int(meter.peak_bytes), cuda, result)

@@ -1,0 +1,406 @@
+r"""Block-local objectives: a latent-predictive (LPL) loss and a coding-rate loss per block.
+
+Both objectives read the embeddings of **consecutive views** of the same sample, as a block's
+local head produces them, ``z`` of shape ``(B, T, d)`` (``T`` views in sequence order), and
+optionally explicit predictions and targets ``(B, P, d)`` of those views' successors. Without
+``pred``/``target`` the prediction term compares each view with the next one,
+:math:`\hat z_t = z_t`, :math:`\bar z_t = z_{t+1}`: the slowness term of LPL. A block's local head
+(:class:`jepa_blocks.local.LocalHead`) can instead predict :math:`z_{t+1}` from :math:`z_t` and
+the action :math:`a_t`, which turns the term into a per-block JEPA prediction (the recommendation
+of the reference notes for local seq-JEPA). Targets are always detached (stop-gradient).
+
+* :func:`lpl_loss` — Latent Predictive Learning, Halvagal & Zenke (2023), "The combination of
+  Hebbian and predictive plasticity learns invariant object representations in deep sensory
+  networks", Nature Neuroscience 26; official code ``fmi-basel/latent-predictive-learning``
+  (``models/module.py``). Three terms per block, with the published default weights
+  ``pull = 1``, ``push = 1``, ``decorrelation = 10`` and :math:`\epsilon = 10^{-4}`:
+
+  .. math::
+
+      \mathcal L_\text{pred} &= \operatorname{mean}_{b,t,i}
+          \big(\hat z_{bti} - \operatorname{sg}(\bar z_{bti})\big)^2 \\
+      \mathcal L_\text{var} &= -\operatorname{mean}_{t,i}
+          \log\big(\sigma^2_{ti} + \epsilon\big), \qquad
+          \sigma^2_{ti} = \tfrac{1}{B-1}\textstyle\sum_b \big(z_{bti} - \operatorname{sg}(\mu_{ti})\big)^2 \\
+      \mathcal L_\text{decorr} &= \operatorname{mean}_t \tfrac{1}{d(d-1)}
+          \textstyle\sum_{i \ne j} C_{tij}^2, \qquad
+          C_{tij} = \tfrac{1}{B-1}\textstyle\sum_b (z_{bti} - \operatorname{sg}(\mu_{ti}))
+          (z_{btj} - \operatorname{sg}(\mu_{tj}))
+
+  The variance ("push", Hebbian) and decorrelation terms use the batch mean as a constant
+  (stop-gradient), as in the official code; they are averaged over the ``T`` views.
+* :func:`local_rate_loss` — a teacherless per-block coding-rate objective: the cosine
+  prediction loss minus :math:`\lambda` times the coding rate of the L2-normalised embeddings of
+  each view (Yu et al., 2020, "Learning Diverse and Discriminative Representations via the
+  Principle of Maximal Coding Rate Reduction"; :func:`jepa_blocks.coding_rate`), averaged over
+  views. The rate plays the anti-collapse role of LPL's variance and decorrelation terms.
+
+Related block-local self-supervised objectives: Greedy InfoMax (Löwe, O'Connor & Veeling, 2019,
+"Putting An End to End-to-End: Gradient-Isolated Learning of Representations", NeurIPS) and
+CLAPP (Illing, Ventura, Bellec & Gerstner, 2021, "Local plasticity rules can learn deep
+representations using self-supervised contrastive predictions", NeurIPS) use contrastive
+per-module losses; blockwise SSL (Siddiqui, Krueger, LeCun & Deny, 2023, "Blockwise
+Self-Supervised Learning at Scale", TMLR) uses a Barlow Twins loss per ResNet stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_floating_tensor, check_positive
+from jepa_blocks.losses import cosine_loss, mse_loss
+from jepa_blocks.rate import coding_rate
+
+__all__ = [
+    "LPLLoss",
+    "LocalLossParts",
+    "LocalRateLoss",
+    "decorrelation_loss",
+    "local_rate_loss",
+    "lpl_loss",
+    "variance_loss",
+]
+
+
+class LocalLossParts(NamedTuple):
+    """Terms of a block-local objective (what ``return_parts=True`` returns).
+
+    Attributes:
+        loss: The weighted total, ``()``.
+        prediction: The prediction ("pull") term, ``()``; zero when there is no pair of views.
+        variance: LPL's variance ("push", Hebbian) term, ``()`` (``None`` for the rate loss).
+        decorrelation: LPL's decorrelation term, ``()`` (``None`` for the rate loss).
+        rate: The coding rate (positive) of the rate loss, ``()`` (``None`` for LPL).
+    """
+
+    loss: Tensor
+    prediction: Tensor
+    variance: Tensor | None = None
+    decorrelation: Tensor | None = None
+    rate: Tensor | None = None
+
+
+def _check_views(z: Any, name: str = "z") -> Tensor:
+    check_floating_tensor(z, name, min_ndim=3, shape_doc="(B, T, d)")
+    if z.ndim != 3:
+        raise ValueError(f"{name} must have shape (B, T, d), got {tuple(z.shape)}")
+    if z.shape[0] < 2 or z.shape[1] < 1 or z.shape[2] < 1:
+        raise ValueError(
+            f"{name} must have shape (B, T, d) with B >= 2 samples (batch statistics), T >= 1 "
+            f"views and d >= 1, got {tuple(z.shape)}"
+        )
+    return z
+
+
+def _pairs(z: Tensor, pred: Tensor | None, target: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Predictions and detached targets ``(B, P, d)``; default: consecutive views of ``z``."""
+    if (pred is None) != (target is None):
+        raise ValueError("pass both pred and target, or neither (then consecutive views of z)")
+    if pred is None or target is None:
+        return z[:, :-1], z[:, 1:].detach()
+    for name, x in (("pred", pred), ("target", target)):
+        check_floating_tensor(x, name, min_ndim=3, shape_doc="(B, P, d)")
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ValueError(
+            f"pred and target must have the same shape (B, P, d), got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    if pred.shape[0] != z.shape[0] or pred.shape[2] != z.shape[2]:
+        raise ValueError(
+            f"pred must have shape (B, P, d) = ({z.shape[0]}, P, {z.shape[2]}) like z, got "
+            f"{tuple(pred.shape)}"
+        )
+    return pred, target.detach()
+
+
+def _upcast(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _centered(z: Tensor) -> Tensor:
+    """``(T, B, d)`` samples minus their detached batch mean (per view)."""
+    return z - z.mean(dim=1, keepdim=True).detach()
+
+
+def variance_loss(z: Tensor, *, eps: float = 1e-4) -> Tensor:
+    r"""LPL's variance ("push", Hebbian) term :math:`-\operatorname{mean}\log(\sigma^2 + \epsilon)`.
+
+    Per view and unit, the unbiased batch variance around the **detached** batch mean
+    (Halvagal & Zenke, 2023; official ``hebbian_loss``), then the mean over views and units.
+
+    Args:
+        z: Embeddings of ``T`` views, one row per sample.
+        eps: :math:`\epsilon > 0` inside the logarithm (published 1e-4).
+
+    Returns:
+        The term (float32 for half-precision input).
+
+    Shape:
+        - z: ``(B, T, d)`` with ``B ≥ 2``
+        - output: ``()``
+    """
+    _check_views(z)
+    eps = check_positive(eps, "eps")
+    x = _centered(rearrange(_upcast(z), "b t d -> t b d"))
+    var = x.pow(2).sum(dim=1) / (x.shape[1] - 1)  # (T, d)
+    return -torch.log(var + eps).mean()
+
+
+def decorrelation_loss(z: Tensor) -> Tensor:
+    r"""LPL's decorrelation term: mean squared off-diagonal batch covariance.
+
+    :math:`\frac{1}{d(d-1)}\sum_{i\ne j} C_{ij}^2` per view, with the unbiased covariance around
+    the detached batch mean (Halvagal & Zenke, 2023; official ``decorr_loss``, with the
+    normalisation of its pull request #9), averaged over views. Zero when ``d = 1``.
+
+    Args:
+        z: Embeddings of ``T`` views.
+
+    Returns:
+        The term.
+
+    Shape:
+        - z: ``(B, T, d)`` with ``B ≥ 2``
+        - output: ``()``
+    """
+    _check_views(z)
+    x = _centered(rearrange(_upcast(z), "b t d -> t b d"))
+    n, d = x.shape[1], x.shape[2]
+    cov = torch.einsum("tbi,tbj->tij", x, x) / (n - 1)  # (T, d, d)
+    off = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
+    return off.pow(2).sum(dim=(-2, -1)).mean() / max(1, d * (d - 1))
+
+
+def lpl_loss(
+    z: Tensor,
+    *,
+    pred: Tensor | None = None,
+    target: Tensor | None = None,
+    pull_weight: float = 1.0,
+    push_weight: float = 1.0,
+    decorrelation_weight: float = 10.0,
+    eps: float = 1e-4,
+    return_parts: bool = False,
+) -> Tensor | LocalLossParts:
+    r"""LPL objective of one block: prediction + variance + decorrelation (published weights).
+
+    :math:`\mathcal L = w_\text{pull}\mathcal L_\text{pred} + w_\text{push}\mathcal L_\text{var}
+    + w_\text{decorr}\mathcal L_\text{decorr}` (see the module docstring; Halvagal & Zenke, 2023,
+    defaults 1, 1, 10). ``L_pred`` is the mean squared error between ``pred`` and the detached
+    ``target`` (default: view ``t`` against view ``t+1`` of ``z``; zero when ``T = 1`` and no
+    pairs are given). The variance and decorrelation terms are computed on ``z``.
+
+    Args:
+        z: Embeddings of consecutive views (the ones that carry gradient).
+        pred: Optional predictions of the successors, e.g. from an action-conditioned head.
+        target: Their targets (detached here); required with ``pred``.
+        pull_weight: :math:`w_\text{pull} \ge 0` (published 1).
+        push_weight: :math:`w_\text{push} \ge 0` (published 1).
+        decorrelation_weight: :math:`w_\text{decorr} \ge 0` (published 10).
+        eps: :math:`\epsilon > 0` of the variance term (published 1e-4).
+        return_parts: Return :class:`LocalLossParts` instead of the total.
+
+    Returns:
+        The loss ``()`` or its parts.
+
+    Shape:
+        - z: ``(B, T, d)`` with ``B ≥ 2``
+        - pred, target: ``(B, P, d)``
+        - output: ``()``
+
+    Example:
+        >>> from jepa_blocks.local import lpl_loss
+        >>> z = torch.randn(32, 3, 16)
+        >>> parts = lpl_loss(z, return_parts=True)
+        >>> bool(parts.decorrelation >= 0)
+        True
+    """
+    _check_views(z)
+    w_pull = check_positive(pull_weight, "pull_weight", allow_zero=True)
+    w_push = check_positive(push_weight, "push_weight", allow_zero=True)
+    w_dec = check_positive(decorrelation_weight, "decorrelation_weight", allow_zero=True)
+    check_positive(eps, "eps")
+    p, t = _pairs(z, pred, target)
+    zf = _upcast(z)
+    pull = mse_loss(p, t) if p.shape[1] > 0 else zf.new_zeros(())
+    push = variance_loss(z, eps=eps)
+    dec = decorrelation_loss(z)
+    loss = w_pull * pull + w_push * push + w_dec * dec
+    if return_parts:
+        return LocalLossParts(loss, pull, variance=push, decorrelation=dec)
+    return loss
+
+
+def local_rate_loss(
+    z: Tensor,
+    *,
+    pred: Tensor | None = None,
+    target: Tensor | None = None,
+    pull_weight: float = 1.0,
+    rate_weight: float = 0.03,
+    eps: float = 0.5,
+    normalize: bool = True,
+    return_parts: bool = False,
+) -> Tensor | LocalLossParts:
+    r"""Coding-rate objective of one block: :math:`w\,\mathcal L_\text{cos} - \lambda\,\bar R`.
+
+    ``L_cos`` is the cosine prediction loss :math:`1-\cos(\hat z, \operatorname{sg}(\bar z))`
+    (:func:`jepa_blocks.cosine_loss`; default pairs: consecutive views of ``z``; zero when
+    ``T = 1``), and :math:`\bar R` is the mean over the ``T`` views of the coding rate
+    :math:`R(Z_t) = \tfrac12\log\det(I + \tfrac{d}{B\varepsilon^2} Z_t^\top Z_t)` of the batch
+    :math:`Z_t` ``(B, d)`` (Yu et al., 2020; :func:`jepa_blocks.coding_rate`), on L2-normalised
+    rows by default (as MCR² and EMP-SSL), so that the rate cannot grow by scaling.
+
+    Args:
+        z: Embeddings of consecutive views.
+        pred: Optional predictions of the successors.
+        target: Their targets (detached here); required with ``pred``.
+        pull_weight: Weight ``w ≥ 0`` of the prediction term.
+        rate_weight: :math:`\lambda \ge 0` (default 0.03, the weight of the step-2 cpu-demo).
+        eps: The papers' :math:`\varepsilon > 0` of the rate.
+        normalize: L2-normalise each embedding before the rate.
+        return_parts: Return :class:`LocalLossParts` instead of the total.
+
+    Returns:
+        The loss ``()`` or its parts (``rate`` is positive).
+
+    Shape:
+        - z: ``(B, T, d)`` with ``B ≥ 2``
+        - pred, target: ``(B, P, d)``
+        - output: ``()``
+    """
+    _check_views(z)
+    w_pull = check_positive(pull_weight, "pull_weight", allow_zero=True)
+    lam = check_positive(rate_weight, "rate_weight", allow_zero=True)
+    check_positive(eps, "eps")
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    p, t = _pairs(z, pred, target)
+    pull = cosine_loss(p, t) if p.shape[1] > 0 else _upcast(z).new_zeros(())
+    zt = rearrange(z, "b t d -> t b d")
+    if normalize:
+        zt = F.normalize(_upcast(zt), dim=-1)
+    rate = coding_rate(zt, eps=eps).mean()
+    loss = w_pull * pull - lam * rate
+    if return_parts:
+        return LocalLossParts(loss, pull, rate=rate)
+    return loss
+
+
+class LPLLoss(nn.Module):
+    """Module form of :func:`lpl_loss` (Halvagal & Zenke, 2023; defaults as published).
+
+    Args:
+        pull_weight: Weight of the prediction term (1).
+        push_weight: Weight of the variance term (1).
+        decorrelation_weight: Weight of the decorrelation term (10).
+        eps: :math:`\\epsilon` of the variance term (1e-4).
+
+    Shape:
+        - z: ``(B, T, d)``; pred, target: ``(B, P, d)``
+        - output: ``()`` (or :class:`LocalLossParts` with ``return_parts=True``)
+    """
+
+    def __init__(
+        self,
+        *,
+        pull_weight: float = 1.0,
+        push_weight: float = 1.0,
+        decorrelation_weight: float = 10.0,
+        eps: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.pull_weight = check_positive(pull_weight, "pull_weight", allow_zero=True)
+        self.push_weight = check_positive(push_weight, "push_weight", allow_zero=True)
+        self.decorrelation_weight = check_positive(
+            decorrelation_weight, "decorrelation_weight", allow_zero=True
+        )
+        self.eps = check_positive(eps, "eps")
+
+    def forward(
+        self,
+        z: Tensor,
+        *,
+        pred: Tensor | None = None,
+        target: Tensor | None = None,
+        return_parts: bool = False,
+    ) -> Tensor | LocalLossParts:
+        """Return :func:`lpl_loss` of ``z`` (and ``pred``/``target``)."""
+        return lpl_loss(
+            z,
+            pred=pred,
+            target=target,
+            pull_weight=self.pull_weight,
+            push_weight=self.push_weight,
+            decorrelation_weight=self.decorrelation_weight,
+            eps=self.eps,
+            return_parts=return_parts,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"pull_weight={self.pull_weight}, push_weight={self.push_weight}, "
+            f"decorrelation_weight={self.decorrelation_weight}, eps={self.eps}"
+        )
+
+
+class LocalRateLoss(nn.Module):
+    """Module form of :func:`local_rate_loss` (cosine prediction − λ · coding rate).
+
+    Args:
+        pull_weight: Weight of the prediction term.
+        rate_weight: :math:`\\lambda`.
+        eps: The papers' :math:`\\varepsilon` of the rate.
+        normalize: L2-normalise the embeddings before the rate.
+
+    Shape:
+        - z: ``(B, T, d)``; pred, target: ``(B, P, d)``
+        - output: ``()`` (or :class:`LocalLossParts` with ``return_parts=True``)
+    """
+
+    def __init__(
+        self,
+        *,
+        pull_weight: float = 1.0,
+        rate_weight: float = 0.03,
+        eps: float = 0.5,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.pull_weight = check_positive(pull_weight, "pull_weight", allow_zero=True)
+        self.rate_weight = check_positive(rate_weight, "rate_weight", allow_zero=True)
+        self.eps = check_positive(eps, "eps")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        self.normalize = normalize
+
+    def forward(
+        self,
+        z: Tensor,
+        *,
+        pred: Tensor | None = None,
+        target: Tensor | None = None,
+        return_parts: bool = False,
+    ) -> Tensor | LocalLossParts:
+        """Return :func:`local_rate_loss` of ``z`` (and ``pred``/``target``)."""
+        return local_rate_loss(
+            z,
+            pred=pred,
+            target=target,
+            pull_weight=self.pull_weight,
+            rate_weight=self.rate_weight,
+            eps=self.eps,
+            normalize=self.normalize,
+            return_parts=return_parts,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"pull_weight={self.pull_weight}, rate_weight={self.rate_weight}, eps={self.eps}, "
+            f"normalize={self.normalize}"
+        )

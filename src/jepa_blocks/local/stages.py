@@ -1,0 +1,685 @@
+r"""Three stages of local learning for seq-JEPA, with a driver that really saves memory in stage 3.
+
+:class:`LocalSeqJEPA` wraps a :class:`jepa_blocks.SeqJEPA` whose encoder splits into blocks
+(:func:`jepa_blocks.local.split_encoder`), one small :class:`~jepa_blocks.local.LocalHead` per
+encoder block, one small head per aggregator block but the last, and a block-local objective
+(default :class:`~jepa_blocks.local.LPLLoss`, Halvagal & Zenke, 2023). Its ``stage`` selects:
+
+* ``"end-to-end"`` — the model's own objective, backpropagated through everything (reference).
+* ``"stage1"`` — auxiliary local losses beside the end-to-end objective:
+  :math:`\mathcal L = \mathcal L_\text{seq-JEPA} + w_\text{aux}\sum_k \mathcal L_k`, where
+  :math:`\mathcal L_k` is block ``k``'s local objective on its head's embeddings of the observed
+  views (the next view's embedding, from the stop-gradient target pass when there is one, is the
+  prediction target of the last observed view). The block outputs are read with forward hooks
+  during the model's own forward pass; the auxiliary gradients also reach earlier blocks (deep
+  supervision); only stage 3 isolates the blocks.
+* ``"stage2"`` — frozen encoder (``requires_grad=False``, eval mode, so its parameters and
+  BatchNorm statistics stay bit-identical), aggregator and predictor trained by local updates:
+  the encoder features of all views are computed without gradient, the target is the frozen
+  encoder's feature of the target view, and with ``local_aggregator=True`` every aggregator block
+  gets a detached input and (except the last, which the seq-JEPA loss trains) its own head that
+  predicts the target from its [AGG] output and the raw action :math:`a_M`.
+* ``"stage3"`` — fully local: each encoder block is trained by its own objective on its detached
+  input, and the aggregator/predictor as in stage 2 on the detached encoder features.
+  :meth:`LocalSeqJEPA.backward_step` runs **forward → loss → backward → free** per block before
+  the next block runs, so at most one block's activations are alive: the peak saved-activation
+  memory is the largest block's, not the sum (measured by
+  :class:`~jepa_blocks.local.SavedTensorMeter`). Calling the module (``forward``) in stage 3
+  computes the same losses with every block's graph alive ("detach only", as Greedy InfoMax's and
+  blockwise SSL's released code do): the same gradients, none of the saving.
+
+:func:`fit_local` trains any stage: stages ``end-to-end``/``stage1``/``stage2`` go through the
+shared loop :func:`jepa_blocks.train.fit` (AMP, checkpoints, resume, DDP); stage 3 needs its own
+step (``fit``'s single ``loss.backward()`` cannot free blocks mid-forward) and runs a lean loop
+with the same learning-rate schedule and optimizer recipe.
+
+References: Löwe, O'Connor & Veeling (2019), "Putting An End to End-to-End: Gradient-Isolated
+Learning of Representations" (Greedy InfoMax), NeurIPS; Illing, Ventura, Bellec & Gerstner
+(2021), "Local plasticity rules can learn deep representations using self-supervised
+contrastive predictions" (CLAPP), NeurIPS; Halvagal & Zenke (2023), "The combination of Hebbian
+and predictive plasticity learns invariant object representations in deep sensory networks"
+(LPL), Nature Neuroscience; Siddiqui, Krueger, LeCun & Deny (2023), "Blockwise Self-Supervised
+Learning at Scale", TMLR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, NamedTuple
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_choice, check_positive
+from jepa_blocks.local.blocks import BlockEncoder, LocalHead, local_heads, split_encoder
+from jepa_blocks.local.memory import PeakMemory, measure_peak_memory
+from jepa_blocks.local.objectives import LPLLoss
+from jepa_blocks.seq.model import SeqJEPA, SeqJEPAOutput
+from jepa_blocks.targets import StopGradTarget
+from jepa_blocks.train.config import TrainConfig
+from jepa_blocks.train.loop import FitResult, NonFiniteLossError, fit, resolve_device
+from jepa_blocks.train.schedule import build_optimizer, lr_at
+
+__all__ = [
+    "STAGES",
+    "LocalOutput",
+    "LocalSeqJEPA",
+    "Stage",
+    "fit_local",
+    "peak_step_memory",
+]
+
+Stage = Literal["end-to-end", "stage1", "stage2", "stage3"]
+#: The stages, in order of locality.
+STAGES: tuple[str, ...] = ("end-to-end", "stage1", "stage2", "stage3")
+
+
+class LocalOutput(NamedTuple):
+    """What :class:`LocalSeqJEPA` returns (forward) or reports (:meth:`~LocalSeqJEPA.backward_step`).
+
+    Attributes:
+        loss: The total that is minimised, ``()`` (detached after ``backward_step``).
+        main_loss: The seq-JEPA objective (``output.loss``), ``()``.
+        local_loss: Sum of the block-local losses (encoder and aggregator blocks), ``()``.
+        block_losses: The encoder blocks' local losses, ``(K,)`` (``(0,)`` when unused).
+        aggregator_losses: The aggregator heads' losses, ``(K_agg − 1,)`` (``(0,)`` when unused).
+        output: The model's :class:`~jepa_blocks.SeqJEPAOutput` (its ``z`` are detached in
+            stages 2 and 3).
+    """
+
+    loss: Tensor
+    main_loss: Tensor
+    local_loss: Tensor
+    block_losses: Tensor
+    aggregator_losses: Tensor
+    output: SeqJEPAOutput
+
+
+def _called_module(block: nn.Module) -> nn.Module:
+    """The module whose forward output is the block's output when the parent encoder runs.
+
+    Blocks built by :func:`split_encoder` may be ``nn.Sequential`` views that the original
+    encoder never calls as a unit; their last child is called, so hooks go there.
+    """
+    while isinstance(block, nn.Sequential) and len(block) > 0:
+        block = block[-1]
+    return block
+
+
+@contextlib.contextmanager
+def _capture(blocks: Iterable[nn.Module]) -> Iterator[list[list[tuple[Tensor, bool]]]]:
+    """Record every output of each block as ``(output, grad_enabled)`` while the context is open."""
+    records: list[list[tuple[Tensor, bool]]] = []
+    handles = []
+    for block in blocks:
+        rec: list[tuple[Tensor, bool]] = []
+        records.append(rec)
+
+        def hook(_m: nn.Module, _i: Any, out: Any, rec: list = rec) -> None:
+            rec.append((out, torch.is_grad_enabled()))
+
+        handles.append(_called_module(block).register_forward_hook(hook))
+    try:
+        yield records
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _swapped(module: nn.Module, **parts: nn.Module) -> Iterator[None]:
+    """Temporarily replace submodules of ``module``."""
+    old = {name: getattr(module, name) for name in parts}
+    try:
+        for name, part in parts.items():
+            setattr(module, name, part)
+        yield
+    finally:
+        for name, part in old.items():
+            setattr(module, name, part)
+
+
+def _dim(module: Any, *names: str) -> int | None:
+    for name in names:
+        value = getattr(module, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+
+
+class LocalSeqJEPA(nn.Module):
+    r"""A seq-JEPA model with block-local heads and objectives; ``stage`` selects the training.
+
+    See the module docstring for the stages. Build the optimizer **after** choosing the stage
+    (stage 2 freezes the encoder); :func:`fit_local` does both.
+
+    **Local objective of an encoder block.** Block ``k``'s head embeds its output for the
+    ``T`` observed views of each sample, ``e`` ``(B, T, d)``. Pairs are consecutive views; the
+    prediction of view ``t+1`` is ``head.predict(e_t, a_t)`` (``e_t`` itself without action
+    conditioning) and the target is ``sg(e_{t+1})``; the last observed view is paired with the
+    target view's embedding when the block saw it without gradient (stop-gradient target,
+    stage 3), giving ``M`` pairs, otherwise ``M − 1``. ``objective(e, pred=..., target=...)`` then
+    adds its anti-collapse terms on ``e``.
+
+    Args:
+        model: The seq-JEPA model; its encoder must split into blocks (:func:`split_encoder`).
+        stage: One of :data:`STAGES` (default ``"stage3"``).
+        objective: Block-local objective ``(z, *, pred, target) → ()``; default
+            :class:`~jepa_blocks.local.LPLLoss` with the published weights.
+        head_dim: Embedding dimension of the encoder heads (``None``: each block's channels,
+            no projection, as LPL).
+        action_conditioned: Give the encoder heads an action-conditioned predictor (needs the
+            model's action encoder to declare ``action_dim``).
+        head_hidden: Hidden width of the heads' predictors and of the aggregator heads.
+        aux_weight: :math:`w_\text{aux} \ge 0` of the local losses in stage 1.
+        local_aggregator: Train the aggregator blocks locally in stages 2 and 3 (otherwise the
+            aggregator and predictor are one block trained by the seq-JEPA loss).
+
+    Shape:
+        - views: ``(B, M+1, C, H, W)``; actions: ``(B, M, A)``
+        - output: :class:`LocalOutput`
+    """
+
+    def __init__(
+        self,
+        model: SeqJEPA,
+        *,
+        stage: Stage = "stage3",
+        objective: Callable[..., Tensor] | None = None,
+        head_dim: int | None = None,
+        action_conditioned: bool = True,
+        head_hidden: int = 128,
+        aux_weight: float = 1.0,
+        local_aggregator: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, SeqJEPA):
+            raise TypeError(f"model must be a jepa_blocks.SeqJEPA, got {type(model).__name__}")
+        if objective is not None and not callable(objective):
+            raise TypeError(f"objective must be callable, got {type(objective).__name__}")
+        for name, flag in (
+            ("action_conditioned", action_conditioned),
+            ("local_aggregator", local_aggregator),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        if isinstance(head_hidden, bool) or not isinstance(head_hidden, int) or head_hidden < 1:
+            raise ValueError(f"head_hidden must be an int >= 1, got {head_hidden!r}")
+        self.model = model
+        blocks = split_encoder(model.encoder)
+        # A plain tuple: the blocks share the encoder's modules and must not be registered twice.
+        self._encoder_blocks: tuple[BlockEncoder] = (blocks,)
+        self.objective: Callable[..., Tensor] = objective if objective is not None else LPLLoss()
+        action_dim = _dim(model.action_encoder, "action_dim") if model.action_encoder else None
+        if action_conditioned and action_dim is None:
+            raise ValueError(
+                "action_conditioned=True needs the model's action encoder to declare action_dim; "
+                "pass action_conditioned=False"
+            )
+        self.action_dim = action_dim or 0
+        self.heads = local_heads(
+            blocks,
+            dim=head_dim,
+            action_dim=self.action_dim if action_conditioned else 0,
+            hidden=head_hidden,
+        )
+        self.aux_weight = check_positive(aux_weight, "aux_weight", allow_zero=True)
+        self.local_aggregator = local_aggregator
+        self.aggregator_heads = nn.ModuleList()
+        agg_blocks = getattr(model.aggregator, "blocks", None)
+        if local_aggregator and isinstance(agg_blocks, nn.ModuleList) and len(agg_blocks) > 1:
+            width = _dim(model.aggregator, "dim")
+            d_out = _dim(model.predictor, "out_dim") or _dim(model.encoder, "out_dim")
+            if width is None or d_out is None:
+                raise ValueError(
+                    "local_aggregator=True needs aggregator.dim and predictor.out_dim; pass "
+                    "local_aggregator=False"
+                )
+            for _ in range(len(agg_blocks) - 1):
+                self.aggregator_heads.append(_mlp(width + self.action_dim, head_hidden, d_out))
+        self._frozen: list[nn.Parameter] = []
+        self.stage: Stage = "end-to-end"
+        self.set_stage(stage)
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    @property
+    def encoder_blocks(self) -> BlockEncoder:
+        """The model's encoder as a :class:`BlockEncoder` (shared modules)."""
+        return self._encoder_blocks[0]
+
+    def set_stage(self, stage: Stage) -> None:
+        """Switch the stage; stage 2 freezes the encoder, the others unfreeze what it froze."""
+        check_choice(stage, "stage", STAGES)
+        if stage == "stage3" and self.model.symmetric and not self._stopgrad_target():
+            raise ValueError(
+                "stage3 with symmetric=True needs a StopGradTarget (the reverse task's target is "
+                "the locally trained encoder's own feature of the first view)"
+            )
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []
+        if stage == "stage2":
+            self._frozen = [p for p in self.model.encoder.parameters() if p.requires_grad]
+            for p in self._frozen:
+                p.requires_grad_(False)
+        self.stage = stage
+
+    def _stopgrad_target(self) -> bool:
+        return isinstance(self.model.target, StopGradTarget)
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def _block_loss(
+        self, head: nn.Module, h: Tensor, h_next: Tensor | None, actions: Tensor, b: int
+    ) -> Tensor:
+        """Local objective of one encoder block from its outputs (see the class docstring)."""
+        if not isinstance(head, LocalHead):
+            raise TypeError(f"heads must be LocalHead modules, got {type(head).__name__}")
+        e = head.sequence(h, b)  # (B, T, d)
+        t = e.shape[1]
+        if h_next is not None:
+            with torch.no_grad():
+                e_next = head.embed(h_next)
+            target = torch.cat([e[:, 1:].detach(), e_next[:, None]], dim=1)
+            src, acts = e, actions[:, :t]
+        else:
+            target = e[:, 1:].detach()
+            src, acts = e[:, :-1], actions[:, : t - 1]
+        pred = head.predict(src, acts if head.action_dim > 0 else None)
+        return self.objective(e, pred=pred, target=target)
+
+    @contextlib.contextmanager
+    def _aggregator_local(self) -> Iterator[list[Tensor]]:
+        """Detach each aggregator block's input (but the first) and record the [AGG] outputs."""
+        outs: list[Tensor] = []
+        blocks = getattr(self.model.aggregator, "blocks", None)
+        if not len(self.aggregator_heads) or not isinstance(blocks, nn.ModuleList):
+            yield outs
+            return
+
+        def detach_input(_m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            return (args[0].detach(), *args[1:]), kwargs
+
+        def record(_m: nn.Module, _i: Any, out: Tensor) -> None:
+            outs.append(out[:, 0])
+
+        handles = [
+            blk.register_forward_pre_hook(detach_input, with_kwargs=True) for blk in blocks[1:]
+        ]
+        handles += [blk.register_forward_hook(record) for blk in blocks[:-1]]
+        try:
+            yield outs
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _top(self, feats: Tensor, actions: Tensor) -> tuple[SeqJEPAOutput, Tensor]:
+        """seq-JEPA loss on precomputed, detached features ``(B, M+1, D)`` (last = target view)."""
+        model = self.model
+        fake_views = rearrange(feats.detach(), "b m d -> b m d 1 1")
+        with (
+            _swapped(model, encoder=nn.Flatten(1), target=StopGradTarget()),
+            self._aggregator_local() as agg_outs,
+        ):
+            out = model(fake_views, actions)
+        b = feats.shape[0]
+        losses = []
+        for head, agg in zip(self.aggregator_heads, agg_outs):
+            inp = agg[:b]
+            if self.action_dim:
+                inp = torch.cat([inp, actions[:, -1].to(inp.dtype)], dim=-1)
+            losses.append(model.loss_fn(head(inp), out.target))
+        agg_losses = torch.stack(losses) if losses else feats.new_zeros(0)
+        return out, agg_losses
+
+    def _zeros(self, like: Tensor) -> Tensor:
+        return like.new_zeros(0, dtype=torch.float32)
+
+    # -- the stages ----------------------------------------------------------------------------------
+
+    def _stage1(self, views: Tensor, actions: Tensor) -> LocalOutput:
+        enc = self.encoder_blocks
+        b, m = views.shape[0], views.shape[1] - 1
+        with _capture(enc.blocks) as records:
+            out = self.model(views, actions)
+        losses = []
+        for head, rec in zip(self.heads, records):
+            with_grad = [o for o, g in rec if g]
+            without = [o for o, g in rec if not g]
+            if len(with_grad) != 1:
+                raise RuntimeError(
+                    f"expected one encoder call with gradient per step, saw {len(with_grad)}"
+                )
+            h = with_grad[0]
+            t = h.shape[0] // b
+            nxt = without[0] if without and t == m and without[0].shape[0] == b else None
+            losses.append(self._block_loss(head, h, nxt, actions, b))
+        block_losses = torch.stack(losses)
+        local = block_losses.sum()
+        return LocalOutput(
+            out.loss + self.aux_weight * local,
+            out.loss,
+            local,
+            block_losses,
+            self._zeros(views),
+            out,
+        )
+
+    def _stage2(self, views: Tensor, actions: Tensor) -> LocalOutput:
+        self.model.encoder.eval()
+        with torch.no_grad():
+            feats = self.model.encode(views)
+        out, agg_losses = self._top(feats, actions)
+        local = agg_losses.sum()
+        return LocalOutput(out.loss + local, out.loss, local, self._zeros(views), agg_losses, out)
+
+    def _stage3(
+        self, views: Tensor, actions: Tensor, *, backward: bool, amp: bool = False
+    ) -> LocalOutput:
+        enc = self.encoder_blocks
+
+        def autocast() -> Any:
+            return torch.autocast(views.device.type, dtype=torch.bfloat16, enabled=amp)
+
+        b, m = views.shape[0], views.shape[1] - 1
+        x = rearrange(views[:, :m], "b m c h w -> (b m) c h w")
+        x_t = views[:, m]
+        use_next = self._stopgrad_target()
+        losses = []
+        for block, head in zip(enc.blocks, self.heads):
+            with autocast():
+                h = block(x)  # the input has no history: nothing flows into earlier blocks
+                with torch.no_grad():
+                    h_t = block(x_t)
+                loss = self._block_loss(head, h, h_t if use_next else None, actions, b)
+            if backward:
+                loss.backward()  # frees this block's graph before the next block runs
+                loss = loss.detach()
+            losses.append(loss)
+            x, x_t = h.detach(), h_t
+            del h
+        with torch.no_grad(), autocast():
+            z = rearrange(enc.readout(x), "(b m) d -> b m d", b=b)
+            if use_next:
+                z_t = enc.readout(x_t)
+            else:
+                z_t = self.model.target(views[:, m], self.model.encoder)
+        feats = torch.cat([z, z_t[:, None].to(z.dtype)], dim=1)
+        with autocast():
+            out, agg_losses = self._top(feats, actions)
+        top = out.loss + agg_losses.sum()
+        if backward:
+            top.backward()
+        block_losses = torch.stack(losses)
+        local = block_losses.sum() + agg_losses.sum()
+        total = block_losses.sum() + top
+        if backward:
+            total, local = total.detach(), local.detach()
+            out = out._replace(loss=out.loss.detach())
+            agg_losses = agg_losses.detach()
+        return LocalOutput(total, out.loss, local, block_losses, agg_losses, out)
+
+    def forward(self, views: Tensor, actions: Tensor) -> LocalOutput:
+        """The stage's losses with all graphs alive (one ``loss.backward()`` trains the stage).
+
+        In stage 3 this is the "detach only" form: same gradients as :meth:`backward_step`,
+        without its memory saving.
+
+        Args:
+            views: ``(B, M+1, C, H, W)``.
+            actions: ``(B, M, A)``.
+        """
+        if self.stage == "end-to-end":
+            out = self.model(views, actions)
+            zero = out.loss.new_zeros(())
+            empty = self._zeros(views)
+            return LocalOutput(out.loss, out.loss, zero, empty, empty, out)
+        if self.stage == "stage1":
+            return self._stage1(views, actions)
+        if self.stage == "stage2":
+            return self._stage2(views, actions)
+        return self._stage3(views, actions, backward=False)
+
+    def backward_step(self, views: Tensor, actions: Tensor, *, amp: bool = False) -> LocalOutput:
+        """Compute the stage's losses and their gradients (accumulated into ``.grad``).
+
+        Stage 3 runs forward → loss → backward → free block by block, so at most one block's
+        activations are alive; the other stages call ``forward(...).loss.backward()``. Zero the
+        gradients before and step the optimizer after (as :func:`fit_local` does).
+
+        Args:
+            views: ``(B, M+1, C, H, W)``.
+            actions: ``(B, M, A)``.
+            amp: Run the forward passes under bf16 autocast on the views' device.
+
+        Returns:
+            :class:`LocalOutput` with detached losses.
+        """
+        if self.stage == "stage3":
+            return self._stage3(views, actions, backward=True, amp=amp)
+        with torch.autocast(views.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = self(views, actions)
+        out.loss.backward()
+        return LocalOutput(
+            out.loss.detach(),
+            out.main_loss.detach(),
+            out.local_loss.detach(),
+            out.block_losses.detach(),
+            out.aggregator_losses.detach(),
+            out.output,
+        )
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """After each optimizer step: the model's :meth:`~jepa_blocks.SeqJEPA.update`."""
+        self.model.update()
+
+    # seq-JEPA helpers, so that probes written for SeqJEPA accept the wrapper.
+    def encode(self, views: Tensor) -> Tensor:
+        """:meth:`jepa_blocks.SeqJEPA.encode` of the wrapped model."""
+        return self.model.encode(views)
+
+    def aggregate(self, z: Tensor, actions: Tensor, **kwargs: Any) -> Tensor:
+        """:meth:`jepa_blocks.SeqJEPA.aggregate` of the wrapped model."""
+        return self.model.aggregate(z, actions, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"stage={self.stage!r}, aux_weight={self.aux_weight}, "
+            f"local_aggregator={self.local_aggregator}"
+        )
+
+
+def _batch_tensors(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+    views = getattr(batch, "views", None)
+    actions = getattr(batch, "actions", None)
+    if views is None or actions is None:
+        raise TypeError(f"batches must have views and actions fields, got {type(batch).__name__}")
+    return views.to(device, non_blocking=True), actions.to(device, non_blocking=True)
+
+
+def fit_local(
+    learner: LocalSeqJEPA,
+    loader: Iterable[Any],
+    config: TrainConfig,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
+) -> FitResult:
+    """Train ``learner`` in its current stage.
+
+    Stages ``end-to-end``, ``stage1`` and ``stage2`` run :func:`jepa_blocks.train.fit` (all its
+    features). Stage 3 runs a lean loop with the same learning-rate schedule
+    (:func:`~jepa_blocks.train.lr_at`), optimizer recipe, NaN stop and ``update()`` per step,
+    around :meth:`LocalSeqJEPA.backward_step`; it writes no checkpoints or metric files
+    (``out_dir`` and ``resume`` are not used) and does not support ``compile`` or DDP.
+
+    Args:
+        learner: The wrapped model, already in the wanted stage.
+        loader: Batches with ``views`` and ``actions``; ``set_epoch`` is called when present.
+        config: Loop hyperparameters.
+        optimizer: Default: :func:`~jepa_blocks.train.build_optimizer` of ``config.recipe``.
+        eval_fn: ``(learner, epoch) → metrics``, run in eval mode without gradient every
+            ``config.eval_every_epochs`` epochs and at the end.
+
+    Returns:
+        :class:`~jepa_blocks.train.FitResult` (``checkpoint`` is ``None`` in stage 3).
+
+    Raises:
+        NonFiniteLossError: When a loss is NaN or infinite (before the optimizer step).
+    """
+    if not isinstance(learner, LocalSeqJEPA):
+        raise TypeError(f"learner must be a LocalSeqJEPA, got {type(learner).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if learner.stage != "stage3":
+        return fit(learner, loader, config, optimizer=optimizer, eval_fn=eval_fn)
+    if config.compile:
+        raise NotImplementedError("stage3 does not support compile=True (per-block backward)")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        raise NotImplementedError("stage3 does not support DDP yet; train one process per device")
+
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    learner.to(device)
+    if optimizer is None:
+        optimizer = build_optimizer(
+            learner, recipe=config.recipe, lr=config.lr, weight_decay=config.weight_decay
+        )
+    steps_per_epoch = len(loader)  # type: ignore[arg-type]
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    history: list[dict[str, Any]] = []
+    step = epoch = 0
+    last_eval = -1
+
+    def evaluate() -> None:
+        nonlocal last_eval
+        last_eval = step
+        if eval_fn is None:
+            return
+        learner.eval()
+        with torch.no_grad():
+            metrics = eval_fn(learner, epoch)
+        learner.train()
+        history.append(
+            {"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}}
+        )
+
+    learner.train()
+    while step < total_steps and epoch < config.epochs:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for batch in loader:
+            if step >= total_steps:
+                break
+            lr = lr_at(
+                step,
+                recipe=config.recipe,
+                total_steps=total_steps,
+                warmup_steps=warmup_steps,
+                base_lr=config.lr,
+                warmup_start_lr=config.warmup_start_lr,
+                final_lr=config.final_lr,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            views, actions = _batch_tensors(batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            out = learner.backward_step(views, actions, amp=use_amp)
+            total = float(out.loss)
+            if not math.isfinite(total):
+                raise NonFiniteLossError(
+                    f"non-finite loss {total} at step {step} (epoch {epoch}); training stopped "
+                    f"before the optimizer step"
+                )
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+            optimizer.step()
+            learner.update()
+            step += 1
+            if step % config.log_every == 0 or step == total_steps:
+                record: dict[str, Any] = {
+                    "step": step,
+                    "epoch": epoch,
+                    "lr": lr,
+                    "loss": total,
+                    "main_loss": float(out.main_loss),
+                    "local_loss": float(out.local_loss),
+                }
+                record.update({f"block{k}": float(v) for k, v in enumerate(out.block_losses)})
+                history.append(record)
+        else:
+            epoch += 1
+            if config.eval_every_epochs and epoch % config.eval_every_epochs == 0:
+                evaluate()
+            continue
+        break
+    if last_eval != step:
+        evaluate()
+    return FitResult(learner, history, step, epoch, None, time.perf_counter() - t_start)
+
+
+def peak_step_memory(
+    learner: LocalSeqJEPA,
+    views: Tensor,
+    actions: Tensor,
+    *,
+    warmup: bool = True,
+    free_blocks: bool = True,
+) -> PeakMemory:
+    """Peak activation memory of one training step of ``learner``'s stage on one batch.
+
+    Runs on a deep copy (the learner is left untouched) with a zero-learning-rate SGD optimizer:
+    an optional unmeasured warm-up step (so that lazily created state does not count on CUDA),
+    then one measured step: ``zero_grad``, :meth:`LocalSeqJEPA.backward_step`, ``step``. The
+    parameters and buffers are excluded from the saved-tensor count.
+
+    Args:
+        learner: The wrapped model, in the stage to measure.
+        views: ``(B, M+1, C, H, W)`` on the learner's device.
+        actions: ``(B, M, A)``.
+        warmup: Run one unmeasured step first.
+        free_blocks: Use :meth:`LocalSeqJEPA.backward_step` (default); ``False`` calls
+            ``forward(...).loss.backward()`` instead, which in stage 3 is the "detach only"
+            baseline that keeps every block's activations alive.
+
+    Returns:
+        :class:`~jepa_blocks.local.PeakMemory` (``result`` is the step's :class:`LocalOutput`).
+    """
+    if not isinstance(learner, LocalSeqJEPA):
+        raise TypeError(f"learner must be a LocalSeqJEPA, got {type(learner).__name__}")
+    if not isinstance(free_blocks, bool) or not isinstance(warmup, bool):
+        raise TypeError("warmup and free_blocks must be bools")
+    work = copy.deepcopy(learner)
+    work.train()
+    params = [p for p in work.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.0)
+
+    def one_step() -> LocalOutput:
+        opt.zero_grad(set_to_none=True)
+        if free_blocks:
+            out = work.backward_step(views, actions)
+        else:
+            out = work(views, actions)
+            out.loss.backward()
+        opt.step()
+        return out
+
+    if warmup:
+        one_step()
+    exclude = [*work.parameters(), *work.buffers()]
+    return measure_peak_memory(one_step, exclude=exclude, device=views.device)

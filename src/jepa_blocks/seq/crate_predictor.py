@@ -1,0 +1,171 @@
+r"""Two-token CRATE predictor: :math:`z_\text{AGG}` and the action as tokens of a CRATE stack.
+
+Step 3 of the follow-up repository ``kaikun213/seq-jepa`` (plan documents only, no code there)
+replaces seq-JEPA's MLP predictor (Ghaemi et al., 2025, arXiv:2505.03176, §2.2) by CRATE blocks
+(Yu et al., NeurIPS 2023, "White-Box Transformers via Sparse Rate Reduction"; official code
+``Ma-Lab-Berkeley/CRATE``). The design here is ours (derived): the predictor input
+:math:`[z_\text{AGG}; e(a_M)]` is split back into its two parts, each is mapped by its own linear
+projection to one token of width ``dim``, the two tokens go through ``depth`` CRATE layers
+(:func:`jepa_blocks.blocks.crate_blocks`), and a LayerNorm plus a linear read-out of the state
+token gives the prediction. MSSA lets the state token attend to the action token within each
+head's subspace; ISTA sparsifies both tokens.
+
+The call is that of :class:`jepa_blocks.seq.Predictor` (``(..., in_dim) → (..., out_dim)``), so
+the predictor is selected by passing the part to :class:`jepa_blocks.seq.SeqJEPA`::
+
+    predictor = CRATEPredictor(in_dim=640 + 128, out_dim=512, action_embed_dim=128)
+    model = SeqJEPA(encoder=..., target=..., action_encoder=..., aggregator=...,
+                    predictor=predictor)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from einops import pack, rearrange, unpack
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_int
+from jepa_blocks.blocks.crate import CRATELayer, crate_blocks
+
+__all__ = ["CRATEPredictor"]
+
+Readout = Literal["state", "concat", "mean"]
+
+
+class CRATEPredictor(nn.Module):
+    r"""Predict the target embedding with CRATE layers over a state token and an action token.
+
+    For an input row :math:`x = [s; e]` with :math:`s \in \mathbb{R}^{S}`
+    (:math:`S = \text{in\_dim} - E`, the aggregate :math:`z_\text{AGG}`) and
+    :math:`e \in \mathbb{R}^{E}` (the action embedding :math:`e(a_M)`):
+
+    .. math::
+
+        T^0 = [P_s s;\ P_e e] \in \mathbb{R}^{2 \times \text{dim}}, \qquad
+        T^{\ell + 1} = \operatorname{CRATE}_\ell(T^\ell), \qquad
+        \hat z = W \operatorname{LN}(T^L_0) + b,
+
+    with ``readout="state"`` (default). ``"concat"`` reads out both tokens concatenated,
+    ``"mean"`` their mean. With ``action_embed_dim=0`` (an unconditioned predictor) there is
+    only the state token.
+
+    The layers are :class:`~jepa_blocks.blocks.CRATELayer` by default (pre-norm MSSA with a
+    residual, then ISTA replacing the stream; official CRATE code), or any layer class accepted
+    by :func:`~jepa_blocks.blocks.crate_blocks` (e.g. :class:`~jepa_blocks.blocks.CRATEAlphaLayer`).
+    Unlike the MLP predictor there is no BatchNorm, so the output does not depend on the other
+    rows of the batch. Every leading dimension is flattened into the batch.
+
+    Args:
+        in_dim: Input dimension :math:`S + E` (paper sizes: 640 + 128 = 768).
+        out_dim: Output dimension, the target's dimension (paper: 512).
+        action_embed_dim: :math:`E`, the trailing part of the input that is the action
+            embedding; 0 for a predictor without action input.
+        dim: Token width; default ``out_dim``.
+        depth: Number of CRATE layers.
+        heads: MSSA subspaces per layer; ``dim`` must be divisible by ``heads`` unless
+            ``dim_head`` is passed in ``layer_kwargs``.
+        layer: The CRATE layer class (see :func:`~jepa_blocks.blocks.crate_blocks`).
+        readout: ``"state"`` (default), ``"concat"`` or ``"mean"``, see above.
+        **layer_kwargs: Further keywords of every layer (``eta``, ``lambd``, ``tie_out``,
+            ``dropout``, ``dim_head``, ...), validated by the layer.
+
+    Shape:
+        - input: ``(..., in_dim)`` with at least one leading dimension
+        - output: ``(..., out_dim)``
+
+    Example:
+        >>> from jepa_blocks.seq.crate_predictor import CRATEPredictor
+        >>> p = CRATEPredictor(in_dim=160 + 32, out_dim=128, action_embed_dim=32)
+        >>> p(torch.randn(8, 192)).shape
+        torch.Size([8, 128])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        out_dim: int,
+        action_embed_dim: int,
+        dim: int | None = None,
+        depth: int = 2,
+        heads: int = 4,
+        layer: type[nn.Module] = CRATELayer,
+        readout: Readout = "state",
+        **layer_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        check_int(in_dim, "in_dim", minimum=1)
+        check_int(out_dim, "out_dim", minimum=1)
+        check_int(action_embed_dim, "action_embed_dim", minimum=0)
+        if action_embed_dim >= in_dim:
+            raise ValueError(
+                f"action_embed_dim must be smaller than in_dim (the state part needs at least one "
+                f"feature), got action_embed_dim={action_embed_dim}, in_dim={in_dim}"
+            )
+        dim = out_dim if dim is None else check_int(dim, "dim", minimum=1)
+        check_int(depth, "depth", minimum=1)
+        check_int(heads, "heads", minimum=1)
+        check_choice(readout, "readout", ("state", "concat", "mean"))
+        self.readout: Readout = readout
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.action_embed_dim = action_embed_dim
+        self.state_dim = in_dim - action_embed_dim
+        self.dim = dim
+        self.num_tokens = 2 if action_embed_dim > 0 else 1
+        self.state_proj = nn.Linear(self.state_dim, dim)
+        self.action_proj: nn.Linear | None = (
+            nn.Linear(action_embed_dim, dim) if action_embed_dim > 0 else None
+        )
+        self.blocks = crate_blocks(dim=dim, depth=depth, heads=heads, layer=layer, **layer_kwargs)
+        self.norm = nn.LayerNorm(dim)
+        width = dim * self.num_tokens if readout == "concat" else dim
+        self.head = nn.Linear(width, out_dim)
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """The input tokens :math:`T^0` of flat inputs ``x``.
+
+        Args:
+            x: Predictor inputs :math:`[z_\\text{AGG}; e(a_M)]`.
+
+        Returns:
+            The state token (and the action token).
+
+        Shape:
+            - x: ``(B, in_dim)``
+            - output: ``(B, T, dim)`` with ``T = 2`` (``T = 1`` when ``action_embed_dim == 0``)
+        """
+        state = self.state_proj(x[:, : self.state_dim])
+        if self.action_proj is None:
+            return rearrange(state, "b d -> b 1 d")
+        action = self.action_proj(x[:, self.state_dim :])
+        return rearrange([state, action], "t b d -> b t d")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the prediction for ``x``."""
+        check_floating_tensor(x, "x", min_ndim=2, shape_doc=f"(..., {self.in_dim})")
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"predictor input must have shape (..., {self.in_dim}) with at least one leading "
+                f"dimension, got {tuple(x.shape)}"
+            )
+        flat, packed_shape = pack([x], "* d")
+        t = self.tokens(flat)
+        for block in self.blocks:
+            t = block(t)
+        t = self.norm(t)
+        if self.readout == "state":
+            h = t[:, 0]
+        elif self.readout == "mean":
+            h = t.mean(dim=1)
+        else:
+            h = rearrange(t, "b t d -> b (t d)")
+        [out] = unpack(self.head(h), packed_shape, "* d")
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, out_dim={self.out_dim}, "
+            f"action_embed_dim={self.action_embed_dim}, dim={self.dim}, readout={self.readout!r}"
+        )

@@ -1,0 +1,662 @@
+r"""A streaming ToST aggregator for seq-JEPA: causal TSSA blocks with an :math:`O(D)` state.
+
+seq-JEPA's aggregator (Ghaemi et al., 2025, arXiv:2505.03176) is a bidirectional transformer: a
+new view changes every token's representation, so a stream must re-run the whole sequence, at a
+cost and memory that grow with its length. :class:`ToSTAggregator` replaces it by causal ToST
+blocks (Wu et al., ICLR 2025, "Token Statistics Transformer: Linear-Time Attention via
+Variational Rate Reduction", arXiv:2412.17810; :class:`jepa_blocks.blocks.tost.CausalTSSA`):
+tokens interact only through per-head prefix statistics, so the aggregator is an exact
+recurrence. Trained with the same call as :class:`jepa_blocks.seq.Aggregator` (all tokens at
+once, prefix sums), it runs at inference one token at a time with a state of
+:math:`O(\text{depth}\cdot D)` numbers per sequence, and :math:`z_\text{AGG}` can be read after
+any token. Both paths give the same values up to rounding.
+
+**Read-out.** In a causal stack the output at position 0 (where :class:`~jepa_blocks.seq.Aggregator`
+puts ``[AGG]``) sees only itself, so the read-out is one of:
+
+* ``"mean"`` (default): the LayerNorm of the mean of the last block's outputs over all tokens
+  (with ``decay`` λ the weights are :math:`\lambda^{n-1-t}`). State: a running sum and count.
+* ``"agg"``: a learnable ``[AGG]`` token placed **after** the tokens; its output reads the
+  statistics of every token. Reading it from a stream is a peek: the token goes through the
+  blocks from the current state, and the state is left unchanged.
+* ``"last"``: the output at the last token.
+
+TSSA mixes tokens only through second-moment statistics: each token's output is its own
+projection rescaled by gains computed from the statistics (:math:`-\pi_t w_t / (1 + m_t)`), so
+no token's output is a weighted sum of the others' contents (the vision ToST adds softmax
+class-attention blocks to pool). The ``"mean"`` read-out pools the contents; ``"agg"`` reads the
+statistics through a fixed query; ``"last"`` is dominated by the last token.
+
+**seq-JEPA's last token.** In training the last observed token is :math:`[z_M; 0]` (its action
+embedding zeroed) while earlier tokens are :math:`[z_i; e(a_i)]`. In a stream, the newest view's
+token is therefore *pending*: :meth:`ToSTAggregator.read` takes it as ``pending=`` and peeks it
+through the blocks, and it is committed with its action once the next view and that action
+arrive. :class:`AggregateStream` does this bookkeeping for a :class:`~jepa_blocks.seq.SeqJEPA`;
+:func:`stream_aggregates` returns :math:`z_\text{AGG}` after every prefix, equal to
+``SeqJEPA.aggregate`` on each prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+from jepa_blocks.blocks.tost import CausalTSSA, ToSTBlock, ToSTStack, TSSAState, tost_blocks
+
+__all__ = [
+    "READOUTS",
+    "AggregateStream",
+    "ToSTAggregator",
+    "ToSTAggregatorState",
+    "stream_aggregates",
+]
+
+#: Read-outs of :class:`ToSTAggregator`.
+READOUTS = ("mean", "agg", "last")
+#: Floor of the read-out weight sum (an empty state reads as the norm of a zero vector).
+COUNT_EPS = 1e-12
+
+
+def _check_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+class ToSTAggregatorState(NamedTuple):
+    r"""Streaming state of a :class:`ToSTAggregator`: :math:`O(\text{depth}\cdot D)` per sequence.
+
+    Everything is float32 (float64 for a float64 module), whatever autocast does.
+
+    Attributes:
+        layers: One :class:`~jepa_blocks.blocks.tost.TSSAState` per block (:math:`2D + K + 1`
+            numbers each).
+        out_sum: Running (decayed) sum of the last block's outputs, ``(B, D)`` (``"mean"``).
+        out_weight: Running (decayed) number of tokens, ``(B,)`` (``"mean"``).
+        last: The last block's output at the latest token, ``(B, D)`` (``"last"``).
+    """
+
+    layers: tuple[TSSAState, ...]
+    out_sum: Tensor
+    out_weight: Tensor
+    last: Tensor
+
+    @property
+    def position(self) -> Tensor:
+        """Tokens consumed so far, ``(B,)`` int64."""
+        return self.layers[0].position
+
+    def numel_per_sequence(self) -> int:
+        """Numbers held per sequence (the position counters included): constant in the length."""
+        tensors = [*self.layers[0]] if self.layers else []
+        per_layer = sum(t[0].numel() for t in tensors)
+        return len(self.layers) * per_layer + self.out_sum[0].numel() + 1 + self.last[0].numel()
+
+    def nbytes(self) -> int:
+        """Bytes of the whole state (all sequences)."""
+        total = sum(t.numel() * t.element_size() for layer in self.layers for t in layer)
+        return total + sum(
+            t.numel() * t.element_size() for t in (self.out_sum, self.out_weight, self.last)
+        )
+
+
+class _Summary(NamedTuple):
+    out_sum: Tensor  # (B, D) Σ_t λ^{n-1-t} v_t h_t
+    weight: Tensor  # (B,) Σ_t λ^{n-1-t} v_t
+    last: Tensor  # (B, D) h at the last valid token (zeros if none)
+    has_valid: Tensor  # (B,) bool
+    carry: float  # λ^n, the factor applied to the previous sums
+
+
+def _summarise(
+    h: Tensor, valid: Tensor | None, decay: float | None, dtype: torch.dtype
+) -> _Summary:
+    """Weighted sum, weight and last valid output of a chunk ``h`` ``(B, n, D)``."""
+    b, n, _ = h.shape
+    hc = h.to(dtype)
+    t = torch.arange(n, device=h.device, dtype=dtype)
+    if decay is None:
+        weights = torch.ones(n, device=h.device, dtype=dtype)
+        carry = 1.0
+    else:
+        weights = torch.exp((n - 1 - t) * math.log(decay))  # λ^{n-1-t}
+        carry = decay**n
+    w = weights.expand(b, n) if valid is None else weights * valid.to(dtype)
+    out_sum = torch.einsum("bn,bnd->bd", w, hc)
+    count = w.sum(-1)
+    if valid is None:
+        last = hc[:, -1]
+        has_valid = torch.ones(b, device=h.device, dtype=torch.bool)
+    else:
+        rank = valid.to(torch.long) * torch.arange(1, n + 1, device=h.device)  # 0 = padded
+        idx = rank.amax(-1)  # (B,) 1-based index of the last valid token, 0 if none
+        has_valid = idx > 0
+        pick = (idx - 1).clamp_min(0)[:, None, None].expand(b, 1, hc.shape[-1])
+        last = hc.gather(1, pick)[:, 0] * has_valid[:, None].to(dtype)
+    return _Summary(out_sum, count, last, has_valid, carry)
+
+
+class ToSTAggregator(nn.Module):
+    r"""seq-JEPA aggregator made of causal ToST blocks, with a streaming state (ToST, ICLR 2025).
+
+    Training uses the call of :class:`jepa_blocks.seq.Aggregator`: ``forward(tokens,
+    padding_mask=...)`` → :math:`z_\text{AGG}`, over all tokens at once (prefix sums, linear in
+    the number of tokens). Inference can stream:
+
+    * :meth:`init_state` → an empty :class:`ToSTAggregatorState`;
+    * :meth:`push` (one token) or :meth:`scan` (a chunk) → the new state;
+    * :meth:`read` → :math:`z_\text{AGG}` of everything consumed (plus an optional pending token),
+      at any time, without changing the state.
+
+    ``read(scan(init_state(B), tokens[:, :-1]), pending=tokens[:, -1])`` equals
+    ``forward(tokens)`` up to rounding, and so does pushing the tokens one by one.
+
+    The blocks are :func:`jepa_blocks.blocks.tost.tost_blocks` with ``causal=True`` (pre-norm
+    :class:`~jepa_blocks.blocks.tost.CausalTSSA` and MLP, LayerScale); then the read-out (see the
+    module docstring) and an optional final ``LayerNorm(dim)`` as in the paper's aggregator.
+
+    **Padding** (``padding_mask``, ``True`` = ignore; trailing, as in
+    :meth:`jepa_blocks.seq.SeqJEPA.aggregate`): padded tokens are left out of every statistic and
+    of the read-out. Without ``decay`` and ``max_len`` the result equals streaming only the
+    unpadded tokens; with them, padded positions still advance the position and age the sums.
+
+    Args:
+        dim: Token dimension ``D`` (seq-JEPA: encoder dim + action embedding dim), divisible by
+            ``heads``.
+        depth: Number of ToST blocks.
+        heads: TSSA heads :math:`K`.
+        mlp_ratio: MLP width multiple.
+        readout: ``"mean"`` (default), ``"agg"`` or ``"last"`` (see the module docstring).
+        max_len: Length of the learned positional bias of each
+            :class:`~jepa_blocks.blocks.tost.CausalTSSA` (``None``, default: no bias, so the
+            aggregator sees order only through the tokens and the causal statistics).
+        beyond_max_len: ``"clamp"`` or ``"zero"``: the bias past ``max_len``.
+        decay: Forgetting factor λ in (0, 1] of the statistics and of the ``"mean"`` read-out
+            (``None`` or 1: none).
+        layer_scale_init: Initial LayerScale of the blocks; ``None`` gives
+            :func:`~jepa_blocks.blocks.tost.tost_blocks`' preset for causal stacks (1e-5, the
+            official causal language models). The default 1.0 lets a shallow aggregator mix from
+            the first step (official vision presets of depth 12).
+        qkv_bias: Bias on the TSSA input projection (ToST: ``True``).
+        dropout: MLP dropout (training only).
+        final_norm: Apply ``LayerNorm(dim)`` to the read-out (paper aggregator: yes).
+
+    Shape:
+        - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)`` boolean, ``True`` = ignore
+        - token (for :meth:`push`) and pending (for :meth:`read`): ``(B, dim)``
+        - output: ``(B, dim)``
+
+    Example:
+        >>> from jepa_blocks.seq.streaming_aggregator import ToSTAggregator
+        >>> agg = ToSTAggregator(dim=32, depth=2, heads=4).eval()
+        >>> tokens = torch.randn(3, 7, 32)
+        >>> state = agg.init_state(3)
+        >>> for t in range(6):
+        ...     state = agg.push(state, tokens[:, t])
+        >>> z_agg = agg.read(state, pending=tokens[:, 6])
+        >>> torch.allclose(z_agg, agg(tokens), atol=1e-5)
+        True
+    """
+
+    agg_token: nn.Parameter | None
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        depth: int = 3,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        readout: str = "mean",
+        max_len: int | None = None,
+        beyond_max_len: str = "clamp",
+        decay: float | None = None,
+        layer_scale_init: float | None = 1.0,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        final_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dim = _check_int(dim, "dim")
+        _check_int(depth, "depth")
+        _check_int(heads, "heads")
+        if dim % heads:
+            raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
+        check_positive(mlp_ratio, "mlp_ratio")
+        self.readout = check_choice(readout, "readout", READOUTS)
+        _check_bool(qkv_bias, "qkv_bias")
+        _check_bool(final_norm, "final_norm")
+        self.blocks: ToSTStack = tost_blocks(
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_ratio=mlp_ratio,
+            causal=True,
+            max_len=max_len,
+            beyond_max_len=beyond_max_len,
+            decay=decay,
+            layer_scale_init=layer_scale_init,
+            qkv_bias=qkv_bias,
+            dropout=dropout,
+        )
+        first = self.blocks[0].attn
+        assert isinstance(first, CausalTSSA)
+        #: The normalised forgetting factor (``None`` for none), shared by every layer.
+        self.decay: float | None = first.decay
+        if readout == "agg":
+            #: The learnable read-out token, placed after the tokens (``"agg"`` only).
+            self.agg_token = nn.Parameter(torch.empty(1, 1, dim))
+            nn.init.trunc_normal_(self.agg_token, std=0.02)
+        else:
+            self.register_parameter("agg_token", None)
+        self.norm: nn.Module = nn.LayerNorm(dim) if final_norm else nn.Identity()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _state_dtype(self) -> torch.dtype:
+        first = self.blocks[0].attn
+        assert isinstance(first, CausalTSSA)
+        return torch.promote_types(first.qkv.weight.dtype, torch.float32)
+
+    def _check_tokens(self, tokens: Any, name: str, ndim: int) -> Tensor:
+        shape = f"(B, N, {self.dim})" if ndim == 3 else f"(B, {self.dim})"
+        check_floating_tensor(tokens, name, min_ndim=ndim, shape_doc=shape)
+        if tokens.ndim != ndim or tokens.shape[-1] != self.dim:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tokens.shape)}")
+        return tokens
+
+    @staticmethod
+    def _check_mask(mask: Any, tokens: Tensor) -> Tensor | None:
+        if mask is None:
+            return None
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            raise TypeError(
+                f"padding_mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}"
+            )
+        if tuple(mask.shape) != tuple(tokens.shape[:2]):
+            raise ValueError(
+                f"padding_mask must have shape (B, N) = {tuple(tokens.shape[:2])}, "
+                f"got {tuple(mask.shape)}"
+            )
+        return mask
+
+    def _check_state(self, state: Any, batch: int | None = None) -> ToSTAggregatorState:
+        if not isinstance(state, ToSTAggregatorState):
+            raise TypeError(f"state must be a ToSTAggregatorState, got {type(state).__name__}")
+        if len(state.layers) != len(self.blocks):
+            raise ValueError(
+                f"state has {len(state.layers)} layer states, the aggregator {len(self.blocks)}"
+            )
+        if batch is not None and tuple(state.out_sum.shape) != (batch, self.dim):
+            raise ValueError(
+                f"state is for out_sum of shape {tuple(state.out_sum.shape)}, expected a batch of "
+                f"{batch} and dim {self.dim}"
+            )
+        return state
+
+    def _agg_tokens(self, batch: int, dtype: torch.dtype) -> Tensor:
+        assert self.agg_token is not None
+        return self.agg_token.expand(batch, -1, -1).to(dtype)
+
+    def _pooled(self, out_sum: Tensor, count: Tensor, last: Tensor) -> Tensor:
+        if self.readout == "mean":
+            return out_sum / count.clamp_min(COUNT_EPS)[:, None]
+        return last
+
+    # -- training / full-sequence path ----------------------------------------------------------
+
+    def forward(self, tokens: Tensor, *, padding_mask: Tensor | None = None) -> Tensor:
+        r"""Return :math:`z_\text{AGG}` of whole sequences (the training path).
+
+        Args:
+            tokens: The tokens :math:`u_1, \dots, u_N` in order.
+            padding_mask: Optional, ``True`` for padded (unobserved) tokens.
+
+        Returns:
+            :math:`z_\text{AGG}`.
+
+        Shape:
+            - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)``
+            - output: ``(B, dim)``
+        """
+        self._check_tokens(tokens, "tokens", 3)
+        mask = self._check_mask(padding_mask, tokens)
+        b = tokens.shape[0]
+        x = tokens
+        if self.agg_token is not None:
+            x = torch.cat([x, self._agg_tokens(b, x.dtype)], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_zeros(b, 1)], dim=1)
+        h = self.blocks(x, src_key_padding_mask=mask)
+        if self.agg_token is not None:
+            return self.norm(h[:, -1])
+        valid = None if mask is None else ~mask
+        s = _summarise(h, valid, self.decay, self._state_dtype())
+        return self.norm(self._pooled(s.out_sum, s.weight, s.last).to(h.dtype))
+
+    # -- streaming path -------------------------------------------------------------------------
+
+    def init_state(
+        self,
+        batch: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ToSTAggregatorState:
+        """An empty state for ``batch`` sequences.
+
+        Args:
+            batch: Number of sequences ``B ≥ 1``.
+            device: Defaults to the module's device.
+            dtype: State dtype; defaults to float32 (float64 for a float64 module).
+
+        Returns:
+            The zero :class:`ToSTAggregatorState`.
+        """
+        _check_int(batch, "batch")
+        first = self.blocks[0].attn
+        assert isinstance(first, CausalTSSA)
+        device = first.qkv.weight.device if device is None else device
+        dtype = self._state_dtype() if dtype is None else dtype
+        layers = self.blocks.init_state(batch, device=device, dtype=dtype)
+        zeros = torch.zeros(batch, self.dim, device=device, dtype=dtype)
+        return ToSTAggregatorState(
+            layers=layers,
+            out_sum=zeros,
+            out_weight=torch.zeros(batch, device=device, dtype=dtype),
+            last=zeros.clone(),
+        )
+
+    def scan(
+        self,
+        state: ToSTAggregatorState,
+        tokens: Tensor,
+        *,
+        padding_mask: Tensor | None = None,
+    ) -> ToSTAggregatorState:
+        """Consume a chunk of tokens after ``state``; return the new state.
+
+        Args:
+            state: The state after the previous tokens (:meth:`init_state` for none).
+            tokens: The next tokens, in order.
+            padding_mask: Optional, ``True`` for tokens to leave out.
+
+        Returns:
+            The new state (``state`` is not modified).
+
+        Shape:
+            - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)``
+        """
+        self._check_tokens(tokens, "tokens", 3)
+        mask = self._check_mask(padding_mask, tokens)
+        self._check_state(state, tokens.shape[0])
+        if tokens.shape[1] == 0:  # an empty chunk (a shape, not a value): nothing to consume
+            return state
+        h, layers = self.blocks.scan(tokens, state.layers, src_key_padding_mask=mask)
+        valid = None if mask is None else ~mask
+        dtype = state.out_sum.dtype
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            s = _summarise(h, valid, self.decay, dtype)
+            last = torch.where(s.has_valid[:, None], s.last, state.last)
+            return ToSTAggregatorState(
+                layers=layers,
+                out_sum=s.carry * state.out_sum + s.out_sum,
+                out_weight=s.carry * state.out_weight + s.weight,
+                last=last,
+            )
+
+    def push(self, state: ToSTAggregatorState, token: Tensor) -> ToSTAggregatorState:
+        """Consume one token per sequence: constant time and memory in the stream length.
+
+        Args:
+            state: The current state.
+            token: The next token of each sequence.
+
+        Returns:
+            The new state.
+
+        Shape:
+            - token: ``(B, dim)``
+        """
+        self._check_tokens(token, "token", 2)
+        return self.scan(state, token[:, None, :])
+
+    def read(self, state: ToSTAggregatorState, *, pending: Tensor | None = None) -> Tensor:
+        r"""Return :math:`z_\text{AGG}` of the consumed tokens (and ``pending``), state unchanged.
+
+        Args:
+            state: The current state.
+            pending: An optional last token, peeked (seq-JEPA's :math:`[z_M; 0]`) but not
+                committed.
+
+        Returns:
+            :math:`z_\text{AGG}`, as :meth:`forward` of the consumed tokens followed by
+            ``pending``.
+
+        Shape:
+            - pending: ``(B, dim)``
+            - output: ``(B, dim)``
+        """
+        self._check_state(state)
+        if pending is not None:
+            state = self.push(state, pending)
+        if self.agg_token is None:
+            with torch.autocast(device_type=state.out_sum.device.type, enabled=False):
+                return self.norm(self._pooled(state.out_sum, state.out_weight, state.last))
+        assert self.agg_token is not None
+        b = state.out_sum.shape[0]
+        h, _ = self.blocks.scan(self._agg_tokens(b, self.agg_token.dtype), state.layers)
+        return self.norm(h[:, -1])
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exclude from weight decay: TSSA temperatures and the read-out token."""
+        names = {
+            f"blocks.{i}.{n}"
+            for i, block in enumerate(self.blocks)
+            if isinstance(block, ToSTBlock)
+            for n in block.no_weight_decay()
+        }
+        if self.agg_token is not None:
+            names.add("agg_token")
+        return names
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, readout={self.readout!r}, decay={self.decay}"
+
+
+class AggregateStream:
+    r"""Streaming seq-JEPA context: views arrive one at a time; read :math:`z_\text{AGG}` any time.
+
+    Follows :meth:`jepa_blocks.seq.SeqJEPA.aggregate`'s token convention: token :math:`i` is
+    :math:`[z_i; e(a_i)]` with :math:`a_i` the action from view :math:`i` to view :math:`i+1`, and
+    the newest view's token is :math:`[z_M; 0]`. :meth:`observe` therefore keeps the newest
+    encoding pending and commits the previous one when the action that left it arrives; :meth:`read`
+    peeks the pending token. After :math:`M` views, :meth:`read` equals
+    ``model.aggregate(z[:, :M], actions[:, :M])``. Memory: the aggregator's
+    :class:`ToSTAggregatorState` plus one pending encoding, constant in the stream length.
+
+    Put the model in eval mode first: in training mode the action encoder's BatchNorm normalises
+    each call's batch.
+
+    Args:
+        aggregator: The :class:`ToSTAggregator`.
+        batch: Number of parallel streams ``B``.
+        action_encoder: :math:`e`, used for the committed tokens (``None``: tokens are the
+            encodings alone, ``condition_tokens=False``).
+        predictor: Optional predictor for :meth:`predict` (input :math:`[z_\text{AGG}; e(a)]`).
+        predictor_action_encoder: The :math:`e` of the predictor input (``None``: no action).
+        device: Device of the state (default: the aggregator's).
+
+    Shape:
+        - z (for :meth:`observe`): ``(B, D)``; action: ``(B, A)``
+        - :meth:`read`: ``(B, dim)``
+    """
+
+    def __init__(
+        self,
+        aggregator: ToSTAggregator,
+        *,
+        batch: int,
+        action_encoder: nn.Module | None = None,
+        predictor: nn.Module | None = None,
+        predictor_action_encoder: nn.Module | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not isinstance(aggregator, ToSTAggregator):
+            raise TypeError(f"aggregator must be a ToSTAggregator, got {type(aggregator).__name__}")
+        self.aggregator = aggregator
+        self.batch = _check_int(batch, "batch")
+        for name, module in (
+            ("action_encoder", action_encoder),
+            ("predictor", predictor),
+            ("predictor_action_encoder", predictor_action_encoder),
+        ):
+            if module is not None and not callable(module):
+                raise TypeError(f"{name} must be callable, got {type(module).__name__}")
+        self.action_encoder = action_encoder
+        self.predictor = predictor
+        self.predictor_action_encoder = predictor_action_encoder
+        self.state = aggregator.init_state(batch, device=device)
+        self.pending: Tensor | None = None
+        self.num_observed = 0
+
+    @classmethod
+    def from_model(cls, model: nn.Module, *, batch: int, **kwargs: Any) -> AggregateStream:
+        """A stream for a :class:`~jepa_blocks.seq.SeqJEPA` whose aggregator is a ToSTAggregator.
+
+        Args:
+            model: The model (in eval mode).
+            batch: Number of parallel streams.
+            **kwargs: Further arguments of :class:`AggregateStream` (``device``).
+
+        Returns:
+            The stream, with the model's action encoder and predictor.
+        """
+        aggregator = getattr(model, "aggregator", None)
+        if not isinstance(aggregator, ToSTAggregator):
+            raise TypeError(
+                f"model.aggregator must be a ToSTAggregator, got {type(aggregator).__name__}"
+            )
+        encoder = getattr(model, "action_encoder", None)
+        tokens_e = encoder if getattr(model, "condition_tokens", True) else None
+        pred_e = encoder if getattr(model, "condition_predictor", True) else None
+        return cls(
+            aggregator,
+            batch=batch,
+            action_encoder=tokens_e,
+            predictor=getattr(model, "predictor", None),
+            predictor_action_encoder=pred_e,
+            **kwargs,
+        )
+
+    def _token(self, z: Tensor, action: Tensor | None) -> Tensor:
+        if self.action_encoder is None:
+            return z
+        if action is None:
+            e_dim = self.aggregator.dim - z.shape[-1]
+            return torch.cat([z, z.new_zeros(z.shape[0], e_dim)], dim=-1)
+        return torch.cat([z, self.action_encoder(action).to(z.dtype)], dim=-1)
+
+    def observe(self, z: Tensor, action: Tensor | None = None) -> None:
+        """Add the next view's encoding.
+
+        Args:
+            z: Encoding of the new view.
+            action: The action from the previous view to this one (needed from the second
+                view on when tokens carry actions; ignored otherwise).
+        """
+        check_floating_tensor(z, "z", min_ndim=2, shape_doc="(B, D)")
+        if z.ndim != 2 or z.shape[0] != self.batch:
+            raise ValueError(f"z must have shape ({self.batch}, D), got {tuple(z.shape)}")
+        if self.pending is not None:
+            if self.action_encoder is not None and action is None:
+                raise ValueError("action (previous view → this view) is required after view 1")
+            token = self._token(self.pending, action)
+            self.state = self.aggregator.push(self.state, token)
+        self.pending = z
+        self.num_observed += 1
+
+    def read(self) -> Tensor:
+        r"""Return :math:`z_\text{AGG}` of the views observed so far.
+
+        Shape:
+            - output: ``(B, dim)``
+        """
+        pending = None if self.pending is None else self._token(self.pending, None)
+        return self.aggregator.read(self.state, pending=pending)
+
+    def predict(self, action: Tensor | None = None) -> Tensor:
+        r"""Predict the embedding of the view reached by ``action`` from the latest view.
+
+        Args:
+            action: The action from the latest view to the predicted one (``None`` when the
+                predictor takes no action).
+
+        Returns:
+            :math:`\hat z = h([z_\text{AGG}; e(a)])`.
+
+        Shape:
+            - action: ``(B, A)``; output: ``(B, D)``
+        """
+        if self.predictor is None:
+            raise ValueError("this stream has no predictor (build it with from_model)")
+        z_agg = self.read()
+        if self.predictor_action_encoder is None or action is None:
+            return self.predictor(z_agg)
+        e = self.predictor_action_encoder(action).to(z_agg.dtype)
+        return self.predictor(torch.cat([z_agg, e], dim=-1))
+
+    def state_nbytes(self) -> int:
+        """Bytes held by the stream: the aggregator state plus the pending encoding."""
+        pending = 0 if self.pending is None else self.pending.numel() * self.pending.element_size()
+        return self.state.nbytes() + pending
+
+
+def stream_aggregates(model: nn.Module, z: Tensor, actions: Tensor) -> Tensor:
+    r""":math:`z_\text{AGG}` after every prefix, streaming the views one at a time.
+
+    ``out[:, m-1]`` equals ``model.aggregate(z[:, :m], actions[:, :m])`` for every ``m`` (in eval
+    mode), at the cost of one pass.
+
+    Args:
+        model: A :class:`~jepa_blocks.seq.SeqJEPA` with a :class:`ToSTAggregator` (eval mode).
+        z: Encodings of the views, in order.
+        actions: ``actions[:, i]`` leads from view ``i`` to view ``i+1`` (``M - 1`` suffice).
+
+    Returns:
+        The aggregates of the prefixes of length ``1..M``.
+
+    Shape:
+        - z: ``(B, M, D)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``
+        - output: ``(B, M, dim)``
+    """
+    check_floating_tensor(z, "z", min_ndim=3, shape_doc="(B, M, D)")
+    if z.ndim != 3:
+        raise ValueError(f"z must have shape (B, M, D), got {tuple(z.shape)}")
+    b, m = z.shape[:2]
+    stream = AggregateStream.from_model(model, batch=b, device=z.device)
+    if stream.action_encoder is not None:
+        check_floating_tensor(actions, "actions", min_ndim=3, shape_doc="(B, M, A)")
+        if actions.ndim != 3 or actions.shape[0] != b or actions.shape[1] < m - 1:
+            raise ValueError(
+                f"actions must have shape (B, M, A) or (B, M-1, A) with B={b}, M={m}, "
+                f"got {tuple(actions.shape)}"
+            )
+    outs = []
+    for i in range(m):
+        action = None if i == 0 or stream.action_encoder is None else actions[:, i - 1]
+        stream.observe(z[:, i], action)
+        outs.append(stream.read())
+    return torch.stack(outs, dim=1)

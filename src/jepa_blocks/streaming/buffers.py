@@ -1,0 +1,453 @@
+r"""Replay buffers with a fixed memory budget: FIFO, reservoir and minimum-redundancy (MinRed).
+
+A buffer holds at most ``capacity`` items. An *item* is one row of a mapping of batch-first
+tensors, e.g. ``{"index": (B,), "regime": (B,)}`` to store source indices (views are regenerated
+on replay, with new augmentations) or the fields of a
+:class:`~jepa_blocks.data.ViewSequence` to store the sequences themselves (views + actions).
+Storage is allocated on the first :meth:`ReplayBuffer.add`, on the device of the items.
+
+* :class:`FIFOBuffer` keeps the ``capacity`` most recent items.
+* :class:`ReservoirBuffer` keeps a uniform random subset of everything offered so far
+  (Vitter's Algorithm R: item ``t`` replaces a random slot with probability ``capacity / (t+1)``).
+* :class:`MinRedBuffer` keeps the least redundant items: when it overflows it evicts, one at a
+  time, the item whose feature is closest (cosine) to its nearest neighbour in the buffer, and it
+  can retire items that were replayed ``max_uses`` times. This is the minimum-redundancy buffer
+  of Purushwalkam, Morgado & Gupta (2022), "The Challenges of Continuous Self-Supervised
+  Learning" (ECCV), §4; features are refreshed after every replay (:meth:`ReplayBuffer.update`).
+
+The mixing ratio of replayed to fresh items per training batch is chosen by the caller
+(:func:`replay_count`; :class:`~jepa_blocks.streaming.StreamConfig` ``replay_ratio``).
+
+Every buffer's state, including its random generator, is a ``state_dict()`` of tensors and
+numbers, so a checkpoint restores it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+
+__all__ = [
+    "BUFFER_KINDS",
+    "FIFOBuffer",
+    "MinRedBuffer",
+    "ReplayBuffer",
+    "ReservoirBuffer",
+    "build_buffer",
+    "replay_count",
+]
+
+#: Names accepted by :func:`build_buffer`.
+BUFFER_KINDS = ("fifo", "reservoir", "minred")
+
+
+def _check_capacity(capacity: Any) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, int):
+        raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
+    if capacity < 1:
+        raise ValueError(f"capacity must be >= 1, got {capacity}")
+    return capacity
+
+
+def replay_count(num_fresh: int, *, ratio: float, available: int) -> int:
+    """Replayed items to mix with ``num_fresh`` fresh ones: ``round(ratio · num_fresh)``, capped.
+
+    Args:
+        num_fresh: Fresh items in the batch.
+        ratio: Replayed items per fresh item (``0``: no replay; ``1``: half the batch).
+        available: Items in the buffer (the count never exceeds it).
+    """
+    r = check_positive(ratio, "ratio", allow_zero=True)
+    if num_fresh < 0 or available < 0:
+        raise ValueError(f"num_fresh and available must be >= 0, got {num_fresh}, {available}")
+    return min(round(r * num_fresh), int(available))
+
+
+class ReplayBuffer:
+    """Base class: fixed-capacity storage of items, uniform sampling, checkpointable state.
+
+    Subclasses decide which slots incoming items go to (:meth:`_place`).
+
+    Args:
+        capacity: Maximum number of items held.
+        seed: Seed of the buffer's own generator (placement and sampling).
+
+    Attributes:
+        capacity: The memory budget in items.
+        num_seen: Items offered to :meth:`add` so far.
+    """
+
+    kind = "base"
+
+    def __init__(self, capacity: int, *, seed: int = 0) -> None:
+        self.capacity = _check_capacity(capacity)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.num_seen = 0
+        self._store: dict[str, Tensor] = {}
+        self._valid = torch.zeros(capacity, dtype=torch.bool)
+        self._uses = torch.zeros(capacity, dtype=torch.long)
+
+    # ---------------------------------------------------------------------------------- basics
+
+    def __len__(self) -> int:
+        return int(self._valid.sum())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(capacity={self.capacity}, size={len(self)}, seen={self.num_seen})"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Names of the stored fields (empty before the first :meth:`add`)."""
+        return tuple(self._store)
+
+    @property
+    def slots(self) -> Tensor:
+        """Indices of the occupied slots, increasing, ``(len(self),)``."""
+        return torch.nonzero(self._valid, as_tuple=False).flatten()
+
+    @property
+    def uses(self) -> Tensor:
+        """How often the item in each slot was replayed, ``(capacity,)`` (0 for free slots)."""
+        return self._uses.clone()
+
+    def items(self, slots: Tensor | None = None) -> dict[str, Tensor]:
+        """The stored items at ``slots`` (default: all occupied slots, in slot order)."""
+        s = self.slots if slots is None else torch.as_tensor(slots, dtype=torch.long)
+        if s.numel() and not bool(self._valid[s].all()):
+            raise IndexError(f"slots {s[~self._valid[s]].tolist()} are empty")
+        return {k: v[s.to(v.device)] for k, v in self._store.items()}
+
+    # ----------------------------------------------------------------------------------- input
+
+    def _check_items(self, items: Mapping[str, Tensor]) -> int:
+        if not isinstance(items, Mapping) or not items:
+            raise TypeError(
+                f"items must be a non-empty mapping of batch-first tensors, got "
+                f"{type(items).__name__}"
+            )
+        sizes = set()
+        for k, v in items.items():
+            if not isinstance(k, str) or not isinstance(v, Tensor) or v.ndim < 1:
+                raise TypeError(f"items[{k!r}] must be a tensor with a batch dimension")
+            sizes.add(int(v.shape[0]))
+        if len(sizes) != 1:
+            raise ValueError(f"all item fields must have the same batch size, got {sorted(sizes)}")
+        if self._store:
+            if set(items) != set(self._store):
+                raise ValueError(
+                    f"items must have the fields {sorted(self._store)}, got {sorted(items)}"
+                )
+            for k, v in items.items():
+                ref = self._store[k]
+                if v.shape[1:] != ref.shape[1:] or v.dtype != ref.dtype:
+                    raise ValueError(
+                        f"items[{k!r}] must have rows of shape {tuple(ref.shape[1:])} and dtype "
+                        f"{ref.dtype}, got {tuple(v.shape[1:])} and {v.dtype}"
+                    )
+        return sizes.pop()
+
+    def _allocate(self, items: Mapping[str, Tensor]) -> None:
+        if not self._store:
+            self._store = {k: v.new_zeros((self.capacity, *v.shape[1:])) for k, v in items.items()}
+
+    def _write(self, slots: Tensor, rows: Tensor, items: Mapping[str, Tensor]) -> None:
+        if slots.numel() == 0:
+            return
+        for k, v in items.items():
+            store = self._store[k]
+            store[slots.to(store.device)] = v[rows.to(v.device)].detach().to(store.device)
+        self._valid[slots] = True
+        self._uses[slots] = 0
+
+    def add(self, items: Mapping[str, Tensor], *, features: Tensor | None = None) -> Tensor:
+        """Offer a batch of items; the policy decides which are kept and where.
+
+        Args:
+            items: ``{field: (B, ...)}``.
+            features: Per-item features ``(B, D)`` (needed by :class:`MinRedBuffer`, ignored
+                by the others).
+
+        Returns:
+            The slot of each offered item, ``(B,)``, ``-1`` for items not kept (or evicted
+            again within the same call).
+        """
+        n = self._check_items(items)
+        self._allocate(items)
+        slots = self._place(n, items, features)
+        self.num_seen += n
+        return slots
+
+    def _place(self, n: int, items: Mapping[str, Tensor], features: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------- output
+
+    def sample(self, n: int) -> tuple[dict[str, Tensor], Tensor]:
+        """Draw ``min(n, len(self))`` distinct items uniformly at random.
+
+        Args:
+            n: Number of items wanted.
+
+        Returns:
+            ``(items, slots)``: the items ``{field: (n', ...)}`` and their slots ``(n',)``
+            (pass the slots to :meth:`update` after training on them).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        occupied = self.slots
+        k = min(n, occupied.numel())
+        chosen = occupied[torch.randperm(occupied.numel(), generator=self.generator)[:k]]
+        return self.items(chosen), chosen
+
+    def update(self, slots: Tensor, *, features: Tensor | None = None) -> None:
+        """Record that the items at ``slots`` were replayed (with their new features).
+
+        Args:
+            slots: Slots returned by :meth:`sample`, ``(n,)``.
+            features: The items' current features ``(n, D)`` (kept by :class:`MinRedBuffer`).
+        """
+        s = torch.as_tensor(slots, dtype=torch.long).flatten()
+        if s.numel():
+            self._uses[s] += 1
+
+    # ----------------------------------------------------------------------------- checkpoint
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state: items, occupancy, use counts, counters and the generator."""
+        return {
+            "kind": self.kind,
+            "capacity": self.capacity,
+            "num_seen": self.num_seen,
+            "store": {k: v.clone() for k, v in self._store.items()},
+            "valid": self._valid.clone(),
+            "uses": self._uses.clone(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict` of the same kind and capacity."""
+        if state.get("kind") != self.kind or int(state.get("capacity", -1)) != self.capacity:
+            raise ValueError(
+                f"cannot load a {state.get('kind')!r} buffer of capacity {state.get('capacity')} "
+                f"into a {self.kind!r} buffer of capacity {self.capacity}"
+            )
+        self.num_seen = int(state["num_seen"])
+        self._store = {k: v.clone() for k, v in state["store"].items()}
+        self._valid = state["valid"].clone().cpu()
+        self._uses = state["uses"].clone().cpu()
+        self.generator.set_state(state["generator"])
+
+
+class FIFOBuffer(ReplayBuffer):
+    """First in, first out: keeps the ``capacity`` most recently offered items.
+
+    The FIFO baseline of Purushwalkam et al. (2022); on temporally correlated streams it holds
+    only the recent past (SOLAR reports it nevertheless beating reservoir sampling in online
+    continual SSL).
+
+    Args:
+        capacity: Maximum number of items held.
+        seed: Seed of the sampling generator.
+    """
+
+    kind = "fifo"
+
+    def __init__(self, capacity: int, *, seed: int = 0) -> None:
+        super().__init__(capacity, seed=seed)
+        self._head = 0
+
+    def _place(self, n: int, items: Mapping[str, Tensor], features: Tensor | None) -> Tensor:
+        del features
+        out = torch.full((n,), -1, dtype=torch.long)
+        keep = torch.arange(max(0, n - self.capacity), n)  # older rows would be overwritten
+        slots = (self._head + torch.arange(keep.numel())) % self.capacity
+        self._head = (self._head + keep.numel()) % self.capacity
+        self._write(slots, keep, items)
+        out[keep] = slots
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """See :meth:`ReplayBuffer.state_dict`; adds the ring position."""
+        return {**super().state_dict(), "head": self._head}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """See :meth:`ReplayBuffer.load_state_dict`."""
+        super().load_state_dict(state)
+        self._head = int(state["head"])
+
+
+class ReservoirBuffer(ReplayBuffer):
+    """Reservoir sampling (Vitter 1985, Algorithm R): a uniform subset of the whole stream.
+
+    The ``t``-th offered item (0-based) fills slot ``t`` while ``t < capacity``; afterwards it
+    draws ``j`` uniformly from ``{0, …, t}`` and replaces slot ``j`` if ``j < capacity``. After
+    ``N`` items every one of them is held with probability ``capacity / N``.
+
+    Args:
+        capacity: Maximum number of items held.
+        seed: Seed of the replacement draws and of the sampling.
+    """
+
+    kind = "reservoir"
+
+    def _place(self, n: int, items: Mapping[str, Tensor], features: Tensor | None) -> Tensor:
+        del features
+        t = self.num_seen + torch.arange(n, dtype=torch.float64)
+        u = torch.rand(n, generator=self.generator, dtype=torch.float64)
+        j = torch.floor(u * (t + 1)).long()
+        j = torch.where(t < self.capacity, t.long(), j)
+        out = torch.full((n,), -1, dtype=torch.long)
+        final: dict[int, int] = {}
+        for row in torch.nonzero(j < self.capacity, as_tuple=False).flatten().tolist():
+            slot = int(j[row])
+            if slot in final:  # a later item of this batch replaced an earlier one
+                out[final[slot]] = -1
+            final[slot] = row
+            out[row] = slot
+        if final:
+            self._write(torch.tensor(list(final.keys())), torch.tensor(list(final.values())), items)
+        return out
+
+
+class MinRedBuffer(ReplayBuffer):
+    r"""Minimum-redundancy buffer (MinRed; Purushwalkam, Morgado & Gupta, 2022).
+
+    Each item carries a feature (e.g. its current embedding). When the buffer would overflow,
+    the candidates (stored + incoming items) are thinned greedily: the item with the smallest
+    cosine distance :math:`1 - \cos(f_i, f_j)` to its nearest neighbour is evicted, the nearest
+    neighbours are updated, and this repeats until ``capacity`` items remain (ties evict the
+    older item). Replayed items get their features refreshed by :meth:`update`; with
+    ``max_uses`` an item replayed that many times is retired (their ``limit_num_seen``).
+
+    Args:
+        capacity: Maximum number of items held.
+        max_uses: Retire items after this many replays (``None``: never).
+        seed: Seed of the sampling generator.
+    """
+
+    kind = "minred"
+
+    def __init__(self, capacity: int, *, max_uses: int | None = None, seed: int = 0) -> None:
+        super().__init__(capacity, seed=seed)
+        if max_uses is not None and (
+            isinstance(max_uses, bool) or not isinstance(max_uses, int) or max_uses < 1
+        ):
+            raise ValueError(f"max_uses must be an int >= 1 or None, got {max_uses!r}")
+        self.max_uses = max_uses
+        self._features: Tensor | None = None
+
+    @property
+    def features(self) -> Tensor | None:
+        """Features of the occupied slots (slot order), ``(len(self), D)``; ``None`` before use."""
+        return None if self._features is None else self._features[self.slots]
+
+    def _check_features(self, features: Tensor | None, n: int) -> Tensor:
+        if features is None:
+            raise ValueError("MinRedBuffer needs features (B, D) for every add and update")
+        check_floating_tensor(features, "features", min_ndim=2, shape_doc="(B, D)")
+        if features.ndim != 2 or features.shape[0] != n:
+            raise ValueError(f"features must have shape ({n}, D), got {tuple(features.shape)}")
+        f = torch.nn.functional.normalize(features.detach().float().cpu(), dim=1)
+        if self._features is None:
+            self._features = torch.zeros(self.capacity, f.shape[1])
+        elif f.shape[1] != self._features.shape[1]:
+            raise ValueError(
+                f"features must have D = {self._features.shape[1]} columns, got {f.shape[1]}"
+            )
+        return f
+
+    def _place(self, n: int, items: Mapping[str, Tensor], features: Tensor | None) -> Tensor:
+        f_new = self._check_features(features, n)
+        assert self._features is not None
+        old = self.slots
+        cand = torch.cat((self._features[old], f_new))  # stored items first: ties evict them
+        alive = torch.ones(cand.shape[0], dtype=torch.bool)
+        excess = cand.shape[0] - self.capacity
+        if excess > 0:
+            alive = torch.from_numpy(_greedy_min_redundancy(cand, excess))
+        n_old = old.numel()
+        evicted_old = old[~alive[:n_old]]
+        self._valid[evicted_old] = False
+        self._uses[evicted_old] = 0
+        kept_new = torch.nonzero(alive[n_old:], as_tuple=False).flatten()
+        free = torch.nonzero(~self._valid, as_tuple=False).flatten()[: kept_new.numel()]
+        self._write(free, kept_new, items)
+        self._features[free] = f_new[kept_new]
+        out = torch.full((n,), -1, dtype=torch.long)
+        out[kept_new] = free
+        return out
+
+    def update(self, slots: Tensor, *, features: Tensor | None = None) -> None:
+        """Count the replay, refresh the features, retire items used ``max_uses`` times."""
+        s = torch.as_tensor(slots, dtype=torch.long).flatten()
+        super().update(s)
+        if features is not None and s.numel():
+            f = self._check_features(features, s.numel())
+            assert self._features is not None
+            self._features[s] = f
+        if self.max_uses is not None:
+            retired = self._valid & (self._uses >= self.max_uses)
+            self._valid[retired] = False
+            self._uses[retired] = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """See :meth:`ReplayBuffer.state_dict`; adds the features and ``max_uses``."""
+        return {**super().state_dict(), "features": self._features, "max_uses": self.max_uses}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """See :meth:`ReplayBuffer.load_state_dict`."""
+        super().load_state_dict(state)
+        feats = state.get("features")
+        self._features = None if feats is None else feats.clone().cpu()
+        self.max_uses = state.get("max_uses")
+
+
+def _greedy_min_redundancy(features: Tensor, excess: int) -> np.ndarray:
+    """Survivor mask after evicting ``excess`` rows, each time the one nearest to a neighbour.
+
+    ``features`` are unit rows ``(N, D)``; the distance is ``1 − cos``. NumPy keeps the
+    per-eviction overhead small (the loop runs ``excess`` times over ``N`` entries).
+    """
+    dist = (features @ features.T).numpy()
+    np.subtract(1.0, dist, out=dist)
+    np.fill_diagonal(dist, np.inf)
+    nn_idx = dist.argmin(axis=1)
+    nn_dist = dist[np.arange(dist.shape[0]), nn_idx]
+    alive = np.ones(dist.shape[0], dtype=bool)
+    for _ in range(excess):
+        victim = int(np.argmin(np.where(alive, nn_dist, np.inf)))  # first index on ties
+        alive[victim] = False
+        nn_dist[victim] = np.inf
+        dist[:, victim] = np.inf
+        stale = np.flatnonzero(alive & (nn_idx == victim))
+        if stale.size:
+            nn_idx[stale] = dist[stale].argmin(axis=1)
+            nn_dist[stale] = dist[stale, nn_idx[stale]]
+    return alive
+
+
+def build_buffer(
+    kind: str, capacity: int, *, seed: int = 0, max_uses: int | None = None
+) -> ReplayBuffer:
+    """Build a buffer by name: ``"fifo"``, ``"reservoir"`` or ``"minred"``.
+
+    Args:
+        kind: One of :data:`BUFFER_KINDS`.
+        capacity: Memory budget in items.
+        seed: Seed of the buffer's generator.
+        max_uses: :class:`MinRedBuffer` only: retire items after this many replays.
+    """
+    check_choice(kind, "kind", BUFFER_KINDS)
+    if kind == "fifo":
+        return FIFOBuffer(capacity, seed=seed)
+    if kind == "reservoir":
+        return ReservoirBuffer(capacity, seed=seed)
+    return MinRedBuffer(capacity, seed=seed, max_uses=max_uses)

@@ -1,0 +1,505 @@
+r"""Continual evaluation: probes at checkpoints, accuracy matrix, forgetting and transfer, plots.
+
+**Probes at checkpoints.** :class:`StreamEvaluator` is the ``eval_fn`` of
+:func:`~jepa_blocks.streaming.train_stream`. At each checkpoint it encodes fixed probe sequences
+of every :class:`ProbeTask` (one task per split: the classes of a class-incremental split, or
+the views of a transformation regime) with the frozen model and reports
+
+* ``linacc``: one linear classifier over all classes, trained on all tasks' probe-training
+  data (the offline linear evaluation of CaSSLe, Fini et al. 2022), on :math:`z_\text{AGG}`
+  and/or on the encoder output :math:`z_1` (``representations``);
+* ``r2``: the equivariance R² of the relative action :math:`a_1` from :math:`[z_1; z_2]`
+  (linear least squares);
+* ``task_acc[j]`` and ``task_r2[j]``: the same on task ``j``'s test items, from the joint
+  classifier (``per_task="joint"``) or from a classifier of task ``j`` alone
+  (``per_task="separate"``).
+
+**Accuracy matrix and forgetting.** With checkpoints at the split ends, the task accuracies form
+the matrix :math:`R \in [0, 1]^{T\times T}`, :math:`R_{i,j}` = accuracy on task :math:`j` after
+training through task :math:`i` (:func:`accuracy_matrix`). From it (Lopez-Paz & Ranzato, 2017,
+"Gradient Episodic Memory for Continual Learning", NeurIPS, §4; Chaudhry et al., 2018,
+"Riemannian Walk for Incremental Learning", ECCV, for the forgetting measure):
+
+.. math::
+
+    \text{ACC} = \frac1T\sum_{j} R_{T-1,j},\qquad
+    \text{BWT} = \frac{1}{T-1}\sum_{j<T-1} \bigl(R_{T-1,j} - R_{j,j}\bigr),
+
+    f_j = \max_{j \le l < T-1} R_{l,j} - R_{T-1,j},\qquad
+    \text{FWT} = \frac{1}{T-1}\sum_{j\ge1} \bigl(R_{j-1,j} - b_j\bigr),
+
+where :math:`b_j` is the accuracy of the randomly initialised encoder on task :math:`j` (the
+reference CaSSLe's maintainers use for forward transfer). Forgetting is positive when accuracy
+was lost; BWT is negative then.
+
+Plots (:func:`plot_accuracy_curves`, :func:`plot_forgetting_curves`) import matplotlib when
+called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_choice, check_positive
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "ContinualMetrics",
+    "ProbeTask",
+    "StreamEvaluator",
+    "accuracy_matrix",
+    "average_accuracy",
+    "backward_transfer",
+    "continual_metrics",
+    "forgetting",
+    "forward_transfer",
+    "plot_accuracy_curves",
+    "plot_forgetting_curves",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+class ProbeTask(NamedTuple):
+    """Probe data of one task (split).
+
+    Attributes:
+        name: Task name, e.g. ``"0-1"``.
+        train: Loader of the probes' training sequences (e.g. a
+            :class:`~jepa_blocks.data.SequenceLoader` with ``shuffle=False``; it is re-read at
+            every checkpoint with ``set_epoch(0)``, so the sequences stay fixed).
+        test: Loader of the test sequences.
+    """
+
+    name: str
+    train: Any
+    test: Any
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class StreamEvaluator:
+    """Linear probe and equivariance R² at a checkpoint, overall and per task.
+
+    The class probes run on each representation of ``representations``: ``"z_agg"`` (the
+    invariant aggregate :math:`z_\text{AGG}`) and/or ``"z"`` (the encoder output of the first
+    view, :math:`z_1`, the backbone that buffer studies probe). The first one fills ``linacc``
+    and ``task_acc``; every one fills ``linacc_<name>`` and ``task_acc_<name>``.
+
+    Args:
+        tasks: One :class:`ProbeTask` per split (at least one).
+        representations: Features of the class probes, ``"z_agg"`` and/or ``"z"``.
+        per_task: ``"joint"`` (task accuracy from the classifier over all classes) or
+            ``"separate"`` (a classifier per task, on that task's data only).
+        classifier: Solver of :func:`~jepa_blocks.metrics.fit_linear_classifier`
+            (``"lbfgs"``, ``"ridge"`` or ``"adam"``).
+        weight_decay: L2 strength of the classifier.
+        r2: Also fit the linear equivariance regressors.
+        threads: torch threads while probing (``None``: leave as is).
+        seed: Seed of the probe generators.
+
+    Shape:
+        - model input: the loaders' ``views (B, M+1, C, H, W)`` and ``actions (B, M, A)``
+        - output: ``{"linacc", "task_acc": [T], "linacc_<rep>", "task_acc_<rep>": [T], "r2",
+          "task_r2": [T], "seconds"}``
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[ProbeTask],
+        *,
+        representations: Sequence[str] = ("z_agg",),
+        per_task: str = "joint",
+        classifier: str = "lbfgs",
+        weight_decay: float = 1e-4,
+        r2: bool = True,
+        threads: int | None = 1,
+        seed: int = 0,
+    ) -> None:
+        tasks = list(tasks)
+        if not tasks or not all(isinstance(t, ProbeTask) for t in tasks):
+            raise TypeError("tasks must be a non-empty sequence of ProbeTask")
+        self.tasks = tasks
+        reps = tuple(representations)
+        if not reps or len(set(reps)) != len(reps):
+            raise ValueError(f"representations must be distinct and non-empty, got {reps}")
+        for r in reps:
+            check_choice(r, "representations", ("z_agg", "z"))
+        self.representations = reps
+        self.per_task = check_choice(per_task, "per_task", ("joint", "separate"))
+        self.classifier = check_choice(classifier, "classifier", ("lbfgs", "ridge", "adam"))
+        self.weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
+        self.r2 = bool(r2)
+        if threads is not None and (isinstance(threads, bool) or threads < 1):
+            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        self.threads = threads
+        self.seed = int(seed)
+
+    @property
+    def task_names(self) -> list[str]:
+        """Names of the tasks, in order."""
+        return [t.name for t in self.tasks]
+
+    def features(self, model: nn.Module) -> list[tuple[Any, Any]]:
+        """Frozen features ``(train, test)`` of every task (:func:`extract_features`)."""
+        from jepa_blocks.train.experiment import extract_features
+
+        return [
+            (extract_features(model, t.train), extract_features(model, t.test)) for t in self.tasks
+        ]
+
+    def __call__(self, model: nn.Module, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Probe ``model`` (see the class docstring); ``info`` is ignored."""
+        import time
+
+        del info
+        t0 = time.perf_counter()
+        with _threads(self.threads):
+            feats = self.features(model)
+            out = self._probe(feats)
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+    def _probe(self, feats: list[tuple[Any, Any]]) -> dict[str, Any]:
+        from jepa_blocks.metrics import fit_linear_classifier, fit_regressor, r2_score
+
+        def cat(part: int, field: str) -> Tensor:
+            return torch.cat([getattr(f[part], field) for f in feats])
+
+        def pair(part: int) -> Tensor:
+            z = cat(part, "z")
+            return torch.cat((z[:, 0], z[:, 1]), dim=1)
+
+        kw: dict[str, Any] = {
+            "solver": self.classifier,
+            "weight_decay": self.weight_decay,
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
+        y_tr, y_te = cat(0, "labels"), cat(1, "labels")
+        num_classes = int(max(int(y_tr.max()), int(y_te.max()))) + 1
+        sizes = [int(f[1].labels.numel()) for f in feats]
+        parts = torch.split(torch.arange(y_te.numel()), sizes)
+        out: dict[str, Any] = {}
+        for rep in self.representations:
+
+            def x(f: Any, rep: str = rep) -> Tensor:
+                return f.z_agg if rep == "z_agg" else f.z[:, 0]
+
+            joint = fit_linear_classifier(
+                torch.cat([x(f[0]) for f in feats]), y_tr, num_classes=num_classes, **kw
+            )
+            with torch.no_grad():
+                pred = joint(torch.cat([x(f[1]) for f in feats])).argmax(dim=1)
+            task_acc: list[float] = []
+            for j, part in enumerate(parts):
+                if self.per_task == "joint" or len(feats) == 1:
+                    task_acc.append(float((pred[part] == y_te[part]).double().mean()))
+                    continue
+                tr, te = feats[j]
+                probe = fit_linear_classifier(x(tr), tr.labels, num_classes=num_classes, **kw)
+                with torch.no_grad():
+                    p = probe(x(te)).argmax(dim=1)
+                task_acc.append(float((p == te.labels).double().mean()))
+            out[f"linacc_{rep}"] = float((pred == y_te).double().mean())
+            out[f"task_acc_{rep}"] = task_acc
+        first = self.representations[0]
+        out["linacc"], out["task_acc"] = out[f"linacc_{first}"], out[f"task_acc_{first}"]
+        if self.r2:
+            a_tr, a_te = cat(0, "actions")[:, 0], cat(1, "actions")[:, 0]
+            reg = fit_regressor(pair(0), a_tr, kind="linear", weight_decay=1e-6)
+            with torch.no_grad():
+                a_hat = reg(pair(1))
+            out["r2"] = r2_score(a_te, a_hat)
+            out["task_r2"] = [r2_score(a_te[part], a_hat[part]) for part in parts]
+        return out
+
+
+# --------------------------------------------------------------------------- matrix metrics
+
+
+def accuracy_matrix(
+    evaluations: Sequence[Mapping[str, Any]],
+    *,
+    key: str = "task_acc",
+    fractions: Sequence[float] | None = None,
+    tol: float = 1e-9,
+) -> Tensor:
+    """Stack the per-task values of checkpoint records into a matrix.
+
+    Args:
+        evaluations: Records of :attr:`StreamResult.evaluations
+            <jepa_blocks.streaming.StreamResult>` (each with ``fraction`` and ``key``).
+        key: The per-task list to stack (``"task_acc"`` or ``"task_r2"``).
+        fractions: Nominal checkpoint fractions of the rows, in this order (e.g. the plan's
+            :attr:`~jepa_blocks.streaming.StreamPlan.boundary_fractions` for the square
+            task-end matrix); ``None``: every record, in order.
+        tol: Tolerance when matching fractions.
+
+    Returns:
+        ``(R, T)`` float64 matrix.
+    """
+    rows: list[Mapping[str, Any]]
+    if fractions is None:
+        rows = list(evaluations)
+    else:
+        rows = []
+        for f in fractions:
+            match = [e for e in evaluations if abs(float(e["fraction"]) - float(f)) <= tol]
+            if not match:
+                have = [float(e["fraction"]) for e in evaluations]
+                raise ValueError(f"no checkpoint at fraction {f}; have {have}")
+            rows.append(match[0])
+    if not rows:
+        raise ValueError("evaluations must not be empty")
+    for e in rows:
+        if key not in e:
+            raise ValueError(f"checkpoint record at fraction {e.get('fraction')} has no {key!r}")
+    widths = {len(e[key]) for e in rows}
+    if len(widths) != 1:
+        raise ValueError(f"every record must have the same number of tasks, got {sorted(widths)}")
+    return torch.tensor([[float(v) for v in e[key]] for e in rows], dtype=torch.float64)
+
+
+def _square(matrix: Tensor, name: str = "matrix") -> Tensor:
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 1:
+        raise ValueError(
+            f"{name} must be a square (T, T) accuracy matrix (row i: after task i), got shape "
+            f"{tuple(m.shape)}"
+        )
+    return m
+
+
+def forgetting(matrix: Tensor) -> Tensor:
+    r"""Per-task forgetting :math:`f_j = \max_{j \le l < T-1} R_{l,j} - R_{T-1,j}`, ``j < T-1``.
+
+    Chaudhry et al. (2018); positive values mean accuracy was lost.
+
+    Args:
+        matrix: Accuracy matrix :math:`R`, row ``i`` measured after task ``i``.
+
+    Returns:
+        ``(T-1,)`` float64 (empty for ``T = 1``).
+
+    Shape:
+        - matrix: ``(T, T)``
+    """
+    m = _square(matrix)
+    t = m.shape[0]
+    return (
+        torch.stack([m[j : t - 1, j].max() - m[t - 1, j] for j in range(t - 1)])
+        if t > 1
+        else m.new_zeros(0)
+    )
+
+
+def backward_transfer(matrix: Tensor) -> float:
+    r"""BWT :math:`= \frac{1}{T-1}\sum_{j<T-1}(R_{T-1,j} - R_{j,j})` (Lopez-Paz & Ranzato, 2017).
+
+    Shape:
+        - matrix: ``(T, T)`` with ``T ≥ 2``
+    """
+    m = _square(matrix)
+    t = m.shape[0]
+    if t < 2:
+        raise ValueError("backward transfer needs at least 2 tasks")
+    return float((m[t - 1, : t - 1] - m.diagonal()[: t - 1]).mean())
+
+
+def forward_transfer(matrix: Tensor, baseline: Sequence[float] | Tensor) -> float:
+    r"""FWT :math:`= \frac{1}{T-1}\sum_{j\ge1}(R_{j-1,j} - b_j)` (Lopez-Paz & Ranzato, 2017).
+
+    Args:
+        matrix: Accuracy matrix :math:`R`.
+        baseline: :math:`b`, each task's accuracy with the randomly initialised encoder.
+
+    Shape:
+        - matrix: ``(T, T)`` with ``T ≥ 2``; baseline: ``(T,)``
+    """
+    m = _square(matrix)
+    t = m.shape[0]
+    b = torch.as_tensor(baseline, dtype=torch.float64).flatten()
+    if b.numel() != t:
+        raise ValueError(f"baseline must have one value per task ({t}), got {b.numel()}")
+    if t < 2:
+        raise ValueError("forward transfer needs at least 2 tasks")
+    return float((m.diagonal(offset=1) - b[1:]).mean())
+
+
+def average_accuracy(matrix: Tensor) -> float:
+    """ACC: mean of the last row (accuracy on every task after the whole stream).
+
+    Shape:
+        - matrix: ``(T, T)``
+    """
+    m = _square(matrix)
+    return float(m[-1].mean())
+
+
+class ContinualMetrics(NamedTuple):
+    """Summary of an accuracy matrix (:func:`continual_metrics`).
+
+    Attributes:
+        average_accuracy: ACC.
+        forgetting: Mean of :func:`forgetting` over the tasks before the last (0 for one task).
+        max_forgetting: Largest per-task forgetting.
+        forgetting_per_task: :func:`forgetting`, as a list.
+        backward_transfer: BWT (``nan`` for one task).
+        forward_transfer: FWT (``nan`` without a baseline or for one task).
+    """
+
+    average_accuracy: float
+    forgetting: float
+    max_forgetting: float
+    forgetting_per_task: list[float]
+    backward_transfer: float
+    forward_transfer: float
+
+
+def continual_metrics(
+    matrix: Tensor, *, baseline: Sequence[float] | Tensor | None = None
+) -> ContinualMetrics:
+    """ACC, forgetting, BWT and FWT of a square accuracy matrix.
+
+    Args:
+        matrix: Accuracy matrix, row ``i`` after task ``i``.
+        baseline: Random-init accuracy per task, for FWT.
+
+    Shape:
+        - matrix: ``(T, T)``; baseline: ``(T,)``
+    """
+    m = _square(matrix)
+    t = m.shape[0]
+    f = forgetting(m)
+    nan = float("nan")
+    return ContinualMetrics(
+        average_accuracy=average_accuracy(m),
+        forgetting=float(f.mean()) if t > 1 else 0.0,
+        max_forgetting=float(f.max()) if t > 1 else 0.0,
+        forgetting_per_task=[float(v) for v in f],
+        backward_transfer=backward_transfer(m) if t > 1 else nan,
+        forward_transfer=forward_transfer(m, baseline) if baseline is not None and t > 1 else nan,
+    )
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _finish(fig: Figure, path: PathLike | None, dpi: int) -> Figure:
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=dpi, format="png")
+    return fig
+
+
+def plot_accuracy_curves(
+    progress: Sequence[float],
+    accuracies: Tensor | Sequence[Sequence[float]],
+    *,
+    task_names: Sequence[str] | None = None,
+    boundaries: Sequence[float] | None = None,
+    path: PathLike | None = None,
+    title: str = "Probe accuracy per task over the stream",
+    ylabel: str = "linear probe accuracy",
+    dpi: int = 120,
+) -> Figure:
+    """One line per task: its accuracy at each checkpoint against stream progress.
+
+    Args:
+        progress: Fraction of the stream seen at each checkpoint.
+        accuracies: Per-checkpoint, per-task values.
+        task_names: Legend labels (default ``task 0`` …).
+        boundaries: Split ends (fractions) drawn as vertical lines.
+        path: Save the figure there as PNG.
+        title: Axes title.
+        ylabel: Y-axis label.
+        dpi: Resolution of the saved PNG.
+
+    Shape:
+        - progress: ``(R,)``; accuracies: ``(R, T)``
+    """
+    from matplotlib.figure import Figure
+
+    acc = torch.as_tensor(accuracies, dtype=torch.float64)
+    xs = [float(p) for p in progress]
+    if acc.ndim != 2 or acc.shape[0] != len(xs):
+        raise ValueError(
+            f"accuracies must have shape (len(progress)={len(xs)}, T), got {tuple(acc.shape)}"
+        )
+    names = (
+        list(task_names) if task_names is not None else [f"task {j}" for j in range(acc.shape[1])]
+    )
+    if len(names) != acc.shape[1]:
+        raise ValueError(f"task_names must have {acc.shape[1]} entries, got {len(names)}")
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.add_subplot()
+    for b in boundaries or ():
+        ax.axvline(100 * float(b), color="grey", linewidth=0.8, linestyle=":")
+    for j, name in enumerate(names):
+        ax.plot([100 * x for x in xs], acc[:, j].tolist(), marker="o", markersize=3, label=name)
+    ax.set_xlabel("stream seen (%)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small", ncol=2)
+    ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+def plot_forgetting_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    boundaries: Sequence[float] | None = None,
+    path: PathLike | None = None,
+    title: str = "Accuracy on the first split over the stream",
+    ylabel: str = "linear probe accuracy",
+    dpi: int = 120,
+) -> Figure:
+    """Compare runs: one line per run, e.g. the first split's accuracy as the stream moves on.
+
+    Args:
+        curves: ``{label: (progress, values)}``, progress as fractions of the stream.
+        boundaries: Split ends (fractions) drawn as vertical lines.
+        path: Save the figure there as PNG.
+        title: Axes title.
+        ylabel: Y-axis label.
+        dpi: Resolution of the saved PNG.
+    """
+    from matplotlib.figure import Figure
+
+    if not curves:
+        raise ValueError("curves must hold at least one run")
+    fig = Figure(figsize=(6.0, 3.8))
+    ax = fig.add_subplot()
+    for b in boundaries or ():
+        ax.axvline(100 * float(b), color="grey", linewidth=0.8, linestyle=":")
+    for label, (xs, ys) in curves.items():
+        if len(xs) != len(ys):
+            raise ValueError(f"curves[{label!r}]: {len(xs)} progress values but {len(ys)} values")
+        ax.plot(
+            [100 * float(x) for x in xs],
+            [float(y) for y in ys],
+            marker="o",
+            markersize=3,
+            label=label,
+        )
+    ax.set_xlabel("stream seen (%)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small", ncol=2)
+    ax.set_title(title)
+    return _finish(fig, path, dpi)

@@ -1,0 +1,543 @@
+r"""Stream protocols: the order in which a single pass visits a sequence source.
+
+A stream is defined in two layers, so that every protocol works over *any* sequence source:
+
+1. A :class:`StreamPlan` says **which item comes when**: ``order[p]`` is the source index visited
+   at stream position ``p``, ``splits[p]`` the split (task) it belongs to and ``regimes[p]`` the
+   transformation regime (view generator) it is seen under. Plans are pure functions of their
+   arguments and a seed:
+
+   * :func:`stationary_stream`: one i.i.d. single pass (a random permutation; protocol A);
+   * :func:`class_incremental_stream`: the classes arrive in disjoint splits, each split's items
+     shuffled (new objects; protocol B);
+   * :func:`regime_shift_stream`: the items are i.i.d. but the transformation regime changes
+     (e.g. the rotation range or the action set; new actions / new lighting);
+   * :func:`blur_boundaries`: any plan with its split boundaries blurred (items around each
+     boundary shuffled together, the ``seq-bl`` streams of SCALE, Yu et al. 2023).
+
+   Every plan visits each of its items exactly once, in the declared ``order``.
+
+2. A :class:`SequenceStream` turns a plan into batches of :class:`~jepa_blocks.data.ViewSequence`
+   through a *maker* ``(indices, regimes, generator) → ViewSequence``, e.g.
+   :class:`ImageSequenceMaker` over a :class:`~jepa_blocks.data.LabelledImages` split with one
+   :class:`~jepa_blocks.data.SequenceViews` per regime. The randomness of batch ``b`` comes from
+   ``mix_seed(seed, b)``, so any batch can be regenerated without replaying the stream.
+
+The protocols follow the single-pass setting of Purushwalkam, Morgado & Gupta (2022), "The
+Challenges of Continuous Self-Supervised Learning" (ECCV), and the boundary-free streams of SCALE
+(Yu, Guo, Gao & Rosing, 2023).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from jepa_blocks._validation import check_positive
+from jepa_blocks.data.sequences import ViewSequence, mix_seed
+from jepa_blocks.data.sources import LabelledImages
+from jepa_blocks.data.views import SequenceViews
+
+__all__ = [
+    "ImageSequenceMaker",
+    "SequenceMaker",
+    "SequenceStream",
+    "StreamBatch",
+    "StreamPlan",
+    "blur_boundaries",
+    "class_incremental_stream",
+    "even_class_splits",
+    "regime_shift_stream",
+    "stationary_stream",
+]
+
+#: ``(indices (B,), regimes (B,), generator) → ViewSequence`` with batch size ``B``.
+SequenceMaker = Callable[[Tensor, Tensor, torch.Generator], ViewSequence]
+
+
+def _check_int(value: object, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _as_index_tensor(x: Sequence[int] | Tensor, name: str) -> Tensor:
+    t = torch.as_tensor(x)
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
+    if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        raise TypeError(f"{name} must hold integers, got dtype {t.dtype}")
+    return t.to(dtype=torch.long, device="cpu")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamPlan:
+    """Which source item is visited at each stream position, in which split and regime.
+
+    Attributes:
+        order: Source index of each stream position, ``(N,)`` ``int64``; all distinct.
+        splits: Split (task) id of each position, ``(N,)``, ids ``0 … S−1``.
+        regimes: Transformation-regime id of each position, ``(N,)``, ids ``0 … R−1``.
+        boundaries: Nominal end position of each split, increasing, the last equal to ``N``
+            (for blurred plans these are the boundaries before blurring).
+        name: A short description, e.g. ``"class-incremental(5)"``.
+
+    Shape:
+        - order, splits, regimes: ``(N,)``
+    """
+
+    order: Tensor
+    splits: Tensor
+    regimes: Tensor
+    boundaries: tuple[int, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        order = _as_index_tensor(self.order, "order")
+        splits = _as_index_tensor(self.splits, "splits")
+        regimes = _as_index_tensor(self.regimes, "regimes")
+        n = order.numel()
+        if n == 0:
+            raise ValueError("a stream plan needs at least one item, got an empty order")
+        for name, t in (("splits", splits), ("regimes", regimes)):
+            if t.numel() != n:
+                raise ValueError(f"{name} must have one entry per position ({n}), got {t.numel()}")
+            if int(t.min()) < 0:
+                raise ValueError(f"{name} must be >= 0, got min {int(t.min())}")
+        if int(order.min()) < 0:
+            raise ValueError(f"order must hold source indices >= 0, got {int(order.min())}")
+        if torch.unique(order).numel() != n:
+            raise ValueError("order must visit each item once, but it repeats some indices")
+        bounds = tuple(int(b) for b in self.boundaries)
+        if not bounds or bounds[-1] != n or any(b <= a for a, b in zip((0, *bounds), bounds)):
+            raise ValueError(
+                f"boundaries must increase strictly and end at N = {n}, got {self.boundaries}"
+            )
+        object.__setattr__(self, "order", order)
+        object.__setattr__(self, "splits", splits)
+        object.__setattr__(self, "regimes", regimes)
+        object.__setattr__(self, "boundaries", bounds)
+
+    def __len__(self) -> int:
+        return int(self.order.numel())
+
+    @property
+    def num_splits(self) -> int:
+        """Number of splits ``S`` (largest split id + 1)."""
+        return int(self.splits.max()) + 1
+
+    @property
+    def num_regimes(self) -> int:
+        """Number of regimes ``R`` (largest regime id + 1)."""
+        return int(self.regimes.max()) + 1
+
+    @property
+    def boundary_fractions(self) -> tuple[float, ...]:
+        """The nominal split ends as fractions of the stream, e.g. ``(0.2, 0.4, …, 1.0)``."""
+        n = len(self)
+        return tuple(b / n for b in self.boundaries)
+
+    def items_of_split(self, split: int) -> Tensor:
+        """Source indices of the items of ``split``, in stream order."""
+        return self.order[self.splits == int(split)]
+
+    def batch_slices(
+        self, batch_size: int, *, align_to_boundaries: bool = False
+    ) -> list[tuple[int, int]]:
+        """``[start, stop)`` positions of consecutive batches covering the plan once.
+
+        Args:
+            batch_size: Items per batch (the last batch of a segment may be smaller).
+            align_to_boundaries: Start a new batch at every nominal boundary, so that no batch
+                straddles two splits.
+        """
+        _check_int(batch_size, "batch_size", minimum=1)
+        cuts = (0, *self.boundaries) if align_to_boundaries else (0, len(self))
+        slices = []
+        for a, b in itertools.pairwise(cuts):
+            slices += [(s, min(s + batch_size, b)) for s in range(a, b, batch_size)]
+        return slices
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamPlan(name={self.name!r}, items={len(self)}, splits={self.num_splits}, "
+            f"regimes={self.num_regimes}, boundaries={self.boundaries})"
+        )
+
+
+def _items(num_items: int | None, indices: Sequence[int] | Tensor | None) -> Tensor:
+    if indices is not None:
+        items = _as_index_tensor(indices, "indices")
+        if items.numel() == 0:
+            raise ValueError("indices must not be empty")
+        if torch.unique(items).numel() != items.numel():
+            raise ValueError("indices must be distinct")
+        return items
+    if num_items is None:
+        raise ValueError("pass num_items or indices")
+    return torch.arange(_check_int(num_items, "num_items", minimum=1))
+
+
+def _perm(n: int, seed: int, *salt: int) -> Tensor:
+    gen = torch.Generator().manual_seed(mix_seed(int(seed), *salt))
+    return torch.randperm(n, generator=gen)
+
+
+def stationary_stream(
+    num_items: int | None = None,
+    *,
+    indices: Sequence[int] | Tensor | None = None,
+    seed: int = 0,
+) -> StreamPlan:
+    """Protocol A: an i.i.d. single pass, every item once in a seeded random order.
+
+    Args:
+        num_items: Stream over ``range(num_items)`` …
+        indices: … or over these source indices.
+        seed: Seed of the order.
+
+    Returns:
+        A plan with one split and one regime.
+    """
+    items = _items(num_items, indices)
+    order = items[_perm(items.numel(), seed, 0)]
+    zeros = torch.zeros_like(order)
+    return StreamPlan(order, zeros, zeros, (order.numel(),), name="stationary")
+
+
+def even_class_splits(num_classes: int, num_splits: int) -> tuple[tuple[int, ...], ...]:
+    """Consecutive classes in ``num_splits`` groups of (nearly) equal size.
+
+    ``even_class_splits(10, 5)`` is Split-MNIST's ``((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))``.
+    """
+    _check_int(num_classes, "num_classes", minimum=1)
+    _check_int(num_splits, "num_splits", minimum=1)
+    if num_splits > num_classes:
+        raise ValueError(f"num_splits must be <= num_classes ({num_classes}), got {num_splits}")
+    bounds = [round(k * num_classes / num_splits) for k in range(num_splits + 1)]
+    return tuple(tuple(range(a, b)) for a, b in itertools.pairwise(bounds))
+
+
+def class_incremental_stream(
+    labels: Sequence[int] | Tensor,
+    *,
+    splits: Sequence[Sequence[int]],
+    seed: int = 0,
+    shuffle: bool = True,
+    regimes: Sequence[int] | None = None,
+) -> StreamPlan:
+    """Protocol B (new objects): the classes arrive split by split.
+
+    All items whose label is in ``splits[0]`` come first (shuffled within the split when
+    ``shuffle``), then those of ``splits[1]``, and so on. Items whose label is in no split are
+    not part of the stream.
+
+    Args:
+        labels: Class label of every source item, ``(N,)``.
+        splits: Disjoint groups of class ids, e.g. :func:`even_class_splits`.
+        seed: Seed of the within-split order.
+        shuffle: Shuffle within each split (else: source order).
+        regimes: Regime id of each split (default: all 0); a regime change at a class split
+            models "new objects under new actions".
+
+    Returns:
+        The plan; ``splits[p]`` is the split of the item's class.
+    """
+    lab = _as_index_tensor(labels, "labels")
+    groups = [tuple(int(c) for c in g) for g in splits]
+    if not groups or any(len(g) == 0 for g in groups):
+        raise ValueError(f"splits must be non-empty groups of class ids, got {splits!r}")
+    flat = [c for g in groups for c in g]
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"splits must be disjoint, got {splits!r}")
+    if regimes is None:
+        regime_of = [0] * len(groups)
+    else:
+        regime_of = [int(r) for r in regimes]
+        if len(regime_of) != len(groups) or min(regime_of) < 0:
+            raise ValueError(
+                f"regimes must give one id >= 0 per split ({len(groups)}), got {regimes!r}"
+            )
+    orders, split_ids, regime_ids, bounds = [], [], [], []
+    total = 0
+    for k, group in enumerate(groups):
+        members = torch.nonzero(torch.isin(lab, torch.tensor(group)), as_tuple=False).flatten()
+        if members.numel() == 0:
+            raise ValueError(f"split {k} (classes {group}) has no items")
+        if shuffle:
+            members = members[_perm(members.numel(), seed, k)]
+        orders.append(members)
+        split_ids.append(torch.full_like(members, k))
+        regime_ids.append(torch.full_like(members, regime_of[k]))
+        total += members.numel()
+        bounds.append(total)
+    return StreamPlan(
+        torch.cat(orders),
+        torch.cat(split_ids),
+        torch.cat(regime_ids),
+        tuple(bounds),
+        name=f"class-incremental({len(groups)})",
+    )
+
+
+def regime_shift_stream(
+    num_items: int | None = None,
+    *,
+    num_regimes: int,
+    indices: Sequence[int] | Tensor | None = None,
+    seed: int = 0,
+) -> StreamPlan:
+    """Transformation-regime shifts: i.i.d. items, the view generator changes over time.
+
+    The items are visited in a seeded random order, cut into ``num_regimes`` consecutive
+    segments of (nearly) equal length; segment ``r`` is seen under regime ``r`` (e.g. a wider
+    rotation range, a different action set or new lighting: pass one
+    :class:`~jepa_blocks.data.SequenceViews` per regime to :class:`ImageSequenceMaker`). The
+    split of a position is its regime.
+
+    Args:
+        num_items: Stream over ``range(num_items)`` …
+        indices: … or over these source indices.
+        num_regimes: Number of regimes ``R``.
+        seed: Seed of the order.
+    """
+    items = _items(num_items, indices)
+    n = items.numel()
+    r = _check_int(num_regimes, "num_regimes", minimum=1)
+    if r > n:
+        raise ValueError(f"num_regimes must be <= the number of items ({n}), got {r}")
+    order = items[_perm(n, seed, 1)]
+    bounds = tuple(round((k + 1) * n / r) for k in range(r))
+    ids = torch.bucketize(torch.arange(n), torch.tensor(bounds), right=True)
+    return StreamPlan(order, ids, ids.clone(), bounds, name=f"regime-shift({r})")
+
+
+def blur_boundaries(plan: StreamPlan, *, width: float, seed: int = 0) -> StreamPlan:
+    """Blur the split boundaries of ``plan``: shuffle the items around each boundary together.
+
+    Around the boundary between split ``k`` and ``k+1``, the last ``width · n_k`` positions of
+    split ``k`` and the first ``width · n_{k+1}`` positions of split ``k+1`` are shuffled
+    together (each item keeps its split and regime), so the two distributions overlap for a
+    while instead of switching at once (SCALE's ``seq-bl`` streams, Yu et al. 2023). Every item
+    is still visited exactly once; the nominal boundaries are kept.
+
+    Args:
+        plan: The plan to blur.
+        width: Fraction of each split on each side of a boundary that is mixed, in ``[0, 0.5]``
+            (0: unchanged).
+        seed: Seed of the shuffles.
+    """
+    if not isinstance(plan, StreamPlan):
+        raise TypeError(f"plan must be a StreamPlan, got {type(plan).__name__}")
+    w = check_positive(width, "width", allow_zero=True)
+    if w > 0.5:
+        raise ValueError(f"width must be in [0, 0.5] so that windows do not overlap, got {width}")
+    starts = (0, *plan.boundaries[:-1])
+    sizes = [b - a for a, b in zip(starts, plan.boundaries)]
+    perm = torch.arange(len(plan))
+    for k in range(len(sizes) - 1):
+        b = plan.boundaries[k]
+        lo, hi = b - round(w * sizes[k]), b + round(w * sizes[k + 1])
+        if hi - lo > 1:
+            perm[lo:hi] = perm[lo:hi][_perm(hi - lo, seed, 2, k)]
+    return StreamPlan(
+        plan.order[perm],
+        plan.splits[perm],
+        plan.regimes[perm],
+        plan.boundaries,
+        name=f"{plan.name}+blur({w:g})",
+    )
+
+
+class ImageSequenceMaker:
+    """Make view sequences of images from a :class:`~jepa_blocks.data.LabelledImages` split.
+
+    ``maker(indices, regimes, generator)`` gathers the images, generates ``M + 1`` views of each
+    with the view generator of its regime (regimes in increasing order, so the draws are
+    reproducible), standardises them with the source's mean and std, and returns a
+    :class:`~jepa_blocks.data.ViewSequence` in the order of ``indices``.
+
+    Args:
+        source: The labelled images (moved to ``device`` once).
+        views: One :class:`~jepa_blocks.data.SequenceViews`, or one per regime (all with the
+            same parameter columns and action dimension).
+        num_observed: ``M``, observed views per sequence (the target is one more).
+        device: Where the images live and views are made (default: the source's device).
+        normalize: Standardise the views with the source's ``mean`` and ``std``.
+
+    Shape:
+        - indices, regimes: ``(B,)``
+        - output: ``views (B, M+1, C, H', W')``, ``actions (B, M, A)``, ``labels (B,)``
+    """
+
+    def __init__(
+        self,
+        source: LabelledImages,
+        views: SequenceViews | Sequence[SequenceViews],
+        *,
+        num_observed: int,
+        device: torch.device | str | None = None,
+        normalize: bool = True,
+    ) -> None:
+        if not isinstance(source, LabelledImages):
+            raise TypeError(f"source must be a LabelledImages, got {type(source).__name__}")
+        per_regime = [views] if isinstance(views, SequenceViews) else list(views)
+        if not per_regime or not all(isinstance(v, SequenceViews) for v in per_regime):
+            raise TypeError("views must be a SequenceViews or a non-empty sequence of them")
+        first = per_regime[0]
+        for r, v in enumerate(per_regime[1:], start=1):
+            if v.param_names != first.param_names or v.action_dim != first.action_dim:
+                raise ValueError(
+                    f"views[{r}] has parameters {v.param_names} / action_dim {v.action_dim}, "
+                    f"but views[0] has {first.param_names} / {first.action_dim}; all regimes "
+                    "must share them"
+                )
+        self.num_observed = _check_int(num_observed, "num_observed", minimum=1)
+        self.device = torch.device(device) if device is not None else source.images.device
+        self.source = source.to(self.device)
+        self.views = per_regime
+        self.normalize = bool(normalize)
+        c = source.images.shape[1]
+        self._mean = torch.tensor(source.mean, device=self.device).reshape(c, 1, 1)
+        self._std = torch.tensor(source.std, device=self.device).reshape(c, 1, 1)
+
+    @property
+    def num_regimes(self) -> int:
+        """Number of view generators."""
+        return len(self.views)
+
+    @property
+    def action_dim(self) -> int:
+        """``A``, the action dimension."""
+        return int(self.views[0].action_dim)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __call__(
+        self, indices: Tensor, regimes: Tensor | None, generator: torch.Generator
+    ) -> ViewSequence:
+        """Return the view sequences of ``indices`` (see the class docstring)."""
+        idx = _as_index_tensor(indices, "indices")
+        if idx.numel() == 0:
+            raise ValueError("indices must not be empty")
+        if int(idx.max()) >= len(self.source) or int(idx.min()) < 0:
+            raise IndexError(f"indices must be in [0, {len(self.source)}), got {idx.tolist()}")
+        reg = torch.zeros_like(idx) if regimes is None else _as_index_tensor(regimes, "regimes")
+        if reg.shape != idx.shape:
+            raise ValueError(f"regimes must have shape {tuple(idx.shape)}, got {tuple(reg.shape)}")
+        if int(reg.max()) >= self.num_regimes or int(reg.min()) < 0:
+            raise ValueError(
+                f"regime ids must be in [0, {self.num_regimes}) (one SequenceViews each), got "
+                f"{sorted(set(reg.tolist()))}"
+            )
+        views_out: Tensor | None = None
+        params_out: Tensor | None = None
+        dev_idx = idx.to(self.device)
+        for r in torch.unique(reg).tolist():
+            rows = torch.nonzero(reg == r, as_tuple=False).flatten()
+            images = self.source.images[dev_idx[rows.to(self.device)]].float().div_(255.0)
+            v, p = self.views[r](images, num_views=self.num_observed + 1, generator=generator)
+            if views_out is None or params_out is None:
+                views_out = v.new_empty((idx.numel(), *v.shape[1:]))
+                params_out = p.new_empty((idx.numel(), *p.shape[1:]))
+            views_out[rows.to(self.device)] = v
+            params_out[rows.to(self.device)] = p
+        assert views_out is not None and params_out is not None
+        if self.normalize:
+            views_out = (views_out - self._mean) / self._std
+        actions = self.views[0].actions(params_out)
+        return ViewSequence(views_out, params_out, actions, self.source.labels[dev_idx], dev_idx)
+
+
+class StreamBatch(NamedTuple):
+    """One batch of a :class:`SequenceStream`.
+
+    Attributes:
+        number: Batch number ``b`` (0-based).
+        start: First stream position of the batch.
+        stop: One past its last stream position.
+        sequences: The view sequences of the items.
+        splits: Split id of each item, ``(B,)``.
+        regimes: Regime id of each item, ``(B,)``.
+    """
+
+    number: int
+    start: int
+    stop: int
+    sequences: ViewSequence
+    splits: Tensor
+    regimes: Tensor
+
+
+class SequenceStream:
+    """Iterate once over a :class:`StreamPlan` in batches of view sequences.
+
+    Batch ``b`` covers positions ``[start, stop)`` of the plan and draws its views from a
+    generator seeded with ``mix_seed(seed, b)``: iterating twice gives identical batches, and
+    :meth:`batch` regenerates any batch on its own (exact resume without replay).
+
+    Args:
+        plan: Which item comes when.
+        maker: ``(indices, regimes, generator) → ViewSequence``, e.g.
+            :class:`ImageSequenceMaker`.
+        batch_size: Items per batch.
+        seed: Base seed of the views.
+        align_to_boundaries: Never let a batch straddle a nominal split boundary.
+    """
+
+    def __init__(
+        self,
+        plan: StreamPlan,
+        maker: SequenceMaker,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        align_to_boundaries: bool = False,
+    ) -> None:
+        if not isinstance(plan, StreamPlan):
+            raise TypeError(f"plan must be a StreamPlan, got {type(plan).__name__}")
+        if not callable(maker):
+            raise TypeError(f"maker must be callable, got {type(maker).__name__}")
+        regimes = getattr(maker, "num_regimes", None)
+        if isinstance(regimes, int) and plan.num_regimes > regimes:
+            raise ValueError(
+                f"the plan uses {plan.num_regimes} regimes but the maker has {regimes} view "
+                "generators"
+            )
+        self.plan = plan
+        self.maker = maker
+        self.batch_size = _check_int(batch_size, "batch_size", minimum=1)
+        self.seed = int(seed)
+        self.slices = plan.batch_slices(batch_size, align_to_boundaries=align_to_boundaries)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def generator(self, number: int, *salt: int) -> torch.Generator:
+        """The CPU generator of batch ``number`` (extra ``salt`` ints derive sub-streams)."""
+        return torch.Generator().manual_seed(mix_seed(self.seed, int(number), *salt))
+
+    def batch(self, number: int) -> StreamBatch:
+        """Batch ``number``, regenerated from its seed."""
+        if not 0 <= number < len(self):
+            raise IndexError(f"batch number must be in [0, {len(self)}), got {number}")
+        start, stop = self.slices[number]
+        idx = self.plan.order[start:stop]
+        regimes = self.plan.regimes[start:stop]
+        seqs = self.maker(idx, regimes, self.generator(number))
+        return StreamBatch(number, start, stop, seqs, self.plan.splits[start:stop], regimes)
+
+    def __iter__(self) -> Iterator[StreamBatch]:
+        for b in range(len(self)):
+            yield self.batch(b)
+
+    def __repr__(self) -> str:
+        return f"SequenceStream({self.plan!r}, batches={len(self)}, batch_size={self.batch_size})"

@@ -1,0 +1,292 @@
+r"""Weight-consolidation regularisers on the online encoder: EWC and SI.
+
+Both add a quadratic pull towards anchor weights :math:`\theta^*` saved at *consolidation*
+points (task boundaries when the stream declares them, else every few steps), weighted per
+parameter by an importance estimate:
+
+.. math::
+
+    \text{EWC:}\quad P(\theta) = \frac{\lambda}{2} \sum_k F_k\,(\theta_k - \theta^*_k)^2,
+    \qquad
+    \text{SI:}\quad P(\theta) = c \sum_k \Omega_k\,(\theta_k - \theta^*_k)^2 .
+
+* **EWC** (Kirkpatrick et al., 2017, "Overcoming catastrophic forgetting in neural networks",
+  PNAS): :math:`F` is a diagonal Fisher estimate. Without labels we use the *empirical* Fisher of
+  the self-supervised loss: the mean of the squared mini-batch gradients :math:`g_k^2` since the
+  last consolidation (a batch-gradient approximation, not per-sample). Consolidations accumulate
+  :math:`F \leftarrow \gamma F + F_\text{new}` (``decay`` :math:`\gamma = 1`: the sum of the
+  tasks' penalties' curvatures; :math:`\gamma < 1`: "online EWC", Schwarz et al., 2018).
+* **SI** (Zenke, Poole & Ganguli, 2017, "Continual Learning Through Synaptic Intelligence",
+  ICML): the path integral :math:`\omega_k \mathrel{+}= -g_k\,\Delta\theta_k` of the
+  *unregularised* loss gradient along the parameter updates; at a consolidation
+  :math:`\Omega_k \mathrel{+}= \max(0, \omega_k) / (\Delta_k^2 + \xi)` with :math:`\Delta_k` the
+  change since the previous consolidation, then :math:`\omega = 0`. (Clamping :math:`\omega` at
+  zero keeps the penalty a convex quadratic; it is our choice, not the paper's.)
+
+Protocol per optimizer step (what :func:`~jepa_blocks.streaming.train_stream` does)::
+
+    loss.backward()                  # gradients of the self-supervised loss only
+    reg.observe()                    # read them (EWC: g², SI: g and θ before the step)
+    reg.penalty().backward()         # add the penalty's gradients
+    optimizer.step()
+    reg.after_step()                 # SI: ω += −g·Δθ
+    ...
+    reg.consolidate()                # at a boundary: new importances and anchors
+
+Only parameters that require gradients are regularised; their state is keyed by parameter name
+(``state_dict()``/``load_state_dict()``), so a checkpoint restores it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from jepa_blocks._validation import check_positive
+
+__all__ = ["EWC", "SI", "WeightRegularizer"]
+
+
+class WeightRegularizer:
+    """Base class: a quadratic pull of ``module``'s parameters towards anchors.
+
+    Args:
+        module: The regularised module (e.g. ``model.encoder``); its parameters with
+            ``requires_grad`` are tracked by name.
+        weight: Overall strength (``λ`` of EWC, ``c`` of SI), ``≥ 0``.
+
+    Attributes:
+        consolidations: How many times :meth:`consolidate` has been called.
+    """
+
+    kind = "base"
+
+    def __init__(self, module: nn.Module, *, weight: float) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.weight = check_positive(weight, "weight", allow_zero=True)
+        self.params: dict[str, nn.Parameter] = {
+            n: p for n, p in module.named_parameters() if p.requires_grad
+        }
+        if not self.params:
+            raise ValueError("module has no parameters that require gradients")
+        self.anchor: dict[str, Tensor] = {}
+        self.importance: dict[str, Tensor] = {}
+        self.consolidations = 0
+
+    def _zeros(self) -> dict[str, Tensor]:
+        return {
+            n: torch.zeros_like(p, memory_format=torch.preserve_format)
+            for n, p in self.params.items()
+        }
+
+    def _snapshot(self) -> dict[str, Tensor]:
+        return {n: p.detach().clone() for n, p in self.params.items()}
+
+    @staticmethod
+    def _grad(p: nn.Parameter) -> Tensor:
+        return torch.zeros_like(p) if p.grad is None else p.grad.detach()
+
+    def observe(self) -> None:
+        """Read the gradients of the unregularised loss (call right after its ``backward``)."""
+
+    def after_step(self) -> None:
+        """Called after ``optimizer.step()``."""
+
+    def consolidate(self) -> None:
+        """Update the importances and set the anchors to the current parameters."""
+        raise NotImplementedError
+
+    def _coefficient(self) -> float:
+        return self.weight
+
+    def penalty(self) -> Tensor:
+        """The penalty :math:`\\text{coef}\\sum_k I_k(\\theta_k - \\theta^*_k)^2`, differentiable.
+
+        Returns:
+            A scalar; exactly zero (and constant) before the first consolidation.
+
+        Shape:
+            - output: ``()``
+        """
+        first = next(iter(self.params.values()))
+        if not self.anchor or self.weight == 0.0:
+            return torch.zeros((), device=first.device, dtype=first.dtype)
+        total = torch.zeros((), device=first.device, dtype=torch.float32)
+        for n, p in self.params.items():
+            diff = p - self.anchor[n]
+            total = total + (self.importance[n] * diff.square()).sum().float()
+        return self._coefficient() * total
+
+    def state_dict(self) -> dict[str, Any]:
+        """Anchors, importances, accumulators and counters (tensors keyed by parameter name)."""
+        return {
+            "kind": self.kind,
+            "weight": self.weight,
+            "consolidations": self.consolidations,
+            "anchor": {n: t.clone() for n, t in self.anchor.items()},
+            "importance": {n: t.clone() for n, t in self.importance.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict` of the same kind and parameters."""
+        if state.get("kind") != self.kind:
+            raise ValueError(f"cannot load a {state.get('kind')!r} state into {self.kind!r}")
+        for key in ("anchor", "importance"):
+            names = set(state[key])
+            if names and names != set(self.params):
+                raise ValueError(
+                    f"state[{key!r}] has parameters {sorted(names)}, expected {sorted(self.params)}"
+                )
+        self.weight = float(state["weight"])
+        self.consolidations = int(state["consolidations"])
+        self.anchor = {n: t.clone() for n, t in state["anchor"].items()}
+        self.importance = {n: t.clone() for n, t in state["importance"].items()}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(weight={self.weight}, params={len(self.params)}, "
+            f"consolidations={self.consolidations})"
+        )
+
+
+class EWC(WeightRegularizer):
+    r"""Elastic weight consolidation (Kirkpatrick et al., 2017) with an empirical SSL Fisher.
+
+    :math:`P = \frac{\lambda}{2}\sum_k F_k(\theta_k - \theta^*_k)^2`, where :math:`F` is the mean
+    squared gradient of the self-supervised loss over the steps observed since the last
+    consolidation, accumulated as :math:`F \leftarrow \gamma F + F_\text{new}`.
+
+    Args:
+        module: The regularised module (e.g. the online encoder).
+        weight: :math:`\lambda \ge 0`.
+        decay: :math:`\gamma \in [0, 1]`; ``1`` keeps every consolidation's Fisher, ``< 1`` is
+            online EWC (Schwarz et al., 2018).
+    """
+
+    kind = "ewc"
+
+    def __init__(self, module: nn.Module, *, weight: float, decay: float = 1.0) -> None:
+        super().__init__(module, weight=weight)
+        self.decay = check_positive(decay, "decay", allow_zero=True)
+        if self.decay > 1.0:
+            raise ValueError(f"decay must be in [0, 1], got {decay}")
+        self._fisher_sum = self._zeros()
+        self._count = 0
+
+    def observe(self) -> None:
+        """Accumulate the squared gradients of the unregularised loss."""
+        for n, p in self.params.items():
+            self._fisher_sum[n] += self._grad(p).square()
+        self._count += 1
+
+    def consolidate(self) -> None:
+        """``F ← γF + mean(g²)``, anchors ← current parameters; resets the accumulator."""
+        if self._count:
+            new = {n: s / self._count for n, s in self._fisher_sum.items()}
+        else:
+            new = self._zeros()
+        self.importance = {
+            n: (self.decay * self.importance[n] + new[n]) if n in self.importance else new[n]
+            for n in self.params
+        }
+        self.anchor = self._snapshot()
+        self._fisher_sum = self._zeros()
+        self._count = 0
+        self.consolidations += 1
+
+    def _coefficient(self) -> float:
+        return 0.5 * self.weight
+
+    def state_dict(self) -> dict[str, Any]:
+        """See :meth:`WeightRegularizer.state_dict`; adds the Fisher accumulator."""
+        return {
+            **super().state_dict(),
+            "decay": self.decay,
+            "fisher_sum": {n: t.clone() for n, t in self._fisher_sum.items()},
+            "count": self._count,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """See :meth:`WeightRegularizer.load_state_dict`."""
+        super().load_state_dict(state)
+        self.decay = float(state["decay"])
+        self._fisher_sum = {n: t.clone() for n, t in state["fisher_sum"].items()}
+        self._count = int(state["count"])
+
+
+class SI(WeightRegularizer):
+    r"""Synaptic intelligence (Zenke, Poole & Ganguli, 2017).
+
+    During training :math:`\omega_k \mathrel{+}= -g_k\,\Delta\theta_k` with :math:`g` the
+    unregularised gradient and :math:`\Delta\theta` the parameter update of the step; at a
+    consolidation :math:`\Omega_k \mathrel{+}= \max(0,\omega_k)/(\Delta_k^2 + \xi)` with
+    :math:`\Delta_k` the change since the previous consolidation. Penalty
+    :math:`c\sum_k\Omega_k(\theta_k - \theta^*_k)^2`.
+
+    Args:
+        module: The regularised module (e.g. the online encoder).
+        weight: :math:`c \ge 0`.
+        damping: :math:`\xi > 0`, keeps :math:`\Omega` finite for parameters that barely moved.
+    """
+
+    kind = "si"
+
+    def __init__(self, module: nn.Module, *, weight: float, damping: float = 1e-3) -> None:
+        super().__init__(module, weight=weight)
+        self.damping = check_positive(damping, "damping")
+        self._omega = self._zeros()
+        self._start = self._snapshot()
+        self._grad_now: dict[str, Tensor] = {}
+        self._before: dict[str, Tensor] = {}
+
+    def observe(self) -> None:
+        """Keep the unregularised gradient and the parameters before the step."""
+        self._grad_now = {n: self._grad(p).clone() for n, p in self.params.items()}
+        self._before = self._snapshot()
+
+    def after_step(self) -> None:
+        """``ω += −g · (θ_after − θ_before)`` for the step just taken."""
+        if not self._grad_now:
+            return
+        for n, p in self.params.items():
+            self._omega[n] -= self._grad_now[n] * (p.detach() - self._before[n])
+        self._grad_now, self._before = {}, {}
+
+    def consolidate(self) -> None:
+        """``Ω += max(0, ω)/(Δ² + ξ)``, ``ω ← 0``, anchors and start ← current parameters."""
+        current = self._snapshot()
+        for n in self.params:
+            delta = current[n] - self._start[n]
+            contrib = self._omega[n].clamp(min=0) / (delta.square() + self.damping)
+            self.importance[n] = self.importance[n] + contrib if n in self.importance else contrib
+        self._omega = self._zeros()
+        self._start = current
+        self.anchor = {n: t.clone() for n, t in current.items()}
+        self.consolidations += 1
+
+    @property
+    def omega(self) -> dict[str, Tensor]:
+        """The running path integrals :math:`\\omega` (copies)."""
+        return {n: t.clone() for n, t in self._omega.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """See :meth:`WeightRegularizer.state_dict`; adds ω, the start point and ξ."""
+        return {
+            **super().state_dict(),
+            "damping": self.damping,
+            "omega": {n: t.clone() for n, t in self._omega.items()},
+            "start": {n: t.clone() for n, t in self._start.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """See :meth:`WeightRegularizer.load_state_dict`."""
+        super().load_state_dict(state)
+        self.damping = float(state["damping"])
+        self._omega = {n: t.clone() for n, t in state["omega"].items()}
+        self._start = {n: t.clone() for n, t in state["start"].items()}
+        self._grad_now, self._before = {}, {}

@@ -1,0 +1,179 @@
+"""The single-pass driver: each batch once, K repeats, checkpoints, determinism, exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from streaming_testutils import tiny_model, tiny_source
+from torch import nn
+
+from jepa_blocks.data import mnist_affine_views
+from jepa_blocks.streaming import (
+    EWC,
+    SI,
+    ImageSequenceMaker,
+    SequenceStream,
+    StreamConfig,
+    build_buffer,
+    class_incremental_stream,
+    stationary_stream,
+    train_stream,
+)
+from jepa_blocks.train.loop import NonFiniteLossError
+
+
+class CountingStream(SequenceStream):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fetched: list[int] = []
+
+    def batch(self, number):
+        self.fetched.append(number)
+        return super().batch(number)
+
+
+def _stream(n=36, batch=8, *, split=False, cls=SequenceStream):
+    src = tiny_source(n)
+    if split:
+        plan = class_incremental_stream(src.labels, splits=[[0], [1], [2]], seed=0)
+    else:
+        plan = stationary_stream(n, seed=0)
+    maker = ImageSequenceMaker(src, mnist_affine_views(), num_observed=2)
+    return cls(plan, maker, batch_size=batch, seed=0, align_to_boundaries=split)
+
+
+def _params(model: nn.Module) -> torch.Tensor:
+    return torch.cat(
+        [p.detach().flatten() for p in model.state_dict().values() if p.is_floating_point()]
+    )
+
+
+def _cfg(**kw):
+    return StreamConfig(device="cpu", log_every=1, **kw)
+
+
+def test_each_batch_is_fetched_once_and_repeated_k_times():
+    stream = _stream(cls=CountingStream)
+    result = train_stream(tiny_model(), stream, config=_cfg(repeats=3, checkpoints=(1.0,)))
+    assert stream.fetched == list(range(len(stream)))
+    assert result.step == 3 * len(stream)
+    assert [h["step"] for h in result.history] == list(range(1, result.step + 1))
+
+
+def test_checkpoints_fire_after_the_batch_reaching_each_fraction():
+    stream = _stream(n=36, batch=8)  # batch ends 8, 16, 24, 32, 36
+    seen = []
+
+    def eval_fn(model, info):
+        assert not model.training
+        seen.append(dict(info))
+        return {"score": 1.0}
+
+    res = train_stream(
+        tiny_model(), stream, config=_cfg(checkpoints=(0.0, 0.25, 0.5, 1.0)), eval_fn=eval_fn
+    )
+    assert [e["position"] for e in res.evaluations] == [0, 16, 24, 36]
+    assert [e["fraction"] for e in res.evaluations] == [0.0, 0.25, 0.5, 1.0]
+    assert [e["step"] for e in res.evaluations] == [0, 2, 3, 5]
+    assert all(e["score"] == 1.0 for e in res.evaluations) and len(seen) == 4
+    assert res.model.training
+
+
+@pytest.mark.parametrize(
+    ("kind", "store"), [("fifo", "indices"), ("reservoir", "sequences"), ("minred", "indices")]
+)
+def test_replay_mixes_the_requested_ratio_and_respects_the_budget(kind, store):
+    stream = _stream(n=36, batch=8)
+    buf = build_buffer(kind, 10, seed=0)
+    res = train_stream(
+        tiny_model(),
+        stream,
+        config=_cfg(replay_ratio=0.5, store=store, checkpoints=(1.0,)),
+        buffer=buf,
+    )
+    replayed = [h["replayed"] for h in res.history]
+    assert replayed[0] == 0 and replayed[1:4] == [4, 4, 4]  # round(0.5 · 8), once filled
+    assert all(h["buffer_size"] <= 10 for h in res.history)
+    assert 0 < len(buf) <= 10
+    assert set(buf.keys) >= ({"index", "regime", "split"} if store == "indices" else {"views"})
+
+
+def _run(kind, seed=0, **kw):
+    stream = _stream(n=30, batch=6)
+    buf = build_buffer(kind, 8, seed=seed) if kind else None
+    cfg = _cfg(seed=seed, checkpoints=(0.5, 1.0), **kw)
+    return train_stream(tiny_model(seed=seed), stream, config=cfg, buffer=buf)
+
+
+@pytest.mark.parametrize("kind", [None, "reservoir", "minred"])
+def test_driver_is_deterministic_under_a_seed(kind):
+    a, b = _run(kind), _run(kind)
+    assert torch.equal(_params(a.model), _params(b.model))
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    if kind:
+        assert torch.equal(a.buffer.items()["index"], b.buffer.items()["index"])
+    c = _run(kind, seed=1)
+    assert not torch.equal(_params(a.model), _params(c.model))
+
+
+def test_resume_from_a_checkpoint_is_exact(tmp_path):
+    def run(out, resume=None):
+        stream = _stream(n=30, batch=6)
+        model = tiny_model()
+        buf = build_buffer("minred", 8, seed=0)
+        reg = SI(model.encoder, weight=0.5)
+        cfg = StreamConfig(
+            device="cpu", out_dir=str(out), checkpoints=(0.4, 1.0), consolidate="every",
+            consolidate_every=2,
+        )  # fmt: skip
+        return train_stream(
+            model, stream, config=cfg, buffer=buf, regularizer=reg, resume_from=resume
+        )
+
+    full = run(tmp_path / "a")
+    assert [p.name for p in full.checkpoints] == ["stream-040.pt", "stream-100.pt"]
+    resumed = run(tmp_path / "b", resume=tmp_path / "a" / "stream-040.pt")
+    assert resumed.step == full.step
+    assert torch.equal(_params(resumed.model), _params(full.model))
+    assert torch.equal(resumed.buffer.items()["index"], full.buffer.items()["index"])
+    assert [e["fraction"] for e in resumed.evaluations] == [0.4, 1.0]
+
+
+def test_regularizer_consolidates_at_split_boundaries():
+    stream = _stream(split=True)
+    model = tiny_model()
+    ewc = EWC(model.encoder, weight=10.0)
+    res = train_stream(model, stream, config=_cfg(checkpoints=(1.0,)), regularizer=ewc)
+    assert ewc.consolidations == 3  # one per split end
+    penalties = [h["penalty"] for h in res.history]
+    assert penalties[0] == 0.0 and max(penalties) > 0.0
+
+
+class NaNModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, views, actions):
+        return self.w * float("nan")
+
+
+def test_non_finite_loss_stops_before_backward():
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train_stream(NaNModel(), _stream(), config=_cfg())
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="repeats"):
+        StreamConfig(repeats=0)
+    with pytest.raises(ValueError, match="checkpoints"):
+        StreamConfig(checkpoints=(0.5, 1.5))
+    with pytest.raises(ValueError, match="store"):
+        StreamConfig(store="images")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="consolidate_every"):
+        StreamConfig(consolidate="every")
+    with pytest.raises(ValueError, match="replay_ratio"):
+        StreamConfig(replay_ratio=-0.5)
+    assert StreamConfig(checkpoints=(1.0, 0.25, 0.25)).checkpoints == (0.25, 1.0)
+    with pytest.raises(TypeError, match="stream"):
+        train_stream(tiny_model(), [1, 2, 3])  # type: ignore[arg-type]
