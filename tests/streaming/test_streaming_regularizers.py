@@ -116,6 +116,7 @@ def test_state_dict_round_trip(cls):
     other.params = reg.params  # same parameters
     assert float(other.penalty().detach()) == pytest.approx(float(reg.penalty().detach()))
     assert float(reg.penalty().detach()) > 0
+    assert reg.to("cpu") is reg and float(reg.penalty().detach()) > 0
     with pytest.raises(ValueError, match="cannot load"):
         (SI if cls is EWC else EWC)(lin, weight=1.0).load_state_dict(reg.state_dict())
 

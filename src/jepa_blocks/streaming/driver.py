@@ -256,6 +256,8 @@ def train_stream(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model = model.to(device)
+    if regularizer is not None:
+        regularizer.to(device)
     if optimizer is None:
         optimizer = build_optimizer(
             model, recipe="paper", lr=config.lr, weight_decay=config.weight_decay

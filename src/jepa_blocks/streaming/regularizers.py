@@ -91,6 +91,16 @@ class WeightRegularizer:
     def _grad(p: nn.Parameter) -> Tensor:
         return torch.zeros_like(p) if p.grad is None else p.grad.detach()
 
+    def _state_dicts(self) -> list[dict[str, Tensor]]:
+        return [self.anchor, self.importance]
+
+    def to(self, device: torch.device | str) -> WeightRegularizer:
+        """Move the anchors, importances and accumulators to ``device`` (in place); returns self."""
+        for d in self._state_dicts():
+            for n in list(d):
+                d[n] = d[n].to(device)
+        return self
+
     def observe(self) -> None:
         """Read the gradients of the unregularised loss (call right after its ``backward``)."""
 
@@ -178,6 +188,9 @@ class EWC(WeightRegularizer):
         self._fisher_sum = self._zeros()
         self._count = 0
 
+    def _state_dicts(self) -> list[dict[str, Tensor]]:
+        return [*super()._state_dicts(), self._fisher_sum]
+
     def observe(self) -> None:
         """Accumulate the squared gradients of the unregularised loss."""
         for n, p in self.params.items():
@@ -243,6 +256,9 @@ class SI(WeightRegularizer):
         self._start = self._snapshot()
         self._grad_now: dict[str, Tensor] = {}
         self._before: dict[str, Tensor] = {}
+
+    def _state_dicts(self) -> list[dict[str, Tensor]]:
+        return [*super()._state_dicts(), self._omega, self._start, self._grad_now, self._before]
 
     def observe(self) -> None:
         """Keep the unregularised gradient and the parameters before the step."""
