@@ -55,6 +55,7 @@ from jepa_blocks.rate import (
 from jepa_blocks.seq import (
     ActionEncoder,
     Aggregator,
+    CRATEPredictor,
     Predictor,
     SeqJEPA,
     SeqJEPAOutput,
@@ -74,6 +75,7 @@ __all__ = [
     "CRATEAlphaLayer",
     "CRATEDecoderLayer",
     "CRATELayer",
+    "CRATEPredictor",
     "CausalTSSA",
     "CenterSharpen",
     "CodingRate",

@@ -6,6 +6,7 @@ Invariant-Equivariant World Models", arXiv:2505.03176; official code ``hafezgh/s
 
 from jepa_blocks.seq.actions import ActionEncoder
 from jepa_blocks.seq.aggregator import Aggregator, transformer_blocks
+from jepa_blocks.seq.crate_predictor import CRATEPredictor
 from jepa_blocks.seq.model import SeqJEPA, SeqJEPAOutput
 from jepa_blocks.seq.positions import PositionalEmbedding, sinusoidal_positions
 from jepa_blocks.seq.predictor import Predictor
@@ -14,6 +15,7 @@ from jepa_blocks.seq.symmetric import negate_actions, reverse_sequence
 __all__ = [
     "ActionEncoder",
     "Aggregator",
+    "CRATEPredictor",
     "PositionalEmbedding",
     "Predictor",
     "SeqJEPA",
