@@ -235,7 +235,7 @@ def fit(
 
     model = model.to(device)
     if config.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-arg,call-overload]
     if optimizer is None:
         optimizer = build_optimizer(
             model, recipe=config.recipe, lr=config.lr, weight_decay=config.weight_decay
