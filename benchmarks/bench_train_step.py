@@ -21,11 +21,13 @@ Compares, in one run and on one device:
 * ``official_bf16_cl`` (CUDA only) — the same with bf16 autocast and channels_last.
 
 Paper configuration: batch 512, ``M_tr = 3`` (4 views per sequence), 32×32 images. On CPU the
-batch is reduced (``--batch``, default 16) and the ratio is what to read. Usage::
+batch is reduced (``--batch``, default 16) and the ratio is what to read; the implementations
+alternate over ``--rounds`` so that both see the same background load. Usage::
 
     python benchmarks/bench_train_step.py                       # device auto, table on stdout
     python benchmarks/bench_train_step.py --json out.json       # also write the results
     python benchmarks/bench_train_step.py --markdown out.md     # and a Markdown table
+    python benchmarks/bench_train_step.py --threads 1           # per-thread CPU numbers
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import copy
 import datetime as _dt
 import itertools
 import json
+import os
 import platform
 import statistics
 import time
@@ -223,26 +226,42 @@ def _device_name(device: torch.device) -> str:
 
 
 def run(
-    device: torch.device, *, batch: int, steps: int, warmup: int, compile_model: bool
+    device: torch.device,
+    *,
+    batch: int,
+    steps: int,
+    warmup: int,
+    rounds: int,
+    compile_model: bool,
 ) -> dict[str, Any]:
-    """Time every implementation; return the result record."""
-    rows: dict[str, Any] = {}
-    rows["official"] = time_official(device, batch=batch, steps=steps, warmup=warmup, bf16_cl=False)
-    print(f"official          {rows['official']['ms']:10.1f} ms/step", flush=True)
-    if device.type == "cuda":
-        rows["official_bf16_cl"] = time_official(
-            device, batch=batch, steps=steps, warmup=warmup, bf16_cl=True
-        )
-        print(f"official_bf16_cl  {rows['official_bf16_cl']['ms']:10.1f} ms/step", flush=True)
-    rows["ours"] = time_ours(
-        device, batch=batch, steps=steps, warmup=warmup, compile_model=compile_model
+    """Time every implementation, alternating them over ``rounds``; return the result record.
+
+    Alternating rounds expose both implementations to the same background load; the record
+    keeps every step time, the median and the minimum (interference only adds time).
+    """
+    names = ["official", *(["official_bf16_cl"] if device.type == "cuda" else []), "ours"]
+    all_ms: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for name in names:
+            if name == "ours":
+                res = time_ours(
+                    device, batch=batch, steps=steps, warmup=warmup, compile_model=compile_model
+                )
+            else:
+                res = time_official(
+                    device, batch=batch, steps=steps, warmup=warmup,
+                    bf16_cl=name == "official_bf16_cl",
+                )  # fmt: skip
+            all_ms[name] += res["all_ms"]
+            print(f"round {r}: {name:<18} {res['ms']:10.1f} ms/step (median)", flush=True)
+    median = {k: statistics.median(v) for k, v in all_ms.items()}
+    minimum = {k: min(v) for k, v in all_ms.items()}
+    ratios = {f"{k}_over_ours": median[k] / median["ours"] for k in names if k != "ours"}
+    ratios.update(
+        {f"{k}_over_ours_min": minimum[k] / minimum["ours"] for k in names if k != "ours"}
     )
-    print(f"ours              {rows['ours']['ms']:10.1f} ms/step", flush=True)
-    ratios = {
-        f"{k}_over_ours": v["ms"] / rows["ours"]["ms"] for k, v in rows.items() if k != "ours"
-    }
     for k, v in ratios.items():
-        print(f"{k:<26} {v:6.2f}x")
+        print(f"{k:<30} {v:6.2f}x")
     return {
         "benchmark": "bench_train_step",
         "date": _dt.date.today().isoformat(),
@@ -251,6 +270,7 @@ def run(
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "loadavg_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "config": {
             "batch": batch,
             "paper_batch": 512,
@@ -263,9 +283,11 @@ def run(
             "ours_compile": compile_model,
             "steps": steps,
             "warmup": warmup,
+            "rounds": rounds,
         },
-        "ms_per_step": {k: v["ms"] for k, v in rows.items()},
-        "all_ms": {k: v["all_ms"] for k, v in rows.items()},
+        "ms_per_step": median,
+        "min_ms_per_step": minimum,
+        "all_ms": all_ms,
         "ratios": ratios,
     }
 
@@ -277,19 +299,24 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"# bench_train_step — {result['device']}",
         "",
         f"date {result['date']}, jepa-blocks {result['jepa_blocks']}, torch {result['torch']}, "
-        f"python {result['python']}, threads {result['threads']}",
+        f"python {result['python']}, threads {result['threads']}, "
+        f"1-min load average at the end {result['loadavg_1m_at_end']}",
         "",
         f"batch {c['batch']} (paper {c['paper_batch']}), M_tr {c['num_observed']}, "
         f"{c['image_size']}×{c['image_size']} images, {c['action_dim']}-d actions, {c['encoder']}; "
         f"ours: amp {c['ours_amp']}, channels_last {c['ours_channels_last']}, "
-        f"compile {c['ours_compile']}; median of {c['steps']} steps after {c['warmup']} warm-up",
+        f"compile {c['ours_compile']}; {c['rounds']} alternating rounds of {c['steps']} timed "
+        f"steps after {c['warmup']} warm-up each",
         "",
-        "| implementation | ms / step | ratio to ours |",
-        "|---|---:|---:|",
+        "| implementation | median ms / step | ratio to ours | min ms / step | ratio to ours |",
+        "|---|---:|---:|---:|---:|",
     ]
-    ours = result["ms_per_step"]["ours"]
-    for k, v in result["ms_per_step"].items():
-        lines.append(f"| {k} | {v:.1f} | {v / ours:.2f} |")
+    med, mins = result["ms_per_step"], result["min_ms_per_step"]
+    for k in med:
+        lines.append(
+            f"| {k} | {med[k]:.1f} | {med[k] / med['ours']:.2f} | {mins[k]:.1f} | "
+            f"{mins[k] / mins['ours']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -300,10 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="default: 512 CUDA, 16 CPU")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (20 CUDA, 3 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (5 CUDA, 1 CPU)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="alternating rounds (1 CUDA, 3 CPU)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     parser.add_argument("--json", default=None, help="write the result record here")
     parser.add_argument("--markdown", default=None, help="write a Markdown table here")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     batch = args.batch or (512 if cuda else 16)
@@ -311,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     if cuda:
         torch.backends.cudnn.benchmark = True
-    result = run(device, batch=batch, steps=steps, warmup=warmup, compile_model=args.compile)
+    rounds = args.rounds or (1 if cuda else 3)
+    result = run(
+        device, batch=batch, steps=steps, warmup=warmup, rounds=rounds, compile_model=args.compile
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md = to_markdown(result)

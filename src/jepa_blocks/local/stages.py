@@ -519,7 +519,8 @@ def fit_local(
     """Train ``learner`` in its current stage.
 
     Stages ``end-to-end``, ``stage1`` and ``stage2`` run :func:`jepa_blocks.train.fit` (all its
-    features). Stage 3 runs a lean loop with the same learning-rate schedule
+    features; with ``out_dir`` set, give each stage its own directory, since ``fit`` resumes
+    from a checkpoint it finds there). Stage 3 runs a lean loop with the same learning-rate schedule
     (:func:`~jepa_blocks.train.lr_at`), optimizer recipe, NaN stop and ``update()`` per step,
     around :meth:`LocalSeqJEPA.backward_step`; it writes no checkpoints or metric files
     (``out_dir`` and ``resume`` are not used) and does not support ``compile`` or DDP.

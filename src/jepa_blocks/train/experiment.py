@@ -952,17 +952,20 @@ def run_experiment(config: ExperimentConfig, *, verbose: bool = True) -> Experim
     Returns:
         :class:`ExperimentResult`.
     """
-    from jepa_blocks.train.gates import Gates, check_gates
-
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     if config.variant not in VARIANTS:
         raise ValueError(f"unknown variant {config.variant!r}; choose one of {sorted(VARIANTS)}")
+    if config.threads is not None and config.threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {config.threads}")
+    with _num_threads(config.threads):
+        return _run_experiment(config, verbose=verbose)
+
+
+def _run_experiment(config: ExperimentConfig, *, verbose: bool) -> ExperimentResult:
+    from jepa_blocks.train.gates import Gates, check_gates
+
     t0 = time.perf_counter()
-    if config.threads is not None:
-        if config.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {config.threads}")
-        torch.set_num_threads(config.threads)
     say = print if verbose else (lambda *a, **k: None)
     device = resolve_device(config.train.device)
     out_dir = Path(config.train.out_dir) if config.train.out_dir is not None else None
@@ -1057,7 +1060,7 @@ def run_experiment(config: ExperimentConfig, *, verbose: bool = True) -> Experim
     gate = check_gates(gate_metrics, gates) if gates is not None else None
     table = format_table(metrics, random_metrics)
     seconds = {"train": t_train, "eval": t_eval, "total": time.perf_counter() - t0}
-    last_loss = next((r["loss"] for r in reversed(fit_result.history) if "loss" in r), float("nan"))
+    last: dict[str, Any] = next((r for r in reversed(fit_result.history) if "loss" in r), {})
 
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -1094,7 +1097,8 @@ def run_experiment(config: ExperimentConfig, *, verbose: bool = True) -> Experim
                 "train": {
                     "steps": fit_result.step,
                     "epochs": fit_result.epoch,
-                    "final_loss": last_loss,
+                    "final_loss": last.get("loss", float("nan")),
+                    "final_prediction_loss": last.get("prediction_loss", float("nan")),
                     "parameters": n_params,
                 },
                 "seconds": seconds,
