@@ -55,6 +55,8 @@ from jepa_blocks.train.experiment import (
     ExperimentConfig,
     FeatureSet,
     ModelConfig,
+    _deep_merge,
+    _read_yaml,
     build_data,
     build_model,
     evaluate,
@@ -210,26 +212,6 @@ STEP4_SMOKE: tuple[str, ...] = (
 )
 
 
-def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: the YAML top level must be a mapping, got {type(data).__name__}")
-    return dict(data)
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key != "gates":
-            out[key] = _merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_step4_config(
     *,
     preset: str | os.PathLike[str] | None = "cpu-demo",
@@ -265,7 +247,7 @@ def load_step4_config(
     config = apply_overrides(config_from_dict(Step4Config, data), STEP4_OVERRIDES)
     if config_file is not None:
         config = config_from_dict(
-            Step4Config, _merge(config_to_dict(config), _read_yaml(config_file))
+            Step4Config, _deep_merge(config_to_dict(config), _read_yaml(config_file))
         )
     if smoke:
         config = apply_overrides(config, config.smoke)
