@@ -7,6 +7,10 @@
   local aggregator/predictor), stage 3 (fully local with per-block backward-and-free) and the
   training driver.
 * :mod:`jepa_blocks.local.memory` — peak activation memory (saved tensors; CUDA peaks).
+
+**Experimental** (``__experimental__ = True``): this package and its modules may change or
+be removed in any release without a deprecation period; the API audit
+(``tests/test_api_audit.py``) records them as experimental.
 """
 
 from jepa_blocks.local.blocks import (
@@ -34,6 +38,8 @@ from jepa_blocks.local.stages import (
     fit_local,
     peak_step_memory,
 )
+
+__experimental__ = True
 
 __all__ = [
     "STAGES",

@@ -14,6 +14,10 @@
   ``examples/step5_streaming_continual.py`` (not imported here).
 
 Importing this package imports neither matplotlib nor scikit-learn.
+
+**Experimental** (``__experimental__ = True``): this package and its modules may change or
+be removed in any release without a deprecation period; the API audit
+(``tests/test_api_audit.py``) records them as experimental.
 """
 
 from jepa_blocks.streaming.buffers import (
@@ -52,6 +56,8 @@ from jepa_blocks.streaming.protocols import (
     stationary_stream,
 )
 from jepa_blocks.streaming.regularizers import EWC, SI, WeightRegularizer
+
+__experimental__ = True
 
 __all__ = [
     "BUFFER_KINDS",

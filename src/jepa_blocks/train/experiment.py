@@ -27,6 +27,10 @@ lines over this module and the shared loop (:func:`jepa_blocks.train.loop.fit`).
 
 Nothing heavy is imported at module import time: torchvision, matplotlib, scikit-learn/mlxtend and
 PyYAML are imported by the functions that need them.
+
+**Experimental** (``__experimental__ = True``): this research-step module may change or be
+removed in any release without a deprecation period; the API audit
+(``tests/test_api_audit.py``) records it as experimental.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from torch import Tensor, nn
 
 from jepa_blocks.train.config import TrainConfig, config_from_dict, config_to_dict
 from jepa_blocks.train.loop import FitResult, fit, resolve_device, seed_everything
+
+__experimental__ = True
 
 __all__ = [
     "VARIANTS",

@@ -49,6 +49,10 @@ all test sequences, at initialisation and after training.
 
 Nothing heavy is imported at module import time (matplotlib, torchvision, PyYAML are imported by
 the functions that need them).
+
+**Experimental** (``__experimental__ = True``): this research-step module may change or be
+removed in any release without a deprecation period; the API audit
+(``tests/test_api_audit.py``) records it as experimental.
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ if TYPE_CHECKING:
     from jepa_blocks.data import SequenceLoader
     from jepa_blocks.seq import Aggregator, SeqJEPA
     from jepa_blocks.seq.crate_predictor import CRATEPredictor
+
+__experimental__ = True
 
 __all__ = [
     "ARMS",

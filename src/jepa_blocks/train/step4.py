@@ -28,6 +28,10 @@ memory that a training step must hold at its peak (transient buffers freed durin
 pass are not counted).
 
 Nothing heavy is imported at module import time.
+
+**Experimental** (``__experimental__ = True``): this research-step module may change or be
+removed in any release without a deprecation period; the API audit
+(``tests/test_api_audit.py``) records it as experimental.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ from jepa_blocks.train.experiment import (
     load_experiment_config,
 )
 from jepa_blocks.train.loop import fit, resolve_device, seed_everything
+
+__experimental__ = True
 
 __all__ = [
     "STEP4_OVERRIDES",
