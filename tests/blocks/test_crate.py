@@ -581,6 +581,62 @@ def test_crate_encoder_pooling_and_features() -> None:
         model(torch.randn(2, 3, 8, 8))
 
 
+def test_encoders_pass_their_options_to_the_layers_and_stem() -> None:
+    """Both encoders share one stem: each keeps its own layer class, options and patch norms."""
+    crate = CRATE(image_size=8, patch_size=4, dim=8, depth=2, heads=2, tie_out=True, eta=0.2,
+                  lambd=0.3, dropout=0.1)  # fmt: skip
+    assert [type(m) for m in crate.patch_embedding][1:] == [nn.LayerNorm, nn.Linear, nn.LayerNorm]
+    for layer in crate.layers:
+        assert type(layer) is CRATELayer and layer.attn.tie_out and layer.attn.dropout == 0.1
+        assert (layer.ista.eta, layer.ista.lambd, layer.norm1.eps) == (0.2, 0.3, 1e-5)
+    assert crate.layers[0] is not crate.layers[1]
+    alpha = CRATEAlpha(image_size=8, patch_size=4, dim=8, depth=3, heads=2, ratio=2, n_steps=3,
+                       eta=0.2, lambd=0.3, layer_scale=0.5, dropout=0.1)  # fmt: skip
+    assert [type(m) for m in alpha.patch_embedding][1:] == [nn.Linear]
+    assert len(alpha.layers) == 3
+    for layer in alpha.layers:
+        assert type(layer) is CRATEAlphaLayer and layer.attn.to_out.bias is None
+        assert (layer.ista.ratio, layer.ista.n_steps, layer.ista.eta, layer.ista.lambd) == (
+            2, 3, 0.2, 0.3,
+        )  # fmt: skip
+        assert layer.gamma1 is not None and float(layer.gamma1[0].detach()) == 0.5
+        assert layer.norm1.eps == 1e-6 and layer.attn.dropout == 0.1
+
+
+def test_encoder_parameter_order_is_stable() -> None:
+    """Parameter order (optimizer state, checkpoints): stem tokens, patch embedding, layers, head."""
+    model = CRATE(image_size=8, patch_size=4, dim=8, depth=1, heads=2, num_classes=3)
+    assert list(model.state_dict()) == [
+        "cls_token", "pos_embedding",
+        "patch_embedding.1.weight", "patch_embedding.1.bias",
+        "patch_embedding.2.weight", "patch_embedding.2.bias",
+        "patch_embedding.3.weight", "patch_embedding.3.bias",
+        "layers.0.norm1.weight", "layers.0.norm1.bias", "layers.0.attn.qkv.weight",
+        "layers.0.attn.to_out.weight", "layers.0.attn.to_out.bias",
+        "layers.0.norm2.weight", "layers.0.norm2.bias", "layers.0.ista.weight",
+        "head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias",
+    ]  # fmt: skip
+    alpha = CRATEAlphaLayer(8, heads=2, layer_scale=1.0)
+    assert list(alpha.state_dict()) == [
+        "gamma1", "gamma2", "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.to_out.weight",
+        "norm2.weight", "norm2.bias", "ista.dictionary", "ista.decoder",
+    ]  # fmt: skip
+
+
+def test_preset_defaults_and_overrides() -> None:
+    with torch.device("meta"):
+        crate = CRATE.from_preset("tiny", image_size=32, patch_size=8, depth=1)
+        alpha = CRATEAlpha.from_preset("large", image_size=32, patch_size=16, depth=1)
+        alpha_default = CRATEAlpha.large(depth=1, num_classes=0)
+    assert crate.patch_size == (8, 8) and crate.dim == 384 and len(crate.layers) == 1
+    assert crate.head[1].out_features == 1000
+    assert alpha.patch_size == (16, 16) and alpha.image_size == (32, 32) and alpha.dim == 1024
+    assert alpha_default.patch_size == (14, 14) and alpha_default.image_size == (224, 224)
+    assert isinstance(alpha_default.head, nn.Identity)
+    with pytest.raises(ValueError, match="name"):
+        CRATEAlpha.from_preset("tiny")
+
+
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------

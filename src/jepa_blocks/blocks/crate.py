@@ -22,6 +22,7 @@ are ``(..., m)`` and the reconstruction is ``a @ D.T``. Each layer maps ``(B, N,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -500,7 +501,41 @@ class OvercompleteISTA(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class CRATELayer(nn.Module):
+class _PreNormMSSA(nn.Module):
+    """The compression half shared by :class:`CRATELayer` and :class:`CRATEAlphaLayer`.
+
+    Registers ``norm1``, ``attn`` (an :class:`MSSA`) and ``norm2``, in that order; the subclass
+    adds its sparse-coding block and its forward.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        norm_eps: float,
+        heads: int,
+        dim_head: int | None,
+        tie_out: bool,
+        out_bias: bool | None,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        norm_eps = check_positive(norm_eps, "norm_eps")
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = MSSA(
+            dim, heads=heads, dim_head=dim_head, tie_out=tie_out, out_bias=out_bias, dropout=dropout
+        )
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+
+    def _attend(
+        self, x: Tensor, src_key_padding_mask: Tensor | None, attn_mask: Tensor | None
+    ) -> Tensor:
+        """``MSSA(LN(x))``, the update before its residual."""
+        return self.attn(
+            self.norm1(x), src_key_padding_mask=src_key_padding_mask, attn_mask=attn_mask
+        )
+
+
+class CRATELayer(_PreNormMSSA):
     r"""One CRATE layer: compression by MSSA, then sparsification by ISTA.
 
     .. math::
@@ -545,18 +580,7 @@ class CRATELayer(nn.Module):
         dropout: float = 0.0,
         norm_eps: float = 1e-5,
     ) -> None:
-        super().__init__()
-        norm_eps = check_positive(norm_eps, "norm_eps")
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MSSA(
-            dim,
-            heads=heads,
-            dim_head=dim_head,
-            tie_out=tie_out,
-            out_bias=out_bias,
-            dropout=dropout,
-        )
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        super().__init__(dim, norm_eps, heads, dim_head, tie_out, out_bias, dropout)
         self.ista = ISTA(dim, eta=eta, lambd=lambd, nonneg=nonneg)
 
     def forward(
@@ -567,13 +591,11 @@ class CRATELayer(nn.Module):
         attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Apply the layer."""
-        h = x + self.attn(
-            self.norm1(x), src_key_padding_mask=src_key_padding_mask, attn_mask=attn_mask
-        )
+        h = x + self._attend(x, src_key_padding_mask, attn_mask)
         return self.ista(self.norm2(h))
 
 
-class CRATEAlphaLayer(nn.Module):
+class CRATEAlphaLayer(_PreNormMSSA):
     r"""One CRATE-α layer: MSSA and an overcomplete ISTA block, both with residuals.
 
     .. math::
@@ -630,18 +652,7 @@ class CRATEAlphaLayer(nn.Module):
         dropout: float = 0.0,
         norm_eps: float = 1e-6,
     ) -> None:
-        super().__init__()
-        norm_eps = check_positive(norm_eps, "norm_eps")
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MSSA(
-            dim,
-            heads=heads,
-            dim_head=dim_head,
-            tie_out=tie_out,
-            out_bias=out_bias,
-            dropout=dropout,
-        )
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        super().__init__(dim, norm_eps, heads, dim_head, tie_out, out_bias, dropout)
         self.ista = OvercompleteISTA(
             dim,
             ratio=ratio,
@@ -666,7 +677,7 @@ class CRATEAlphaLayer(nn.Module):
         attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Apply the layer."""
-        h = self.attn(self.norm1(x), src_key_padding_mask=src_key_padding_mask, attn_mask=attn_mask)
+        h = self._attend(x, src_key_padding_mask, attn_mask)
         x = x + (h if self.gamma1 is None else self.gamma1 * h)
         h = self.ista(self.norm2(x))
         return x + (h if self.gamma2 is None else self.gamma2 * h)
@@ -797,12 +808,22 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
 
 
 class _PatchEncoder(nn.Module):
-    """Patch embedding + cls token + learned positions + a layer stack + pooling + head."""
+    """Patch embedding + cls token + learned positions + a layer stack + pooling + head.
+
+    The stem of :class:`CRATE` and :class:`CRATEAlpha`; a subclass sets ``_PATCH_NORM`` (the
+    LayerNorms around the patch projection), ``PRESETS`` and ``_PRESET_DEFAULTS``.
+    """
+
+    #: LayerNorm before and after the linear patch projection (CRATE) or not (CRATE-α).
+    _PATCH_NORM: ClassVar[bool] = True
+    #: Named presets: constructor keywords per preset name.
+    PRESETS: ClassVar[dict[str, dict[str, int]]] = {}
+    #: Constructor keywords shared by every preset (overridden by the preset's own).
+    _PRESET_DEFAULTS: ClassVar[dict[str, int]] = {}
 
     def __init__(
         self,
-        *,
-        layers: list[nn.Module],
+        layers: Iterable[nn.Module],
         image_size: int | tuple[int, int],
         patch_size: int | tuple[int, int],
         in_channels: int,
@@ -810,7 +831,6 @@ class _PatchEncoder(nn.Module):
         num_classes: int,
         pool: str,
         emb_dropout: float,
-        patch_norm: bool,
     ) -> None:
         super().__init__()
         ih, iw = _pair(image_size, "image_size")
@@ -830,7 +850,7 @@ class _PatchEncoder(nn.Module):
         self.num_patches = (ih // ph) * (iw // pw)
         patch_dim = in_channels * ph * pw
         stem: list[nn.Module] = [Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw)]
-        if patch_norm:
+        if self._PATCH_NORM:
             stem += [nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim), nn.LayerNorm(dim)]
         else:
             stem += [nn.Linear(patch_dim, dim)]
@@ -883,6 +903,12 @@ class _PatchEncoder(nn.Module):
         pooled = x[:, 0] if self.pool == "cls" else x.mean(dim=1)
         return self.head(pooled)
 
+    @classmethod
+    def _preset_kwargs(cls, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Constructor keywords of preset ``name``: shared defaults, the preset, ``overrides``."""
+        check_choice(name, "name", tuple(cls.PRESETS))
+        return {**cls._PRESET_DEFAULTS, **cls.PRESETS[name], **overrides}
+
 
 class CRATE(_PatchEncoder):
     r"""CRATE image encoder: patch embedding, cls token, :class:`CRATELayer` stack, head.
@@ -932,6 +958,11 @@ class CRATE(_PatchEncoder):
         "base": {"dim": 768, "heads": 12, "depth": 12},
         "large": {"dim": 1024, "heads": 16, "depth": 24},
     }
+    _PRESET_DEFAULTS: ClassVar[dict[str, int]] = {
+        "image_size": 224,
+        "patch_size": 16,
+        "num_classes": 1000,
+    }
 
     def __init__(
         self,
@@ -951,29 +982,18 @@ class CRATE(_PatchEncoder):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
     ) -> None:
-        check_int(depth, "depth")
-        layers: list[nn.Module] = [
-            CRATELayer(
-                dim,
-                heads=heads,
-                dim_head=dim_head,
-                tie_out=tie_out,
-                eta=eta,
-                lambd=lambd,
-                dropout=dropout,
-            )
-            for _ in range(depth)
-        ]
-        super().__init__(
-            layers=layers,
-            image_size=image_size,
-            patch_size=patch_size,
-            in_channels=in_channels,
+        layers = crate_blocks(
             dim=dim,
-            num_classes=num_classes,
-            pool=pool,
-            emb_dropout=emb_dropout,
-            patch_norm=True,
+            depth=depth,
+            heads=heads,
+            dim_head=dim_head,
+            tie_out=tie_out,
+            eta=eta,
+            lambd=lambd,
+            dropout=dropout,
+        )
+        super().__init__(
+            layers, image_size, patch_size, in_channels, dim, num_classes, pool, emb_dropout
         )
 
     @classmethod
@@ -987,11 +1007,7 @@ class CRATE(_PatchEncoder):
         Returns:
             The model.
         """
-        check_choice(name, "name", tuple(cls.PRESETS))
-        kwargs: dict[str, Any] = {"image_size": 224, "patch_size": 16, "num_classes": 1000}
-        kwargs.update(cls.PRESETS[name])
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls(**cls._preset_kwargs(name, overrides))
 
     @classmethod
     def tiny(cls, **overrides: Any) -> CRATE:
@@ -1054,6 +1070,8 @@ class CRATEAlpha(_PatchEncoder):
         "base": {"dim": 768, "heads": 12, "depth": 12, "patch_size": 16},
         "large": {"dim": 1024, "heads": 16, "depth": 24, "patch_size": 14},
     }
+    _PRESET_DEFAULTS: ClassVar[dict[str, int]] = {"image_size": 224, "num_classes": 1000}
+    _PATCH_NORM = False
 
     def __init__(
         self,
@@ -1075,31 +1093,21 @@ class CRATEAlpha(_PatchEncoder):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
     ) -> None:
-        check_int(depth, "depth")
-        layers: list[nn.Module] = [
-            CRATEAlphaLayer(
-                dim,
-                heads=heads,
-                dim_head=dim_head,
-                ratio=ratio,
-                n_steps=n_steps,
-                eta=eta,
-                lambd=lambd,
-                layer_scale=layer_scale,
-                dropout=dropout,
-            )
-            for _ in range(depth)
-        ]
-        super().__init__(
-            layers=layers,
-            image_size=image_size,
-            patch_size=patch_size,
-            in_channels=in_channels,
+        layers = crate_blocks(
             dim=dim,
-            num_classes=num_classes,
-            pool=pool,
-            emb_dropout=emb_dropout,
-            patch_norm=False,
+            depth=depth,
+            heads=heads,
+            layer=CRATEAlphaLayer,
+            dim_head=dim_head,
+            ratio=ratio,
+            n_steps=n_steps,
+            eta=eta,
+            lambd=lambd,
+            layer_scale=layer_scale,
+            dropout=dropout,
+        )
+        super().__init__(
+            layers, image_size, patch_size, in_channels, dim, num_classes, pool, emb_dropout
         )
 
     @classmethod
@@ -1113,11 +1121,7 @@ class CRATEAlpha(_PatchEncoder):
         Returns:
             The model.
         """
-        check_choice(name, "name", tuple(cls.PRESETS))
-        kwargs: dict[str, Any] = {"image_size": 224, "num_classes": 1000}
-        kwargs.update(cls.PRESETS[name])
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return cls(**cls._preset_kwargs(name, overrides))
 
     @classmethod
     def base(cls, **overrides: Any) -> CRATEAlpha:
