@@ -251,6 +251,26 @@ def test_causal_forward_equals_streaming_and_chunks_float64(kw: dict) -> None:
     assert int(state.position[0]) == 17
 
 
+@pytest.mark.parametrize("kw", CAUSAL_CASES)
+def test_causal_scan_of_an_empty_chunk_keeps_the_state(kw: dict) -> None:
+    """A chunk of zero tokens gives an empty output and the unchanged state, at any position."""
+    attn = _causal(**kw)
+    x = _x(2, 7, 12)
+    _, state = attn.scan(x[:, :6], attn.init_state(2))
+    y, same = attn.scan(x[:, 6:6], state, src_key_padding_mask=torch.zeros(2, 0, dtype=torch.bool))
+    assert y.shape == (2, 0, 12) and y.dtype == x.dtype
+    assert same is state
+    y0, empty = attn.scan(x[:, :0], attn.init_state(2))
+    assert y0.shape == (2, 0, 12) and int(empty.position[0]) == 0
+    assert attn(x[:, :0]).shape == (2, 0, 12)
+    # the stream goes on as if the empty chunk had not been there
+    y_next, _ = attn.scan(x[:, 6:], same)
+    torch.testing.assert_close(y_next, attn(x)[:, 6:], rtol=1e-12, atol=1e-12)
+    block = ToSTBlock(12, attn=attn).double()
+    y_block, block_state = block.scan(x[:, :0], state)
+    assert y_block.shape == (2, 0, 12) and block_state is state
+
+
 def test_causal_streaming_float32_within_1e5() -> None:
     attn = _randomise(CausalTSSA(32, heads=4, max_len=16, decay=0.99))
     x = _x(2, 64, 32, dtype=torch.float32)

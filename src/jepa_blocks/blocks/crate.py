@@ -73,10 +73,11 @@ def _head_dims(dim: int, heads: int, dim_head: int | None) -> int:
     return check_int(dim_head, "dim_head")
 
 
-def _check_tokens(x: Tensor, dim: int, name: str = "x") -> None:
+def _check_tokens(x: Any, dim: int, name: str = "x") -> Tensor:
     check_floating_tensor(x, name, min_ndim=2, shape_doc=f"(..., N, {dim})")
     if x.shape[-1] != dim:
         raise ValueError(f"{name} must have shape (..., N, {dim}), got {tuple(x.shape)}")
+    return x
 
 
 def _dictionary(dim: int, atoms: int) -> nn.Parameter:
@@ -84,6 +85,45 @@ def _dictionary(dim: int, atoms: int) -> nn.Parameter:
     weight = torch.empty(dim, atoms)
     nn.init.kaiming_uniform_(weight)
     return nn.Parameter(weight)
+
+
+# --------------------------------------------------------------------------------------------
+# head projections, shared with ToST's TSSA
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_out_bias(out_bias: bool | None, tie_out: bool) -> bool:
+    """The checked ``out_bias``; ``None`` means ``not tie_out``."""
+    return check_bool(not tie_out if out_bias is None else out_bias, "out_bias")
+
+
+def _output_map(
+    inner: int, dim: int, *, tie_out: bool, out_bias: bool
+) -> tuple[nn.Linear | None, nn.Parameter | None]:
+    """``(to_out, out_bias)``: a learned ``inner → dim`` map, or (tied) an optional bias only."""
+    if tie_out:
+        return None, nn.Parameter(torch.zeros(dim)) if out_bias else None
+    return nn.Linear(inner, dim, bias=out_bias), None
+
+
+def _split_heads(w: Tensor, heads: int) -> Tensor:
+    """``(..., N, K·p)`` → ``(..., K, N, p)``."""
+    return rearrange(w, "... n (k p) -> ... k n p", k=heads)
+
+
+def _merge_heads(
+    y: Tensor, qkv: nn.Linear, to_out: nn.Linear | None, out_bias: Tensor | None
+) -> Tensor:
+    """Heads ``(..., K, N, p)`` back to tokens: ``to_out``, or the tied map ``qkv.weight.T``."""
+    merged = rearrange(y, "... k n p -> ... n (k p)")
+    if to_out is not None:
+        return to_out(merged)
+    return F.linear(merged, qkv.weight.t(), out_bias)
+
+
+def _subspaces(qkv: nn.Linear, heads: int) -> Tensor:
+    """The bases :math:`U_k` as a ``(K, d, p)`` view of ``qkv.weight``."""
+    return rearrange(qkv.weight, "(k p) d -> k d p", k=heads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +191,9 @@ class MSSA(nn.Module):
         torch.Size([2, 10, 64])
     """
 
+    to_out: nn.Linear | None
+    out_bias: nn.Parameter | None
+
     def __init__(
         self,
         dim: int,
@@ -168,21 +211,13 @@ class MSSA(nn.Module):
         self.dim = dim
         self.heads = heads
         self.tie_out = check_bool(tie_out, "tie_out")
-        if out_bias is None:
-            out_bias = not tie_out
-        check_bool(out_bias, "out_bias")
+        out_bias = _resolve_out_bias(out_bias, tie_out)
         self.use_softmax = check_bool(use_softmax, "use_softmax")
         self.scale = self.dim_head**-0.5 if scale is None else check_positive(scale, "scale")
         self.dropout = check_probability(dropout, "dropout")
         inner = heads * self.dim_head
         self.qkv = nn.Linear(dim, inner, bias=False)
-        self.to_out: nn.Linear | None = None
-        self.out_bias: nn.Parameter | None = None
-        if tie_out:
-            if out_bias:
-                self.out_bias = nn.Parameter(torch.zeros(dim))
-        else:
-            self.to_out = nn.Linear(inner, dim, bias=out_bias)
+        self.to_out, self.out_bias = _output_map(inner, dim, tie_out=tie_out, out_bias=out_bias)
         #: Hook point: receives the per-head outputs ``(..., K, N, p)`` before the output map.
         self.head_tap = nn.Identity()
 
@@ -192,7 +227,7 @@ class MSSA(nn.Module):
         Returns:
             ``U`` with ``U[k]`` the ``dim × dim_head`` basis of head ``k``.
         """
-        return rearrange(self.qkv.weight, "(k p) d -> k d p", k=self.heads)
+        return _subspaces(self.qkv, self.heads)
 
     def _mask(self, attn_mask: Tensor | None, key_padding: Tensor | None) -> Tensor | None:
         mask = None
@@ -217,7 +252,7 @@ class MSSA(nn.Module):
     ) -> Tensor:
         """Apply MSSA to the (already normalised) tokens ``x``."""
         _check_tokens(x, self.dim)
-        w = rearrange(self.qkv(x), "... n (k p) -> ... k n p", k=self.heads)
+        w = _split_heads(self.qkv(x), self.heads)
         mask = self._mask(attn_mask, src_key_padding_mask)
         p_drop = self.dropout if self.training else 0.0
         if self.use_softmax:
@@ -229,12 +264,7 @@ class MSSA(nn.Module):
             if mask is not None:
                 attn = attn.masked_fill(~mask, 0.0)
             heads = F.dropout(attn, p_drop, self.training) @ w
-        heads = self.head_tap(heads)
-        merged = rearrange(heads, "... k n p -> ... n (k p)")
-        if self.to_out is not None:
-            out = self.to_out(merged)
-        else:
-            out = F.linear(merged, self.qkv.weight.t(), self.out_bias)
+        out = _merge_heads(self.head_tap(heads), self.qkv, self.to_out, self.out_bias)
         return F.dropout(out, p_drop, self.training)
 
     def extra_repr(self) -> str:

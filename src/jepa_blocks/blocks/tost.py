@@ -43,10 +43,17 @@ from torch import Tensor, nn
 from jepa_blocks._validation import (
     check_bool,
     check_choice,
-    check_floating_tensor,
     check_int,
     check_positive,
     check_probability,
+)
+from jepa_blocks.blocks.crate import (
+    _check_tokens,
+    _merge_heads,
+    _output_map,
+    _resolve_out_bias,
+    _split_heads,
+    _subspaces,
 )
 
 __all__ = [
@@ -80,13 +87,6 @@ def _check_decay(value: Any) -> float | None:
     if v > 1.0:
         raise ValueError(f"decay must be in (0, 1] or None, got {value!r}")
     return None if v == 1.0 else v
-
-
-def _check_tokens(x: Any, dim: int, name: str = "x") -> Tensor:
-    check_floating_tensor(x, name, min_ndim=2, shape_doc=f"(..., N, {dim})")
-    if x.shape[-1] != dim:
-        raise ValueError(f"{name} must have shape (..., N, {dim}), got {tuple(x.shape)}")
-    return x
 
 
 def _check_padding(mask: Any, x: Tensor, name: str = "src_key_padding_mask") -> Tensor | None:
@@ -300,6 +300,8 @@ def _causal_tssa(
     s_piw2, s_pi = sums[..., :-1], sums[..., -1:]
     m = s_piw2 / (s_pi + MASS_EPS)
     y = -pi[..., None] * w / (1.0 + m)
+    if n == 0:  # an empty chunk consumes nothing: the state is unchanged
+        return y, pi, state
     new_state = TSSAState(
         sum_w2=s_w2[..., -1, :],
         sum_pi_w2=s_piw2[..., -1, :],
@@ -317,10 +319,12 @@ def _causal_tssa(
 class _TSSABase(nn.Module):
     """Shared parameters of :class:`TSSA` and :class:`CausalTSSA` (projections, temperature)."""
 
+    to_out: nn.Linear | None
+    out_bias: nn.Parameter | None
+
     def __init__(
         self,
         dim: int,
-        *,
         heads: int,
         qkv_bias: bool,
         tie_out: bool,
@@ -335,20 +339,12 @@ class _TSSABase(nn.Module):
         self.dim_head = dim // heads
         self.qkv_bias = check_bool(qkv_bias, "qkv_bias")
         self.tie_out = check_bool(tie_out, "tie_out")
-        if out_bias is None:
-            out_bias = not tie_out
-        check_bool(out_bias, "out_bias")
+        out_bias = _resolve_out_bias(out_bias, tie_out)
         self.proj_drop = check_probability(proj_drop, "proj_drop")
         self.qkv = nn.Linear(dim, dim, bias=qkv_bias)
         #: Per-head temperature :math:`\tau_k` (initialised to 1; excluded from weight decay).
         self.temperature = nn.Parameter(torch.ones(heads, 1))
-        self.to_out: nn.Linear | None = None
-        self.out_bias: nn.Parameter | None = None
-        if tie_out:
-            if out_bias:
-                self.out_bias = nn.Parameter(torch.zeros(dim))
-        else:
-            self.to_out = nn.Linear(dim, dim, bias=out_bias)
+        self.to_out, self.out_bias = _output_map(dim, dim, tie_out=tie_out, out_bias=out_bias)
         #: Observation hook: called with the detached memberships ``π`` ``(..., K, N)``.
         self.membership_tap = nn.Identity()
 
@@ -357,22 +353,14 @@ class _TSSABase(nn.Module):
         return {"temperature"}
 
     def subspaces(self) -> Tensor:
-        """The head bases :math:`U_k` as a ``(K, dim, dim_head)`` view of ``qkv.weight``.
-
-        Returns:
-            ``U`` with ``U[k]`` the ``dim × dim_head`` basis of head ``k``.
-        """
-        return rearrange(self.qkv.weight, "(k p) d -> k d p", k=self.heads)
+        """The head bases :math:`U_k`, a ``(K, dim, dim_head)`` view of ``qkv.weight``."""
+        return _subspaces(self.qkv, self.heads)
 
     def _heads(self, x: Tensor) -> Tensor:
-        return rearrange(self.qkv(x), "... n (k p) -> ... k n p", k=self.heads)
+        return _split_heads(self.qkv(x), self.heads)
 
     def _output(self, y: Tensor, dtype: torch.dtype) -> Tensor:
-        merged = rearrange(y.to(dtype), "... k n p -> ... n (k p)")
-        if self.to_out is not None:
-            out = self.to_out(merged)
-        else:
-            out = F.linear(merged, self.qkv.weight.t(), self.out_bias)
+        out = _merge_heads(y.to(dtype), self.qkv, self.to_out, self.out_bias)
         return F.dropout(out, self.proj_drop, self.training)
 
     def extra_repr(self) -> str:
@@ -451,14 +439,7 @@ class TSSA(_TSSABase):
         proj_drop: float = 0.0,
         memory_efficient: bool = False,
     ) -> None:
-        super().__init__(
-            dim,
-            heads=heads,
-            qkv_bias=qkv_bias,
-            tie_out=tie_out,
-            out_bias=out_bias,
-            proj_drop=proj_drop,
-        )
+        super().__init__(dim, heads, qkv_bias, tie_out, out_bias, proj_drop)
         self.attn_drop = check_probability(attn_drop, "attn_drop")
         self.memory_efficient = check_bool(memory_efficient, "memory_efficient")
 
@@ -579,14 +560,7 @@ class CausalTSSA(_TSSABase):
         decay: float | None = None,
         proj_drop: float = 0.0,
     ) -> None:
-        super().__init__(
-            dim,
-            heads=heads,
-            qkv_bias=qkv_bias,
-            tie_out=tie_out,
-            out_bias=out_bias,
-            proj_drop=proj_drop,
-        )
+        super().__init__(dim, heads, qkv_bias, tie_out, out_bias, proj_drop)
         self.max_len = None if max_len is None else check_int(max_len, "max_len")
         self.beyond_max_len = check_choice(beyond_max_len, "beyond_max_len", _BEYOND)
         self.decay = _check_decay(decay)
@@ -635,6 +609,12 @@ class CausalTSSA(_TSSABase):
             beta = torch.where(pos < self.max_len, beta, 0.0)
         return self.dim_head * rearrange(beta, "k b n -> b k n")
 
+    def _check_sequence(self, x: Any) -> Tensor:
+        _check_tokens(x, self.dim)
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
+        return x
+
     def _check_state(self, state: Any, batch: int) -> TSSAState:
         if not isinstance(state, TSSAState):
             raise TypeError(f"state must be a TSSAState, got {type(state).__name__}")
@@ -655,6 +635,8 @@ class CausalTSSA(_TSSABase):
     ) -> tuple[Tensor, TSSAState]:
         """Process a chunk of tokens that follows ``state``; return the outputs and the new state.
 
+        An empty chunk (``N = 0``) gives an empty output and returns ``state`` unchanged.
+
         Args:
             x: Normalised tokens of the chunk.
             state: The state after the previous chunk (:meth:`init_state` for the first).
@@ -667,9 +649,7 @@ class CausalTSSA(_TSSABase):
             - x: ``(B, N, dim)``
             - output: ``(B, N, dim)``
         """
-        _check_tokens(x, self.dim)
-        if x.ndim != 3:
-            raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
+        self._check_sequence(x)
         mask = _check_padding(src_key_padding_mask, x)
         self._check_state(state, x.shape[0])
         w = self._heads(x)  # (B, K, N, p)
@@ -685,9 +665,7 @@ class CausalTSSA(_TSSABase):
 
     def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
         """Causal TSSA over a whole sequence from an empty state (see :meth:`scan`)."""
-        _check_tokens(x, self.dim)
-        if x.ndim != 3:
-            raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
+        self._check_sequence(x)
         state = self.init_state(x.shape[0], device=x.device)
         return self.scan(x, state, src_key_padding_mask=src_key_padding_mask)[0]
 
