@@ -19,6 +19,7 @@ from jepa_blocks import (
     SeqJEPA,
     transformer_blocks,
 )
+from jepa_blocks.blocks import TSSA, ToSTBlock
 from jepa_blocks.train.checkpoint import load_checkpoint, save_checkpoint
 from jepa_blocks.train.config import TrainConfig, apply_overrides, config_from_dict, load_config
 from jepa_blocks.train.loop import NonFiniteLossError, default_batch_fn, fit, seed_everything
@@ -107,6 +108,40 @@ def test_param_groups_and_recipes():
     assert isinstance(build_optimizer(model), torch.optim.AdamW)
     official = build_optimizer(model, recipe="official", lr=5.0)
     assert isinstance(official, torch.optim.Adam) and official.defaults["lr"] == 1e-3
+
+
+def test_param_groups_honour_no_weight_decay():
+    """Names listed by a module's no_weight_decay() (relative to it) get no weight decay."""
+
+    class WithToken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.token = nn.Parameter(torch.zeros(1, 4))
+            self.proj = nn.Linear(4, 4)
+
+        def no_weight_decay(self) -> set[str]:
+            return {"token", "missing"}  # an unknown name is ignored
+
+    tssa = TSSA(8, heads=2)
+    block = ToSTBlock(8, heads=2)
+    model = nn.ModuleDict({"attn": tssa, "block": block, "inner": nn.Sequential(WithToken())})
+    groups = param_groups(model, weight_decay=0.1)
+    decay = {id(p) for p in groups[0]["params"]}
+    no_decay = {id(p) for p in groups[1]["params"]}
+    names = dict(model.named_parameters())
+    for name in ("attn.temperature", "block.attn.temperature", "inner.0.token"):
+        assert names[name].ndim == 2 and id(names[name]) in no_decay, name
+    for name in ("attn.qkv.weight", "block.mlp.0.weight", "inner.0.proj.weight"):
+        assert id(names[name]) in decay, name
+    assert len(decay) + len(no_decay) == len(names)
+    # the order within each group is the model's parameter order
+    order = [id(p) for p in model.parameters()]
+    for group in groups:
+        ids = [id(p) for p in group["params"]]
+        assert ids == sorted(ids, key=order.index)
+    optimizer = build_optimizer(tssa)
+    assert any(p is tssa.temperature for p in optimizer.param_groups[1]["params"])
+    assert optimizer.param_groups[1]["weight_decay"] == 0.0
 
 
 # ----------------------------------------------------------------------------- config

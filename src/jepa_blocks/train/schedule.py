@@ -83,17 +83,33 @@ def lr_at(
     )
 
 
+def _no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Full names of the parameters that ``model`` or a submodule lists in ``no_weight_decay()``.
+
+    timm's convention: the method returns parameter names relative to its module.
+    """
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        listed = getattr(module, "no_weight_decay", None)
+        if callable(listed):
+            names |= {f"{prefix}.{n}" if prefix else n for n in listed()}
+    return names
+
+
 def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
     """Two groups: weight decay on parameters with ≥ 2 dims, none on biases and norms (1-D).
 
-    As in the official ``main_pls.py``. Parameters that do not require gradients (an EMA
-    target's copy) are left out.
+    As in the official ``main_pls.py``. Parameters that a module lists in its
+    ``no_weight_decay()`` method (timm's convention: names relative to that module, e.g. the
+    temperature of :class:`~jepa_blocks.blocks.TSSA`) get no weight decay either. Parameters that
+    do not require gradients (an EMA target's copy) are left out.
     """
+    skip = _no_weight_decay_names(model)
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (decay if p.ndim >= 2 and name not in skip else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -105,7 +121,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The optimizer of a recipe.
 
-    * ``"paper"``: AdamW (default betas), ``lr``, weight decay on ≥ 2-D parameters only.
+    * ``"paper"``: AdamW (default betas), ``lr``, weight decay on ≥ 2-D parameters only
+      (:func:`param_groups`).
     * ``"official"``: ``main_transformed_views.py`` hard-codes ``Adam(lr=1e-3, weight_decay=0)``
       for pre-training whatever the flags say; ``lr``/``weight_decay`` are ignored.
     """
