@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import inspect
+from typing import Any
 
 import jepa_blocks
 
@@ -14,6 +16,7 @@ version = release
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.doctest",
@@ -41,3 +44,33 @@ exclude_patterns = ["_build"]
 html_theme = "furo"
 html_title = f"jepa-blocks {release}"
 html_static_path: list[str] = []
+
+
+def _skip_namedtuple_fields(
+    app: Any, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool:
+    """NamedTuple fields are described by the class docstring's ``Attributes:`` section.
+
+    Documenting the field accessors as members too would describe each field twice (a duplicate
+    object warning, an error under ``-W``) when a module is documented with ``:members:``.
+    """
+    del app, what, name, options
+    if type(obj).__name__ == "_tuplegetter":
+        return True
+    return skip
+
+
+def _drop_type_docstrings(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Data without a doc comment would show its type's docstring ("Built-in immutable ...")."""
+    del app, name, options
+    type_doc = inspect.getdoc(type(obj)) or ""
+    if what in ("data", "attribute") and type_doc and "\n".join(lines).strip() == type_doc.strip():
+        lines[:] = []
+
+
+def setup(app: Any) -> None:
+    """Sphinx extension hook: connect the handlers above."""
+    app.connect("autodoc-skip-member", _skip_namedtuple_fields)
+    app.connect("autodoc-process-docstring", _drop_type_docstrings)
