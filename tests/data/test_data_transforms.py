@@ -178,3 +178,46 @@ def test_transform_bad_arguments() -> None:
         ParamCompose([ParamAffine(), "flip"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="images must have shape"):
         ParamAffine()(torch.zeros(3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("transform", "draws"),
+    [(ParamAffine(), 4), (ParamRotation90(), 1), (ParamHorizontalFlip(), 1),
+     (ParamColorJitter(), 9), (ParamGrayscale(), 1), (ParamGaussianBlur(), 2),
+     (ParamSolarize(p=0.5), 1)],
+    ids=lambda v: type(v).__name__ if isinstance(v, ParamTransform) else str(v),
+)  # fmt: skip
+def test_sampling_consumes_one_uniform_block_per_batch(transform: ParamTransform, draws: int):
+    """Each transform draws one ``(B, draws)`` uniform block: compositions stay reproducible."""
+    gen = torch.Generator().manual_seed(11)
+    params = transform.sample(6, (16, 16), generator=gen)
+    ref = torch.Generator().manual_seed(11)
+    u = torch.rand((6, draws), generator=ref)
+    assert torch.equal(gen.get_state(), ref.get_state())
+    if isinstance(transform, (ParamHorizontalFlip, ParamGrayscale, ParamSolarize)):
+        assert torch.equal(params, (u < transform.p).float())
+    if isinstance(transform, ParamRotation90):
+        assert torch.equal(params, torch.floor(u * 4).clamp(max=3) * (math.pi / 2))
+
+
+def test_view_only_transforms_apply_their_flag_column() -> None:
+    """Flip, grayscale and solarize change exactly the images whose flag is 1."""
+    x = _images(4)
+    flags = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    for transform in (ParamHorizontalFlip(), ParamGrayscale(), ParamSolarize(threshold=0.3)):
+        out = transform.apply(x, flags)
+        assert torch.equal(out[1::2], x[1::2])
+        assert not torch.equal(out[0], x[0]) and not torch.equal(out[2], x[2])
+        with pytest.raises(ValueError, match="params must have shape"):
+            transform.apply(x, torch.zeros(4, 2))
+    torch.testing.assert_close(ParamHorizontalFlip().apply(x, flags)[0], x[0].flip(-1))
+
+
+def test_a_subclass_without_sample_or_apply_raises_not_implemented() -> None:
+    class Bare(ParamTransform):
+        param_names = ("a",)
+
+    with pytest.raises(NotImplementedError):
+        Bare().sample(2, (4, 4))
+    with pytest.raises(NotImplementedError):
+        Bare().apply(_images(2), torch.zeros(2, 1))

@@ -57,6 +57,23 @@ def _per_image(values: Tensor, images: Tensor, name: str) -> Tensor:
     return values.to(device=images.device, dtype=images.dtype)[:, None, None, None]
 
 
+def _factor(images: Tensor, factor: Tensor, name: str = "factor") -> Tensor:
+    """Check ``images``, then return ``factor`` as one ``(B, 1, 1, 1)`` value per image."""
+    return _per_image(factor, _check_images(images), name)
+
+
+def _selected(mask: Tensor, images: Tensor) -> Tensor:
+    """The boolean ``(B,)`` selection of a 0/1 or boolean per-image ``mask``."""
+    return _per_image(mask, images, "mask")[:, 0, 0, 0] > 0.5
+
+
+def _check_rows(x: Tensor, name: str, bsz: int, what: str) -> None:
+    """Raise unless ``x`` is a ``(bsz, 4)`` tensor (one row of four values per image)."""
+    if not isinstance(x, Tensor) or x.shape != (bsz, 4):
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must have shape ({bsz}, 4) {what}, got {got}")
+
+
 def _luma(images: Tensor) -> Tensor:
     if images.shape[1] == 1:
         return images
@@ -86,8 +103,7 @@ def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
         - factor: ``(B,)``, non-negative
         - output: ``(B, C, H, W)``
     """
-    _check_images(images)
-    f = _per_image(factor, images, "factor")
+    f = _factor(images, factor)
     return (images * f).clamp_(0.0, 1.0)
 
 
@@ -99,8 +115,7 @@ def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
         - factor: ``(B,)``, non-negative
         - output: ``(B, C, H, W)``
     """
-    _check_images(images)
-    f = _per_image(factor, images, "factor")
+    f = _factor(images, factor)
     mean = _luma(images).mean(dim=(-3, -2, -1), keepdim=True)
     return _blend(images, mean, f)
 
@@ -113,8 +128,7 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
         - factor: ``(B,)``, non-negative
         - output: ``(B, C, H, W)``
     """
-    _check_images(images)
-    f = _per_image(factor, images, "factor")
+    f = _factor(images, factor)
     if images.shape[1] == 1:
         return images.clone()
     return _blend(images, _luma(images), f)
@@ -135,8 +149,7 @@ def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
         - shift: ``(B,)``
         - output: ``(B, C, H, W)``
     """
-    _check_images(images)
-    f = _per_image(shift, images, "shift")
+    f = _factor(images, shift, "shift")
     if images.shape[1] == 1:
         return images.clone()
     r, g, b = images.unbind(dim=1)
@@ -180,16 +193,8 @@ def color_jitter(images: Tensor, factors: Tensor, order: Tensor) -> Tensor:
     """
     _check_images(images)
     bsz = images.shape[0]
-    if not isinstance(factors, Tensor) or factors.shape != (bsz, 4):
-        raise ValueError(
-            f"factors must have shape ({bsz}, 4) [brightness, contrast, saturation, hue], got "
-            f"{tuple(factors.shape) if isinstance(factors, Tensor) else type(factors).__name__}"
-        )
-    if not isinstance(order, Tensor) or order.shape != (bsz, 4):
-        raise ValueError(
-            f"order must have shape ({bsz}, 4) (a permutation of 0..3 per image), got "
-            f"{tuple(order.shape) if isinstance(order, Tensor) else type(order).__name__}"
-        )
+    _check_rows(factors, "factors", bsz, "[brightness, contrast, saturation, hue]")
+    _check_rows(order, "order", bsz, "(a permutation of 0..3 per image)")
     order = order.to(device=images.device, dtype=torch.long)
     factors = factors.to(device=images.device, dtype=images.dtype)
     out = images.clone()
@@ -211,8 +216,7 @@ def grayscale(images: Tensor, mask: Tensor) -> Tensor:
     """
     from torchvision.transforms.v2 import functional as TF
 
-    _check_images(images)
-    m = _per_image(mask, images, "mask")[:, 0, 0, 0] > 0.5
+    m = _selected(mask, _check_images(images))
     if images.shape[1] == 1:
         return images.clone()
     return _on_subset(images, m, lambda x: TF.rgb_to_grayscale(x, num_output_channels=3))
@@ -234,7 +238,7 @@ def solarize(images: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
     _check_images(images)
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1] for float images, got {threshold!r}")
-    m = _per_image(mask, images, "mask")[:, 0, 0, 0] > 0.5
+    m = _selected(mask, images)
     return _on_subset(images, m, lambda x: TF.solarize(x, threshold=float(threshold)))
 
 

@@ -33,6 +33,7 @@ from jepa_blocks.data.geometric import (
     sample_resized_crop_boxes,
 )
 from jepa_blocks.data.photometric import (
+    _on_subset,
     blur_kernel_size,
     color_jitter,
     gaussian_blur,
@@ -95,6 +96,9 @@ class ParamTransform:
 
     param_names: tuple[str, ...] = ()
     action_names: tuple[str, ...] = ()
+    #: Uniform draws per image that :meth:`_from_uniforms` maps to a parameter row; a subclass
+    #: that sets it needs no :meth:`sample` of its own.
+    _uniforms: int = 0
 
     @property
     def num_params(self) -> int:
@@ -123,6 +127,12 @@ class ParamTransform:
         Shape:
             - output: ``(batch_size, num_params)``
         """
+        if not self._uniforms:
+            raise NotImplementedError
+        return self._from_uniforms(_rand((batch_size, self._uniforms), generator, device))
+
+    def _from_uniforms(self, u: Tensor) -> Tensor:
+        """Parameters ``(B, num_params)`` from uniform draws ``u`` ``(B, _uniforms)``."""
         raise NotImplementedError
 
     def apply(self, images: Tensor, params: Tensor) -> Tensor:
@@ -198,6 +208,7 @@ class ParamAffine(ParamTransform):
 
     param_names = ("angle", "tx", "ty", "log_scale")
     action_names = ("angle", "tx", "ty", "log_scale")
+    _uniforms = 4
 
     def __init__(
         self,
@@ -216,15 +227,7 @@ class ParamAffine(ParamTransform):
             )
         self.interpolation = interpolation
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        u = _rand((batch_size, 4), generator, device)
+    def _from_uniforms(self, u: Tensor) -> Tensor:
         lo = torch.tensor(
             [self.angle_range[0], self.translate_range[0], self.translate_range[0],
              self.log_scale_range[0]], device=u.device,
@@ -249,17 +252,10 @@ class ParamRotation90(ParamTransform):
 
     param_names = ("angle",)
     action_names = ("angle",)
+    _uniforms = 1
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        k = torch.floor(_rand((batch_size, 1), generator, device) * 4).clamp_(max=3)
-        return k * (math.pi / 2)
+    def _from_uniforms(self, u: Tensor) -> Tensor:
+        return torch.floor(u * 4).clamp_(max=3) * (math.pi / 2)
 
     def apply(self, images: Tensor, params: Tensor) -> Tensor:
         self._check_params(params, images.shape[:1])
@@ -330,7 +326,25 @@ class ParamResizedCrop(ParamTransform):
         return out.clamp_(0.0, 1.0)
 
 
-class ParamHorizontalFlip(ParamTransform):
+class _CoinFlip(ParamTransform):
+    """A view-only transform applied with probability ``p``: one 0/1 parameter per image."""
+
+    p: float
+    _uniforms = 1
+
+    def _from_uniforms(self, u: Tensor) -> Tensor:
+        return (u < self.p).float()
+
+    def apply(self, images: Tensor, params: Tensor) -> Tensor:
+        self._check_params(params, images.shape[:1])
+        return self._apply_to(images, params[:, 0])
+
+    def _apply_to(self, images: Tensor, flags: Tensor) -> Tensor:
+        """Transform the images whose flag ``(B,)`` is 1."""
+        raise NotImplementedError
+
+
+class ParamHorizontalFlip(_CoinFlip):
     """Random horizontal flip with probability ``p`` (view-only: not part of the action)."""
 
     param_names = ("hflip",)
@@ -338,21 +352,10 @@ class ParamHorizontalFlip(ParamTransform):
     def __init__(self, *, p: float = 0.5) -> None:
         self.p = _probability(p, "p")
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        return (_rand((batch_size, 1), generator, device) < self.p).float()
-
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
+    def _apply_to(self, images: Tensor, flags: Tensor) -> Tensor:
         from torchvision.transforms.v2 import functional as TF
 
-        self._check_params(params, images.shape[:1])
-        m = params[:, 0].to(images.device)[:, None, None, None] > 0.5
+        m = flags.to(images.device)[:, None, None, None] > 0.5
         return torch.where(m, TF.horizontal_flip(images), images)
 
 
@@ -378,6 +381,7 @@ class ParamColorJitter(ParamTransform):
         "order_3",
     )
     action_names = ("brightness", "contrast", "saturation", "hue")
+    _uniforms = 9
 
     def __init__(
         self,
@@ -403,15 +407,7 @@ class ParamColorJitter(ParamTransform):
         self.hue = float(hue)
         self.p = _probability(p, "p")
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        u = _rand((batch_size, 9), generator, device)
+    def _from_uniforms(self, u: Tensor) -> Tensor:
         applied = (u[:, 0] < self.p).float()
         strengths = (self.brightness, self.contrast, self.saturation)
         facs = [
@@ -429,14 +425,12 @@ class ParamColorJitter(ParamTransform):
     def apply(self, images: Tensor, params: Tensor) -> Tensor:
         self._check_params(params, images.shape[:1])
         params = params.to(images.device)
-        idx = torch.nonzero(params[:, 0] > 0.5).squeeze(1)
-        out = images.clone()
-        if idx.numel():
-            out[idx] = color_jitter(images[idx], params[idx, 1:5], params[idx, 5:9])
-        return out
+        applied = params[:, 0] > 0.5
+        rows = params[applied]
+        return _on_subset(images, applied, lambda x: color_jitter(x, rows[:, 1:5], rows[:, 5:9]))
 
 
-class ParamGrayscale(ParamTransform):
+class ParamGrayscale(_CoinFlip):
     """Random conversion to 3-channel grayscale with probability ``p`` (view-only; paper 0.2)."""
 
     param_names = ("grayscale",)
@@ -444,19 +438,8 @@ class ParamGrayscale(ParamTransform):
     def __init__(self, *, p: float = 0.2) -> None:
         self.p = _probability(p, "p")
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        return (_rand((batch_size, 1), generator, device) < self.p).float()
-
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
-        return grayscale(images, params[:, 0])
+    def _apply_to(self, images: Tensor, flags: Tensor) -> Tensor:
+        return grayscale(images, flags)
 
 
 class ParamGaussianBlur(ParamTransform):
@@ -469,6 +452,7 @@ class ParamGaussianBlur(ParamTransform):
 
     param_names = ("blur_sigma",)
     action_names = ("blur_sigma",)
+    _uniforms = 2
 
     def __init__(
         self,
@@ -486,15 +470,7 @@ class ParamGaussianBlur(ParamTransform):
             raise ValueError(f"kernel_size must be a positive odd int or None, got {kernel_size!r}")
         self.kernel_size = kernel_size
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        u = _rand((batch_size, 2), generator, device)
+    def _from_uniforms(self, u: Tensor) -> Tensor:
         sigma = self.sigma[0] + (self.sigma[1] - self.sigma[0]) * u[:, 1]
         return torch.where(u[:, 0] < self.p, sigma, torch.zeros_like(sigma))[:, None]
 
@@ -504,7 +480,7 @@ class ParamGaussianBlur(ParamTransform):
         return gaussian_blur(images, params[:, 0], kernel_size=k)
 
 
-class ParamSolarize(ParamTransform):
+class ParamSolarize(_CoinFlip):
     """Random solarisation with probability ``p`` (view-only; paper: 0 observed, 0.2 target)."""
 
     param_names = ("solarize",)
@@ -513,19 +489,8 @@ class ParamSolarize(ParamTransform):
         self.p = _probability(p, "p")
         self.threshold = _probability(threshold, "threshold")
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        return (_rand((batch_size, 1), generator, device) < self.p).float()
-
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
-        return solarize(images, params[:, 0], threshold=self.threshold)
+    def _apply_to(self, images: Tensor, flags: Tensor) -> Tensor:
+        return solarize(images, flags, threshold=self.threshold)
 
 
 class ParamCompose(ParamTransform):
