@@ -178,3 +178,23 @@ def test_low_precision_inputs_give_float32_losses(fn):
         out = fn(lo_p, lo_t)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, fn(lo_p.float(), lo_t.float()))
+
+
+def test_modules_repr_and_stored_options():
+    """The module forms show their options and pass the current attribute values on."""
+    assert repr(CosineLoss()) == "CosineLoss(eps=1e-08, reduction='mean')"
+    assert repr(MSELoss(reduction="none")) == "MSELoss(reduction='none')"
+    assert repr(SmoothL1Loss(beta=0)) == "SmoothL1Loss(beta=0.0, reduction='mean')"
+    assert repr(SoftCrossEntropy()) == "SoftCrossEntropy(temperature=0.1, reduction='mean')"
+    pred, target = _pair((4, 8), 3)
+    loss = SmoothL1Loss(beta=0.3)
+    loss.beta, loss.reduction = 2.0, "none"
+    assert torch.equal(loss(pred, target), smooth_l1_loss(pred, target, beta=2.0, reduction="none"))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        CosineLoss(eps=0.0, reduction="avg")  # reduction is checked first
+    with pytest.raises(ValueError, match=r"eps must be a finite number > 0"):
+        CosineLoss(eps=0.0)
+    with pytest.raises(ValueError, match=r"beta must be a finite number >= 0"):
+        SmoothL1Loss(beta=-1.0)
+    with pytest.raises(TypeError, match="temperature must be a real number"):
+        SoftCrossEntropy(temperature=True)

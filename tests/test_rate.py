@@ -382,6 +382,32 @@ def test_modules_match_functions_and_repr():
         CodingRate(0.5)  # type: ignore[misc]  # keyword-only
 
 
+def test_modules_pass_every_option_and_show_theirs():
+    z = _rand((2, 3, 10, 6), 1)
+    m = CodingRate(eps=0.3, scale=0.7, center=True, precision="float64", form="nxn")
+    torch.testing.assert_close(
+        m(z), coding_rate(z, eps=0.3, scale=0.7, center=True, precision="float64", form="nxn")
+    )
+    assert repr(m) == (
+        "CodingRate(eps=0.3, scale=0.7, center=True, precision='float64', distributed='auto', "
+        "form='nxn')"
+    )
+    labels = torch.randint(0, 2, (2, 3, 10), generator=torch.Generator().manual_seed(0))
+    rr = RateReduction(eps=0.4, gamma=0.5, num_classes=2, precision="float64")
+    expected = rate_reduction(z, labels, eps=0.4, gamma=0.5, num_classes=2, precision="float64")
+    torch.testing.assert_close(rr(z, labels), expected)
+    assert repr(rr) == "RateReduction(eps=0.4, gamma=0.5, num_classes=2)"
+    tcr = TotalCodingRate(eps=0.6, precision="float64")
+    torch.testing.assert_close(tcr(z), total_coding_rate(z, eps=0.6, precision="float64"))
+    assert repr(tcr) == "TotalCodingRate(eps=0.6, precision='float64', distributed='none')"
+    sd = SimDINOExpansion(eps=0.6, distributed="none", official_local_scale=True, balance=False)
+    expected = simdino_expansion(
+        z, eps=0.6, distributed="none", official_local_scale=True, balance=False
+    )
+    torch.testing.assert_close(sd(z), expected)
+    assert repr(sd) == "SimDINOExpansion(eps=0.6, distributed='none', balance=False)"
+
+
 def test_torch_compile_fullgraph_matches_eager():
     compiled = torch.compile(coding_rate, fullgraph=True)
     z = _rand((3, 24, 16), 0).requires_grad_(True)

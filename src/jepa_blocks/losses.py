@@ -21,12 +21,14 @@ an optional linear warm-up of :math:`\lambda` (:func:`linear_warmup`).
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from jepa_blocks._module_form import FunctionModule
+from jepa_blocks._validation import check_choice, check_positive
 
 __all__ = [
     "CosineLoss",
@@ -59,8 +61,7 @@ def _check_pair(pred: Tensor, target: Tensor) -> None:
 
 
 def _check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_choice(reduction, "reduction", _REDUCTIONS)
 
 
 def _upcast(x: Tensor) -> Tensor:
@@ -74,17 +75,6 @@ def _reduce(per_vector: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return per_vector.sum()
     return per_vector
-
-
-def _check_nonneg_float(value: float, name: str, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or (v <= 0 if positive else v < 0):
-        raise ValueError(
-            f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}"
-        )
-    return v
 
 
 def cosine_loss(
@@ -110,7 +100,7 @@ def cosine_loss(
     """
     _check_pair(pred, target)
     _check_reduction(reduction)
-    _check_nonneg_float(eps, "eps", positive=True)
+    check_positive(eps, "eps")
     with torch.autocast(pred.device.type, enabled=False):
         cos = F.cosine_similarity(_upcast(pred), _upcast(target), dim=-1, eps=eps)
         return _reduce(1.0 - cos, reduction)
@@ -164,7 +154,7 @@ def smooth_l1_loss(
     """
     _check_pair(pred, target)
     _check_reduction(reduction)
-    beta = _check_nonneg_float(beta, "beta", positive=False)
+    beta = check_positive(beta, "beta", allow_zero=True)
     with torch.autocast(pred.device.type, enabled=False):
         per_elem = F.smooth_l1_loss(_upcast(pred), _upcast(target), beta=beta, reduction="none")
         return _reduce(per_elem.mean(dim=-1), reduction)
@@ -194,7 +184,7 @@ def soft_cross_entropy(
     """
     _check_pair(pred, target)
     _check_reduction(reduction)
-    t = _check_nonneg_float(temperature, "temperature", positive=True)
+    t = check_positive(temperature, "temperature")
     with torch.autocast(pred.device.type, enabled=False):
         log_p = F.log_softmax(_upcast(pred) / t, dim=-1)
         return _reduce(-(_upcast(target) * log_p).sum(dim=-1), reduction)
@@ -251,11 +241,22 @@ def regularized_objective(
         - output: broadcast shape
     """
     if not isinstance(weight, Tensor):
-        _check_nonneg_float(weight, "weight", positive=False)
+        check_positive(weight, "weight", allow_zero=True)
     return prediction_loss - weight * rate
 
 
-class CosineLoss(nn.Module):
+class _LossModule(FunctionModule):
+    """Module form of a loss of ``(pred, target)``: a checked ``reduction`` and the options."""
+
+    reduction: Reduction
+
+    def __init__(self, reduction: Reduction) -> None:
+        super().__init__()
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+
+class CosineLoss(_LossModule):
     """Module form of :func:`cosine_loss`.
 
     Args:
@@ -267,21 +268,18 @@ class CosineLoss(nn.Module):
         - output: ``()``, or ``(...)`` with ``reduction="none"``
     """
 
+    _options = ("eps", "reduction")
+
     def __init__(self, *, eps: float = 1e-8, reduction: Reduction = "mean") -> None:
-        super().__init__()
-        _check_reduction(reduction)
-        self.eps = _check_nonneg_float(eps, "eps", positive=True)
-        self.reduction: Reduction = reduction
+        super().__init__(reduction)
+        self.eps = check_positive(eps, "eps")
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """Return :func:`cosine_loss` of ``pred`` and ``target``."""
-        return cosine_loss(pred, target, eps=self.eps, reduction=self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}, reduction={self.reduction!r}"
+        return cosine_loss(pred, target, **self._kwargs())
 
 
-class MSELoss(nn.Module):
+class MSELoss(_LossModule):
     """Module form of :func:`mse_loss`.
 
     Args:
@@ -292,20 +290,17 @@ class MSELoss(nn.Module):
         - output: ``()``, or ``(...)`` with ``reduction="none"``
     """
 
+    _options = ("reduction",)
+
     def __init__(self, *, reduction: Reduction = "mean") -> None:
-        super().__init__()
-        _check_reduction(reduction)
-        self.reduction: Reduction = reduction
+        super().__init__(reduction)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """Return :func:`mse_loss` of ``pred`` and ``target``."""
-        return mse_loss(pred, target, reduction=self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+        return mse_loss(pred, target, **self._kwargs())
 
 
-class SmoothL1Loss(nn.Module):
+class SmoothL1Loss(_LossModule):
     """Module form of :func:`smooth_l1_loss`.
 
     Args:
@@ -317,21 +312,18 @@ class SmoothL1Loss(nn.Module):
         - output: ``()``, or ``(...)`` with ``reduction="none"``
     """
 
+    _options = ("beta", "reduction")
+
     def __init__(self, *, beta: float = 1.0, reduction: Reduction = "mean") -> None:
-        super().__init__()
-        _check_reduction(reduction)
-        self.beta = _check_nonneg_float(beta, "beta", positive=False)
-        self.reduction: Reduction = reduction
+        super().__init__(reduction)
+        self.beta = check_positive(beta, "beta", allow_zero=True)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """Return :func:`smooth_l1_loss` of ``pred`` and ``target``."""
-        return smooth_l1_loss(pred, target, beta=self.beta, reduction=self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}, reduction={self.reduction!r}"
+        return smooth_l1_loss(pred, target, **self._kwargs())
 
 
-class SoftCrossEntropy(nn.Module):
+class SoftCrossEntropy(_LossModule):
     """Module form of :func:`soft_cross_entropy`.
 
     Args:
@@ -343,17 +335,12 @@ class SoftCrossEntropy(nn.Module):
         - output: ``()``, or ``(...)`` with ``reduction="none"``
     """
 
+    _options = ("temperature", "reduction")
+
     def __init__(self, *, temperature: float = 0.1, reduction: Reduction = "mean") -> None:
-        super().__init__()
-        _check_reduction(reduction)
-        self.temperature = _check_nonneg_float(temperature, "temperature", positive=True)
-        self.reduction: Reduction = reduction
+        super().__init__(reduction)
+        self.temperature = check_positive(temperature, "temperature")
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """Return :func:`soft_cross_entropy` of logits ``pred`` and probabilities ``target``."""
-        return soft_cross_entropy(
-            pred, target, temperature=self.temperature, reduction=self.reduction
-        )
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+        return soft_cross_entropy(pred, target, **self._kwargs())

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import (
     check_choice,
     check_floating_tensor,
@@ -400,7 +401,7 @@ def simdino_expansion(
     return out
 
 
-class CodingRate(nn.Module):
+class CodingRate(FunctionModule):
     r"""Module form of :func:`coding_rate`: :math:`\tfrac12\log\det(I + \frac{d}{n\varepsilon^2} Z^\top Z)`.
 
     Args:
@@ -415,6 +416,8 @@ class CodingRate(nn.Module):
         - input: ``(..., n, d)``
         - output: ``(...)``
     """
+
+    _options = ("eps", "scale", "center", "precision", "distributed", "form")
 
     def __init__(
         self,
@@ -436,24 +439,10 @@ class CodingRate(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Return the coding rate of ``z`` (see :func:`coding_rate`)."""
-        return coding_rate(
-            z,
-            eps=self.eps,
-            scale=self.scale,
-            center=self.center,
-            precision=self.precision,
-            distributed=self.distributed,
-            form=self.form,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"eps={self.eps}, scale={self.scale}, center={self.center}, "
-            f"precision={self.precision!r}, distributed={self.distributed!r}, form={self.form!r}"
-        )
+        return coding_rate(z, **self._kwargs())
 
 
-class RateReduction(nn.Module):
+class RateReduction(FunctionModule):
     r"""Module form of :func:`rate_reduction`: :math:`\Delta R = \gamma R(Z) - R^c(Z \mid \Pi)`.
 
     Args:
@@ -467,6 +456,9 @@ class RateReduction(nn.Module):
         - z: ``(..., n, d)``; membership: ``(..., n)`` or ``(..., n, K)``
         - output: ``(...)``
     """
+
+    _options = ("eps", "gamma", "num_classes", "precision", "return_parts")
+    _shown = ("eps", "gamma", "num_classes")
 
     def __init__(
         self,
@@ -488,21 +480,10 @@ class RateReduction(nn.Module):
 
     def forward(self, z: Tensor, membership: Tensor) -> Tensor | RateReductionParts:
         """Return ``ΔR`` (or its parts) for ``z`` and ``membership``."""
-        return rate_reduction(
-            z,
-            membership,
-            eps=self.eps,
-            gamma=self.gamma,
-            num_classes=self.num_classes,
-            precision=self.precision,
-            return_parts=self.return_parts,
-        )
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}, gamma={self.gamma}, num_classes={self.num_classes}"
+        return rate_reduction(z, membership, **self._kwargs())
 
 
-class TotalCodingRate(nn.Module):
+class TotalCodingRate(FunctionModule):
     r"""Module form of :func:`total_coding_rate` (EMP-SSL).
 
     Args:
@@ -515,6 +496,8 @@ class TotalCodingRate(nn.Module):
         - output: ``(...)``
     """
 
+    _options = ("eps", "precision", "distributed")
+
     def __init__(
         self, *, eps: float = 0.2**0.5, precision: str = "float32", distributed: str = "none"
     ) -> None:
@@ -525,15 +508,10 @@ class TotalCodingRate(nn.Module):
 
     def forward(self, z: Tensor | list[Tensor]) -> Tensor:
         """Return the mean coding rate over views."""
-        return total_coding_rate(
-            z, eps=self.eps, precision=self.precision, distributed=self.distributed
-        )
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}, precision={self.precision!r}, distributed={self.distributed!r}"
+        return total_coding_rate(z, **self._kwargs())
 
 
-class SimDINOExpansion(nn.Module):
+class SimDINOExpansion(FunctionModule):
     r"""Module form of :func:`simdino_expansion`.
 
     Args:
@@ -547,6 +525,9 @@ class SimDINOExpansion(nn.Module):
         - input: ``(..., V, m, d)`` or a list of ``V`` tensors ``(..., m, d)``
         - output: ``(...)``
     """
+
+    _options = ("eps", "distributed", "official_local_scale", "balance", "precision")
+    _shown = ("eps", "distributed", "balance")
 
     def __init__(
         self,
@@ -566,14 +547,4 @@ class SimDINOExpansion(nn.Module):
 
     def forward(self, z: Tensor | list[Tensor]) -> Tensor:
         """Return the SimDINO expansion term."""
-        return simdino_expansion(
-            z,
-            eps=self.eps,
-            distributed=self.distributed,
-            official_local_scale=self.official_local_scale,
-            balance=self.balance,
-            precision=self.precision,
-        )
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}, distributed={self.distributed!r}, balance={self.balance}"
+        return simdino_expansion(z, **self._kwargs())

@@ -175,3 +175,18 @@ def test_half_precision_inputs_give_float32_losses():
     z = torch.randn(8, 3, 4, dtype=torch.bfloat16)
     assert lpl_loss(z).dtype == torch.float32
     assert local_rate_loss(z).dtype == torch.float32
+
+
+def test_modules_pass_their_weights_and_show_them():
+    z, pred, target = _z(6, 4, 3), _z(6, 2, 3, seed=1), _z(6, 2, 3, seed=2)
+    lpl = LPLLoss(pull_weight=0.5, push_weight=2.0, decorrelation_weight=3.0, eps=1e-3)
+    expected = lpl_loss(z, pred=pred, target=target, pull_weight=0.5, push_weight=2.0,
+                        decorrelation_weight=3.0, eps=1e-3, return_parts=True)  # fmt: skip
+    assert lpl(z, pred=pred, target=target, return_parts=True) == expected
+    assert repr(lpl) == (
+        "LPLLoss(pull_weight=0.5, push_weight=2.0, decorrelation_weight=3.0, eps=0.001)"
+    )
+    rate = LocalRateLoss(pull_weight=0.5, rate_weight=0.1, eps=0.4, normalize=False)
+    expected_rate = local_rate_loss(z, pull_weight=0.5, rate_weight=0.1, eps=0.4, normalize=False)
+    assert torch.equal(rate(z), expected_rate)
+    assert repr(rate) == "LocalRateLoss(pull_weight=0.5, rate_weight=0.1, eps=0.4, normalize=False)"

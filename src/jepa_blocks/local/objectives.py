@@ -45,15 +45,17 @@ Self-Supervised Learning at Scale", TMLR) uses a Barlow Twins loss per ResNet st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import Tensor, nn
+from torch import Tensor
 
+from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import check_floating_tensor, check_positive
-from jepa_blocks.losses import cosine_loss, mse_loss
+from jepa_blocks.losses import _upcast, cosine_loss, mse_loss
 from jepa_blocks.rate import coding_rate
 
 __all__ = [
@@ -118,8 +120,23 @@ def _pairs(z: Tensor, pred: Tensor | None, target: Tensor | None) -> tuple[Tenso
     return pred, target.detach()
 
 
-def _upcast(x: Tensor) -> Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+def _prediction_term(
+    z: Tensor, pred: Tensor | None, target: Tensor | None, loss: Callable[[Tensor, Tensor], Tensor]
+) -> Tensor:
+    """``loss`` of the predictions and detached targets (:func:`_pairs`); 0 without pairs."""
+    p, t = _pairs(z, pred, target)
+    return loss(p, t) if p.shape[1] > 0 else _upcast(z).new_zeros(())
+
+
+def _check_weight(value: float, name: str) -> float:
+    """A term weight: a finite number ``>= 0``."""
+    return check_positive(value, name, allow_zero=True)
+
+
+def _check_normalize(normalize: Any) -> bool:
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    return normalize
 
 
 def _centered(z: Tensor) -> Tensor:
@@ -221,13 +238,11 @@ def lpl_loss(
         True
     """
     _check_views(z)
-    w_pull = check_positive(pull_weight, "pull_weight", allow_zero=True)
-    w_push = check_positive(push_weight, "push_weight", allow_zero=True)
-    w_dec = check_positive(decorrelation_weight, "decorrelation_weight", allow_zero=True)
+    w_pull = _check_weight(pull_weight, "pull_weight")
+    w_push = _check_weight(push_weight, "push_weight")
+    w_dec = _check_weight(decorrelation_weight, "decorrelation_weight")
     check_positive(eps, "eps")
-    p, t = _pairs(z, pred, target)
-    zf = _upcast(z)
-    pull = mse_loss(p, t) if p.shape[1] > 0 else zf.new_zeros(())
+    pull = _prediction_term(z, pred, target, mse_loss)
     push = variance_loss(z, eps=eps)
     dec = decorrelation_loss(z)
     loss = w_pull * pull + w_push * push + w_dec * dec
@@ -275,13 +290,11 @@ def local_rate_loss(
         - output: ``()``
     """
     _check_views(z)
-    w_pull = check_positive(pull_weight, "pull_weight", allow_zero=True)
-    lam = check_positive(rate_weight, "rate_weight", allow_zero=True)
+    w_pull = _check_weight(pull_weight, "pull_weight")
+    lam = _check_weight(rate_weight, "rate_weight")
     check_positive(eps, "eps")
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
-    p, t = _pairs(z, pred, target)
-    pull = cosine_loss(p, t) if p.shape[1] > 0 else _upcast(z).new_zeros(())
+    _check_normalize(normalize)
+    pull = _prediction_term(z, pred, target, cosine_loss)
     zt = rearrange(z, "b t d -> t b d")
     if normalize:
         zt = F.normalize(_upcast(zt), dim=-1)
@@ -292,7 +305,27 @@ def local_rate_loss(
     return loss
 
 
-class LPLLoss(nn.Module):
+class _LocalObjective(FunctionModule):
+    """Module form of a block-local objective: the stored weights, passed to ``_objective``."""
+
+    #: The objective function, called as ``_objective(z, pred=..., target=..., **options)``.
+    _objective: Callable[..., Tensor | LocalLossParts]
+
+    def forward(
+        self,
+        z: Tensor,
+        *,
+        pred: Tensor | None = None,
+        target: Tensor | None = None,
+        return_parts: bool = False,
+    ) -> Tensor | LocalLossParts:
+        """Return the objective of ``z`` (and ``pred``/``target``) with the stored weights."""
+        return type(self)._objective(
+            z, pred=pred, target=target, return_parts=return_parts, **self._kwargs()
+        )
+
+
+class LPLLoss(_LocalObjective):
     """Module form of :func:`lpl_loss` (Halvagal & Zenke, 2023; defaults as published).
 
     Args:
@@ -306,6 +339,9 @@ class LPLLoss(nn.Module):
         - output: ``()`` (or :class:`LocalLossParts` with ``return_parts=True``)
     """
 
+    _objective = lpl_loss
+    _options = ("pull_weight", "push_weight", "decorrelation_weight", "eps")
+
     def __init__(
         self,
         *,
@@ -315,41 +351,13 @@ class LPLLoss(nn.Module):
         eps: float = 1e-4,
     ) -> None:
         super().__init__()
-        self.pull_weight = check_positive(pull_weight, "pull_weight", allow_zero=True)
-        self.push_weight = check_positive(push_weight, "push_weight", allow_zero=True)
-        self.decorrelation_weight = check_positive(
-            decorrelation_weight, "decorrelation_weight", allow_zero=True
-        )
+        self.pull_weight = _check_weight(pull_weight, "pull_weight")
+        self.push_weight = _check_weight(push_weight, "push_weight")
+        self.decorrelation_weight = _check_weight(decorrelation_weight, "decorrelation_weight")
         self.eps = check_positive(eps, "eps")
 
-    def forward(
-        self,
-        z: Tensor,
-        *,
-        pred: Tensor | None = None,
-        target: Tensor | None = None,
-        return_parts: bool = False,
-    ) -> Tensor | LocalLossParts:
-        """Return :func:`lpl_loss` of ``z`` (and ``pred``/``target``)."""
-        return lpl_loss(
-            z,
-            pred=pred,
-            target=target,
-            pull_weight=self.pull_weight,
-            push_weight=self.push_weight,
-            decorrelation_weight=self.decorrelation_weight,
-            eps=self.eps,
-            return_parts=return_parts,
-        )
 
-    def extra_repr(self) -> str:
-        return (
-            f"pull_weight={self.pull_weight}, push_weight={self.push_weight}, "
-            f"decorrelation_weight={self.decorrelation_weight}, eps={self.eps}"
-        )
-
-
-class LocalRateLoss(nn.Module):
+class LocalRateLoss(_LocalObjective):
     """Module form of :func:`local_rate_loss` (cosine prediction − λ · coding rate).
 
     Args:
@@ -363,6 +371,9 @@ class LocalRateLoss(nn.Module):
         - output: ``()`` (or :class:`LocalLossParts` with ``return_parts=True``)
     """
 
+    _objective = local_rate_loss
+    _options = ("pull_weight", "rate_weight", "eps", "normalize")
+
     def __init__(
         self,
         *,
@@ -372,35 +383,7 @@ class LocalRateLoss(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        self.pull_weight = check_positive(pull_weight, "pull_weight", allow_zero=True)
-        self.rate_weight = check_positive(rate_weight, "rate_weight", allow_zero=True)
+        self.pull_weight = _check_weight(pull_weight, "pull_weight")
+        self.rate_weight = _check_weight(rate_weight, "rate_weight")
         self.eps = check_positive(eps, "eps")
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
-        self.normalize = normalize
-
-    def forward(
-        self,
-        z: Tensor,
-        *,
-        pred: Tensor | None = None,
-        target: Tensor | None = None,
-        return_parts: bool = False,
-    ) -> Tensor | LocalLossParts:
-        """Return :func:`local_rate_loss` of ``z`` (and ``pred``/``target``)."""
-        return local_rate_loss(
-            z,
-            pred=pred,
-            target=target,
-            pull_weight=self.pull_weight,
-            rate_weight=self.rate_weight,
-            eps=self.eps,
-            normalize=self.normalize,
-            return_parts=return_parts,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"pull_weight={self.pull_weight}, rate_weight={self.rate_weight}, eps={self.eps}, "
-            f"normalize={self.normalize}"
-        )
+        self.normalize = _check_normalize(normalize)
