@@ -18,7 +18,7 @@ from jepa_blocks.local import (
     fit_local,
     peak_step_memory,
 )
-from jepa_blocks.train import TrainConfig
+from jepa_blocks.train import TrainConfig, lr_at
 
 B, M, A = 16, 3, 5
 
@@ -180,6 +180,26 @@ def test_stage3_is_deterministic_under_a_seed():
         assert torch.equal(s1[k], s2[k]), k
     assert [r["loss"] for r in h1] == [r["loss"] for r in h2]
     assert len(h1) == 6 and all(r["loss"] == r["loss"] for r in h1)
+
+
+def test_stage3_sets_the_scheduled_lr_every_step():
+    """Stage 3's lean loop follows the same schedule as fit: lr_at(step) per step."""
+    learner = LocalSeqJEPA(_model(), stage="stage3")
+    optimizer = torch.optim.SGD(learner.parameters(), lr=123.0)
+    seen = []
+    step_fn = learner.backward_step
+
+    def backward_step(*args, **kwargs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return step_fn(*args, **kwargs)
+
+    learner.backward_step = backward_step  # type: ignore[method-assign]
+    config = _cfg(epochs=3, warmup_epochs=1.0, max_steps=7, warmup_start_lr=1e-4, final_lr=1e-6)
+    res = fit_local(learner, _Loader(), config, optimizer=optimizer)
+    kw = dict(total_steps=7, warmup_steps=3, base_lr=1e-3, warmup_start_lr=1e-4, final_lr=1e-6)
+    expected = [lr_at(step, recipe="paper", **kw) for step in range(7)]
+    assert seen == expected
+    assert [r["lr"] for r in res.history] == expected and res.step == 7
 
 
 def test_stage1_adds_local_losses_to_the_end_to_end_objective():

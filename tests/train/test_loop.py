@@ -144,6 +144,27 @@ def test_param_groups_honour_no_weight_decay():
     assert optimizer.param_groups[1]["weight_decay"] == 0.0
 
 
+@pytest.mark.parametrize("recipe", ["paper", "official"])
+def test_fit_sets_the_scheduled_lr_every_step(tmp_path, recipe):
+    """Each step runs with lr_at(step) over total = min(epochs·len, max_steps) steps."""
+    loader = ToyLoader(n_batches=4)
+    config = cfg(tmp_path, epochs=3, warmup_epochs=0.5, max_steps=9, recipe=recipe)
+    seen = []
+
+    def batch_fn(model, batch, device):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return default_batch_fn(model, batch, device)
+
+    model = tiny_seq_jepa()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=123.0)
+    res = fit(model, loader, config, optimizer=optimizer, batch_fn=batch_fn)
+    kw = dict(recipe=recipe, total_steps=9, warmup_steps=2, base_lr=1e-3)
+    expected = [lr_at(step, **kw) for step in range(9)]
+    assert seen == expected
+    assert [r["lr"] for r in res.history if "lr" in r] == expected
+    assert res.step == 9
+
+
 # ----------------------------------------------------------------------------- config
 
 

@@ -62,8 +62,16 @@ from jepa_blocks.local.objectives import LPLLoss
 from jepa_blocks.seq.model import SeqJEPA, SeqJEPAOutput
 from jepa_blocks.targets import StopGradTarget
 from jepa_blocks.train.config import TrainConfig
-from jepa_blocks.train.loop import FitResult, NonFiniteLossError, fit, resolve_device
-from jepa_blocks.train.schedule import build_optimizer, lr_at
+from jepa_blocks.train.loop import (
+    FitResult,
+    NonFiniteLossError,
+    _schedule_steps,
+    _set_lr,
+    _use_amp,
+    fit,
+    resolve_device,
+)
+from jepa_blocks.train.schedule import build_optimizer
 
 __all__ = [
     "STAGES",
@@ -557,12 +565,8 @@ def fit_local(
         optimizer = build_optimizer(
             learner, recipe=config.recipe, lr=config.lr, weight_decay=config.weight_decay
         )
-    steps_per_epoch = len(loader)  # type: ignore[arg-type]
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    total_steps, warmup_steps = _schedule_steps(loader, config)
+    use_amp = _use_amp(config, device)
     history: list[dict[str, Any]] = []
     step = epoch = 0
     last_eval = -1
@@ -587,17 +591,9 @@ def fit_local(
         for batch in loader:
             if step >= total_steps:
                 break
-            lr = lr_at(
-                step,
-                recipe=config.recipe,
-                total_steps=total_steps,
-                warmup_steps=warmup_steps,
-                base_lr=config.lr,
-                warmup_start_lr=config.warmup_start_lr,
-                final_lr=config.final_lr,
+            lr = _set_lr(
+                optimizer, config, step, total_steps=total_steps, warmup_steps=warmup_steps
             )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             views, actions = _batch_tensors(batch, device)
             optimizer.zero_grad(set_to_none=True)
             out = learner.backward_step(views, actions, amp=use_amp)

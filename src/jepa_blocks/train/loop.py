@@ -194,6 +194,43 @@ def _skip(it: Iterator[Any], n: int) -> Iterator[Any]:
     return it
 
 
+def _schedule_steps(loader: Iterable[Any], config: TrainConfig) -> tuple[int, int]:
+    """``(total_steps, warmup_steps)`` of a run of ``config`` over ``loader``'s epochs."""
+    steps_per_epoch = len(loader)  # type: ignore[arg-type]
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    return total_steps, round(config.warmup_epochs * steps_per_epoch)
+
+
+def _use_amp(config: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast: ``amp="bf16"``, or ``"auto"`` on CUDA."""
+    return config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+
+
+def _set_lr(
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    step: int,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+) -> float:
+    """Set every group's learning rate to the schedule's value at ``step`` and return it."""
+    lr = lr_at(
+        step,
+        recipe=config.recipe,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        base_lr=config.lr,
+        warmup_start_lr=config.warmup_start_lr,
+        final_lr=config.final_lr,
+    )
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 def fit(
     model: nn.Module,
     loader: Iterable[Any],
@@ -241,11 +278,7 @@ def fit(
             model, recipe=config.recipe, lr=config.lr, weight_decay=config.weight_decay
         )
 
-    steps_per_epoch = len(loader)  # type: ignore[arg-type]
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    total_steps, warmup_steps = _schedule_steps(loader, config)
     history: list[dict[str, Any]] = []
     step, epoch, batch_in_epoch = 0, 0, 0
 
@@ -268,7 +301,7 @@ def fit(
     if config.compile:
         train_model = torch.compile(train_model)  # type: ignore[assignment]
 
-    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    use_amp = _use_amp(config, device)
     writer = _MetricsWriter(out_dir, config, full_config) if rank == 0 else None
     progress = _Progress(total_steps, step, config.progress and rank == 0)
     last_ckpt: Path | None = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
@@ -316,17 +349,9 @@ def fit(
             for batch in it:
                 if step >= total_steps:
                     break
-                lr = lr_at(
-                    step,
-                    recipe=config.recipe,
-                    total_steps=total_steps,
-                    warmup_steps=warmup_steps,
-                    base_lr=config.lr,
-                    warmup_start_lr=config.warmup_start_lr,
-                    final_lr=config.final_lr,
+                lr = _set_lr(
+                    optimizer, config, step, total_steps=total_steps, warmup_steps=warmup_steps
                 )
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     out = batch_fn(train_model, batch, device)
                 loss = _loss_of(out)
