@@ -213,3 +213,34 @@ def test_loader_shards_across_ranks_like_distributed_sampler():
     assert not torch.equal(first[0], first[1])
     with pytest.raises(ValueError, match="rank"):
         SequenceLoader(src, rotation_views(), num_observed=1, batch_size=3, rank=3, world_size=3)
+
+
+def test_dataset_and_loader_share_view_generation_and_ranks() -> None:
+    """An item and a one-image batch drawn with the same generator state are the same sequence."""
+    src = _source(6)
+    views = cifar_augmentation_views(16)
+    ds = SequenceDataset(src, views, num_observed=2, seed=3)
+    item = ds[2]
+    gen = torch.Generator().manual_seed(mix_seed(3, 0, 2))
+    images = src.images[2:3].float().div_(255.0)
+    raw, params = views(images, num_views=3, generator=gen)
+    mean = torch.tensor(src.mean).view(1, 1, -1, 1, 1)
+    std = torch.tensor(src.std).view(1, 1, -1, 1, 1)
+    torch.testing.assert_close(item.views, ((raw - mean) / std)[0])
+    assert torch.equal(item.params, params[0])
+    assert torch.equal(item.actions, views.actions(params)[0])
+    loader = SequenceLoader(src, views, num_observed=2, batch_size=6, shuffle=False, seed=3)
+    batch = next(iter(loader))
+    gen = torch.Generator().manual_seed(mix_seed(3, 0))
+    raw, params = views(src.images.float().div_(255.0), num_views=3, generator=gen)
+    torch.testing.assert_close(batch.views, (raw - mean) / std)
+    assert torch.equal(batch.actions, views.actions(params))
+    for make in (
+        lambda **kw: SequenceDataset(src, views, num_observed=1, **kw),
+        lambda **kw: SequenceLoader(src, views, num_observed=1, batch_size=2, **kw),
+    ):
+        assert (make().rank, make().world_size) == (0, 1)
+        assert (make(rank=1, world_size=2).rank, make(rank=1, world_size=2).world_size) == (1, 2)
+        for bad in ({"rank": 2, "world_size": 2}, {"rank": -1}, {"world_size": 0}):
+            with pytest.raises(ValueError, match=r"rank must be in \[0, world_size\)"):
+                make(**bad)

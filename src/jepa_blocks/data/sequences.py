@@ -112,6 +112,36 @@ def _normalise(views: Tensor, source: LabelledImages) -> Tensor:
     return (views - mean) / std
 
 
+def _view_sequences(
+    images: Tensor,
+    source: LabelledImages,
+    views: SequenceViews,
+    num_observed: int,
+    normalize: bool,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(views, params, actions)`` of ``M + 1`` views of each ``uint8`` image ``(B, C, H, W)``."""
+    out, params = views(images.float().div_(255.0), num_views=num_observed + 1, generator=generator)
+    if normalize:
+        out = _normalise(out, source)
+    return out, params, views.actions(params)
+
+
+def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)``; each defaults to ``torch.distributed``'s when initialised, else 0/1."""
+    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if world_size is None:
+        world_size = torch.distributed.get_world_size() if dist_on else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if dist_on else 0
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, "
+            f"world_size={world_size}"
+        )
+    return int(rank), int(world_size)
+
+
 class SequenceDataset(torch.utils.data.Dataset):
     """Map-style dataset of view sequences, one per source image.
 
@@ -144,17 +174,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.normalize = bool(normalize)
         self.epoch = 0
-        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if world_size is None:
-            world_size = torch.distributed.get_world_size() if dist_on else 1
-        if rank is None:
-            rank = torch.distributed.get_rank() if dist_on else 0
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, "
-                f"world_size={world_size}"
-            )
-        self.rank, self.world_size = int(rank), int(world_size)
+        self.rank, self.world_size = _ranks(rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the randomness of ``epoch`` (call it at the start of each epoch)."""
@@ -169,17 +189,12 @@ class SequenceDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} is out of range for a dataset of {n} items")
         i = int(index) % n
         gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
-        image = self.source.images[i : i + 1].float().div_(255.0)
-        views, params = self.views(image, num_views=self.num_observed + 1, generator=gen)
-        if self.normalize:
-            views = _normalise(views, self.source)
-        return ViewSequence(
-            views[0],
-            params[0],
-            self.views.actions(params)[0],
-            self.source.labels[i],
-            torch.tensor(i, device=self.source.labels.device),
-        )
+        views, params, actions = _view_sequences(
+            self.source.images[i : i + 1], self.source, self.views, self.num_observed,
+            self.normalize, gen,
+        )  # fmt: skip
+        item = torch.tensor(i, device=self.source.labels.device)
+        return ViewSequence(views[0], params[0], actions[0], self.source.labels[i], item)
 
 
 class SequenceLoader:
@@ -240,17 +255,7 @@ class SequenceLoader:
         self.seed = int(seed)
         self.normalize = bool(normalize)
         self.epoch = 0
-        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if world_size is None:
-            world_size = torch.distributed.get_world_size() if dist_on else 1
-        if rank is None:
-            rank = torch.distributed.get_rank() if dist_on else 0
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, "
-                f"world_size={world_size}"
-            )
-        self.rank, self.world_size = int(rank), int(world_size)
+        self.rank, self.world_size = _ranks(rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass use the shuffling and augmentation randomness of ``epoch``."""
@@ -284,8 +289,7 @@ class SequenceLoader:
             yield self._batch(idx.to(self.device), gen)
 
     def _batch(self, idx: Tensor, gen: torch.Generator) -> ViewSequence:
-        images = self.source.images[idx].float().div_(255.0)
-        views, params = self.views(images, num_views=self.num_observed + 1, generator=gen)
-        if self.normalize:
-            views = _normalise(views, self.source)
-        return ViewSequence(views, params, self.views.actions(params), self.source.labels[idx], idx)
+        views, params, actions = _view_sequences(
+            self.source.images[idx], self.source, self.views, self.num_observed, self.normalize, gen
+        )
+        return ViewSequence(views, params, actions, self.source.labels[idx], idx)
