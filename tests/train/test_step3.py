@@ -42,6 +42,7 @@ from jepa_blocks.train.step3 import (
     plot_monitor_history,
     rotation_delta_spectrum,
     run_step3,
+    weighted_specialization,
     with_parts,
 )
 
@@ -159,10 +160,11 @@ def test_monitor_logs_ranks_and_per_layer_crate_diagnostics():
     with torch.no_grad():
         logged = make_monitor(batch, eps=0.1)(model, 0)
     expected = {"rank_z_agg", "rank_z"} | {
-        f"{s}_{what}_{i}" for s in ("agg", "pred") for what in ("rate", "sparsity")
-        for i in range(2)
+        f"{s}_{what}_{i}" for s in ("agg", "pred")
+        for what in ("rate", "sparsity", "spec", "head_r2") for i in range(2)
     }  # fmt: skip
     assert set(logged) == expected
+    assert all(0.0 <= logged[f"{s}_spec_{i}"] <= 1.0 for s in ("agg", "pred") for i in range(2))
     assert all(isinstance(v, float) for v in logged.values())
     assert all(0.0 <= logged[f"agg_sparsity_{i}"] <= 1.0 for i in range(2))
     # The hooks are removed afterwards.
@@ -174,6 +176,28 @@ def test_monitor_logs_ranks_and_per_layer_crate_diagnostics():
         torch.tensor([logged["agg_rate_0"], logged["agg_rate_1"]]),
         rec.coding_rates(eps=0.1).mean(dim=1),
     )
+
+
+def test_monitor_head_specialisation_equals_crate_diagnostics_on_the_batch():
+    """The per-epoch specialisation is crate_diagnostics' on the fixed batch (same split)."""
+    batch = _batch(b=16)
+    model = _build("both").eval()
+    with torch.no_grad():
+        logged = make_monitor(batch)(model, 0)
+    diag = crate_diagnostics(model, [batch], max_samples=16)
+    for key in ("agg", "pred"):
+        d = diag[key]
+        for i in range(2):
+            assert logged[f"{key}_spec_{i}"] == pytest.approx(
+                weighted_specialization(d.head_r2[i], d.specialization[i]), abs=1e-5
+            )
+            assert logged[f"{key}_head_r2_{i}"] == pytest.approx(
+                float(d.head_r2[i].max(dim=0).values.mean()), abs=1e-5
+            )
+    # Fewer than 4 sequences: no held-out split, no specialisation keys.
+    with torch.no_grad():
+        small = make_monitor(_batch(b=3))(model, 0)
+    assert "agg_rate_0" in small and not any("_spec_" in k or "_head_r2_" in k for k in small)
 
 
 def test_monitor_with_symmetric_model_uses_the_forward_half():
@@ -357,6 +381,11 @@ def test_plots(tmp_path):
     ]  # fmt: skip
     fig = plot_monitor_history(history, path=tmp_path / "m.png")
     assert fig is not None and (tmp_path / "m.png").stat().st_size > 0
+    assert len(fig.axes) == 2
+    spec = [dict(r, **{"eval/agg_spec_0": 0.1, "eval/agg_head_r2_0": 0.5}) for r in history[1:]]
+    fig = plot_monitor_history(history[:1] + spec, path=tmp_path / "m3.png")
+    assert fig is not None and len(fig.axes) == 3
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1, 2]
     assert plot_monitor_history(history[:1]) is None
     with pytest.raises(ValueError, match="at least one curve"):
         plot_layer_profiles({}, ylabel="x")
@@ -421,6 +450,7 @@ def test_run_step3_end_to_end(tmp_path):
     with open(tmp_path / "step3-both" / "metrics.csv", encoding="utf-8") as f:
         header = next(csv.reader(f))
     assert {"eval/agg_rate_1", "eval/pred_sparsity_0", "eval/rank_z_agg"} <= set(header)
+    assert {"eval/agg_spec_1", "eval/pred_head_r2_0"} <= set(header)  # monitor_size 16 >= 4
     assert (tmp_path / "step1" / "checkpoint.pt").is_file()
 
 

@@ -43,9 +43,10 @@ a 2-D subspace gives 1; the motivation of step 3 is that after step 2 the rotati
 over ~30 dimensions).
 
 During training the loop's ``eval_fn`` (:func:`make_monitor`) logs the effective ranks and the
-per-layer :math:`R^c` and sparsity on a fixed test batch into the metrics history
-(``metrics.jsonl`` / ``metrics.csv``); after training :func:`crate_diagnostics` measures them on
-all test sequences, at initialisation and after training.
+per-layer :math:`R^c`, sparsity and head specialisation on a fixed test batch into the metrics
+history (``metrics.jsonl`` / ``metrics.csv``; plotted by :func:`plot_monitor_history`); after
+training :func:`crate_diagnostics` measures them on all test sequences, at initialisation and
+after training.
 
 Nothing heavy is imported at module import time (matplotlib, torchvision, PyYAML are imported by
 the functions that need them).
@@ -424,6 +425,10 @@ def _stacks(model: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
+#: Ridge of the per-head regressions of :func:`make_monitor` (as :func:`crate_diagnostics`).
+_MONITOR_RIDGE = 1e-3
+
+
 def make_monitor(batch: Any, *, eps: float = 0.1) -> Callable[[nn.Module, int], dict[str, float]]:
     """The loop's ``eval_fn``: effective ranks and per-layer CRATE diagnostics on one batch.
 
@@ -431,7 +436,11 @@ def make_monitor(batch: Any, *, eps: float = 0.1) -> Callable[[nn.Module, int], 
     calls it) on the fixed ``batch``. Logged keys (``eval/`` prefixed by the loop):
     ``rank_z_agg``, ``rank_z`` (RankMe of :math:`z_\\text{AGG}` and :math:`z_1`, as the step 1/2
     monitor) and, for each CRATE stack ``s`` in ``agg`` / ``pred`` and layer ``i``,
-    ``{s}_rate_{i}`` (mean :math:`R^c` over the batch) and ``{s}_sparsity_{i}``.
+    ``{s}_rate_{i}`` (mean :math:`R^c` over the batch), ``{s}_sparsity_{i}`` and, when the batch
+    holds at least 4 sequences, the head specialisation of :func:`crate_diagnostics` measured on
+    the batch: ``{s}_spec_{i}`` (:func:`weighted_specialization` of the held-out per-head
+    :math:`R^2`, ridge fitted on the first half of the batch, scored on the second) and
+    ``{s}_head_r2_{i}`` (the best head's :math:`R^2`, averaged over the action coordinates).
 
     Args:
         batch: A :class:`~jepa_blocks.data.ViewSequence` with ``views`` ``(B, M+1, C, H, W)``
@@ -444,7 +453,7 @@ def make_monitor(batch: Any, *, eps: float = 0.1) -> Callable[[nn.Module, int], 
     check_positive(eps, "eps")
 
     def monitor(model: nn.Module, epoch: int) -> dict[str, float]:
-        from jepa_blocks.blocks import CRATERecorder
+        from jepa_blocks.blocks import CRATERecorder, specialization_score
         from jepa_blocks.metrics import effective_rank
 
         del epoch
@@ -465,6 +474,15 @@ def make_monitor(batch: Any, *, eps: float = 0.1) -> Callable[[nn.Module, int], 
                 metrics[f"{key}_rate_{i}"] = r
             for i in sorted(rec.codes):
                 metrics[f"{key}_sparsity_{i}"] = float((rec.codes[i][:b] == 0).float().mean())
+            if b < 4:
+                continue
+            half = b // 2
+            act = (batch.actions[:b, 0] if key == "agg" else batch.actions[:b, -1]).float().cpu()
+            for i in range(len(rec.layers)):
+                h = rec.heads[i][:b, :, 0].float().cpu()
+                r2 = _heldout_r2(h[:half], act[:half], h[half:], act[half:], _MONITOR_RIDGE)
+                metrics[f"{key}_spec_{i}"] = weighted_specialization(r2, specialization_score(r2))
+                metrics[f"{key}_head_r2_{i}"] = float(r2.max(dim=0).values.mean())
         return metrics
 
     return monitor
@@ -852,7 +870,12 @@ def plot_monitor_history(
     path: PathLike | None = None,
     title: str = "CRATE diagnostics during training",
 ) -> Figure | None:
-    """Per-layer :math:`R^c` and sparsity logged by :func:`make_monitor`, against the step.
+    """Per-layer :math:`R^c`, sparsity and head specialisation logged by :func:`make_monitor`.
+
+    One panel per quantity against the step: :math:`R^c` (``eval/{s}_rate_{i}``), ISTA
+    sparsity (``eval/{s}_sparsity_{i}``) and, when logged, head specialisation
+    (``eval/{s}_spec_{i}``, solid) with the best head's :math:`R^2` (``eval/{s}_head_r2_{i}``,
+    dashed).
 
     Args:
         history: The loop's history (records with ``eval/{s}_rate_{i}`` keys).
@@ -864,24 +887,38 @@ def plot_monitor_history(
     """
     from matplotlib.figure import Figure
 
+    kinds = (
+        ("_rate_", "R^c of the MSSA input tokens"),
+        ("_sparsity_", "ISTA sparsity (fraction of zeros)"),
+        ("_spec_", "head specialisation (—), best head R² (- -)"),
+    )
     evals = [r for r in history if any(str(k).startswith("eval/") for k in r)]
-    keys = sorted({k for r in evals for k in r if "_rate_" in k or "_sparsity_" in k})
-    if not keys:
+    keys = sorted({k for r in evals for k in r if any(m in k for m, _ in kinds)})
+    if not any("_rate_" in k or "_sparsity_" in k for k in keys):
         return None
-    fig = Figure(figsize=(9.0, 3.5))
-    ax_rate, ax_sp = fig.subplots(1, 2)
-    for k in keys:
+    r2_keys = sorted({k for r in evals for k in r if "_head_r2_" in k})
+    panels = [(m, y) for m, y in kinds if any(m in k for k in keys) or (m == "_spec_" and r2_keys)]
+    fig = Figure(figsize=(4.5 * len(panels), 3.5))
+    axes = dict(zip((m for m, _ in panels), fig.subplots(1, len(panels), squeeze=False)[0]))
+    for k in [*keys, *r2_keys]:
         pts = [(float(r["step"]), float(r[k])) for r in evals if k in r]
-        ax = ax_rate if "_rate_" in k else ax_sp
-        label = (
-            k.removeprefix("eval/").replace("_rate_", " layer ").replace("_sparsity_", " layer ")
+        marker = next((m for m, _ in panels if m in k), "_spec_")
+        dashed = "_head_r2_" in k
+        label = k.removeprefix("eval/")
+        for m in ("_rate_", "_sparsity_", "_spec_", "_head_r2_"):
+            label = label.replace(m, " layer ")
+        axes[marker].plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            "--" if dashed else "-",
+            marker="o",
+            markersize=3,
+            label=label + (" R²" if dashed else ""),
         )
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=label)
-    ax_rate.set_ylabel("R^c of the MSSA input tokens")
-    ax_sp.set_ylabel("ISTA sparsity (fraction of zeros)")
-    for ax in (ax_rate, ax_sp):
-        ax.set_xlabel("step")
-        ax.legend(fontsize="x-small")
+    for m, ylabel in panels:
+        axes[m].set_ylabel(ylabel)
+        axes[m].set_xlabel("step")
+        axes[m].legend(fontsize="x-small")
     fig.suptitle(title)
     return _finish(fig, path)
 
