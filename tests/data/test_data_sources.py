@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from jepa_blocks.data import (
+    CIFAR10_STATS,
     CIFAR100_STATS,
     load_cifar10,
     load_cifar100,
@@ -129,6 +130,26 @@ def test_cifar_loaders_read_torchvision_layout(
     assert len(train.classes) == (10 if kind == "cifar10" else 100)
     if kind == "cifar100":
         assert (train.mean, train.std) == CIFAR100_STATS
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
+def test_cifar_loaders_name_split_and_statistics(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each CIFAR loader reads its own split, with its own name and normalisation constants."""
+    datasets = pytest.importorskip("torchvision.datasets")
+    cls = datasets.CIFAR10 if kind == "cifar10" else datasets.CIFAR100
+    _register(monkeypatch, cls, _write_cifar(tmp_path, kind, n_train=8, n_test=4, seed=3))
+    load = load_cifar10 if kind == "cifar10" else load_cifar100
+    stats = CIFAR10_STATS if kind == "cifar10" else CIFAR100_STATS
+    for split in ("train", "test"):
+        images = load(tmp_path, split=split, download=False)
+        ref = cls(str(tmp_path), train=split == "train")
+        assert images.name == f"{kind}-{split}" and images.labels.tolist() == list(ref.targets)
+        assert (images.mean, images.std) == stats and images.classes == tuple(ref.classes)
+        assert images.labels.dtype == torch.long and images.images.is_contiguous()
+    with pytest.raises(ValueError, match="split"):
+        load(tmp_path, split="val")
 
 
 def test_cifar_loader_on_corrupted_files_would_download(

@@ -251,3 +251,22 @@ def test_probe_argument_errors() -> None:
         fit_regressor(x, x, kind="tree")
     with pytest.raises(ValueError, match="features"):
         linear_probe_accuracy(x, y, torch.randn(4, 5), y[:4])
+
+
+def test_probe_scores_are_the_fitted_models_scores_on_each_split() -> None:
+    """Train and test scores: the metric of the fitted model's predictions (r2 is asymmetric)."""
+    g = torch.Generator().manual_seed(4)
+    x, xt = torch.randn(80, 5, generator=g), torch.randn(30, 5, generator=g)
+    w = torch.randn(5, 2, generator=g)
+    y, yt = x @ w + 0.5 * torch.randn(80, 2, generator=g), xt @ w + torch.randn(30, 2, generator=g)
+    res = regression_r2(x, y, xt, yt, kind="linear", solver="lstsq")
+    model = fit_regressor(x, y, kind="linear", solver="lstsq")
+    assert res.train == r2_score(y, model(x)) and res.test == r2_score(yt, model(xt))
+    assert res.test != r2_score(model(xt), yt)
+    labels, labels_t = (x[:, 0] > 0).long(), (xt[:, 0] > 0).long()
+    acc = linear_probe_accuracy(x, labels, xt, labels_t, solver="lbfgs", max_iter=50)
+    probe = fit_linear_classifier(x, labels, num_classes=2, solver="lbfgs", max_iter=50)
+    assert acc.train == accuracy(probe(x), labels) and acc.test == accuracy(probe(xt), labels_t)
+    for fn, y_test in ((regression_r2, yt), (linear_probe_accuracy, labels_t)):
+        with pytest.raises(ValueError, match="test_x has 4 features but train_x has 5"):
+            fn(x, y if fn is regression_r2 else labels, xt[:, :4], y_test)

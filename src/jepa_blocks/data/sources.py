@@ -22,6 +22,7 @@ import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,6 +215,25 @@ def _from_hwc(data: np.ndarray) -> Tensor:
     ).contiguous()
 
 
+def _cifar(
+    dataset: Any,
+    root: str | os.PathLike[str],
+    split: str,
+    download: bool,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    name: str,
+) -> LabelledImages:
+    """A torchvision CIFAR dataset class's ``split`` as :class:`LabelledImages` named ``name``."""
+    ds = dataset(os.fspath(root), train=split == "train", download=download)
+    return LabelledImages(
+        _from_hwc(ds.data),
+        torch.as_tensor(ds.targets, dtype=torch.long),
+        tuple(ds.classes),
+        *stats,
+        name=f"{name}-{split}",
+    )
+
+
 def load_cifar10(
     root: str | os.PathLike[str], *, split: str = "train", download: bool = True
 ) -> LabelledImages:
@@ -227,14 +247,7 @@ def load_cifar10(
     _check_split(split, ("train", "test"))
     from torchvision.datasets import CIFAR10
 
-    ds = CIFAR10(os.fspath(root), train=split == "train", download=download)
-    return LabelledImages(
-        _from_hwc(ds.data),
-        torch.as_tensor(ds.targets, dtype=torch.long),
-        tuple(ds.classes),
-        *CIFAR10_STATS,
-        name=f"cifar10-{split}",
-    )
+    return _cifar(CIFAR10, root, split, download, CIFAR10_STATS, "cifar10")
 
 
 def load_cifar100(
@@ -250,14 +263,7 @@ def load_cifar100(
     _check_split(split, ("train", "test"))
     from torchvision.datasets import CIFAR100
 
-    ds = CIFAR100(os.fspath(root), train=split == "train", download=download)
-    return LabelledImages(
-        _from_hwc(ds.data),
-        torch.as_tensor(ds.targets, dtype=torch.long),
-        tuple(ds.classes),
-        *CIFAR100_STATS,
-        name=f"cifar100-{split}",
-    )
+    return _cifar(CIFAR100, root, split, download, CIFAR100_STATS, "cifar100")
 
 
 def load_stl10(

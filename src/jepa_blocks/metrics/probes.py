@@ -23,7 +23,7 @@ features of a model in ``eval()`` mode) and return plain floats.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -296,6 +296,33 @@ def fit_linear_classifier(
     return nn.Sequential(scaler, lin).requires_grad_(False)
 
 
+def _check_test_set(
+    train_x: Tensor, test_x: Tensor, test_y: Tensor, check_y: Callable[[Tensor, str, int], Tensor]
+) -> None:
+    """Check the test features, the test targets with ``check_y``, and the feature count."""
+    _check_features(test_x, "test_x")
+    check_y(test_y, "test_y", test_x.shape[0])
+    if test_x.shape[1] != train_x.shape[1]:
+        raise ValueError(
+            f"test_x has {test_x.shape[1]} features but train_x has {train_x.shape[1]}"
+        )
+
+
+def _train_test_scores(
+    model: nn.Module,
+    score: Callable[[Tensor, Tensor], float],
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+) -> ProbeResult:
+    """``score(predictions, targets)`` of a fitted ``model`` on the training and the test set."""
+    with torch.no_grad():
+        train = score(model(train_x.detach()), train_y)
+        test = score(model(test_x.detach().to(train_x.device)), test_y)
+    return ProbeResult(train, test)
+
+
 def linear_probe_accuracy(
     train_x: Tensor,
     train_y: Tensor,
@@ -316,19 +343,12 @@ def linear_probe_accuracy(
         - train_x: ``(N, D)``; train_y: ``(N,)``
         - test_x: ``(N', D)``; test_y: ``(N',)``
     """
-    _check_features(test_x, "test_x")
-    _check_labels(test_y, "test_y", test_x.shape[0])
-    if test_x.shape[1] != train_x.shape[1]:
-        raise ValueError(
-            f"test_x has {test_x.shape[1]} features but train_x has {train_x.shape[1]}"
-        )
+    _check_test_set(train_x, test_x, test_y, _check_labels)
     if "num_classes" not in kwargs:
         kwargs["num_classes"] = int(max(int(train_y.max()), int(test_y.max()))) + 1
     probe = fit_linear_classifier(train_x, train_y, **kwargs)  # type: ignore[arg-type]
-    with torch.no_grad():
-        train_acc = accuracy(probe(train_x.detach()), train_y)
-        test_acc = accuracy(probe(test_x.detach().to(train_x.device)), test_y.to(train_x.device))
-    return ProbeResult(train_acc, test_acc)
+    test_y = test_y.to(train_x.device)
+    return _train_test_scores(probe, accuracy, train_x, train_y, test_x, test_y)
 
 
 def _mlp(d_in: int, d_out: int, hidden: int, depth: int, like: Tensor) -> nn.Sequential:
@@ -438,17 +458,11 @@ def regression_r2(
         - train_x: ``(N, D)``; train_y: ``(N,)`` or ``(N, K)``
         - test_x: ``(N', D)``; test_y: like ``train_y`` with ``N'`` rows
     """
-    _check_features(test_x, "test_x")
-    _check_targets(test_y, "test_y", test_x.shape[0])
-    if test_x.shape[1] != train_x.shape[1]:
-        raise ValueError(
-            f"test_x has {test_x.shape[1]} features but train_x has {train_x.shape[1]}"
-        )
+    _check_test_set(train_x, test_x, test_y, _check_targets)
     model = fit_regressor(train_x, train_y, **kwargs)  # type: ignore[arg-type]
-    with torch.no_grad():
-        train_r2 = r2_score(train_y, model(train_x.detach()))
-        test_r2 = r2_score(test_y, model(test_x.detach().to(train_x.device)))
-    return ProbeResult(train_r2, test_r2)
+    return _train_test_scores(
+        model, lambda pred, y: r2_score(y, pred), train_x, train_y, test_x, test_y
+    )
 
 
 def equivariance_r2(
