@@ -177,3 +177,28 @@ def test_config_validation():
     assert StreamConfig(checkpoints=(1.0, 0.25, 0.25)).checkpoints == (0.25, 1.0)
     with pytest.raises(TypeError, match="stream"):
         train_stream(tiny_model(), [1, 2, 3])  # type: ignore[arg-type]
+
+
+def test_local_coding_rate_regularises_a_stream_and_resumes_exactly(tmp_path):
+    """Issue 6's local rate as the model's regulariser in the single-pass driver.
+
+    The window holds the most recent detached z_agg of the stream, moves with the model's
+    state, and a resumed stream continues with the same window.
+    """
+    from jepa_blocks import LocalCodingRate
+
+    def run(out, resume=None):
+        model = tiny_model()
+        model.regularizer = LocalCodingRate(12, window=10)  # z_agg: 8 (z) + 4 (action)
+        model.regularizer_weight = 0.1
+        cfg = StreamConfig(device="cpu", out_dir=str(out), checkpoints=(0.4, 1.0), log_every=1)
+        result = train_stream(model, _stream(n=30, batch=6), config=cfg, resume_from=resume)
+        return result, model.regularizer
+
+    full, window = run(tmp_path / "a")
+    assert full.step == 5 and int(window.filled) == 10  # 30 items seen, window of 10
+    assert all("rate" in h and h["rate"] == h["rate"] for h in full.history)
+    resumed, window2 = run(tmp_path / "b", resume=tmp_path / "a" / "stream-040.pt")
+    assert torch.equal(_params(resumed.model), _params(full.model))
+    assert torch.equal(window2.memory, window.memory)
+    assert int(window2.pointer) == int(window.pointer)
