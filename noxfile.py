@@ -1,4 +1,4 @@
-"""Task runner: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``.
+"""Task runner: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``release``.
 
 Torch is installed first, from the spec in ``JEPA_TORCH_SPEC`` (see DEVELOPERS.md), so that
 pip never resolves an unpinned ``torch`` to a multi-GB build by accident.
@@ -7,6 +7,9 @@ pip never resolves an unpinned ``torch`` to a multi-GB build by accident.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from pathlib import Path
 
 import nox
 
@@ -66,3 +69,32 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks (not part of CI). Extra arguments go to bench_logdet.py."""
     _install(session, TORCH_LIGHT_SPEC, "dev")
     session.run("python", "benchmarks/bench_logdet.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def release(session: nox.Session) -> None:
+    """Build the sdist and wheel, install the wheel alone in a fresh venv, run the quickstart.
+
+    The fresh venv gets the light torch (``JEPA_TORCH_LIGHT_SPEC``) and then the wheel with its
+    core dependencies only (no extras); ``docs/_scripts/quickstart_check.py`` fails if an
+    optional dependency is present or if the package is imported from the source tree. Not part
+    of CI (``.ci/run``): run it before a release.
+    """
+    session.install("build")
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist in {dist}, got {wheels + sdists}")
+    venv = tmp / "fresh-venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))
+    python = str(venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python"))
+    session.run(python, "-m", "pip", "install", "-q", *TORCH_LIGHT_SPEC, external=True)
+    session.run(python, "-m", "pip", "install", "-q", str(wheels[0]), external=True)
+    session.run(python, "-m", "pip", "check", external=True)
+    session.run(
+        python, "docs/_scripts/quickstart_check.py", "--core-only", "--installed", external=True
+    )
