@@ -14,6 +14,17 @@ from reference import ref_half_logdet
 F64 = torch.float64
 
 
+#: Strategies for the arguments of :func:`_problem` (and ``eps``).
+PROBLEMS = {
+    "n": st.integers(2, 40),
+    "d": st.integers(1, 12),
+    "k": st.integers(1, 4),
+    "eps": st.floats(0.1, 2.0),
+    "hard": st.booleans(),
+    "seed": st.integers(0, 2**16),
+}
+
+
 def _problem(n: int, d: int, k: int, seed: int, hard: bool = False):
     g = torch.Generator().manual_seed(seed)
     z = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=F64), dim=-1)
@@ -32,14 +43,7 @@ def _exact_compression(z: torch.Tensor, pi: torch.Tensor, eps: float) -> torch.T
     return rate_reduction(z, pi, eps=eps, precision="float64", return_parts=True).compression
 
 
-@given(
-    n=st.integers(2, 40),
-    d=st.integers(1, 12),
-    k=st.integers(1, 4),
-    eps=st.floats(0.1, 2.0),
-    hard=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
+@given(**PROBLEMS)
 def test_bound_is_above_exact_compression(n, d, k, eps, hard, seed) -> None:
     z, pi, g = _problem(n, d, k, seed, hard)
     u = _orthogonal(k, d, d, g)
@@ -50,14 +54,7 @@ def test_bound_is_above_exact_compression(n, d, k, eps, hard, seed) -> None:
     assert variational_rate(z, pi, None, eps=eps) >= exact - 1e-10 * (1 + exact.abs())
 
 
-@given(
-    n=st.integers(2, 40),
-    d=st.integers(1, 12),
-    k=st.integers(1, 4),
-    eps=st.floats(0.1, 2.0),
-    hard=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
+@given(**PROBLEMS)
 def test_bound_is_tight_when_projections_diagonalise(n, d, k, eps, hard, seed) -> None:
     z, pi, _ = _problem(n, d, k, seed, hard)
     second_moments = torch.einsum("nk,nd,ne->kde", pi, z, z)

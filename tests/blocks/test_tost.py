@@ -16,24 +16,9 @@ from jepa_blocks.blocks.tost import (
 )
 from jepa_blocks.seq import Aggregator
 from jepa_blocks.variational_rate import variational_rate
-
-F64 = torch.float64
-
-
-def _randomise(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random non-trivial parameters (temperatures, biases, positional bias included)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("temperature"):
-                p.copy_(0.5 + 1.5 * torch.rand(p.shape, generator=g, dtype=p.dtype))
-            else:
-                p.copy_(0.4 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
-
-
-def _x(*shape: int, seed: int = 1, dtype: torch.dtype = F64) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+from tost_testutils import F64
+from tost_testutils import randn as _x
+from tost_testutils import randomise as _randomise  # parameters set to 0.4·N(0, 1)
 
 
 def _heads(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:

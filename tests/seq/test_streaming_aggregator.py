@@ -17,20 +17,13 @@ from jepa_blocks.seq.streaming_aggregator import (
     ToSTAggregatorState,
     stream_aggregates,
 )
-
-F64 = torch.float64
+from tost_testutils import F64, randomise
+from tost_testutils import randn as _x
 
 
 def _randomise(module: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial parameters: temperatures in [0.5, 2], everything else perturbed."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("temperature"):
-                p.copy_(0.5 + 1.5 * torch.rand(p.shape, generator=g, dtype=p.dtype))
-            else:
-                p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
+    return randomise(module, seed, scale=0.3, perturb=True)
 
 
 def _agg(dtype: torch.dtype = F64, seed: int = 0, **kwargs) -> ToSTAggregator:
@@ -40,10 +33,6 @@ def _agg(dtype: torch.dtype = F64, seed: int = 0, **kwargs) -> ToSTAggregator:
     kwargs.setdefault("heads", 4)
     agg = ToSTAggregator(**kwargs).to(dtype).eval()
     return _randomise(agg, seed)
-
-
-def _x(*shape: int, seed: int = 1, dtype: torch.dtype = F64) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def _push_all(agg: ToSTAggregator, x: torch.Tensor) -> ToSTAggregatorState:
