@@ -191,9 +191,6 @@ class MSSA(nn.Module):
         torch.Size([2, 10, 64])
     """
 
-    to_out: nn.Linear | None
-    out_bias: nn.Parameter | None
-
     def __init__(
         self,
         dim: int,
@@ -217,7 +214,9 @@ class MSSA(nn.Module):
         self.dropout = check_probability(dropout, "dropout")
         inner = heads * self.dim_head
         self.qkv = nn.Linear(dim, inner, bias=False)
-        self.to_out, self.out_bias = _output_map(inner, dim, tie_out=tie_out, out_bias=out_bias)
+        to_out, bias = _output_map(inner, dim, tie_out=tie_out, out_bias=out_bias)
+        self.to_out: nn.Linear | None = to_out
+        self.out_bias: nn.Parameter | None = bias
         #: Hook point: receives the per-head outputs ``(..., K, N, p)`` before the output map.
         self.head_tap = nn.Identity()
 

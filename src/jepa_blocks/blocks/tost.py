@@ -319,9 +319,6 @@ def _causal_tssa(
 class _TSSABase(nn.Module):
     """Shared parameters of :class:`TSSA` and :class:`CausalTSSA` (projections, temperature)."""
 
-    to_out: nn.Linear | None
-    out_bias: nn.Parameter | None
-
     def __init__(
         self,
         dim: int,
@@ -344,7 +341,9 @@ class _TSSABase(nn.Module):
         self.qkv = nn.Linear(dim, dim, bias=qkv_bias)
         #: Per-head temperature :math:`\tau_k` (initialised to 1; excluded from weight decay).
         self.temperature = nn.Parameter(torch.ones(heads, 1))
-        self.to_out, self.out_bias = _output_map(dim, dim, tie_out=tie_out, out_bias=out_bias)
+        to_out, bias = _output_map(dim, dim, tie_out=tie_out, out_bias=out_bias)
+        self.to_out: nn.Linear | None = to_out
+        self.out_bias: nn.Parameter | None = bias
         #: Observation hook: called with the detached memberships ``π`` ``(..., K, N)``.
         self.membership_tap = nn.Identity()
 
