@@ -112,21 +112,6 @@ def _normalise(views: Tensor, source: LabelledImages) -> Tensor:
     return (views - mean) / std
 
 
-def _view_sequences(
-    images: Tensor,
-    source: LabelledImages,
-    views: SequenceViews,
-    num_observed: int,
-    normalize: bool,
-    generator: torch.Generator,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(views, params, actions)`` of ``M + 1`` views of each ``uint8`` image ``(B, C, H, W)``."""
-    out, params = views(images.float().div_(255.0), num_views=num_observed + 1, generator=generator)
-    if normalize:
-        out = _normalise(out, source)
-    return out, params, views.actions(params)
-
-
 def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """``(rank, world_size)``; each defaults to ``torch.distributed``'s when initialised, else 0/1."""
     dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -142,7 +127,41 @@ def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return int(rank), int(world_size)
 
 
-class SequenceDataset(torch.utils.data.Dataset):
+class _SequenceSource:
+    """What :class:`SequenceDataset` and :class:`SequenceLoader` share: the source, the view
+    generator, the seed, the epoch, the ranks, and how views are drawn from ``uint8`` images."""
+
+    def _init_source(
+        self,
+        source: LabelledImages,
+        views: SequenceViews,
+        num_observed: int,
+        seed: int,
+        normalize: bool,
+        rank: int | None,
+        world_size: int | None,
+    ) -> None:
+        self.source = source
+        self.views = views
+        self.num_observed = num_observed
+        self.seed = int(seed)
+        self.normalize = bool(normalize)
+        self.epoch = 0
+        self.rank, self.world_size = _ranks(rank, world_size)
+
+    def _view_sequences(
+        self, images: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(views, params, actions)`` of ``M + 1`` views of each ``uint8`` image."""
+        views, params = self.views(
+            images.float().div_(255.0), num_views=self.num_observed + 1, generator=generator
+        )
+        if self.normalize:
+            views = _normalise(views, self.source)
+        return views, params, self.views.actions(params)
+
+
+class SequenceDataset(_SequenceSource, torch.utils.data.Dataset):
     """Map-style dataset of view sequences, one per source image.
 
     Item ``i`` is a :class:`ViewSequence` with ``views (M+1, C, H', W')``, ``params (M+1, P)``,
@@ -168,13 +187,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         world_size: int | None = None,
     ) -> None:
         _check_common(source, views, num_observed)
-        self.source = source
-        self.views = views
-        self.num_observed = num_observed
-        self.seed = int(seed)
-        self.normalize = bool(normalize)
-        self.epoch = 0
-        self.rank, self.world_size = _ranks(rank, world_size)
+        self._init_source(source, views, num_observed, seed, normalize, rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the randomness of ``epoch`` (call it at the start of each epoch)."""
@@ -189,15 +202,12 @@ class SequenceDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} is out of range for a dataset of {n} items")
         i = int(index) % n
         gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
-        views, params, actions = _view_sequences(
-            self.source.images[i : i + 1], self.source, self.views, self.num_observed,
-            self.normalize, gen,
-        )  # fmt: skip
+        views, params, actions = self._view_sequences(self.source.images[i : i + 1], gen)
         item = torch.tensor(i, device=self.source.labels.device)
         return ViewSequence(views[0], params[0], actions[0], self.source.labels[i], item)
 
 
-class SequenceLoader:
+class SequenceLoader(_SequenceSource):
     """Iterate over a source in batches of view sequences generated on the device.
 
     The whole ``uint8`` split is moved to ``device`` once; each batch is gathered, converted to
@@ -246,16 +256,11 @@ class SequenceLoader:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.device = torch.device(device) if device is not None else source.images.device
-        self.source = source.to(self.device)
-        self.views = views
-        self.num_observed = num_observed
         self.batch_size = batch_size
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.seed = int(seed)
-        self.normalize = bool(normalize)
-        self.epoch = 0
-        self.rank, self.world_size = _ranks(rank, world_size)
+        source = source.to(self.device)
+        self._init_source(source, views, num_observed, seed, normalize, rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass use the shuffling and augmentation randomness of ``epoch``."""
@@ -289,7 +294,5 @@ class SequenceLoader:
             yield self._batch(idx.to(self.device), gen)
 
     def _batch(self, idx: Tensor, gen: torch.Generator) -> ViewSequence:
-        views, params, actions = _view_sequences(
-            self.source.images[idx], self.source, self.views, self.num_observed, self.normalize, gen
-        )
+        views, params, actions = self._view_sequences(self.source.images[idx], gen)
         return ViewSequence(views, params, actions, self.source.labels[idx], idx)
