@@ -138,10 +138,11 @@ def test_cifar_loaders_name_split_and_statistics(
 ) -> None:
     """Each CIFAR loader reads its own split, with its own name and normalisation constants."""
     datasets = pytest.importorskip("torchvision.datasets")
-    cls = datasets.CIFAR10 if kind == "cifar10" else datasets.CIFAR100
+    cls, load, stats = {
+        "cifar10": (datasets.CIFAR10, load_cifar10, CIFAR10_STATS),
+        "cifar100": (datasets.CIFAR100, load_cifar100, CIFAR100_STATS),
+    }[kind]
     _register(monkeypatch, cls, _write_cifar(tmp_path, kind, n_train=8, n_test=4, seed=3))
-    load = load_cifar10 if kind == "cifar10" else load_cifar100
-    stats = CIFAR10_STATS if kind == "cifar10" else CIFAR100_STATS
     for split in ("train", "test"):
         images = load(tmp_path, split=split, download=False)
         ref = cls(str(tmp_path), train=split == "train")
