@@ -15,8 +15,12 @@ import nox
 
 nox.options.sessions = ["tests", "lint", "docs"]
 nox.options.default_venv_backend = "venv"
+# A missing interpreter is an error, not a silently skipped (and "successful") session.
+nox.options.error_on_missing_interpreters = True
 
-PYTHON = os.environ.get("JEPA_PYTHON", "3.11")
+# The sessions' Python: JEPA_PYTHON, else the version of the interpreter running nox (so that
+# `python3 -m nox` works with whatever python3 the user has).
+PYTHON = os.environ.get("JEPA_PYTHON", f"{sys.version_info.major}.{sys.version_info.minor}")
 # torch + torchvision pair used by the test suite and the examples (torchvision needs the
 # matching torch build). Light CPU-only torch for sessions that only import the library.
 TORCH_SPEC = os.environ.get("JEPA_TORCH_SPEC", "torch==2.14.1 torchvision==0.29.1").split()
