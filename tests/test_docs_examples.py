@@ -55,3 +55,12 @@ def test_no_unexecuted_python_blocks(path: Path) -> None:
         "`.. testsetup::` if needed) or `>>>` doctests, or mark non-Python blocks with "
         "`.. code-block:: text`"
     )
+
+
+def test_benchmarks_page_shows_every_result() -> None:
+    """Every committed benchmark table (``benchmarks/results/*.md``) is on the benchmarks page."""
+    page = (DOCS / "benchmarks.rst").read_text(encoding="utf-8")
+    results = sorted((DOCS.parent / "benchmarks" / "results").glob("*.md"))
+    missing = [p.name for p in results if f"../benchmarks/results/{p.name}" not in page]
+    missing = [m for m in missing if f"../benchmarks/results/{m[:-3]}.rst" not in page]
+    assert not missing, f"docs/benchmarks.rst does not include {missing}"
