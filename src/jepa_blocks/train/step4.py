@@ -395,25 +395,8 @@ def build_step4_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.O
     """
     from jepa_blocks.train.schedule import build_optimizer
 
-    if train.recipe != "paper":
-        return build_optimizer(
-            model, recipe=train.recipe, lr=train.lr, weight_decay=train.weight_decay
-        )
-    skip: set[str] = set()
-    for prefix, module in model.named_modules():
-        names = getattr(module, "no_weight_decay", None)
-        if callable(names):
-            skip |= {f"{prefix}.{n}" if prefix else n for n in names()}
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 and name not in skip else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=train.lr)
+    # param_groups (the "paper" recipe) honours every submodule's no_weight_decay().
+    return build_optimizer(model, recipe=train.recipe, lr=train.lr, weight_decay=train.weight_decay)
 
 
 # --------------------------------------------------------------------------- measurements
