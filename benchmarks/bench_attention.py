@@ -126,9 +126,17 @@ def _mssa(dim: int, heads: int) -> tuple[nn.Module, str]:
 
 
 def make_methods(
-    dim: int, heads: int, *, compile_tssa: bool, causal: bool
+    dim: int,
+    heads: int,
+    *,
+    compile_tssa: bool,
+    causal: bool,
+    only: Sequence[str] | None = None,
 ) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """The modules to compare (all float32 parameters) and notes on where they come from."""
+    """The modules to compare (all float32 parameters) and notes on where they come from.
+
+    ``only`` keeps a subset of the methods (``sdpa``, the baseline of every ratio, is always kept).
+    """
     mssa, mssa_src = _mssa(dim, heads)
     methods: dict[str, nn.Module] = {
         "sdpa": SDPAAttention(dim, heads),
@@ -142,6 +150,12 @@ def make_methods(
     if compile_tssa:
         methods["tssa_compile"] = torch.compile(TSSA(dim, heads=heads), dynamic=True)
         notes["tssa_compile"] = "torch.compile(TSSA, dynamic=True), inductor"
+    if only is not None:
+        unknown = sorted(set(only) - set(methods))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; available: {sorted(methods)}")
+        methods = {k: v for k, v in methods.items() if k == "sdpa" or k in only}
+        notes = {k: v for k, v in notes.items() if k in methods}
     return methods, notes
 
 
@@ -254,11 +268,12 @@ def run(
     warmup: int,
     compile_tssa: bool,
     causal: bool,
+    only: Sequence[str] | None = None,
 ) -> dict:
     """Time every method at every ``N``; return a JSON-ready dict."""
     torch.manual_seed(0)
     load_start = _loadavg()
-    methods, notes = make_methods(dim, heads, compile_tssa=compile_tssa, causal=causal)
+    methods, notes = make_methods(dim, heads, compile_tssa=compile_tssa, causal=causal, only=only)
     for m in methods.values():
         m.to(device)
     rows = []
@@ -697,6 +712,9 @@ def main(argv: list[str] | None = None) -> None:
     g = p.add_argument_group("--aggregators: step-3 arms at an experiment preset's sizes")
     g.add_argument("--aggregators", action="store_true", help="CRATE vs transformer (step 3)")
     g.add_argument("--preset", default="cpu-demo", help="experiment preset (examples/configs)")
+    p.add_argument(
+        "--methods", default=None, help="comma-separated subset of the methods (sdpa always runs)"
+    )
     g.add_argument("--config-dir", type=Path, default=ROOT / "examples" / "configs")
     g.add_argument("--variant", default="stopgrad-rate", help="the step-2 variant of the arms")
     g.add_argument("--batch", type=int, default=None, help="sequences per step (preset's)")
@@ -750,6 +768,7 @@ def main(argv: list[str] | None = None) -> None:
         warmup=1 if args.quick else args.warmup,
         compile_tssa=compile_tssa,
         causal=args.causal,
+        only=None if args.methods is None else [m.strip() for m in args.methods.split(",")],
     )
     _write(args.json, json.dumps(result, indent=2) + "\n")
     _write(args.markdown, to_markdown(result))

@@ -117,3 +117,19 @@ def test_command_line_writes_json_and_markdown(bench, tmp_path, capsys):
     assert data["preset"] == "cpu-demo" and data["variant"] == "stopgrad-rate"
     assert list(data["arms"]) == ["step2", "step3-agg"] and data["width"] == 160
     assert out_md.read_text(encoding="utf-8") in capsys.readouterr().out
+
+
+def test_methods_subset_keeps_the_sdpa_baseline(bench):
+    methods, notes = bench.make_methods(16, 2, compile_tssa=False, causal=True, only=["tssa_me"])
+    assert list(methods) == ["sdpa", "tssa_me"]
+    assert "mssa" not in notes
+    with pytest.raises(ValueError, match="unknown methods"):
+        bench.make_methods(16, 2, compile_tssa=False, causal=False, only=["flash"])
+    result = bench.run(
+        bench.torch.device("cpu"), dim=16, heads=2, ns=[8, 16], budget=32,
+        dtype=bench.torch.float32, repeats=1, warmup=0, compile_tssa=False, causal=False,
+        only=["tssa"],
+    )  # fmt: skip
+    assert result["methods"] == ["sdpa", "tssa"]
+    assert [r["batch"] for r in result["rows"]] == [4, 2]
+    assert all(r["tssa_speedup"] > 0 for r in result["rows"])
