@@ -266,7 +266,7 @@ def run_local_experiment(
         evaluate,
         extract_features,
     )
-    from jepa_blocks.train.loop import resolve_device, seed_everything
+    from jepa_blocks.train.loop import _schedule_steps, resolve_device, seed_everything
 
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig, got {type(config).__name__}")
@@ -304,9 +304,7 @@ def run_local_experiment(
         loader(data.train, batch=mem_batch, seed=config.train.seed + 99, shuffle=True, num=m)
     )
     steps_per_epoch = len(train_loader)
-    total_steps = config.train.epochs * steps_per_epoch
-    if config.train.max_steps is not None:
-        total_steps = min(total_steps, config.train.max_steps)
+    total_steps, _ = _schedule_steps(train_loader, config.train)
     train_cfg = dataclasses.replace(config.train, out_dir=None, resume=False)
     in_channels = int(data.train.images.shape[1])
     action_dim = int(data.views.action_dim)

@@ -38,9 +38,8 @@ called.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -82,17 +81,6 @@ class ProbeTask(NamedTuple):
     name: str
     train: Any
     test: Any
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class StreamEvaluator:
@@ -169,9 +157,11 @@ class StreamEvaluator:
         """Probe ``model`` (see the class docstring); ``info`` is ignored."""
         import time
 
+        from jepa_blocks.train.experiment import _num_threads
+
         del info
         t0 = time.perf_counter()
-        with _threads(self.threads):
+        with _num_threads(self.threads):
             feats = self.features(model)
             out = self._probe(feats)
         out["seconds"] = time.perf_counter() - t0

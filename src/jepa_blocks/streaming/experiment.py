@@ -32,7 +32,6 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -43,7 +42,7 @@ import torch
 
 from jepa_blocks.streaming.driver import StreamConfig
 from jepa_blocks.streaming.regularizers import WeightRegularizer
-from jepa_blocks.train.experiment import DataConfig, ModelConfig
+from jepa_blocks.train.experiment import DataConfig, ModelConfig, _versions
 
 __all__ = [
     "ABLATION_COLUMNS",
@@ -565,17 +564,6 @@ def run_stream_experiment(
         return report
     finally:
         torch.set_num_threads(old_threads)
-
-
-def _versions() -> dict[str, str]:
-    import jepa_blocks
-
-    return {
-        "jepa_blocks": jepa_blocks.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def _write_plots(

@@ -53,7 +53,13 @@ import torch
 from torch import Tensor, nn
 
 from jepa_blocks.train.config import TrainConfig, config_from_dict, config_to_dict
-from jepa_blocks.train.loop import FitResult, fit, resolve_device, seed_everything
+from jepa_blocks.train.loop import (
+    FitResult,
+    _schedule_steps,
+    fit,
+    resolve_device,
+    seed_everything,
+)
 
 __experimental__ = True
 
@@ -986,9 +992,7 @@ def _run_experiment(config: ExperimentConfig, *, verbose: bool) -> ExperimentRes
         shuffle=True, drop_last=len(data.train) > config.data.batch_size,
     )  # fmt: skip
     steps_per_epoch = len(loader)
-    total_steps = config.train.epochs * steps_per_epoch
-    if config.train.max_steps is not None:
-        total_steps = min(total_steps, config.train.max_steps)
+    total_steps, _ = _schedule_steps(loader, config.train)
     model = build_model(
         config.model,
         in_channels=int(data.train.images.shape[1]),

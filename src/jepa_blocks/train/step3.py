@@ -88,7 +88,7 @@ from jepa_blocks.train.experiment import (
     extract_features,
     load_experiment_config,
 )
-from jepa_blocks.train.loop import fit, resolve_device, seed_everything
+from jepa_blocks.train.loop import _schedule_steps, fit, resolve_device, seed_everything
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -1179,9 +1179,7 @@ def _run_arm(
         shuffle=True,
     )
     steps_per_epoch = len(loader)
-    total_steps = config.train.epochs * steps_per_epoch
-    if config.train.max_steps is not None:
-        total_steps = min(total_steps, config.train.max_steps)
+    total_steps, _ = _schedule_steps(loader, config.train)
     model = build_arm_model(
         config.model,
         crate,

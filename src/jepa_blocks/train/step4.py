@@ -67,7 +67,10 @@ from jepa_blocks.train.experiment import (
     format_table,
     load_experiment_config,
 )
-from jepa_blocks.train.loop import fit, resolve_device, seed_everything
+from jepa_blocks.train.experiment import (
+    _versions as _experiment_versions,
+)
+from jepa_blocks.train.loop import _schedule_steps, fit, resolve_device, seed_everything
 
 __experimental__ = True
 
@@ -1073,17 +1076,7 @@ def _json_default(o: Any) -> Any:
 
 
 def _versions() -> dict[str, str]:
-    import platform
-
-    import jepa_blocks
-
-    return {
-        "jepa_blocks": jepa_blocks.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "threads": str(torch.get_num_threads()),
-    }
+    return {**_experiment_versions(), "threads": str(torch.get_num_threads())}
 
 
 def run_step4(config: Step4Config, *, verbose: bool = True) -> Step4Result:
@@ -1118,9 +1111,7 @@ def run_step4(config: Step4Config, *, verbose: bool = True) -> Step4Result:
     loader = _loader(data.train, data.views, m=m_tr, batch=config.data.batch_size,
                      seed=config.train.seed, device=device, shuffle=True)  # fmt: skip
     steps_per_epoch = len(loader)
-    total_steps = config.train.epochs * steps_per_epoch
-    if config.train.max_steps is not None:
-        total_steps = min(total_steps, config.train.max_steps)
+    total_steps, _ = _schedule_steps(loader, config.train)
     in_channels = int(data.train.images.shape[1])
     action_dim = int(data.views.action_dim)
     model = build_step4_model(config, in_channels=in_channels, action_dim=action_dim,
