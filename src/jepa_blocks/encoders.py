@@ -1,7 +1,8 @@
 r"""Image encoders :math:`f_\theta`: a small CNN for CPU demos and tests, and ResNet-18.
 
 * :class:`SmallCNN` — three 3×3 conv–BN–ReLU stages (strides 1, 2, 2) and global average
-  pooling; fast on a laptop CPU for 28×28 (MNIST) and 32×32 inputs.
+  pooling, or optionally a linear head over a pooled spatial grid and a BatchNorm of the
+  output; fast on a laptop CPU for 28×28 (MNIST) and 32×32 inputs.
 * :func:`resnet18_encoder` — torchvision's ResNet-18 with ``fc`` removed (output 512), by default
   with the CIFAR stem, as in seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176; official code
   ``hafezgh/seq-jepa``, ``src/models.py``: ``resnet18(zero_init_residual=True)``, ``fc =
@@ -11,36 +12,65 @@ r"""Image encoders :math:`f_\theta`: a small CNN for CPU demos and tests, and Re
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_int
+from jepa_blocks._validation import check_choice, check_int
 
 __all__ = ["SmallCNN", "resnet18_encoder"]
 
 
 class SmallCNN(nn.Module):
-    """A three-stage CNN encoder: conv3×3 stride 1, 2, 2, each with BatchNorm and ReLU, then pooling.
+    """A three-stage CNN encoder: conv3×3 stride 1, 2, 2, each with BatchNorm and ReLU, then a head.
 
-    Channels ``in_channels → width → 2·width → out_dim``; the output is the global average of
-    the last feature map (no projector, like the paper's ResNet encoder). Any input of at least
-    4×4 pixels works; 28×28 gives 7×7 and 32×32 gives 8×8 final maps.
+    With ``grid=1`` (default) the channels are ``in_channels → width → 2·width → out_dim`` and the
+    output is the global average of the last feature map (no projector, like the paper's ResNet
+    encoder). Any input of at least 4×4 pixels works; 28×28 gives 7×7 and 32×32 gives 8×8 final
+    maps.
+
+    With ``grid=g > 1`` the last stage keeps ``2·width`` channels, the map is average-pooled to a
+    ``g × g`` grid (:class:`torch.nn.AdaptiveAvgPool2d`; the identity for ``g = 7`` on 28×28
+    inputs), flattened and mapped to ``out_dim`` by a linear layer. The output then keeps *where*
+    each local feature is: global pooling of a small-receptive-field CNN (about 15 pixels here)
+    returns an orderless bag of stroke features, which on MNIST digits loses both the digit's
+    layout and its translation. ``out_norm="batch"`` appends a BatchNorm without affine
+    parameters (batch statistics in training, running statistics in evaluation), so every
+    output coordinate is centred and of unit variance: the post-ReLU pooled features are
+    otherwise all positive and nearly parallel, which makes a cosine prediction loss easy to
+    satisfy with their mean direction.
 
     Args:
         in_channels: Input channels (1 for MNIST, 3 for colour images).
         out_dim: Output dimension ``D``.
         width: Channels of the first stage.
+        grid: Side of the pooled grid read by the linear head; 1: global average pooling and
+            no head.
+        out_norm: ``"none"`` or ``"batch"`` (BatchNorm1d without affine parameters on the
+            output).
 
     Shape:
         - input: ``(N, in_channels, H, W)``
         - output: ``(N, out_dim)``
     """
 
-    def __init__(self, *, in_channels: int = 1, out_dim: int = 128, width: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        out_dim: int = 128,
+        width: int = 32,
+        grid: int = 1,
+        out_norm: Literal["none", "batch"] = "none",
+    ) -> None:
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels", minimum=1)
         self.out_dim = check_int(out_dim, "out_dim", minimum=1)
         self.width = check_int(width, "width", minimum=1)
-        chans = [in_channels, width, 2 * width, out_dim]
+        self.grid = check_int(grid, "grid", minimum=1)
+        self.out_norm = check_choice(out_norm, "out_norm", ("none", "batch"))
+        last = out_dim if grid == 1 else 2 * width
+        chans = [in_channels, width, 2 * width, last]
         layers: list[nn.Module] = []
         for i, stride in enumerate((1, 2, 2)):
             layers += [
@@ -49,7 +79,15 @@ class SmallCNN(nn.Module):
                 nn.ReLU(inplace=True),
             ]
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.head: nn.Module = (
+            nn.Identity()
+            if grid == 1
+            else nn.Linear(last * grid * grid, out_dim, bias=out_norm == "none")
+        )
+        self.norm: nn.Module = (
+            nn.BatchNorm1d(out_dim, affine=False) if out_norm == "batch" else nn.Identity()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Return one ``out_dim`` vector per image."""
@@ -57,10 +95,13 @@ class SmallCNN(nn.Module):
             raise ValueError(
                 f"images must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
-        return self.pool(self.features(x)).flatten(1)
+        return self.norm(self.head(self.pool(self.features(x)).flatten(1)))
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, out_dim={self.out_dim}, width={self.width}"
+        return (
+            f"in_channels={self.in_channels}, out_dim={self.out_dim}, width={self.width}, "
+            f"grid={self.grid}, out_norm={self.out_norm!r}"
+        )
 
 
 def resnet18_encoder(

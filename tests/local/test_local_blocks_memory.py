@@ -49,6 +49,20 @@ def test_split_small_cnn_shares_modules_and_matches_output():
     assert split_encoder(blocks) is blocks
 
 
+@pytest.mark.parametrize(("grid", "out_norm"), [(4, "batch"), (3, "none"), (1, "batch")])
+def test_split_small_cnn_with_grid_head_keeps_head_in_last_block(grid, out_norm):
+    torch.manual_seed(0)
+    cnn = SmallCNN(in_channels=1, out_dim=24, width=8, grid=grid, out_norm=out_norm)
+    blocks = split_encoder(cnn)
+    assert blocks.num_blocks == 3 and blocks.out_channels[-1] == 24
+    assert {id(p) for p in blocks.parameters()} == {id(p) for p in cnn.parameters()}
+    x = torch.randn(6, 1, 16, 16)
+    cnn.train()
+    torch.testing.assert_close(blocks(x), cnn(x))  # batch statistics in both
+    cnn.eval()
+    torch.testing.assert_close(blocks(x), cnn(x))
+
+
 def test_split_resnet_and_sequential():
     torchvision = pytest.importorskip("torchvision")
     del torchvision
@@ -131,3 +145,25 @@ def test_measure_peak_memory_returns_result():
     assert peak.saved_bytes == 16 * 16 * 4 and peak.cuda_bytes is None and peak.result == 7
     with pytest.raises(TypeError, match="fn must be callable"):
         measure_peak_memory(3)  # type: ignore[arg-type]
+
+
+def test_local_model_ignores_the_small_cnn_head_options():
+    """Step 6 swaps in its block encoder; the discarded SmallCNN's head must not shift the RNG."""
+    from jepa_blocks.local.experiment import LocalConfig, build_local_model
+    from jepa_blocks.train.experiment import ModelConfig
+
+    def build(**kw):
+        torch.manual_seed(0)
+        config = ModelConfig(
+            encoder_dim=16, cnn_width=4, action_embed_dim=4, predictor_hidden=16, depth=1,
+            heads=2, mlp_ratio=2, **kw,
+        )  # fmt: skip
+        return build_local_model(
+            config, LocalConfig(), in_channels=1, action_dim=5, total_steps=4, steps_per_epoch=2
+        )
+
+    plain, gridded = build(), build(cnn_grid=7, encoder_norm="batch")
+    a, b = plain.state_dict(), gridded.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)

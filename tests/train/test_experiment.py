@@ -147,6 +147,30 @@ def test_build_model_per_variant(variant):
     assert torch.isfinite(out.loss)
 
 
+def test_build_model_passes_the_small_cnn_head_options():
+    from jepa_blocks import SmallCNN
+
+    model = build_model(
+        _tiny_model_config(cnn_grid=3, encoder_norm="batch"),
+        in_channels=1, action_dim=5, total_steps=10, steps_per_epoch=5,
+    )  # fmt: skip
+    assert isinstance(model.encoder, SmallCNN)
+    assert model.encoder.grid == 3 and model.encoder.out_norm == "batch"
+    out = model(torch.randn(6, 3, 1, 8, 8), torch.randn(6, 2, 5))
+    assert out.z.shape == (6, 2, 16) and torch.isfinite(out.loss)
+    default = build_model(
+        _tiny_model_config(), in_channels=1, action_dim=5, total_steps=10, steps_per_epoch=5
+    )
+    assert default.encoder.grid == 1 and default.encoder.out_norm == "none"
+    with pytest.raises(ValueError, match="small-cnn encoder only"):
+        build_model(
+            ModelConfig(encoder="resnet18", encoder_dim=512, cnn_grid=7),
+            in_channels=3, action_dim=9, total_steps=1, steps_per_epoch=1,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="must be one of"):
+        load_experiment_config(overrides=["model.encoder_norm=layer"])
+
+
 def test_build_model_errors_and_epoch_schedule():
     with pytest.raises(ValueError, match="512"):
         build_model(

@@ -216,7 +216,8 @@ def split_encoder(encoder: nn.Module) -> BlockEncoder:
     No weights are copied: training the blocks trains ``encoder``. Supported:
 
     * :class:`BlockEncoder`: returned as is.
-    * :class:`jepa_blocks.SmallCNN`: its three conv–BN–ReLU stages.
+    * :class:`jepa_blocks.SmallCNN`: its three conv–BN–ReLU stages (with a grid head or an
+      output norm, the last block also holds the pooling, the head and the norm).
     * a torchvision ResNet with ``fc = Identity`` (e.g. :func:`jepa_blocks.resnet18_encoder`):
       ``[conv1, bn1, relu, maxpool, layer1]``, ``layer2``, ``layer3``, ``layer4`` (the four
       stages of blockwise SSL, Siddiqui et al., 2023).
@@ -237,10 +238,17 @@ def split_encoder(encoder: nn.Module) -> BlockEncoder:
     if isinstance(encoder, BlockEncoder):
         return encoder
     if _is_small_cnn(encoder):
+        from jepa_blocks.encoders import SmallCNN
+
+        assert isinstance(encoder, SmallCNN)
         feats = encoder.features
-        assert isinstance(feats, nn.Sequential)
         n = len(feats) // 3
         cnn_blocks: list[nn.Module] = [feats[3 * i : 3 * i + 3] for i in range(n)]
+        if encoder.grid != 1 or encoder.out_norm != "none":
+            # the grid head and output norm belong to the last block: (N, D) out, no readout
+            cnn_blocks[-1] = nn.Sequential(
+                *cnn_blocks[-1], encoder.pool, nn.Flatten(), encoder.head, encoder.norm
+            )
         return BlockEncoder(cnn_blocks, out_channels=[_out_channels(b) for b in cnn_blocks])
     if _is_resnet(encoder):
         parts: list[nn.Module] = [

@@ -115,6 +115,9 @@ def build_local_model(
     For ``encoder="small-cnn"`` the :class:`~jepa_blocks.SmallCNN` is replaced by
     :func:`~jepa_blocks.local.conv_block_encoder` (``local.widths``, ``local.strides``; the EMA
     target, if any, is rebuilt around it); a ResNet-18 is kept (it splits into four stages).
+    The block encoder ends in global average pooling: the small CNN's ``cnn_grid`` and
+    ``encoder_norm`` do not apply, and the discarded small CNN is built with ``cnn_grid=1`` and
+    no output norm, so the other parts' initialisation does not depend on them.
 
     Args:
         model_config: A :class:`~jepa_blocks.train.experiment.ModelConfig`.
@@ -130,6 +133,8 @@ def build_local_model(
     from jepa_blocks.targets import EMATarget
     from jepa_blocks.train.experiment import build_model
 
+    if model_config.encoder == "small-cnn":
+        model_config = dataclasses.replace(model_config, cnn_grid=1, encoder_norm="none")
     model = build_model(
         model_config,
         in_channels=in_channels,

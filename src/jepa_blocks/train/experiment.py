@@ -170,6 +170,10 @@ class ModelConfig:
         encoder: ``"small-cnn"`` (:class:`~jepa_blocks.SmallCNN`) or ``"resnet18"`` (CIFAR stem).
         encoder_dim: ``D`` (512 for ResNet-18).
         cnn_width: First-stage channels of the small CNN.
+        cnn_grid: The small CNN's ``grid``: 1 for global average pooling, ``g > 1`` for a linear
+            head over a ``g × g`` pooled grid (:class:`~jepa_blocks.SmallCNN`).
+        encoder_norm: ``"none"`` or ``"batch"``: the small CNN's ``out_norm`` (a BatchNorm
+            without affine parameters on its output).
         action_embed_dim: ``E`` (paper 128).
         predictor_hidden: Predictor hidden width (paper 1024).
         depth: Aggregator layers (paper 3).
@@ -197,6 +201,8 @@ class ModelConfig:
     encoder: Literal["small-cnn", "resnet18"] = "small-cnn"
     encoder_dim: int = 128
     cnn_width: int = 32
+    cnn_grid: int = 1
+    encoder_norm: Literal["none", "batch"] = "none"
     action_embed_dim: int = 128
     predictor_hidden: int = 1024
     depth: int = 3
@@ -543,11 +549,21 @@ def build_model(
     encoder: nn.Module
     if config.encoder == "small-cnn":
         encoder = SmallCNN(
-            in_channels=in_channels, out_dim=config.encoder_dim, width=config.cnn_width
+            in_channels=in_channels,
+            out_dim=config.encoder_dim,
+            width=config.cnn_width,
+            grid=config.cnn_grid,
+            out_norm=config.encoder_norm,
         )
     elif config.encoder == "resnet18":
         if config.encoder_dim != 512:
             raise ValueError(f"resnet18 has encoder_dim 512, got {config.encoder_dim}")
+        if config.cnn_grid != 1 or config.encoder_norm != "none":
+            raise ValueError(
+                "cnn_grid and encoder_norm apply to the small-cnn encoder only; resnet18 needs "
+                f"cnn_grid=1 and encoder_norm='none', got {config.cnn_grid} and "
+                f"{config.encoder_norm!r}"
+            )
         encoder = resnet18_encoder(cifar_stem=True, in_channels=in_channels)
     else:
         raise ValueError(f"unknown encoder {config.encoder!r}")
