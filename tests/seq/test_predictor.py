@@ -39,6 +39,27 @@ def test_one_layer_fallback():
     assert p(torch.randn(5, 6)).shape == (5, 3)
 
 
+def test_norm_none_is_the_mlp_without_batchnorm():
+    torch.manual_seed(0)
+    p = Predictor(in_dim=6, out_dim=3, hidden=8, norm="none")
+    lin1, act, lin2 = p.net
+    assert isinstance(lin1, nn.Linear) and lin1.bias is not None and isinstance(act, nn.ReLU)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in p.modules())
+    x = torch.randn(5, 6)
+    ref = torch.relu(x @ lin1.weight.T + lin1.bias) @ lin2.weight.T + lin2.bias
+    torch.testing.assert_close(p(x), ref)
+    # no batch statistics: a row's output does not depend on the rest of the batch
+    torch.testing.assert_close(p(x[:1]), p(x)[:1])
+    one = Predictor(in_dim=6, out_dim=3, hidden=None, norm="none")
+    assert len(one.net) == 1 and one.net[0].bias is not None
+    # the default keeps the paper's structure and parameter names
+    assert list(dict(Predictor(in_dim=6, out_dim=3, hidden=8).named_parameters())) == [
+        "net.0.weight", "net.1.weight", "net.1.bias", "net.3.weight", "net.3.bias"
+    ]
+    with pytest.raises(ValueError, match=r"norm must be one of \('batch', 'none'\), got 'layer'"):
+        Predictor(in_dim=6, out_dim=3, norm="layer")  # type: ignore[arg-type]
+
+
 def test_rejects_bad_input():
     p = Predictor(in_dim=6, out_dim=3, hidden=8)
     with pytest.raises(ValueError, match=r"\(\.\.\., 6\).*got \(4, 5\)"):

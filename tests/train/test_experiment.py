@@ -147,7 +147,7 @@ def test_build_model_per_variant(variant):
     assert torch.isfinite(out.loss)
 
 
-def test_build_model_passes_the_small_cnn_head_options():
+def test_build_model_passes_the_encoder_and_predictor_norm_options():
     from jepa_blocks import SmallCNN
 
     model = build_model(
@@ -162,6 +162,12 @@ def test_build_model_passes_the_small_cnn_head_options():
         _tiny_model_config(), in_channels=1, action_dim=5, total_steps=10, steps_per_epoch=5
     )
     assert default.encoder.grid == 1 and default.encoder.out_norm == "none"
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in default.predictor.modules())
+    no_bn = build_model(
+        _tiny_model_config(predictor_norm="none"),
+        in_channels=1, action_dim=5, total_steps=10, steps_per_epoch=5,
+    )  # fmt: skip
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in no_bn.predictor.modules())
     with pytest.raises(ValueError, match="small-cnn encoder only"):
         build_model(
             ModelConfig(encoder="resnet18", encoder_dim=512, cnn_grid=7),

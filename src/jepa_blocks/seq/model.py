@@ -289,6 +289,7 @@ class SeqJEPA(nn.Module):
         action_dim: int,
         action_embed_dim: int = 128,
         predictor_hidden: int | None = 1024,
+        predictor_norm: Literal["batch", "none"] = "batch",
         depth: int = 3,
         heads: int = 4,
         mlp_ratio: int = 4,
@@ -312,6 +313,8 @@ class SeqJEPA(nn.Module):
             action_dim: ``A``.
             action_embed_dim: ``E`` (paper: 128).
             predictor_hidden: Predictor hidden width (paper: 1024; ``None``: one layer).
+            predictor_norm: The predictor's ``norm`` (``"batch"``, paper; ``"none"``: no
+                BatchNorm, an ablation).
             depth: Aggregator layers (paper: 3).
             heads: Attention heads (paper: 4).
             mlp_ratio: Feed-forward width ratio (paper: 4).
@@ -335,6 +338,7 @@ class SeqJEPA(nn.Module):
             in_dim=width + (action_embed_dim if condition_predictor else 0),
             out_dim=encoder_dim,
             hidden=predictor_hidden,
+            norm=predictor_norm,
         )
         return cls(
             encoder=encoder,

@@ -5,12 +5,18 @@ seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176, §2.2 and A.3): a 2-layer MLP w
 (``hafezgh/seq-jepa``, ``src/models.py``, ``SeqJEPA_Transforms.predictor``): ``Linear(in, 1024,
 bias=False)`` → ``BatchNorm1d(1024)`` → ``ReLU`` → ``Linear(1024, 512)``; with ``pred_hidden <= 0``
 it is ``Linear(in, 512, bias=False)`` → ``BatchNorm1d(512)`` (``hidden=None`` here).
+``norm="none"`` drops the BatchNorm (the first linear layer then has a bias): an ablation, e.g.
+to study collapse without batch statistics.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from einops import pack, unpack
 from torch import Tensor, nn
+
+from jepa_blocks._validation import check_choice
 
 __all__ = ["Predictor"]
 
@@ -25,14 +31,24 @@ class Predictor(nn.Module):
         out_dim: Output dimension, the target's dimension (paper: 512).
         hidden: Hidden width (paper: 1024); ``None`` gives the official code's one-layer fallback
             ``Linear(in_dim, out_dim, bias=False) → BatchNorm1d(out_dim)``.
+        norm: ``"batch"`` (paper) or ``"none"``: no BatchNorm, and a bias on the first linear
+            layer instead.
 
     Shape:
         - input: ``(..., in_dim)`` with at least one leading dimension
         - output: ``(..., out_dim)``
     """
 
-    def __init__(self, *, in_dim: int, out_dim: int, hidden: int | None = 1024) -> None:
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        out_dim: int,
+        hidden: int | None = 1024,
+        norm: Literal["batch", "none"] = "batch",
+    ) -> None:
         super().__init__()
+        check_choice(norm, "norm", ("batch", "none"))
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)):
             if name == "hidden" and value is None:
                 continue
@@ -41,18 +57,15 @@ class Predictor(nn.Module):
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.hidden = hidden
-        self.net: nn.Sequential
-        if hidden is None:
-            self.net = nn.Sequential(
-                nn.Linear(in_dim, out_dim, bias=False), nn.BatchNorm1d(out_dim)
-            )
-        else:
-            self.net = nn.Sequential(
-                nn.Linear(in_dim, hidden, bias=False),
-                nn.BatchNorm1d(hidden),
-                nn.ReLU(inplace=True),
-                nn.Linear(hidden, out_dim),
-            )
+        self.norm = norm
+        batch = norm == "batch"
+        first = out_dim if hidden is None else hidden
+        layers: list[nn.Module] = [nn.Linear(in_dim, first, bias=not batch)]
+        if batch:
+            layers.append(nn.BatchNorm1d(first))
+        if hidden is not None:
+            layers += [nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the prediction for ``x``."""
@@ -66,4 +79,7 @@ class Predictor(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, hidden={self.hidden}"
+        return (
+            f"in_dim={self.in_dim}, out_dim={self.out_dim}, hidden={self.hidden}, "
+            f"norm={self.norm!r}"
+        )

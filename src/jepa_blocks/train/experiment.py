@@ -176,6 +176,9 @@ class ModelConfig:
             without affine parameters on its output).
         action_embed_dim: ``E`` (paper 128).
         predictor_hidden: Predictor hidden width (paper 1024).
+        predictor_norm: ``"batch"`` (paper) or ``"none"``: the predictor without BatchNorm (an
+            ablation: with ``encoder_norm="none"`` stop-gradient training without the rate
+            collapses on ``cpu-demo``; see the step 2 tutorial).
         depth: Aggregator layers (paper 3).
         heads: Attention heads (paper 4).
         mlp_ratio: Aggregator feed-forward ratio (paper 4).
@@ -205,6 +208,7 @@ class ModelConfig:
     encoder_norm: Literal["none", "batch"] = "none"
     action_embed_dim: int = 128
     predictor_hidden: int = 1024
+    predictor_norm: Literal["batch", "none"] = "batch"
     depth: int = 3
     heads: int = 4
     mlp_ratio: int = 4
@@ -607,6 +611,7 @@ def build_model(
         action_dim=action_dim,
         action_embed_dim=config.action_embed_dim,
         predictor_hidden=config.predictor_hidden,
+        predictor_norm=config.predictor_norm,
         depth=config.depth,
         heads=config.heads,
         mlp_ratio=config.mlp_ratio,
