@@ -57,8 +57,11 @@ def test_step1_smoke(tmp_path):
 
 
 def test_step2_smoke_default_variant_with_override(tmp_path):
-    data = _run("step2_teacherless.py", tmp_path, "train.seed=3")
+    # overrides on both sides of an option (argparse's intermixed parsing)
+    args = ("train.seed=3", "--variant", "stopgrad-rate", "eval.seed=7")
+    data = _run("step2_teacherless.py", tmp_path, *args)
     _check(data, "step2", "stopgrad-rate", tmp_path)
+    assert data["config"]["eval"]["seed"] == 7
     assert data["config"]["model"]["target"] == "stopgrad"
     assert data["config"]["model"]["regularizer"] == "coding-rate"
     assert data["config"]["train"]["seed"] == 3

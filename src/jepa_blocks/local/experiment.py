@@ -468,7 +468,7 @@ def main(argv: Sequence[str] | None = None, *, config_dir: str | os.PathLike[str
     parser.add_argument(
         "overrides", nargs="*", help="key=value, e.g. train.epochs=4 local.objective=rate"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     local_over = [o[len("local.") :] for o in args.overrides if o.startswith("local.")]
     other = [o for o in args.overrides if not o.startswith("local.")]
     try:

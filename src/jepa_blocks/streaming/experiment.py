@@ -659,7 +659,7 @@ def main(argv: Sequence[str] | None = None, *, description: str = "") -> int:
     parser.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. stream.repeats=2 protocols=[B]"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         config = cpu_demo_config(smoke=args.smoke, overrides=args.overrides)
     except (ValueError, TypeError) as e:

@@ -1192,7 +1192,7 @@ def main(
     parser.add_argument("--out", default=None, help="output directory (default runs/<name>)")
     parser.add_argument("--config", default=None, help="YAML file merged on top of the preset")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     variant = args.variant if step == "step2" else "baseline"
     overrides = [f"step={step}", *args.overrides]
     try:

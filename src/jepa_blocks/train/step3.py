@@ -1498,7 +1498,7 @@ def main(
     parser.add_argument(
         "overrides", nargs="*", help="key=value, e.g. train.epochs=3 crate.layer=crate-alpha"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     names = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in names if a not in ARMS]
     if unknown or not names:

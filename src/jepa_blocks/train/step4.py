@@ -1318,7 +1318,7 @@ def main(
     parser.add_argument("--out", default=None, help="output directory (default runs/<name>)")
     parser.add_argument("--config", default=None, help="YAML file merged on top of the preset")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         config = load_step4_config(
             preset=args.preset, config_dir=config_dir, config_file=args.config,
