@@ -89,7 +89,9 @@ def test_small_cnn_rejects_bad_options():
         SmallCNN(grid=0)
     with pytest.raises(TypeError, match="grid"):
         SmallCNN(grid=2.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"out_norm must be one of \('none', 'batch'\), got 'layer'"):
+    with pytest.raises(
+        ValueError, match=r"out_norm must be one of \('none', 'batch'\), got 'layer'"
+    ):
         SmallCNN(out_norm="layer")  # type: ignore[arg-type]
 
 

@@ -54,7 +54,11 @@ def test_norm_none_is_the_mlp_without_batchnorm():
     assert len(one.net) == 1 and one.net[0].bias is not None
     # the default keeps the paper's structure and parameter names
     assert list(dict(Predictor(in_dim=6, out_dim=3, hidden=8).named_parameters())) == [
-        "net.0.weight", "net.1.weight", "net.1.bias", "net.3.weight", "net.3.bias"
+        "net.0.weight",
+        "net.1.weight",
+        "net.1.bias",
+        "net.3.weight",
+        "net.3.bias",
     ]
     with pytest.raises(ValueError, match=r"norm must be one of \('batch', 'none'\), got 'layer'"):
         Predictor(in_dim=6, out_dim=3, norm="layer")  # type: ignore[arg-type]

@@ -243,12 +243,13 @@ def split_encoder(encoder: nn.Module) -> BlockEncoder:
         assert isinstance(encoder, SmallCNN)
         feats = encoder.features
         n = len(feats) // 3
-        cnn_blocks: list[nn.Module] = [feats[3 * i : 3 * i + 3] for i in range(n)]
+        stages = [feats[3 * i : 3 * i + 3] for i in range(n)]
         if encoder.grid != 1 or encoder.out_norm != "none":
             # the grid head and output norm belong to the last block: (N, D) out, no readout
-            cnn_blocks[-1] = nn.Sequential(
-                *cnn_blocks[-1], encoder.pool, nn.Flatten(), encoder.head, encoder.norm
+            stages[-1] = nn.Sequential(
+                *stages[-1], encoder.pool, nn.Flatten(), encoder.head, encoder.norm
             )
+        cnn_blocks: list[nn.Module] = list(stages)
         return BlockEncoder(cnn_blocks, out_channels=[_out_channels(b) for b in cnn_blocks])
     if _is_resnet(encoder):
         parts: list[nn.Module] = [
