@@ -247,7 +247,7 @@ def split_encoder(encoder: nn.Module) -> BlockEncoder:
         if encoder.grid != 1 or encoder.out_norm != "none":
             # the grid head and output norm belong to the last block: (N, D) out, no readout
             stages[-1] = nn.Sequential(
-                *stages[-1], encoder.pool, nn.Flatten(), encoder.head, encoder.norm
+                *stages[-1].children(), encoder.pool, nn.Flatten(), encoder.head, encoder.norm
             )
         cnn_blocks: list[nn.Module] = list(stages)
         return BlockEncoder(cnn_blocks, out_channels=[_out_channels(b) for b in cnn_blocks])
