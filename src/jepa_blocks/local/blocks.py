@@ -30,6 +30,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from jepa_blocks._validation import check_floating_tensor
+from jepa_blocks.encoders import SmallCNN
 
 __all__ = [
     "BlockEncoder",
@@ -177,12 +178,6 @@ def conv_block_encoder(
     return BlockEncoder(blocks, out_channels=ws)
 
 
-def _is_small_cnn(encoder: nn.Module) -> bool:
-    from jepa_blocks.encoders import SmallCNN
-
-    return isinstance(encoder, SmallCNN)
-
-
 def _is_resnet(encoder: nn.Module) -> bool:
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "fc")
     return all(hasattr(encoder, n) for n in names) and isinstance(
@@ -237,10 +232,7 @@ def split_encoder(encoder: nn.Module) -> BlockEncoder:
         raise TypeError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
     if isinstance(encoder, BlockEncoder):
         return encoder
-    if _is_small_cnn(encoder):
-        from jepa_blocks.encoders import SmallCNN
-
-        assert isinstance(encoder, SmallCNN)
+    if isinstance(encoder, SmallCNN):
         feats = encoder.features
         n = len(feats) // 3
         stages = [feats[3 * i : 3 * i + 3] for i in range(n)]

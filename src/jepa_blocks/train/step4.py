@@ -67,9 +67,7 @@ from jepa_blocks.train.experiment import (
     format_table,
     load_experiment_config,
 )
-from jepa_blocks.train.experiment import (
-    _versions as _experiment_versions,
-)
+from jepa_blocks.train.experiment import _versions as _experiment_versions
 from jepa_blocks.train.loop import _schedule_steps, fit, resolve_device, seed_everything
 
 __experimental__ = True
