@@ -38,6 +38,7 @@ __all__ = [
     "RateReductionParts",
     "SimDINOExpansion",
     "TotalCodingRate",
+    "UnitNormRate",
     "VariationalRate",
     "coding_rate",
     "eps_from_code",
@@ -548,3 +549,29 @@ class SimDINOExpansion(FunctionModule):
     def forward(self, z: Tensor | list[Tensor]) -> Tensor:
         """Return the SimDINO expansion term."""
         return simdino_expansion(z, **self._kwargs())
+
+
+class UnitNormRate(nn.Module):
+    r"""Apply a rate to L2-normalised samples: :math:`R(z / \lVert z\rVert)`.
+
+    MCR² (Yu et al., 2020) and EMP-SSL (Tong et al., 2023) compute the coding rate of features on
+    the unit sphere. On raw features (e.g. a LayerNorm output with a learnable gain) the rate can
+    be raised by scaling the features up instead of spreading them.
+
+    Args:
+        rate: The rate, ``(..., n, d) → (...)``, e.g. :class:`CodingRate`.
+
+    Shape:
+        - input: ``(..., n, d)``
+        - output: what ``rate`` returns, e.g. ``(...)``
+    """
+
+    def __init__(self, rate: nn.Module) -> None:
+        super().__init__()
+        if not callable(rate):
+            raise TypeError(f"rate must be callable, got {type(rate).__name__}")
+        self.rate = rate
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Return ``rate(normalize(z))``."""
+        return self.rate(torch.nn.functional.normalize(z, dim=-1))

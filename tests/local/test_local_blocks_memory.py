@@ -1,4 +1,4 @@
-"""Encoder blocks, local heads and the saved-tensor memory meter."""
+"""Encoder blocks and local heads."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from jepa_blocks import SmallCNN
 from jepa_blocks.local import (
     BlockEncoder,
     LocalHead,
-    SavedTensorMeter,
     conv_block_encoder,
     local_heads,
-    measure_peak_memory,
     split_encoder,
 )
 
@@ -115,36 +113,6 @@ def test_local_head_embeds_and_starts_as_slowness():
         LocalHead(8, hidden=0)
     heads = local_heads(conv_block_encoder(), dim=None, action_dim=5)
     assert [hd.dim for hd in heads] == [16, 32, 64, 128]
-
-
-def test_meter_counts_saved_tensors_until_backward():
-    x = torch.randn(64, 32, requires_grad=True)
-    with SavedTensorMeter() as meter:
-        y = torch.tanh(x)  # saves its output: 64·32·4 bytes
-        z = (y * 2).relu().sum()  # relu saves its output: another 8192 bytes
-        assert meter.current_bytes == 2 * 8192
-        z.backward()
-    assert meter.peak_bytes == 2 * 8192
-    assert meter.current_bytes == 0  # the graph was freed by backward
-
-
-def test_meter_counts_shared_storage_once_and_excludes_parameters():
-    lin = nn.Linear(32, 16)
-    x = torch.randn(8, 32, requires_grad=True)
-    with SavedTensorMeter(exclude=lin.parameters()) as meter:
-        y = torch.relu(x)  # saves y
-        out = lin(y)  # saves y again (same storage) and the weight (excluded)
-        out.sum().backward()
-    assert meter.peak_bytes == 8 * 32 * 4
-    assert meter.saved_count >= 2
-
-
-def test_measure_peak_memory_returns_result():
-    x = torch.randn(16, 16, requires_grad=True)
-    peak = measure_peak_memory(lambda: torch.sigmoid(x).sum().backward() or 7)
-    assert peak.saved_bytes == 16 * 16 * 4 and peak.cuda_bytes is None and peak.result == 7
-    with pytest.raises(TypeError, match="fn must be callable"):
-        measure_peak_memory(3)  # type: ignore[arg-type]
 
 
 def test_local_model_ignores_the_small_cnn_head_options():

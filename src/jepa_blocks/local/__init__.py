@@ -6,7 +6,6 @@
 * :mod:`jepa_blocks.local.stages` — stage 1 (auxiliary local losses), stage 2 (frozen encoder,
   local aggregator/predictor), stage 3 (fully local with per-block backward-and-free) and the
   training driver.
-* :mod:`jepa_blocks.local.memory` — peak activation memory (saved tensors; CUDA peaks).
 
 **Experimental** (``__experimental__ = True``): this package and its modules may change or
 be removed in any release without a deprecation period; the API audit
@@ -20,7 +19,6 @@ from jepa_blocks.local.blocks import (
     local_heads,
     split_encoder,
 )
-from jepa_blocks.local.memory import PeakMemory, SavedTensorMeter, measure_peak_memory
 from jepa_blocks.local.objectives import (
     LocalLossParts,
     LocalRateLoss,
@@ -50,8 +48,6 @@ __all__ = [
     "LocalOutput",
     "LocalRateLoss",
     "LocalSeqJEPA",
-    "PeakMemory",
-    "SavedTensorMeter",
     "Stage",
     "conv_block_encoder",
     "decorrelation_loss",
@@ -59,7 +55,6 @@ __all__ = [
     "local_heads",
     "local_rate_loss",
     "lpl_loss",
-    "measure_peak_memory",
     "peak_step_memory",
     "split_encoder",
     "variance_loss",

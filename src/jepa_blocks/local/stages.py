@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -57,21 +55,12 @@ from torch import Tensor, nn
 
 from jepa_blocks._validation import check_choice, check_positive
 from jepa_blocks.local.blocks import BlockEncoder, LocalHead, local_heads, split_encoder
-from jepa_blocks.local.memory import PeakMemory, measure_peak_memory
+from jepa_blocks.metrics.memory import PeakMemory, measure_peak_memory
 from jepa_blocks.local.objectives import LPLLoss
 from jepa_blocks.seq.model import SeqJEPA, SeqJEPAOutput
 from jepa_blocks.targets import StopGradTarget
 from jepa_blocks.train.config import TrainConfig
-from jepa_blocks.train.loop import (
-    FitResult,
-    NonFiniteLossError,
-    _schedule_steps,
-    _set_lr,
-    _use_amp,
-    fit,
-    resolve_device,
-)
-from jepa_blocks.train.schedule import build_optimizer
+from jepa_blocks.train.loop import FitResult, LoopState, fit
 
 __all__ = [
     "STAGES",
@@ -79,6 +68,7 @@ __all__ = [
     "LocalSeqJEPA",
     "Stage",
     "fit_local",
+    "local_step_fn",
     "peak_step_memory",
 ]
 
@@ -516,22 +506,33 @@ def _batch_tensors(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
     return views.to(device, non_blocking=True), actions.to(device, non_blocking=True)
 
 
+def local_step_fn(model: nn.Module, batch: Any, state: LoopState) -> LocalOutput:
+    """The ``step_fn`` of stage 3 for :func:`jepa_blocks.train.fit`: per-block backward-and-free.
+
+    Calls :meth:`LocalSeqJEPA.backward_step`, which runs forward → loss → backward → free block
+    by block (the loop has already zeroed the gradients and checks the returned loss before
+    the optimizer step).
+    """
+    if not isinstance(model, LocalSeqJEPA):
+        raise TypeError(f"model must be a LocalSeqJEPA, got {type(model).__name__}")
+    views, actions = _batch_tensors(batch, state.device)
+    return model.backward_step(views, actions, amp=state.use_amp)
+
+
 def fit_local(
     learner: LocalSeqJEPA,
     loader: Iterable[Any],
     config: TrainConfig,
     *,
     optimizer: torch.optim.Optimizer | None = None,
-    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
 ) -> FitResult:
-    """Train ``learner`` in its current stage.
+    """Train ``learner`` in its current stage with :func:`jepa_blocks.train.fit`.
 
-    Stages ``end-to-end``, ``stage1`` and ``stage2`` run :func:`jepa_blocks.train.fit` (all its
-    features; with ``out_dir`` set, give each stage its own directory, since ``fit`` resumes
-    from a checkpoint it finds there). Stage 3 runs a lean loop with the same learning-rate schedule
-    (:func:`~jepa_blocks.train.lr_at`), optimizer recipe, NaN stop and ``update()`` per step,
-    around :meth:`LocalSeqJEPA.backward_step`; it writes no checkpoints or metric files
-    (``out_dir`` and ``resume`` are not used) and does not support ``compile`` or DDP.
+    Stages ``end-to-end``, ``stage1`` and ``stage2`` use the standard step (one
+    ``loss.backward()``); stage 3 uses :func:`local_step_fn`, whose per-block backward cannot
+    run under ``compile`` or DDP. With ``out_dir`` set, give each stage its own directory, since
+    ``fit`` resumes from a checkpoint it finds there.
 
     Args:
         learner: The wrapped model, already in the wanted stage.
@@ -542,7 +543,7 @@ def fit_local(
             ``config.eval_every_epochs`` epochs and at the end.
 
     Returns:
-        :class:`~jepa_blocks.train.FitResult` (``checkpoint`` is ``None`` in stage 3).
+        :class:`~jepa_blocks.train.FitResult`.
 
     Raises:
         NonFiniteLossError: When a loss is NaN or infinite (before the optimizer step).
@@ -557,77 +558,7 @@ def fit_local(
         raise NotImplementedError("stage3 does not support compile=True (per-block backward)")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         raise NotImplementedError("stage3 does not support DDP yet; train one process per device")
-
-    t_start = time.perf_counter()
-    device = resolve_device(config.device)
-    learner.to(device)
-    if optimizer is None:
-        optimizer = build_optimizer(
-            learner, recipe=config.recipe, lr=config.lr, weight_decay=config.weight_decay
-        )
-    total_steps, warmup_steps = _schedule_steps(loader, config)
-    use_amp = _use_amp(config, device)
-    history: list[dict[str, Any]] = []
-    step = epoch = 0
-    last_eval = -1
-
-    def evaluate() -> None:
-        nonlocal last_eval
-        last_eval = step
-        if eval_fn is None:
-            return
-        learner.eval()
-        with torch.no_grad():
-            metrics = eval_fn(learner, epoch)
-        learner.train()
-        history.append(
-            {"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}}
-        )
-
-    learner.train()
-    while step < total_steps and epoch < config.epochs:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        for batch in loader:
-            if step >= total_steps:
-                break
-            lr = _set_lr(
-                optimizer, config, step, total_steps=total_steps, warmup_steps=warmup_steps
-            )
-            views, actions = _batch_tensors(batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            out = learner.backward_step(views, actions, amp=use_amp)
-            total = float(out.loss)
-            if not math.isfinite(total):
-                raise NonFiniteLossError(
-                    f"non-finite loss {total} at step {step} (epoch {epoch}); training stopped "
-                    f"before the optimizer step"
-                )
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
-            optimizer.step()
-            learner.update()
-            step += 1
-            if step % config.log_every == 0 or step == total_steps:
-                record: dict[str, Any] = {
-                    "step": step,
-                    "epoch": epoch,
-                    "lr": lr,
-                    "loss": total,
-                    "main_loss": float(out.main_loss),
-                    "local_loss": float(out.local_loss),
-                }
-                record.update({f"block{k}": float(v) for k, v in enumerate(out.block_losses)})
-                history.append(record)
-        else:
-            epoch += 1
-            if config.eval_every_epochs and epoch % config.eval_every_epochs == 0:
-                evaluate()
-            continue
-        break
-    if last_eval != step:
-        evaluate()
-    return FitResult(learner, history, step, epoch, None, time.perf_counter() - t_start)
+    return fit(learner, loader, config, optimizer=optimizer, step_fn=local_step_fn, eval_fn=eval_fn)
 
 
 def peak_step_memory(

@@ -1,9 +1,18 @@
-"""Evaluation suite: probes (invariance, equivariance, leakage), rank and spectra, figures.
+"""Evaluation suite: features → probes (invariance, equivariance, leakage), rank and spectra,
+memory meters, figures.
 
 Importing this package does not import matplotlib or scikit-learn; the plotting functions import
 matplotlib when called.
 """
 
+from jepa_blocks.metrics.evaluation import (
+    EvalConfig,
+    FeatureSet,
+    evaluate,
+    extract_features,
+    rank_monitor,
+)
+from jepa_blocks.metrics.memory import PeakMemory, SavedTensorMeter, measure_peak_memory
 from jepa_blocks.metrics.plots import plot_rank_monitor, plot_rotation_circle, plot_spectrum
 from jepa_blocks.metrics.probes import (
     LeakageReport,
@@ -29,24 +38,32 @@ from jepa_blocks.metrics.rank import (
 )
 
 __all__ = [
+    "EvalConfig",
+    "FeatureSet",
     "LeakageReport",
+    "PeakMemory",
     "ProbeFeatures",
     "ProbeResult",
+    "SavedTensorMeter",
     "accuracy",
     "covariance_spectrum",
     "delta_spectrum",
     "effective_rank",
     "equivariance_r2",
+    "evaluate",
+    "extract_features",
     "fit_linear_classifier",
     "fit_regressor",
     "leakage",
     "linear_probe_accuracy",
+    "measure_peak_memory",
     "plot_rank_monitor",
     "plot_rotation_circle",
     "plot_spectrum",
     "principal_subspace",
     "probes_per_num_views",
     "r2_score",
+    "rank_monitor",
     "regression_r2",
     "subspace_explained_variance",
     "topk_variance_fraction",

@@ -16,21 +16,34 @@ from jepa_blocks.train.gates import (
     get_gates,
     register_gates,
 )
-from jepa_blocks.train.loop import FitResult, NonFiniteLossError, fit, seed_everything
+from jepa_blocks.train.loop import (
+    Callback,
+    FitResult,
+    LoopState,
+    NonFiniteLossError,
+    StepFn,
+    default_step_fn,
+    fit,
+    seed_everything,
+)
 from jepa_blocks.train.schedule import build_optimizer, lr_at, warmup_cosine_lr
 
 __all__ = [
     "GATE_PRESETS",
+    "Callback",
     "FitResult",
     "GateResult",
     "Gates",
+    "LoopState",
     "NonFiniteLossError",
+    "StepFn",
     "TrainConfig",
     "apply_overrides",
     "build_optimizer",
     "check_gates",
     "config_from_dict",
     "config_to_dict",
+    "default_step_fn",
     "fit",
     "get_gates",
     "load_checkpoint",

@@ -39,8 +39,12 @@ class TrainConfig:
         lr: Peak learning rate (paper 4e-4).
         weight_decay: AdamW weight decay on ≥ 2-D parameters (paper 1e-3).
         warmup_epochs: Linear warm-up length in epochs (paper 20; fractional allowed).
+        warmup_steps: Linear warm-up length in optimizer steps; when set it replaces
+            ``warmup_epochs`` (streams have no epochs).
         warmup_start_lr: Learning rate at step 0 (paper 1e-5).
         final_lr: Learning rate at the end of the cosine (paper 1e-5).
+        schedule: ``"recipe"`` (the recipe's schedule), ``"cosine"`` (warm-up + cosine) or
+            ``"constant"`` (warm-up, then ``lr``: a stream has no natural end).
         grad_clip: Clip the global gradient norm to this value (``None``: no clipping).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         amp: ``"auto"`` (bf16 autocast on CUDA, none on CPU), ``"bf16"`` or ``"off"``.
@@ -56,9 +60,6 @@ class TrainConfig:
         wandb: Log to Weights & Biases (``import wandb`` at run time; offline by default).
         wandb_project: W&B project name.
         wandb_mode: ``"offline"``, ``"online"`` or ``"disabled"``.
-        scale_global_terms_by_world_size: Under DDP, multiply model outputs flagged as global
-            (the coding rate of the global batch) by the world size so that DDP's gradient
-            averaging gives their exact full-batch gradient.
     """
 
     epochs: int = 10
@@ -68,8 +69,10 @@ class TrainConfig:
     lr: float = 4e-4
     weight_decay: float = 1e-3
     warmup_epochs: float = 20.0
+    warmup_steps: int | None = None
     warmup_start_lr: float = 1e-5
     final_lr: float = 1e-5
+    schedule: Literal["recipe", "cosine", "constant"] = "recipe"
     grad_clip: float | None = None
     device: str = "auto"
     amp: Literal["auto", "bf16", "off"] = "auto"
@@ -84,7 +87,6 @@ class TrainConfig:
     wandb: bool = False
     wandb_project: str = "jepa-blocks"
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
-    scale_global_terms_by_world_size: bool = False
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -1,22 +1,34 @@
-"""The shared training loop: AMP, compile, DDP, progress, metrics, checkpoints, exact resume.
+"""The training loop: one ``fit`` for every recipe (epochs, streams, block-local training).
 
-:func:`fit` trains any module whose forward returns an object with a ``loss`` field (e.g.
-:class:`jepa_blocks.SeqJEPA`'s :class:`~jepa_blocks.SeqJEPAOutput`) on any loader that yields
-batches and has ``set_epoch(epoch)`` (e.g. :class:`jepa_blocks.data.SequenceLoader`).
+:func:`fit` trains any module whose output has a scalar ``loss`` (a tensor, or a NamedTuple,
+dataclass or dict with a ``loss`` field, e.g. :class:`jepa_blocks.SeqJEPAOutput`) on any batch
+iterable with ``__len__`` (``set_epoch(epoch)`` is called when present): an epoch loader such as
+:class:`jepa_blocks.data.SequenceLoader`, or a single-pass stream. It reads only the loss and the
+output's other scalar fields (logged); it never reaches into the model.
 
-Per optimizer step: set the learning rate from a pure function of the step, forward under bf16
-autocast (CUDA), stop with :class:`NonFiniteLossError` *before* the backward pass if the loss is
-not finite (the last checkpoint on disk is the last good one), backward, optional clipping,
-optimizer step, then ``model.update()`` (EMA target, step counters) exactly once.
+One optimizer step:
+
+.. code-block:: text
+
+    lr = schedule(step)                          # a pure function of the step
+    optimizer.zero_grad()
+    out = step_fn(model, batch, state)           # default: forward under autocast, finite-loss
+                                                 # check, loss.backward(); a custom step_fn may
+                                                 # do its own backward (block-local training)
+    check loss and gradient norm are finite      # else NonFiniteLossError, nothing is stepped
+    clip (optional); optimizer.step(); model.update()   # EMA target, step counters
+    callback.after_step(state, batch, out)       # replay buffers, EWC/SI, stream checkpoints
+    (end of epoch) callback.after_epoch(state)   # online probes, monitors
 
 Exact resume: a checkpoint holds the model, optimizer, step, epoch, position within the epoch,
-every random generator's state, the metrics history and the config; resuming replays the epoch's
-loader up to the saved position (its random draws included), so ``N`` steps + resume + ``N``
-steps equal ``2N`` uninterrupted steps.
+every random generator's state, the callbacks' states, the metrics history and the config;
+resuming replays the epoch's loader up to the saved position (its random draws included), so
+``N`` steps + resume + ``N`` steps equal ``2N`` uninterrupted steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -25,7 +37,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +45,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from jepa_blocks.distributed import is_distributed, world_size
+from jepa_blocks.distributed import is_distributed
 from jepa_blocks.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from jepa_blocks.train.config import TrainConfig, config_to_dict
 from jepa_blocks.train.schedule import build_optimizer, lr_at
 
 __all__ = [
+    "Callback",
     "FitResult",
+    "LoopState",
     "NonFiniteLossError",
+    "StepFn",
     "default_batch_fn",
+    "default_step_fn",
     "fit",
+    "loss_of",
     "resolve_device",
+    "schedule_steps",
+    "scalars_of",
     "seed_everything",
 ]
 
@@ -51,7 +70,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss is NaN or infinite; no checkpoint is written after it."""
+    """Raised when the loss or the gradient is NaN or infinite; nothing is stepped or saved."""
 
 
 @dataclasses.dataclass
@@ -91,6 +110,21 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
+def schedule_steps(loader: Iterable[Any], config: TrainConfig) -> tuple[int, int]:
+    """``(total_steps, warmup_steps)`` of a run of ``config`` over ``loader``.
+
+    ``total_steps = epochs · len(loader)``, capped by ``max_steps``; the warm-up is
+    ``warmup_steps`` when set, else ``warmup_epochs · len(loader)``.
+    """
+    steps_per_epoch = len(loader)  # type: ignore[arg-type]
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    if config.warmup_steps is not None:
+        return total_steps, config.warmup_steps
+    return total_steps, round(config.warmup_epochs * steps_per_epoch)
+
+
 def default_batch_fn(model: nn.Module, batch: Any, device: torch.device) -> Any:
     """Call ``model(views, actions)`` on a batch with ``views`` and ``actions`` fields."""
     views = batch.views.to(device, non_blocking=True)
@@ -98,13 +132,13 @@ def default_batch_fn(model: nn.Module, batch: Any, device: torch.device) -> Any:
     return model(views, actions)
 
 
-def _scalars(out: Any) -> dict[str, float]:
+def scalars_of(out: Any) -> dict[str, float]:
     """Scalar tensor fields of a model output (NamedTuple, dataclass or dict) as floats."""
     if hasattr(out, "_asdict"):
         items = out._asdict().items()
-    elif dataclasses.is_dataclass(out):
+    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
         items = ((f.name, getattr(out, f.name)) for f in dataclasses.fields(out))
-    elif isinstance(out, dict):
+    elif isinstance(out, Mapping):
         items = out.items()
     else:
         items = [("loss", out)]
@@ -113,16 +147,151 @@ def _scalars(out: Any) -> dict[str, float]:
     }
 
 
-def _loss_of(out: Any) -> torch.Tensor:
+def loss_of(out: Any) -> torch.Tensor:
+    """The scalar loss of a model output: the tensor itself or its ``loss`` field.
+
+    Raises:
+        TypeError: When there is no scalar loss.
+    """
     loss = out if isinstance(out, torch.Tensor) else getattr(out, "loss", None)
-    if loss is None and isinstance(out, dict):
+    if loss is None and isinstance(out, Mapping):
         loss = out.get("loss")
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise TypeError(
             "the model output must be a scalar tensor or have a scalar 'loss' field, got "
             f"{type(out).__name__}"
+            + (f" with loss of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "")
         )
     return loss.reshape(())
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The loop's state, handed to ``step_fn`` and to every callback.
+
+    Attributes:
+        model: The unwrapped model (parameters, ``state_dict``).
+        train_model: What the step calls: the model, possibly wrapped by DDP / ``torch.compile``.
+        optimizer: The optimizer.
+        config: The loop's :class:`~jepa_blocks.train.TrainConfig`.
+        device: The training device.
+        use_amp: Whether the forward pass runs under bf16 autocast.
+        total_steps: Optimizer steps of the whole run.
+        warmup_steps: Learning-rate warm-up steps.
+        step: Optimizer steps done.
+        epoch: Completed epochs.
+        batch_in_epoch: Batches done in the current epoch.
+        lr: The learning rate of the current step.
+        rank: This process's rank (0 when not distributed).
+        out_dir: Where files go (``None``: nowhere).
+        history: Logged records (training steps and evaluations).
+    """
+
+    model: nn.Module
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    device: torch.device
+    use_amp: bool
+    total_steps: int
+    warmup_steps: int
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    lr: float = 0.0
+    rank: int = 0
+    out_dir: Path | None = None
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    _save: Callable[[Path | None], Path | None] | None = dataclasses.field(default=None, repr=False)
+    _log: Callable[[dict[str, Any]], None] | None = dataclasses.field(default=None, repr=False)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The forward pass's autocast context (bf16 when ``use_amp``, else a no-op)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        """Append a record to the history and the metrics stream (rank 0)."""
+        rec = dict(record)
+        self.history.append(rec)
+        if self._log is not None:
+            self._log(rec)
+
+    def save_checkpoint(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        """Save the full state now (default path ``out_dir/checkpoint.pt``; rank 0 only).
+
+        Returns:
+            The path written, or ``None`` when nothing was written (no ``out_dir``, rank > 0).
+        """
+        if self._save is None:
+            return None
+        return self._save(None if path is None else Path(path))
+
+    def check_finite(self, loss: torch.Tensor, *, where: str = "its backward pass") -> None:
+        """Raise :class:`NonFiniteLossError` if ``loss`` is NaN or infinite."""
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"non-finite loss {value} at step {self.step} (epoch {self.epoch}, batch "
+                f"{self.batch_in_epoch}); training stopped before {where}"
+            )
+
+
+#: ``(model, batch, state) → output``: forward and backward of one step (see :func:`fit`).
+StepFn = Callable[[nn.Module, Any, LoopState], Any]
+
+
+def default_step_fn(
+    batch_fn: Callable[[nn.Module, Any, torch.device], Any] = default_batch_fn,
+) -> StepFn:
+    """The standard step: ``batch_fn`` under autocast, finite-loss check, ``loss.backward()``.
+
+    Args:
+        batch_fn: ``(model, batch, device) → output``.
+
+    Returns:
+        A ``step_fn`` for :func:`fit`.
+    """
+
+    def step_fn(model: nn.Module, batch: Any, state: LoopState) -> Any:
+        with state.autocast():
+            out = batch_fn(model, batch, state.device)
+        loss = loss_of(out)
+        state.check_finite(loss)
+        loss.backward()
+        return out
+
+    return step_fn
+
+
+class Callback:
+    """Hooks into :func:`fit`. Override what you need; every hook is optional.
+
+    ``after_step`` and ``after_epoch`` may return a mapping of scalars: ``after_step``'s are
+    added to the step's logged record (when the step is logged), ``after_epoch``'s are logged as
+    ``eval/<name>``. ``state_dict``/``load_state_dict`` put the callback's state (a replay buffer,
+    EWC's importances) into the loop's checkpoints, so that resuming is exact.
+    """
+
+    def on_fit_start(self, state: LoopState) -> None:
+        """Called once, after the model, optimizer and any resumed state are in place."""
+
+    def after_step(self, state: LoopState, batch: Any, out: Any) -> Mapping[str, float] | None:
+        """Called after every optimizer step and ``model.update()``."""
+        return None
+
+    def after_epoch(self, state: LoopState) -> Mapping[str, float] | None:
+        """Called at the end of every epoch (``state.epoch`` already counts it)."""
+        return None
+
+    def on_fit_end(self, state: LoopState) -> None:
+        """Called once when training ends normally."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State stored in the loop's checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
 
 
 class _MetricsWriter:
@@ -194,34 +363,19 @@ def _skip(it: Iterator[Any], n: int) -> Iterator[Any]:
     return it
 
 
-def _schedule_steps(loader: Iterable[Any], config: TrainConfig) -> tuple[int, int]:
-    """``(total_steps, warmup_steps)`` of a run of ``config`` over ``loader``'s epochs."""
-    steps_per_epoch = len(loader)  # type: ignore[arg-type]
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    return total_steps, round(config.warmup_epochs * steps_per_epoch)
-
-
-def _use_amp(config: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: ``amp="bf16"``, or ``"auto"`` on CUDA."""
-    return config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
-
-
-def _set_lr(
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    step: int,
-    *,
-    total_steps: int,
-    warmup_steps: int,
-) -> float:
-    """Set every group's learning rate to the schedule's value at ``step`` and return it."""
+def _set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, state: LoopState) -> float:
+    """Set every group's learning rate to the schedule's value at ``state.step``."""
+    schedule = config.schedule
+    recipe = (
+        config.recipe
+        if schedule == "recipe"
+        else ("official" if schedule == "constant" else "paper")
+    )
     lr = lr_at(
-        step,
-        recipe=config.recipe,
-        total_steps=total_steps,
-        warmup_steps=warmup_steps,
+        state.step,
+        recipe=recipe,
+        total_steps=state.total_steps,
+        warmup_steps=state.warmup_steps,
         base_lr=config.lr,
         warmup_start_lr=config.warmup_start_lr,
         final_lr=config.final_lr,
@@ -231,40 +385,62 @@ def _set_lr(
     return lr
 
 
+def _grad_norm(params: Sequence[torch.Tensor], clip: float | None) -> torch.Tensor:
+    """Global gradient norm (clipping to ``clip`` when set; ``inf`` leaves the gradients as
+    they are, since the clip coefficient is clamped to 1)."""
+    return torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
+
+
 def fit(
     model: nn.Module,
     loader: Iterable[Any],
     config: TrainConfig,
     *,
     optimizer: torch.optim.Optimizer | None = None,
+    step_fn: StepFn | None = None,
+    callbacks: Sequence[Callback] = (),
     batch_fn: Callable[[nn.Module, Any, torch.device], Any] = default_batch_fn,
-    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
     full_config: Any = None,
+    resume_from: str | os.PathLike[str] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``loader`` (see the module docstring).
 
     Args:
-        model: Module whose ``batch_fn`` output has a scalar ``loss``; its optional ``update()``
-            method is called once after every optimizer step.
+        model: Module whose output has a scalar ``loss``; its optional ``update()`` method is
+            called once after every optimizer step.
         loader: Iterable of batches with ``__len__``; ``set_epoch(epoch)`` is called when present.
         config: Loop hyperparameters.
         optimizer: Default: :func:`jepa_blocks.train.build_optimizer` of ``config.recipe``.
-        batch_fn: ``(model, batch, device) → output``; default :func:`default_batch_fn`.
-        eval_fn: ``(model, epoch) → metrics`` run every ``config.eval_every_epochs`` epochs
-            and at the end, with the model in eval mode (rank 0 only).
+        step_fn: ``(model, batch, state) → output``: the forward and backward pass of one step
+            (default :func:`default_step_fn` of ``batch_fn``). A custom one may run several
+            backward passes (block-local training frees each block's graph before the next).
+        callbacks: :class:`Callback` hooks, called in order.
+        batch_fn: ``(model, batch, device) → output`` of the default step.
+        eval_fn: ``(model, epoch) → metrics`` run every ``config.eval_every_epochs`` epochs and at
+            the end, in eval mode without gradients (rank 0 only); logged as ``eval/<name>``.
         full_config: The whole experiment config, stored in checkpoints and W&B.
+        resume_from: Resume from this checkpoint (default: ``out_dir/checkpoint.pt`` when
+            ``config.resume`` and it exists).
 
     Returns:
         :class:`FitResult`.
 
     Raises:
-        NonFiniteLossError: When a loss is NaN/inf (before its backward pass).
+        NonFiniteLossError: When a loss or the gradient norm is NaN/inf (before the optimizer
+            step; with the default step, before the backward pass).
     """
     t_start = time.perf_counter()
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    callbacks = tuple(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
+    step_fn = default_step_fn(batch_fn) if step_fn is None else step_fn
     device = resolve_device(config.device)
     distributed = is_distributed()
     rank = torch.distributed.get_rank() if distributed else 0
-    n_ranks = world_size()
     out_dir = Path(config.out_dir) if config.out_dir is not None else None
     if out_dir is not None and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,54 +453,77 @@ def fit(
         optimizer = build_optimizer(
             model, recipe=config.recipe, lr=config.lr, weight_decay=config.weight_decay
         )
+    total_steps, warmup_steps = schedule_steps(loader, config)
+    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    state = LoopState(
+        model=model,
+        train_model=model,
+        optimizer=optimizer,
+        config=config,
+        device=device,
+        use_amp=use_amp,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        rank=rank,
+        out_dir=out_dir,
+    )
 
-    total_steps, warmup_steps = _schedule_steps(loader, config)
-    history: list[dict[str, Any]] = []
-    step, epoch, batch_in_epoch = 0, 0, 0
+    resume_path = Path(resume_from) if resume_from is not None else None
+    if resume_path is None and ckpt_path is not None and config.resume and ckpt_path.is_file():
+        resume_path = ckpt_path
+    if resume_path is not None:
+        saved = load_checkpoint(resume_path, map_location=device)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state.step, state.epoch = saved["step"], saved["epoch"]
+        state.batch_in_epoch = saved["batch_in_epoch"]
+        state.history = list(saved.get("history", []))
+        for cb, cb_state in zip(callbacks, saved.get("callbacks", [{}] * len(callbacks))):
+            cb.load_state_dict(cb_state)
+        set_rng_state(saved["rng"])
 
-    if ckpt_path is not None and config.resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        history = list(state.get("history", []))
-        set_rng_state(state["rng"])
-
-    train_model: nn.Module = model
     if distributed:
-        train_model = (
-            nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
-        )
-        train_model = nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None
+        wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else model
+        state.train_model = nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None
         )
     if config.compile:
-        train_model = torch.compile(train_model)  # type: ignore[assignment]
+        state.train_model = torch.compile(state.train_model)  # type: ignore[assignment]
 
-    use_amp = _use_amp(config, device)
     writer = _MetricsWriter(out_dir, config, full_config) if rank == 0 else None
-    progress = _Progress(total_steps, step, config.progress and rank == 0)
+    state._log = writer.write if writer is not None else None
+    progress = _Progress(total_steps, state.step, config.progress and rank == 0)
     last_ckpt: Path | None = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
 
-    def checkpoint() -> None:
+    def save(path: Path | None) -> Path | None:
         nonlocal last_ckpt
-        if ckpt_path is None or rank != 0:
-            return
+        dest = path if path is not None else ckpt_path
+        if dest is None or rank != 0:
+            return None
         save_checkpoint(
-            ckpt_path,
+            dest,
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
+                "step": state.step,
+                "epoch": state.epoch,
+                "batch_in_epoch": state.batch_in_epoch,
                 "rng": rng_state(),
-                "history": history,
+                "history": state.history,
+                "callbacks": [cb.state_dict() for cb in callbacks],
                 "config": config_to_dict(config),
                 "full_config": full_config,
             },
         )
-        last_ckpt = ckpt_path
+        last_ckpt = dest
+        return dest
+
+    state._save = save
+
+    def log_eval(metrics: Mapping[str, Any]) -> None:
+        if metrics:
+            rec = {"step": state.step, "epoch": state.epoch}
+            state.log({**rec, **{f"eval/{k}": v for k, v in metrics.items()}})
 
     def evaluate() -> None:
         if eval_fn is None or rank != 0:
@@ -332,83 +531,84 @@ def fit(
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            metrics = eval_fn(model, epoch)
+            metrics = eval_fn(model, state.epoch)
         model.train(was_training)
-        record = {"step": step, "epoch": epoch, **{f"eval/{k}": v for k, v in metrics.items()}}
-        history.append(record)
-        if writer is not None:
-            writer.write(record)
+        log_eval(metrics)
+
+    def end_of_epoch() -> None:
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        if config.eval_every_epochs and state.epoch % config.eval_every_epochs == 0:
+            evaluate()
+        for cb in callbacks:
+            log_eval(cb.after_epoch(state) or {})
 
     update = getattr(model, "update", None)
+    params = [p for p in model.parameters() if p.requires_grad]
     model.train()
+    for cb in callbacks:
+        cb.on_fit_start(state)
     try:
-        while step < total_steps and epoch < config.epochs:
+        while state.step < total_steps and state.epoch < config.epochs:
             if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            it = _skip(iter(loader), batch_in_epoch)
-            for batch in it:
-                if step >= total_steps:
+                loader.set_epoch(state.epoch)
+            for batch in _skip(iter(loader), state.batch_in_epoch):
+                if state.step >= total_steps:
                     break
-                lr = _set_lr(
-                    optimizer, config, step, total_steps=total_steps, warmup_steps=warmup_steps
-                )
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = batch_fn(train_model, batch, device)
-                loss = _loss_of(out)
-                rate = getattr(out, "rate", None)
-                weight = getattr(out, "rate_weight", None)
-                if (
-                    config.scale_global_terms_by_world_size
-                    and n_ranks > 1
-                    and rate is not None
-                    and weight is not None
-                ):
-                    loss = loss - (n_ranks - 1) * weight * rate
-                if not math.isfinite(float(loss.detach())):
+                lr = state.lr = _set_lr(optimizer, config, state)
+                optimizer.zero_grad(set_to_none=True)
+                out = step_fn(state.train_model, batch, state)
+                state.check_finite(loss_of(out), where="the optimizer step")
+                norm = _grad_norm(params, config.grad_clip)
+                if not math.isfinite(float(norm)):
                     where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
                     raise NonFiniteLossError(
-                        f"non-finite loss {float(loss.detach())} at step {step} (epoch {epoch}, "
-                        f"batch {batch_in_epoch}); training stopped before its backward pass"
-                        f"{where}"
+                        f"non-finite gradient norm {float(norm)} at step {state.step} (epoch "
+                        f"{state.epoch}, batch {state.batch_in_epoch}) with a finite loss; "
+                        f"training stopped before the optimizer step{where}"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 if callable(update):
                     update()
-                step += 1
-                batch_in_epoch += 1
+                state.step += 1
+                state.batch_in_epoch += 1
+                extra: dict[str, float] = {}
+                for cb in callbacks:
+                    extra.update(cb.after_step(state, batch, out) or {})
                 postfix = None
-                if step % config.log_every == 0 or step == total_steps:
-                    postfix = {"lr": lr, **_scalars(out)}
-                    record = {"step": step, "epoch": epoch, **postfix}
-                    history.append(record)
-                    if writer is not None:
-                        writer.write(record)
+                if state.step % config.log_every == 0 or state.step == total_steps:
+                    postfix = {"lr": lr, **scalars_of(out), **extra}
+                    state.log({"step": state.step, "epoch": state.epoch, **postfix})
                 progress.update(postfix)
-                if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-                    checkpoint()
+                if (
+                    config.checkpoint_every_steps
+                    and state.step % config.checkpoint_every_steps == 0
+                ):
+                    save(None)
             else:
-                epoch += 1
-                batch_in_epoch = 0
-                if config.eval_every_epochs and epoch % config.eval_every_epochs == 0:
-                    evaluate()
-                checkpoint()
+                end_of_epoch()
+                save(None)
                 continue
             break  # max_steps reached inside the epoch
         if not (
             config.eval_every_epochs
-            and batch_in_epoch == 0
-            and epoch % config.eval_every_epochs == 0
+            and state.batch_in_epoch == 0
+            and state.epoch % config.eval_every_epochs == 0
         ):
             evaluate()
-        checkpoint()
+        save(None)
+        for cb in callbacks:
+            cb.on_fit_end(state)
+    except NonFiniteLossError as e:
+        if last_ckpt is not None and "last good checkpoint" not in str(e):
+            raise NonFiniteLossError(f"{e}; the last good checkpoint is {last_ckpt}") from None
+        raise
     finally:
         progress.close()
         if writer is not None:
             writer.close()
-    if out_dir is not None and rank == 0 and history:
-        write_csv(out_dir / "metrics.csv", history)
-    return FitResult(model, history, step, epoch, last_ckpt, time.perf_counter() - t_start)
+    if out_dir is not None and rank == 0 and state.history:
+        write_csv(out_dir / "metrics.csv", state.history)
+    return FitResult(
+        model, state.history, state.step, state.epoch, last_ckpt, time.perf_counter() - t_start
+    )

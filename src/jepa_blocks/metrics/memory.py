@@ -14,9 +14,13 @@ On CUDA, :func:`measure_peak_memory` also reports ``torch.cuda.max_memory_alloca
 allocation before the call (activations, temporaries, gradients and optimizer states created
 during the call).
 
-This is the measurement behind the claim of :mod:`jepa_blocks.local.stages`: detaching between
-blocks alone saves nothing when every block runs forward before any backward (the complaint in
-``loeweX/Greedy_InfoMax#22``); running forward → loss → backward → free per block does.
+With ``scope`` (a submodule), the bytes saved while that module's forward runs are also
+counted apart, e.g. the aggregator's share of a whole seq-JEPA step.
+
+This is the measurement behind the memory claims of :mod:`jepa_blocks.local.stages` (detaching
+between blocks alone saves nothing when every block runs forward before any backward, the
+complaint in ``loeweX/Greedy_InfoMax#22``; running forward → loss → backward → free per block
+does) and of the streaming ToST aggregator (step 4).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["PeakMemory", "SavedTensorMeter", "measure_peak_memory"]
 
@@ -53,14 +57,18 @@ class SavedTensorMeter:
 
     Args:
         exclude: Tensors (typically ``model.parameters()``) whose storages are not counted.
+        scope: Optional module: storages first saved while its forward runs are also counted
+            in ``scoped_current_bytes`` / ``scoped_peak_bytes``.
 
     Attributes:
         current_bytes: Bytes of the distinct storages saved by graphs still alive.
         peak_bytes: The largest ``current_bytes`` seen since entering (or :meth:`reset`).
+        scoped_current_bytes: The part of ``current_bytes`` first saved inside ``scope``.
+        scoped_peak_bytes: The largest ``scoped_current_bytes`` seen.
         saved_count: How many tensors the pack hook saw (counted or not).
 
     Example:
-        >>> from jepa_blocks.local import SavedTensorMeter
+        >>> from jepa_blocks.metrics import SavedTensorMeter
         >>> x = torch.randn(64, 32, requires_grad=True)
         >>> with SavedTensorMeter() as meter:
         ...     y = torch.tanh(x).sum()
@@ -68,7 +76,9 @@ class SavedTensorMeter:
         8192
     """
 
-    def __init__(self, *, exclude: Iterable[Tensor] = ()) -> None:
+    def __init__(self, *, exclude: Iterable[Tensor] = (), scope: nn.Module | None = None) -> None:
+        if scope is not None and not isinstance(scope, nn.Module):
+            raise TypeError(f"scope must be an nn.Module or None, got {type(scope).__name__}")
         excluded: set[int] = set()
         for t in exclude:
             if not isinstance(t, Tensor):
@@ -78,14 +88,24 @@ class SavedTensorMeter:
                 excluded.add(key[0])
         self._excluded = excluded
         self._refs: dict[int, int] = {}
+        self._scoped_ptrs: set[int] = set()
         self._hooks: Any = None
+        self._in_scope = False
+        self._scope = scope
+        self._scope_handles: list[Any] = []
         self.current_bytes = 0
         self.peak_bytes = 0
+        self.scoped_current_bytes = 0
+        self.scoped_peak_bytes = 0
         self.saved_count = 0
 
     def reset(self) -> None:
-        """Restart the peak from the current level."""
+        """Restart the peaks from the current levels."""
         self.peak_bytes = self.current_bytes
+        self.scoped_peak_bytes = self.scoped_current_bytes
+
+    def _set_scope(self, on: bool) -> None:
+        self._in_scope = on
 
     def _release(self, ptr: int, nbytes: int) -> None:
         count = self._refs.get(ptr, 0) - 1
@@ -94,6 +114,9 @@ class SavedTensorMeter:
             return
         self._refs.pop(ptr, None)
         self.current_bytes -= nbytes
+        if ptr in self._scoped_ptrs:
+            self._scoped_ptrs.discard(ptr)
+            self.scoped_current_bytes -= nbytes
 
     def _pack(self, t: Tensor) -> Any:
         self.saved_count += 1
@@ -107,6 +130,10 @@ class SavedTensorMeter:
         if count == 0:
             self.current_bytes += nbytes
             self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+            if self._in_scope:
+                self._scoped_ptrs.add(ptr)
+                self.scoped_current_bytes += nbytes
+                self.scoped_peak_bytes = max(self.scoped_peak_bytes, self.scoped_current_bytes)
         weakref.finalize(packed, self._release, ptr, nbytes)
         return packed
 
@@ -115,6 +142,11 @@ class SavedTensorMeter:
         return packed.tensor if isinstance(packed, _Packed) else packed
 
     def __enter__(self) -> SavedTensorMeter:
+        if self._scope is not None:
+            self._scope_handles = [
+                self._scope.register_forward_pre_hook(lambda *_: self._set_scope(True)),
+                self._scope.register_forward_hook(lambda *_: self._set_scope(False)),
+            ]
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()
         return self
@@ -122,6 +154,10 @@ class SavedTensorMeter:
     def __exit__(self, *exc: Any) -> None:
         self._hooks.__exit__(*exc)
         self._hooks = None
+        for h in self._scope_handles:
+            h.remove()
+        self._scope_handles = []
+        self._in_scope = False
 
 
 class PeakMemory(NamedTuple):
@@ -132,11 +168,13 @@ class PeakMemory(NamedTuple):
         cuda_bytes: ``torch.cuda.max_memory_allocated`` during the call minus the allocation
             before it (``None`` off CUDA).
         result: What the measured function returned.
+        scoped_bytes: Peak saved bytes inside ``scope`` (``None`` without a scope).
     """
 
     saved_bytes: int
     cuda_bytes: int | None
     result: Any = None
+    scoped_bytes: int | None = None
 
 
 def measure_peak_memory(
@@ -144,13 +182,16 @@ def measure_peak_memory(
     *,
     exclude: Iterable[Tensor] = (),
     device: torch.device | str | None = None,
+    scope: nn.Module | None = None,
 ) -> PeakMemory:
     """Call ``fn()`` and report its peak saved-activation memory (and its CUDA peak on CUDA).
 
     Args:
-        fn: The work to measure, e.g. one training step.
+        fn: The work to measure, e.g. one training step (or a forward pass that returns the
+            loss, which keeps its graph alive until the meter has read it).
         exclude: Tensors not to count (the parameters).
         device: The device ``fn`` runs on; CUDA devices also get the allocator's peak.
+        scope: A submodule whose saved tensors are also counted apart.
 
     Returns:
         :class:`PeakMemory`.
@@ -164,10 +205,11 @@ def measure_peak_memory(
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
-    with SavedTensorMeter(exclude=exclude) as meter:
+    with SavedTensorMeter(exclude=exclude, scope=scope) as meter:
         result = fn()
     cuda: int | None = None
     if on_cuda:
         torch.cuda.synchronize(dev)
         cuda = int(torch.cuda.max_memory_allocated(dev) - base)
-    return PeakMemory(int(meter.peak_bytes), cuda, result)
+    scoped = int(meter.scoped_peak_bytes) if scope is not None else None
+    return PeakMemory(int(meter.peak_bytes), cuda, result, scoped)

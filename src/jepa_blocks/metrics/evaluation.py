@@ -1,0 +1,267 @@
+r"""The evaluation suite of a sequence model: frozen features → probes → a metrics dict.
+
+:func:`extract_features` encodes one fixed sequence per image (or several) with a
+:class:`~jepa_blocks.SeqJEPA` in eval mode; :func:`evaluate` fits the probes of the seq-JEPA
+paper and the follow-up repository on those features: the linear class probe on
+:math:`z_\text{AGG}` (invariance), the R² of the relative action :math:`a_1` from
+:math:`[z_1; z_2]` (equivariance, SIE protocol, Garrido et al., 2023), the leakage probes (class
+from :math:`z_1`, action from :math:`z_\text{AGG}`) with their gaps, and RankMe effective ranks
+(Garrido et al., 2023). :func:`rank_monitor` gives the cheap effective-rank monitor that a
+training loop logs every epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from jepa_blocks.metrics.probes import (
+    fit_regressor,
+    linear_probe_accuracy,
+    r2_score,
+    regression_r2,
+)
+from jepa_blocks.metrics.rank import effective_rank
+from jepa_blocks.runtime import num_threads
+
+__all__ = ["EvalConfig", "FeatureSet", "evaluate", "extract_features", "rank_monitor"]
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Probes on frozen features (one fixed sequence per image, its own seed).
+
+    Attributes:
+        num_observed: ``M_val``, views aggregated into ``z_agg`` (``None``: ``data.num_observed``).
+        seed: Seed of the probe sequences and probe training.
+        batch_size: Sequences per forward pass while extracting features.
+        train_sequences_per_image: Sequences per training image for the probes' training set.
+        classifier: Solver of the linear class probes: ``"lbfgs"`` (logistic regression),
+            ``"ridge"`` or ``"adam"`` (the paper's 300-epoch protocol).
+        classifier_weight_decay: L2 strength of ``"lbfgs"`` / ``"ridge"``.
+        classifier_epochs: Epochs of ``"adam"``.
+        regressor: Equivariance regressor on ``[z_1; z_2]``: ``"mlp"`` (SIE protocol) or
+            ``"linear"``.
+        regressor_hidden: MLP width (paper 1024).
+        regressor_depth: MLP hidden layers (paper 2).
+        regressor_epochs: MLP epochs (paper 300).
+        regressor_lr: MLP Adam learning rate.
+        baseline: Also evaluate the network at initialisation (random-init baseline).
+        pixel_baseline: Also fit the class probe on the raw pixels of the first view.
+        monitor_size: Test sequences whose effective ranks are logged during training.
+        plots: Write the diagnostic figures.
+        probe_threads: torch threads while the probes are fitted (small problems run fastest
+            on one thread, and do not stall on a busy machine); ``None``: leave it.
+    """
+
+    num_observed: int | None = None
+    seed: int = 1234
+    batch_size: int = 500
+    train_sequences_per_image: int = 1
+    classifier: Literal["lbfgs", "ridge", "adam"] = "lbfgs"
+    classifier_weight_decay: float = 1e-4
+    classifier_epochs: int = 300
+    regressor: Literal["mlp", "linear"] = "mlp"
+    regressor_hidden: int = 1024
+    regressor_depth: int = 2
+    regressor_epochs: int = 300
+    regressor_lr: float = 1e-3
+    baseline: bool = True
+    pixel_baseline: bool = False
+    monitor_size: int = 512
+    plots: bool = True
+    probe_threads: int | None = 1
+
+
+
+
+class FeatureSet(NamedTuple):
+    """Frozen features of one split, one sequence per row.
+
+    Attributes:
+        z: Encoder outputs of all ``M+1`` views, ``(N, M+1, D)``.
+        z_agg: Aggregate of the ``M`` observed views, ``(N, D+E)``.
+        labels: Class indices, ``(N,)``.
+        actions: Relative actions, ``(N, M, A)``.
+        pixels: Flattened first views, ``(N, C·H·W)`` (``None`` unless asked for).
+    """
+
+    z: Tensor
+    z_agg: Tensor
+    labels: Tensor
+    actions: Tensor
+    pixels: Tensor | None = None
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    loader: Any,
+    *,
+    passes: int = 1,
+    pixels: bool = False,
+) -> FeatureSet:
+    """Encode every sequence of ``loader`` with ``model`` (in eval mode) into a :class:`FeatureSet`.
+
+    Args:
+        model: A :class:`~jepa_blocks.SeqJEPA` (its ``encode`` and ``aggregate`` are used).
+        loader: A :class:`~jepa_blocks.data.SequenceLoader`; pass ``k`` uses its epoch ``k``.
+        passes: Passes over the loader (sequences per image).
+        pixels: Also keep the flattened first view.
+
+    Returns:
+        The features on the CPU, float32.
+
+    Shape:
+        - output.z: ``(N, M+1, D)``; output.z_agg: ``(N, D+E)``; output.actions: ``(N, M, A)``
+    """
+    was_training = model.training
+    model.eval()
+    zs, aggs, labels, actions, pix = [], [], [], [], []
+    try:
+        for k in range(passes):
+            loader.set_epoch(k)
+            for batch in loader:
+                m = batch.views.shape[1] - 1
+                z = model.encode(batch.views)  # type: ignore[operator]
+                z_agg = model.aggregate(z[:, :m], batch.actions)  # type: ignore[operator]
+                zs.append(z.float().cpu())
+                aggs.append(z_agg.float().cpu())
+                labels.append(batch.labels.cpu())
+                actions.append(batch.actions.float().cpu())
+                if pixels:
+                    pix.append(batch.views[:, 0].flatten(1).float().cpu())
+    finally:
+        model.train(was_training)
+    return FeatureSet(
+        torch.cat(zs),
+        torch.cat(aggs),
+        torch.cat(labels),
+        torch.cat(actions),
+        torch.cat(pix) if pixels else None,
+    )
+
+
+
+
+def evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:
+    """Probe metrics of frozen features (test-set scores; accuracies as fractions).
+
+    * ``linacc``: linear class probe on ``z_agg`` (invariance).
+    * ``r2``: R² of the first relative action ``a_1`` from ``[z_1; z_2]`` (equivariance; SIE
+      protocol, MLP or linear regressor), uniform average over the action's components, and
+      ``r2_per_dim``.
+    * ``leakage_linacc`` (class from ``z_1``), ``leakage_r2`` (``a_1`` from ``z_agg``, linear) and
+      the gaps ``linacc_gap = linacc − leakage_linacc``, ``r2_gap = r2 − leakage_r2`` (the
+      follow-up repository's leakage probes).
+    * ``rank_z_agg``, ``rank_z``: RankMe effective ranks of the test ``z_agg`` and ``z_1``, and
+      ``rank_frac_*``: the same divided by the dimension.
+    * ``pixel_linacc`` (when the features carry pixels): the class probe on raw first views.
+
+    Args:
+        train: Features of the probes' training split.
+        test: Features of the test split.
+        config: Probe settings.
+
+    Returns:
+        ``{metric: value}`` (``r2_per_dim`` is a list).
+    """
+    if not isinstance(config, EvalConfig):
+        raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+    for name, f in (("train", train), ("test", test)):
+        if not isinstance(f, FeatureSet):
+            raise TypeError(f"{name} must be a FeatureSet, got {type(f).__name__}")
+        if f.z.ndim != 3 or f.z.shape[1] < 2:
+            raise ValueError(
+                f"{name}.z must have shape (N, M+1, D) with M >= 1, got {tuple(f.z.shape)}"
+            )
+    with num_threads(config.probe_threads):
+        return _evaluate(train, test, config)
+
+
+def _evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:
+    cls_kw: dict[str, Any] = {"solver": config.classifier}
+    if config.classifier == "adam":
+        cls_kw.update(epochs=config.classifier_epochs, standardize=False)
+    else:
+        cls_kw["weight_decay"] = config.classifier_weight_decay
+    gen = torch.Generator().manual_seed(config.seed)
+    cls_kw["generator"] = gen
+    lin = linear_probe_accuracy(train.z_agg, train.labels, test.z_agg, test.labels, **cls_kw)
+    leak_lin = linear_probe_accuracy(
+        train.z[:, 0], train.labels, test.z[:, 0], test.labels, **cls_kw
+    )
+    x_tr = torch.cat((train.z[:, 0], train.z[:, 1]), dim=1)
+    x_te = torch.cat((test.z[:, 0], test.z[:, 1]), dim=1)
+    a_tr, a_te = train.actions[:, 0], test.actions[:, 0]
+    reg_kw: dict[str, Any] = {"kind": config.regressor}
+    if config.regressor == "mlp":
+        reg_kw.update(
+            hidden=config.regressor_hidden,
+            depth=config.regressor_depth,
+            epochs=config.regressor_epochs,
+            lr=config.regressor_lr,
+            seed=config.seed,
+            generator=gen,
+        )
+    regressor = fit_regressor(x_tr, a_tr, **reg_kw)
+    with torch.no_grad():
+        pred = regressor(x_te)
+    r2_dims = [r2_score(a_te[:, j], pred[:, j]) for j in range(a_te.shape[1])]
+    r2 = r2_score(a_te, pred)
+    leak_r2 = regression_r2(train.z_agg, a_tr, test.z_agg, a_te, kind="linear").test
+    d_agg, d_z = test.z_agg.shape[1], test.z.shape[2]
+    rank_agg = effective_rank(test.z_agg)
+    rank_z = effective_rank(test.z[:, 0])
+    out: dict[str, Any] = {
+        "linacc": lin.test,
+        "linacc_train": lin.train,
+        "r2": r2,
+        "leakage_linacc": leak_lin.test,
+        "leakage_r2": leak_r2,
+        "linacc_gap": lin.test - leak_lin.test,
+        "r2_gap": r2 - leak_r2,
+        "rank_z_agg": rank_agg,
+        "rank_z": rank_z,
+        "rank_frac_z_agg": rank_agg / d_agg,
+        "rank_frac_z": rank_z / d_z,
+        "dim_z_agg": d_agg,
+        "dim_z": d_z,
+        "r2_per_dim": r2_dims,
+    }
+    if train.pixels is not None and test.pixels is not None:
+        out["pixel_linacc"] = linear_probe_accuracy(
+            train.pixels, train.labels, test.pixels, test.labels, **cls_kw
+        ).test
+    return out
+
+
+def rank_monitor(batch: Any) -> Callable[[nn.Module, int], dict[str, float]]:
+    """An ``eval_fn`` for :func:`jepa_blocks.train.fit`: effective ranks on one fixed batch.
+
+    Args:
+        batch: A batch with ``views`` ``(B, M+1, ...)`` and ``actions`` ``(B, M, A)`` (e.g. the
+            first batch of a test :class:`~jepa_blocks.data.SequenceLoader`).
+
+    Returns:
+        ``(model, epoch) → {"rank_z_agg", "rank_z"}``: RankMe effective ranks of the aggregate
+        of the ``M`` observed views and of the first view's encoding.
+    """
+    m = batch.views.shape[1] - 1
+    if m < 1:
+        raise ValueError(f"batch.views must hold at least 2 views, got {tuple(batch.views.shape)}")
+
+    def monitor(model: nn.Module, epoch: int) -> dict[str, float]:
+        del epoch
+        z = model.encode(batch.views)  # type: ignore[operator]
+        z_agg = model.aggregate(z[:, :m], batch.actions)  # type: ignore[operator]
+        return {
+            "rank_z_agg": effective_rank(z_agg.float()),
+            "rank_z": effective_rank(z[:, 0].float()),
+        }
+
+    return monitor
