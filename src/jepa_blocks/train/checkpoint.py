@@ -1,71 +1,200 @@
-"""Atomic checkpoints and exact resume.
+"""Checkpoints you can trust: atomic, verified, tensors and primitives only, the previous kept.
 
-A checkpoint is written to a temporary file in the destination folder, flushed and fsync'ed,
-then moved over the old one with :func:`os.replace` (atomic on POSIX and Windows), so a crash at
-any moment leaves either the previous or the new checkpoint, never a torn file.
+:func:`save_checkpoint` serialises the state (tensors, numbers, strings, lists, tuples and dicts
+only) with :func:`torch.save`, wraps the bytes with their SHA-256 digest, writes them to a
+temporary file in the destination folder (flushed and fsync'ed), moves the current checkpoint
+to ``<name>.prev`` and the new file into place with :func:`os.replace` (atomic on POSIX and
+Windows). A crash at any moment leaves the previous or the new checkpoint intact, never a torn
+one, and no temporary file survives the next save.
+
+:func:`load_checkpoint` reads with ``torch.load(weights_only=True)`` (no code runs while
+loading: a crafted file cannot execute anything), verifies the digest and raises
+:class:`CheckpointError` naming the file and the fault (truncated, corrupted, not a
+checkpoint). :func:`load_latest_checkpoint` falls back to ``<name>.prev`` when the latest is
+unreadable, and says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
+import io
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "load_latest_checkpoint",
+    "previous_path",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+FORMAT = "jepa-blocks-checkpoint/2"
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` with :func:`torch.save` atomically to ``path``.
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted: unreadable, truncated, corrupted or of another format."""
+
+
+def previous_path(path: str | os.PathLike[str]) -> Path:
+    """Where :func:`save_checkpoint` keeps the previous checkpoint of ``path``."""
+    p = Path(path)
+    return p.with_name(p.name + ".prev")
+
+
+def _remove_stale_temp_files(dest: Path) -> None:
+    """Temporary files of interrupted saves (a save killed between write and rename)."""
+    for stale in glob.glob(str(dest.parent / f".{glob.escape(dest.name)}.*.tmp")):
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # make the renames durable too
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], state: dict[str, Any], *, keep_previous: bool = True
+) -> Path:
+    """Write ``state`` atomically and verifiably to ``path``.
 
     Args:
         path: Destination file; its folder is created if needed.
-        state: Anything :func:`torch.save` can write.
+        state: Tensors and primitives (numbers, strings, ``None``, lists, tuples, dicts) only:
+            what ``torch.load(weights_only=True)`` reads back.
+        keep_previous: Move the checkpoint already at ``path`` to :func:`previous_path`.
 
     Returns:
         The destination path.
+
+    Raises:
+        TypeError: If ``state`` holds anything else (it could not be loaded safely).
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    try:  # refuse what weights_only loading would refuse, before anything is written
+        torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TypeError(
+            "state must hold only tensors and primitives (numbers, strings, None, lists, tuples, "
+            f"dicts) to be loadable with weights_only=True: {e}"
+        ) from None
+    record = {
+        "format": FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+    }
+    _remove_stale_temp_files(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            torch.save(record, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and dest.is_file():
+            os.replace(dest, previous_path(dest))
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:  # make the rename durable too
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    _fsync_dir(dest.parent)
     return dest
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
+    """Read and verify a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        CheckpointError: The file is unreadable, truncated, corrupted (digest mismatch) or not a
+            jepa-blocks checkpoint.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(p)!r}")
-    return torch.load(p, map_location=map_location, weights_only=False)
+    try:
+        record = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is unreadable (truncated or corrupted): {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{str(p)!r} is not a {FORMAT} checkpoint (written by another version or program)"
+        )
+    payload = record["payload"].numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != record["sha256"]:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is corrupted: its SHA-256 digest does not match its contents"
+        )
+    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+
+
+def load_latest_checkpoint(
+    path: str | os.PathLike[str], *, map_location: Any = "cpu"
+) -> tuple[dict[str, Any], Path]:
+    """Load ``path``, or its previous checkpoint (with a warning) when ``path`` is unreadable.
+
+    Returns:
+        ``(state, the path it came from)``.
+
+    Raises:
+        CheckpointError: Neither the latest nor the previous checkpoint can be trusted.
+    """
+    p = Path(path)
+    prev = previous_path(p)
+    try:
+        return load_checkpoint(p, map_location=map_location), p
+    except (CheckpointError, FileNotFoundError) as latest:
+        if not prev.is_file():
+            if isinstance(latest, FileNotFoundError):
+                raise
+            raise CheckpointError(
+                f"{latest}; there is no previous checkpoint to fall back to"
+            ) from None
+        try:
+            state = load_checkpoint(prev, map_location=map_location)
+        except CheckpointError as previous:
+            raise CheckpointError(f"{latest}; and the previous one: {previous}") from None
+        warnings.warn(
+            f"{latest}; resuming from the previous good checkpoint {str(prev)!r}", stacklevel=2
+        )
+        return state, prev
 
 
 def rng_state() -> dict[str, Any]:
-    """The state of every random generator the training loop draws from."""
+    """The state of every random generator the training loop draws from (tensors and primitives)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002  (legacy global state)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),  # noqa: NPY002  (legacy global state is what we restore)
+        "numpy": [
+            str(kind),
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ],
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -76,7 +205,11 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the generators saved by :func:`rng_state`."""
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (kind, np.asarray(keys.cpu().numpy(), dtype=np.uint32), pos, has_gauss, gauss)
+    )
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

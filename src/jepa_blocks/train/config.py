@@ -9,6 +9,7 @@ their types; :func:`load_config` combines a YAML file and overrides.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -87,6 +88,52 @@ class TrainConfig:
     wandb: bool = False
     wandb_project: str = "jepa-blocks"
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+
+    def __post_init__(self) -> None:
+        def integer(name: str, minimum: int, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                what = f"an int >= {minimum}" + (" or None" if optional else "")
+                raise ValueError(f"TrainConfig.{name} must be {what}, got {v!r}")
+
+        def number(name: str, *, positive: bool, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or (v <= 0 if positive else v < 0):
+                bound = "> 0" if positive else ">= 0"
+                what = f"a finite number {bound}" + (" or None" if optional else "")
+                raise ValueError(f"TrainConfig.{name} must be {what}, got {v!r}")
+
+        integer("epochs", 1)
+        integer("max_steps", 1, optional=True)
+        integer("seed", 0)
+        integer("warmup_steps", 0, optional=True)
+        integer("log_every", 1)
+        integer("eval_every_epochs", 0)
+        integer("checkpoint_every_steps", 0)
+        number("lr", positive=True)
+        number("grad_clip", positive=True, optional=True)
+        for name in ("weight_decay", "warmup_epochs", "warmup_start_lr", "final_lr"):
+            number(name, positive=False)
+        for name, choices in (
+            ("recipe", ("paper", "official")),
+            ("schedule", ("recipe", "cosine", "constant")),
+            ("amp", ("auto", "bf16", "off")),
+            ("wandb_mode", ("offline", "online", "disabled")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"TrainConfig.{name} must be one of {choices}, got {getattr(self, name)!r}"
+                )
+        for name in ("channels_last", "compile", "resume", "progress", "wandb"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"TrainConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"TrainConfig.device must be a device string, got {self.device!r}")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -46,7 +46,13 @@ import torch
 from torch import nn
 
 from jepa_blocks.distributed import is_distributed
-from jepa_blocks.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from jepa_blocks.train.checkpoint import (
+    load_latest_checkpoint,
+    previous_path,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from jepa_blocks.train.config import TrainConfig, config_to_dict
 from jepa_blocks.train.schedule import build_optimizer, lr_at
 
@@ -55,18 +61,61 @@ __all__ = [
     "FitResult",
     "LoopState",
     "NonFiniteLossError",
+    "ResumeMismatchError",
     "StepFn",
+    "config_differences",
     "default_batch_fn",
     "default_step_fn",
     "fit",
     "loss_of",
     "resolve_device",
-    "schedule_steps",
     "scalars_of",
+    "schedule_steps",
     "seed_everything",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Config keys that may differ between a checkpoint and the run resuming from it: they change
+#: where and how a run is logged or executed, not what it computes.
+RESUME_MUTABLE_KEYS = frozenset(
+    {
+        "out_dir", "resume", "progress", "log_every", "wandb", "wandb_project", "wandb_mode",
+        "device", "compile", "checkpoint_every_steps", "eval_every_epochs",
+    }
+)  # fmt: skip
+
+
+class ResumeMismatchError(ValueError):
+    """The checkpoint in ``out_dir`` was written by a run with another config."""
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: list(data) if isinstance(data, tuple) else data}
+
+
+def config_differences(
+    saved: Any, current: Any, *, ignore: Sequence[str] = ()
+) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for every differing leaf of two nested configs.
+
+    Keys whose last component is in :data:`RESUME_MUTABLE_KEYS`, and keys equal to or below an
+    entry of ``ignore`` (dotted prefixes), are skipped.
+    """
+    a, b = _flatten(saved or {}), _flatten(current or {})
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key.rsplit(".", 1)[-1] in RESUME_MUTABLE_KEYS:
+            continue
+        if any(key == p or key.startswith(p + ".") for p in ignore):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            out.append((key, a.get(key, "<absent>"), b.get(key, "<absent>")))
+    return out
 
 
 class NonFiniteLossError(RuntimeError):
@@ -310,6 +359,12 @@ class _MetricsWriter:
                 dir=str(out_dir) if out_dir is not None else None,
             )
 
+    def restart(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite the JSONL stream with ``history`` (records after a checkpoint are dropped)."""
+        if self.path is not None:
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(rec) + "\n" for rec in history)
+
     def write(self, record: dict[str, Any]) -> None:
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
@@ -385,6 +440,19 @@ def _set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, state: LoopSt
     return lr
 
 
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite (one synchronisation)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    for per_param in optimizer.state.values():
+        for v in per_param.values():
+            if isinstance(v, torch.Tensor):
+                yield v
+
+
 def _grad_norm(params: Sequence[torch.Tensor], clip: float | None) -> torch.Tensor:
     """Global gradient norm (clipping to ``clip`` when set; ``inf`` leaves the gradients as
     they are, since the clip coefficient is clamped to 1)."""
@@ -403,6 +471,7 @@ def fit(
     eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
     full_config: Any = None,
     resume_from: str | os.PathLike[str] | None = None,
+    resume_ignore: Sequence[str] = (),
 ) -> FitResult:
     """Train ``model`` on ``loader`` (see the module docstring).
 
@@ -421,14 +490,21 @@ def fit(
             the end, in eval mode without gradients (rank 0 only); logged as ``eval/<name>``.
         full_config: The whole experiment config, stored in checkpoints and W&B.
         resume_from: Resume from this checkpoint (default: ``out_dir/checkpoint.pt`` when
-            ``config.resume`` and it exists).
+            ``config.resume`` and it exists; an unreadable one falls back to the previous
+            checkpoint, with a warning).
+        resume_ignore: Dotted keys of ``full_config`` that may differ from the checkpoint's
+            (e.g. evaluation settings); every other difference, in ``config`` or
+            ``full_config``, refuses to resume (:class:`ResumeMismatchError`).
 
     Returns:
         :class:`FitResult`.
 
     Raises:
         NonFiniteLossError: When a loss or the gradient norm is NaN/inf (before the optimizer
-            step; with the default step, before the backward pass).
+            step; with the default step, before the backward pass), or when the parameters
+            become non-finite (no checkpoint is written from a non-finite state).
+        ResumeMismatchError: When the checkpoint to resume from has another config.
+        CheckpointError: When no trustworthy checkpoint can be read.
     """
     t_start = time.perf_counter()
     if not isinstance(config, TrainConfig):
@@ -469,10 +545,20 @@ def fit(
     )
 
     resume_path = Path(resume_from) if resume_from is not None else None
-    if resume_path is None and ckpt_path is not None and config.resume and ckpt_path.is_file():
+    has_ckpt = ckpt_path is not None and (ckpt_path.is_file() or previous_path(ckpt_path).is_file())
+    if resume_path is None and config.resume and has_ckpt:
         resume_path = ckpt_path
     if resume_path is not None:
-        saved = load_checkpoint(resume_path, map_location=device)
+        saved, _ = load_latest_checkpoint(resume_path, map_location=device)
+        diffs = config_differences(saved.get("config"), config_to_dict(config))
+        diffs += config_differences(saved.get("full_config"), full_config, ignore=resume_ignore)
+        if diffs:
+            shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diffs)
+            raise ResumeMismatchError(
+                f"cannot resume from {str(resume_path)!r}: it was written with another config "
+                f"({shown}). Start over with train.resume=false (resume=False), or write to "
+                f"another directory (--out in the recipes, TrainConfig.out_dir)"
+            )
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state.step, state.epoch = saved["step"], saved["epoch"]
@@ -491,15 +577,28 @@ def fit(
         state.train_model = torch.compile(state.train_model)  # type: ignore[assignment]
 
     writer = _MetricsWriter(out_dir, config, full_config) if rank == 0 else None
+    if writer is not None:
+        writer.restart(state.history)  # a resumed log equals an uninterrupted run's
     state._log = writer.write if writer is not None else None
     progress = _Progress(total_steps, state.step, config.progress and rank == 0)
     last_ckpt: Path | None = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
 
+    saved_at: tuple[int, int] | None = None  # (step, records) of the last default-path save
+
     def save(path: Path | None) -> Path | None:
-        nonlocal last_ckpt
+        nonlocal last_ckpt, saved_at
         dest = path if path is not None else ckpt_path
         if dest is None or rank != 0:
             return None
+        if path is None:
+            if saved_at == (state.step, len(state.history)):
+                return dest  # nothing changed since the last save (the end of the last epoch)
+            saved_at = (state.step, len(state.history))
+        if not (_all_finite(model.parameters()) and _all_finite(_optimizer_tensors(optimizer))):
+            raise NonFiniteLossError(
+                f"non-finite parameters or optimizer state at step {state.step}; no checkpoint "
+                f"written to {str(dest)!r}"
+            )
         save_checkpoint(
             dest,
             {
@@ -568,6 +667,11 @@ def fit(
                         f"training stopped before the optimizer step{where}"
                     )
                 optimizer.step()
+                if not _all_finite(params):
+                    raise NonFiniteLossError(
+                        f"non-finite parameters after the optimizer step at step {state.step} "
+                        f"(lr {lr:.3g}, gradient norm {float(norm):.3g}): the step diverged"
+                    )
                 if callable(update):
                     update()
                 state.step += 1
