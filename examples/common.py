@@ -131,6 +131,7 @@ def load_config(
     smoke: bool = False,
     overrides: Sequence[str] = (),
     config_dir: Path = CONFIG_DIR,
+    preset_dir: Path | None = None,
 ) -> C:
     """Resolve a recipe's config (see the module docstring for the order).
 
@@ -142,7 +143,9 @@ def load_config(
         config_file: A YAML file merged after the step overlay.
         smoke: Apply the ``smoke`` overrides.
         overrides: ``key=value`` overrides, last (values parsed as YAML).
-        config_dir: Where the presets live.
+        config_dir: Where the ``steps/`` and ``variants/`` folders (and by default the presets)
+            live.
+        preset_dir: Where preset names are looked up (default ``config_dir``).
 
     Raises:
         ValueError: Unknown preset, variant or key. TypeError: a value of the wrong type.
@@ -151,9 +154,10 @@ def load_config(
     if preset is not None:
         path = Path(preset)
         if path.suffix not in (".yaml", ".yml"):
-            path = config_dir / f"{preset}.yaml"
+            where = preset_dir if preset_dir is not None else config_dir
+            path = where / f"{preset}.yaml"
             if not path.is_file():
-                names = sorted(p.stem for p in config_dir.glob("*.yaml"))
+                names = sorted(p.stem for p in where.glob("*.yaml"))
                 raise ValueError(f"unknown preset {str(preset)!r}; available: {names}")
         data = _read_yaml(path)
     overlay_path = config_dir / "steps" / f"{step}.yaml"
@@ -190,6 +194,8 @@ def parse_cli(
     default_variant: str | None = None,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     extra_overrides: Callable[[argparse.Namespace], list[str]] | None = None,
+    default_preset: str = "cpu-demo",
+    preset_dir: Path = CONFIG_DIR,
 ) -> tuple[C, argparse.Namespace]:
     """Parse a recipe's command line into its resolved config.
 
@@ -202,6 +208,8 @@ def parse_cli(
         default_variant: The variant used without ``--variant`` (or the only one).
         add_arguments: Adds the step's own options.
         extra_overrides: Turns the step's own options into ``key=value`` overrides.
+        default_preset: The preset used without ``--preset`` (a name or a YAML path).
+        preset_dir: Where preset names are looked up (default ``configs/``).
 
     Returns:
         ``(config, args)``; ``config.train.out_dir`` is set. ``--print-config`` prints the
@@ -209,14 +217,21 @@ def parse_cli(
     """
     import yaml
 
-    presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    presets = sorted(p.stem for p in preset_dir.glob("*.yaml"))
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--preset", default="cpu-demo", help=f"one of {presets} or a YAML path")
+    parser.add_argument(
+        "--preset",
+        default=default_preset,
+        help=f"one of {list(presets)} or a YAML path (default: %(default)s)",
+    )
     if variants:
         parser.add_argument(
-            "--variant", default=default_variant, choices=list(variants), help="default: %(default)s"
+            "--variant",
+            default=default_variant,
+            choices=list(variants),
+            help="default: %(default)s",
         )
     parser.add_argument("--smoke", action="store_true", help="a complete run in seconds (CI)")
     parser.add_argument("--out", default=None, help="output directory (default runs/<run name>)")
@@ -239,6 +254,7 @@ def parse_cli(
             config_file=args.config,
             smoke=args.smoke,
             overrides=[*extra, *args.overrides],
+            preset_dir=preset_dir,
         )
     except (ValueError, TypeError) as e:
         parser.error(str(e))
@@ -246,7 +262,7 @@ def parse_cli(
     out = args.out or os.path.join("runs", name + ("-smoke" if args.smoke else ""))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, out_dir=out))
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        print(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True), end="")
         sys.exit(0)
     if config.train.resume and (Path(out) / "checkpoint.pt").is_file():
         print(f"resuming from {Path(out) / 'checkpoint.pt'} (train.resume=false to start over)")

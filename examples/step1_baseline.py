@@ -47,6 +47,8 @@ from jepa_blocks.train.config import config_to_dict
 from jepa_blocks.train.loop import resolve_device, schedule_steps
 from parts import build_data, build_model, make_loader, subset
 
+__all__ = ["main", "run"]
+
 
 def run(config: RecipeConfig, *, verbose: bool = True) -> dict[str, Any]:
     """Train and probe one seq-JEPA model; write the outputs; return the metrics.json record."""
@@ -101,7 +103,9 @@ def _run(config: RecipeConfig, *, say: Any) -> dict[str, Any]:
     probe_train = eval_loader(data.train, config.eval.seed)
     probe_test = eval_loader(data.test, config.eval.seed + 1)
     passes = config.eval.train_sequences_per_image
-    monitor = rank_monitor(next(iter(eval_loader(subset(data.test, config.eval.monitor_size, 2), 7))))
+    monitor = rank_monitor(
+        next(iter(eval_loader(subset(data.test, config.eval.monitor_size, 2), 7)))
+    )
 
     # The same network at initialisation: the baseline every trained number is compared with.
     random_metrics: dict[str, Any] | None = None

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from common import RecipeConfig, parse_cli
 from step1_baseline import run
 
+__all__ = ["VARIANTS", "main"]
+
 VARIANTS = ("ema-rate", "stopgrad-rate", "symmetric", "sharpening", "stopgrad")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import NamedTuple
 
 import pytest
@@ -12,13 +13,15 @@ from torch import nn
 from jepa_blocks import CodingRate, EMATarget, SeqJEPA, StopGradTarget
 from jepa_blocks.local import (
     STAGES,
+    BlockLossLog,
     LocalRateLoss,
     LocalSeqJEPA,
     conv_block_encoder,
     fit_local,
+    local_step_fn,
     peak_step_memory,
 )
-from jepa_blocks.train import TrainConfig, lr_at
+from jepa_blocks.train import Callback, TrainConfig, fit, lr_at
 
 B, M, A = 16, 3, 5
 
@@ -183,7 +186,7 @@ def test_stage3_is_deterministic_under_a_seed():
 
 
 def test_stage3_sets_the_scheduled_lr_every_step():
-    """Stage 3's lean loop follows the same schedule as fit: lr_at(step) per step."""
+    """Stage 3 runs in fit (with local_step_fn): the learning rate is lr_at(step) every step."""
     learner = LocalSeqJEPA(_model(), stage="stage3")
     optimizer = torch.optim.SGD(learner.parameters(), lr=123.0)
     seen = []
@@ -250,3 +253,46 @@ def test_validation():
     with pytest.raises(TypeError, match="learner"):
         fit_local(nn.Linear(2, 2), _Loader(), _cfg())  # type: ignore[arg-type]
     assert STAGES == ("end-to-end", "stage1", "stage2", "stage3")
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
+def test_fit_local_logs_each_blocks_local_loss(stage):
+    """``block{k}`` (encoder blocks) and ``agg{k}`` (aggregator heads) beside the scalar losses."""
+    learner = LocalSeqJEPA(_model(), stage=stage)
+    res = fit_local(learner, _Loader(), _cfg(log_every=2))
+    records = [r for r in res.history if "loss" in r]
+    assert [r["step"] for r in records] == [2, 3]  # every log_every steps and the last
+    blocks = [f"block{k}" for k in range(4)] if stage != "stage2" else []
+    aggs = ["agg0"] if stage != "stage1" else []  # depth 2: one head (the last block has none)
+    for r in records:
+        assert {"loss", "main_loss", "local_loss"} <= set(r)
+        assert sorted(k for k in r if re.fullmatch(r"(block|agg)\d+", k)) == sorted(blocks + aggs)
+    if stage == "stage3":  # the total is the sum of the parts
+        r = records[-1]
+        parts = sum(r[k] for k in blocks) + sum(r[k] for k in aggs) + r["main_loss"]
+        assert r["loss"] == pytest.approx(parts, rel=1e-5)
+    assert BlockLossLog().after_step(None, None, torch.zeros(())) is None  # type: ignore[arg-type]
+
+
+def test_local_step_fn_is_fits_step_for_stage3():
+    """fit(step_fn=local_step_fn) is fit_local's stage 3, callbacks run after it."""
+    seen = []
+
+    class Spy(Callback):
+        def after_step(self, state, batch, out):
+            seen.append(float(out.loss))
+
+    def train(use_fit: bool):
+        learner = LocalSeqJEPA(_model(seed=4), stage="stage3")
+        torch.manual_seed(1)
+        if use_fit:
+            return fit(learner, _Loader(), _cfg(), step_fn=local_step_fn, callbacks=[Spy()])
+        return fit_local(learner, _Loader(), _cfg(), callbacks=[Spy()])
+
+    a, b = train(True), train(False)
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
+    assert len(seen) == 6 and seen[:3] == seen[3:]
+    with pytest.raises(TypeError, match="LocalSeqJEPA"):
+        local_step_fn(nn.Linear(2, 2), None, None)  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError, match="compile"):
+        fit_local(LocalSeqJEPA(_model(), stage="stage3"), _Loader(), _cfg(compile=True))

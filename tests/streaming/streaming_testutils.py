@@ -17,16 +17,20 @@ def tiny_source(n: int = 60, *, classes: int = 3, size: int = 12, seed: int = 0)
 
 
 def tiny_model(total_steps: int = 10, seed: int = 0) -> torch.nn.Module:
-    from jepa_blocks.train.experiment import ModelConfig, build_model
+    """A seq-JEPA with a 4-channel SmallCNN (D = 8), an EMA target and a one-layer aggregator."""
+    from jepa_blocks import EMATarget, SeqJEPA
+    from jepa_blocks.encoders import SmallCNN
 
     torch.manual_seed(seed)
-    cfg = ModelConfig(
+    encoder = SmallCNN(in_channels=1, out_dim=8, width=4)
+    target = EMATarget(encoder, total_steps=total_steps, base_momentum=0.9, final_momentum=1.0)
+    return SeqJEPA.from_encoder(
+        encoder,
+        target,
         encoder_dim=8,
-        cnn_width=4,
+        action_dim=5,
         action_embed_dim=4,
         predictor_hidden=16,
         depth=1,
         heads=1,
-        ema_base=0.9,
     )
-    return build_model(cfg, in_channels=1, action_dim=5, total_steps=total_steps, steps_per_epoch=1)

@@ -1,6 +1,12 @@
-"""The single-pass driver: each batch once, K repeats, checkpoints, determinism, exact resume."""
+"""The single-pass driver: each batch once, K repeats, checkpoints, determinism, exact resume.
+
+:func:`train_stream` is :func:`jepa_blocks.train.fit` over a :class:`RepeatedStream` with the
+stream's ``step_fn`` and callbacks; these tests drive it through both entry points.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -12,13 +18,20 @@ from jepa_blocks.streaming import (
     EWC,
     SI,
     ImageSequenceMaker,
+    RegularizerCallback,
+    RepeatedStream,
+    ReplayCallback,
     SequenceStream,
+    StreamCheckpoints,
     StreamConfig,
+    StreamStep,
     build_buffer,
     class_incremental_stream,
     stationary_stream,
+    stream_step_fn,
     train_stream,
 )
+from jepa_blocks.train import TrainConfig, fit, seed_everything
 from jepa_blocks.train.loop import NonFiniteLossError
 
 
@@ -48,16 +61,44 @@ def _params(model: nn.Module) -> torch.Tensor:
     )
 
 
-def _cfg(**kw):
-    return StreamConfig(device="cpu", log_every=1, **kw)
+def _train(**kw) -> TrainConfig:
+    """The loop's config of a stream: AdamW, constant lr after the warm-up, on the CPU."""
+    base = {
+        "device": "cpu",
+        "log_every": 1,
+        "lr": 1e-3,
+        "schedule": "constant",
+        "warmup_steps": 0,
+        "progress": False,
+    }
+    return TrainConfig(**{**base, **kw})
 
 
 def test_each_batch_is_fetched_once_and_repeated_k_times():
     stream = _stream(cls=CountingStream)
-    result = train_stream(tiny_model(), stream, config=_cfg(repeats=3, checkpoints=(1.0,)))
+    result = train_stream(
+        tiny_model(),
+        stream,
+        train=_train(),
+        stream_config=StreamConfig(repeats=3, checkpoints=(1.0,)),
+    )
     assert stream.fetched == list(range(len(stream)))
     assert result.step == 3 * len(stream)
     assert [h["step"] for h in result.history] == list(range(1, result.step + 1))
+    assert [h["batch"] for h in result.history] == [b for b in range(len(stream)) for _ in "KKK"]
+
+
+def test_repeated_stream_yields_each_batch_k_times():
+    stream = _stream(n=20, batch=8, cls=CountingStream)  # batches end 8, 16, 20
+    steps = list(RepeatedStream(stream, repeats=2))
+    assert len(RepeatedStream(stream, repeats=2)) == len(steps) == 6
+    assert [(s.number, s.repeat) for s in steps] == [(b, r) for b in range(3) for r in range(2)]
+    assert steps[0].batch is steps[1].batch and steps[-1].batch.stop == 20
+    assert stream.fetched == [0, 1, 2]
+    with pytest.raises(ValueError, match="repeats"):
+        RepeatedStream(stream, repeats=0)
+    with pytest.raises(TypeError, match="stream"):
+        RepeatedStream([1, 2], repeats=1)  # type: ignore[arg-type]
 
 
 def test_checkpoints_fire_after_the_batch_reaching_each_fraction():
@@ -70,13 +111,18 @@ def test_checkpoints_fire_after_the_batch_reaching_each_fraction():
         return {"score": 1.0}
 
     res = train_stream(
-        tiny_model(), stream, config=_cfg(checkpoints=(0.0, 0.25, 0.5, 1.0)), eval_fn=eval_fn
+        tiny_model(),
+        stream,
+        train=_train(),
+        stream_config=StreamConfig(checkpoints=(0.0, 0.25, 0.5, 1.0)),
+        eval_fn=eval_fn,
     )
     assert [e["position"] for e in res.evaluations] == [0, 16, 24, 36]
     assert [e["fraction"] for e in res.evaluations] == [0.0, 0.25, 0.5, 1.0]
     assert [e["step"] for e in res.evaluations] == [0, 2, 3, 5]
     assert all(e["score"] == 1.0 for e in res.evaluations) and len(seen) == 4
     assert res.model.training
+    assert set(res.seconds) == {"train", "eval", "total"}
 
 
 @pytest.mark.parametrize(
@@ -88,7 +134,8 @@ def test_replay_mixes_the_requested_ratio_and_respects_the_budget(kind, store):
     res = train_stream(
         tiny_model(),
         stream,
-        config=_cfg(replay_ratio=0.5, store=store, checkpoints=(1.0,)),
+        train=_train(),
+        stream_config=StreamConfig(replay_ratio=0.5, store=store, checkpoints=(1.0,)),
         buffer=buf,
     )
     replayed = [h["replayed"] for h in res.history]
@@ -101,8 +148,10 @@ def test_replay_mixes_the_requested_ratio_and_respects_the_budget(kind, store):
 def _run(kind, seed=0, **kw):
     stream = _stream(n=30, batch=6)
     buf = build_buffer(kind, 8, seed=seed) if kind else None
-    cfg = _cfg(seed=seed, checkpoints=(0.5, 1.0), **kw)
-    return train_stream(tiny_model(seed=seed), stream, config=cfg, buffer=buf)
+    cfg = StreamConfig(checkpoints=(0.5, 1.0), **kw)
+    return train_stream(
+        tiny_model(seed=seed), stream, train=_train(seed=seed), stream_config=cfg, buffer=buf
+    )
 
 
 @pytest.mark.parametrize("kind", [None, "reservoir", "minred"])
@@ -122,12 +171,15 @@ def test_resume_from_a_checkpoint_is_exact(tmp_path):
         model = tiny_model()
         buf = build_buffer("minred", 8, seed=0)
         reg = SI(model.encoder, weight=0.5)
-        cfg = StreamConfig(
-            device="cpu", out_dir=str(out), checkpoints=(0.4, 1.0), consolidate="every",
-            consolidate_every=2,
-        )  # fmt: skip
+        cfg = StreamConfig(checkpoints=(0.4, 1.0), consolidate="every", consolidate_every=2)
         return train_stream(
-            model, stream, config=cfg, buffer=buf, regularizer=reg, resume_from=resume
+            model,
+            stream,
+            train=_train(out_dir=str(out), log_every=10),
+            stream_config=cfg,
+            buffer=buf,
+            regularizer=reg,
+            resume_from=resume,
         )
 
     full = run(tmp_path / "a")
@@ -136,17 +188,100 @@ def test_resume_from_a_checkpoint_is_exact(tmp_path):
     assert resumed.step == full.step
     assert torch.equal(_params(resumed.model), _params(full.model))
     assert torch.equal(resumed.buffer.items()["index"], full.buffer.items()["index"])
+    assert resumed.regularizer.consolidations == full.regularizer.consolidations
+    omega, omega_full = resumed.regularizer.omega, full.regularizer.omega
+    assert omega.keys() == omega_full.keys()
+    assert all(torch.equal(omega[k], omega_full[k]) for k in omega)
     assert [e["fraction"] for e in resumed.evaluations] == [0.4, 1.0]
+    assert [e["step"] for e in resumed.evaluations] == [e["step"] for e in full.evaluations]
+    assert [p.name for p in resumed.checkpoints] == ["stream-100.pt"]
+
+
+def test_resumed_history_equals_the_uninterrupted_one(tmp_path):
+    def run(out, resume=None):
+        return train_stream(
+            tiny_model(),
+            _stream(n=30, batch=6),
+            train=_train(out_dir=str(out)),
+            stream_config=StreamConfig(checkpoints=(0.4, 1.0)),
+            buffer=build_buffer("fifo", 8),
+            resume_from=resume,
+        )
+
+    full = run(tmp_path / "a")
+    resumed = run(tmp_path / "b", resume=tmp_path / "a" / "stream-040.pt")
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
 
 
 def test_regularizer_consolidates_at_split_boundaries():
     stream = _stream(split=True)
     model = tiny_model()
     ewc = EWC(model.encoder, weight=10.0)
-    res = train_stream(model, stream, config=_cfg(checkpoints=(1.0,)), regularizer=ewc)
+    res = train_stream(
+        model,
+        stream,
+        train=_train(),
+        stream_config=StreamConfig(checkpoints=(1.0,)),
+        regularizer=ewc,
+    )
     assert ewc.consolidations == 3  # one per split end
     penalties = [h["penalty"] for h in res.history]
     assert penalties[0] == 0.0 and max(penalties) > 0.0
+
+
+def test_regularizer_consolidates_every_n_steps_across_repeats():
+    stream = _stream(n=30, batch=6)  # 5 batches, K = 2: steps 2, 4, …, 10 end a batch
+    model = tiny_model()
+    si = SI(model.encoder, weight=0.1)
+    cfg = StreamConfig(repeats=2, checkpoints=(1.0,), consolidate="every", consolidate_every=3)
+    train_stream(model, stream, train=_train(), stream_config=cfg, regularizer=si)
+    # after the batches ending at steps 4 (crosses 3), 6, 10 (crosses 9); not 2 or 8
+    assert si.consolidations == 3
+
+
+def test_the_parts_compose_with_fit_directly():
+    """train_stream is fit + RepeatedStream + stream_step_fn + the callbacks: same numbers."""
+
+    def parts_run():
+        stream = _stream(n=30, batch=6)
+        model = tiny_model()
+        buf = build_buffer("reservoir", 8, seed=0)
+        ewc = EWC(model.encoder, weight=1.0)
+        replay = ReplayCallback(buf, stream, replay_ratio=1.0, repeats=2)
+        reg = RegularizerCallback(ewc, stream, repeats=2)
+        ckpt = StreamCheckpoints(stream, fractions=(0.5, 1.0), repeats=2)
+        seed_everything(0)
+        res = fit(
+            model,
+            RepeatedStream(stream, repeats=2),
+            dataclasses.replace(_train(), epochs=1),
+            step_fn=stream_step_fn(replay, reg),
+            callbacks=[replay, reg, ckpt],
+        )
+        return res, ckpt
+
+    res, ckpt = parts_run()
+    stream = _stream(n=30, batch=6)
+    model = tiny_model()
+    ref = train_stream(
+        model,
+        stream,
+        train=_train(),
+        stream_config=StreamConfig(repeats=2, checkpoints=(0.5, 1.0)),
+        buffer=build_buffer("reservoir", 8, seed=0),
+        regularizer=EWC(model.encoder, weight=1.0),
+    )
+    assert torch.equal(_params(res.model), _params(ref.model))
+    assert [h["loss"] for h in res.history] == [h["loss"] for h in ref.history]
+    assert ckpt.evaluations == ref.evaluations
+
+
+def test_replay_callback_needs_the_stream_step_fn():
+    stream = _stream(n=12, batch=6)
+    replay = ReplayCallback(build_buffer("fifo", 4), stream)
+    step = StreamStep(0, 0, stream.batch(0))
+    with pytest.raises(RuntimeError, match="stream_step_fn"):
+        replay.after_step(None, step, None)  # type: ignore[arg-type]
 
 
 class NaNModel(nn.Module):
@@ -159,8 +294,8 @@ class NaNModel(nn.Module):
 
 
 def test_non_finite_loss_stops_before_backward():
-    with pytest.raises(NonFiniteLossError, match="non-finite"):
-        train_stream(NaNModel(), _stream(), config=_cfg())
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan .* before its backward"):
+        train_stream(NaNModel(), _stream(), train=_train())
 
 
 def test_config_validation():
@@ -177,6 +312,24 @@ def test_config_validation():
     assert StreamConfig(checkpoints=(1.0, 0.25, 0.25)).checkpoints == (0.25, 1.0)
     with pytest.raises(TypeError, match="stream"):
         train_stream(tiny_model(), [1, 2, 3])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="train"):
+        train_stream(tiny_model(), _stream(), train=StreamConfig())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="stream_config"):
+        train_stream(tiny_model(), _stream(), stream_config=_train())  # type: ignore[arg-type]
+
+
+def test_a_stream_is_one_pass_and_the_default_lr_is_constant():
+    res = train_stream(
+        tiny_model(),
+        _stream(n=24, batch=8),
+        train=TrainConfig(device="cpu", lr=2e-3, log_every=1, progress=False, epochs=7),
+        stream_config=StreamConfig(checkpoints=()),
+    )
+    assert res.step == 3  # one pass, whatever train.epochs says
+    lrs = [h["lr"] for h in res.history]  # the paper recipe: cosine over the stream, no warm-up
+    assert lrs[0] == pytest.approx(2e-3) and lrs[0] > lrs[1] > lrs[2]
+    const = train_stream(tiny_model(), _stream(n=24, batch=8), stream_config=StreamConfig())
+    assert [h["lr"] for h in const.history] == [TrainConfig().lr]  # logged at the last step only
 
 
 def test_local_coding_rate_regularises_a_stream_and_resumes_exactly(tmp_path):
@@ -191,8 +344,13 @@ def test_local_coding_rate_regularises_a_stream_and_resumes_exactly(tmp_path):
         model = tiny_model()
         model.regularizer = LocalCodingRate(12, window=10)  # z_agg: 8 (z) + 4 (action)
         model.regularizer_weight = 0.1
-        cfg = StreamConfig(device="cpu", out_dir=str(out), checkpoints=(0.4, 1.0), log_every=1)
-        result = train_stream(model, _stream(n=30, batch=6), config=cfg, resume_from=resume)
+        result = train_stream(
+            model,
+            _stream(n=30, batch=6),
+            train=_train(out_dir=str(out)),
+            stream_config=StreamConfig(checkpoints=(0.4, 1.0)),
+            resume_from=resume,
+        )
         return result, model.regularizer
 
     full, window = run(tmp_path / "a")

@@ -4,8 +4,13 @@
   per block.
 * :mod:`jepa_blocks.local.blocks` — an encoder as a chain of blocks, small local heads.
 * :mod:`jepa_blocks.local.stages` — stage 1 (auxiliary local losses), stage 2 (frozen encoder,
-  local aggregator/predictor), stage 3 (fully local with per-block backward-and-free) and the
-  training driver.
+  local aggregator/predictor), stage 3 (fully local with per-block backward-and-free), training
+  with the one loop :func:`jepa_blocks.train.fit` (:func:`~jepa_blocks.local.fit_local`,
+  :func:`~jepa_blocks.local.local_step_fn`, :class:`~jepa_blocks.local.BlockLossLog`) and the
+  activation memory of one step (:func:`~jepa_blocks.local.peak_step_memory`, on
+  the meter of :mod:`jepa_blocks.metrics.memory`).
+
+``examples/step6_local.py`` is the recipe that runs every stage against end-to-end training.
 
 **Experimental** (``__experimental__ = True``): this package and its modules may change or
 be removed in any release without a deprecation period; the API audit
@@ -30,10 +35,12 @@ from jepa_blocks.local.objectives import (
 )
 from jepa_blocks.local.stages import (
     STAGES,
+    BlockLossLog,
     LocalOutput,
     LocalSeqJEPA,
     Stage,
     fit_local,
+    local_step_fn,
     peak_step_memory,
 )
 
@@ -42,6 +49,7 @@ __experimental__ = True
 __all__ = [
     "STAGES",
     "BlockEncoder",
+    "BlockLossLog",
     "LPLLoss",
     "LocalHead",
     "LocalLossParts",
@@ -54,6 +62,7 @@ __all__ = [
     "fit_local",
     "local_heads",
     "local_rate_loss",
+    "local_step_fn",
     "lpl_loss",
     "peak_step_memory",
     "split_encoder",

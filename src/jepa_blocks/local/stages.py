@@ -1,4 +1,4 @@
-r"""Three stages of local learning for seq-JEPA, with a driver that really saves memory in stage 3.
+r"""Three stages of local learning for seq-JEPA; stage 3 really saves activation memory.
 
 :class:`LocalSeqJEPA` wraps a :class:`jepa_blocks.SeqJEPA` whose encoder splits into blocks
 (:func:`jepa_blocks.local.split_encoder`), one small :class:`~jepa_blocks.local.LocalHead` per
@@ -23,15 +23,16 @@ encoder block, one small head per aggregator block but the last, and a block-loc
   input, and the aggregator/predictor as in stage 2 on the detached encoder features.
   :meth:`LocalSeqJEPA.backward_step` runs **forward → loss → backward → free** per block before
   the next block runs, so at most one block's activations are alive: the peak saved-activation
-  memory is the largest block's, not the sum (measured by
-  :class:`~jepa_blocks.local.SavedTensorMeter`). Calling the module (``forward``) in stage 3
+  memory is the largest block's, not the sum (:func:`peak_step_memory` measures it with
+  :class:`jepa_blocks.metrics.SavedTensorMeter`). Calling the module (``forward``) in stage 3
   computes the same losses with every block's graph alive ("detach only", as Greedy InfoMax's and
   blockwise SSL's released code do): the same gradients, none of the saving.
 
-:func:`fit_local` trains any stage: stages ``end-to-end``/``stage1``/``stage2`` go through the
-shared loop :func:`jepa_blocks.train.fit` (AMP, checkpoints, resume, DDP); stage 3 needs its own
-step (``fit``'s single ``loss.backward()`` cannot free blocks mid-forward) and runs a lean loop
-with the same learning-rate schedule and optimizer recipe.
+:func:`fit_local` trains any stage with the one loop :func:`jepa_blocks.train.fit` (schedule,
+AMP, NaN guard, checkpoints, resume): stages ``end-to-end``/``stage1``/``stage2`` with its
+default step (one ``loss.backward()``), stage 3 with :func:`local_step_fn`, a ``step_fn`` that
+does its own per-block backward. :class:`BlockLossLog` adds each block's local loss to the
+loop's records (``block{k}``, ``agg{k}``).
 
 References: Löwe, O'Connor & Veeling (2019), "Putting An End to End-to-End: Gradient-Isolated
 Learning of Representations" (Greedy InfoMax), NeurIPS; Illing, Ventura, Bellec & Gerstner
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -55,15 +56,16 @@ from torch import Tensor, nn
 
 from jepa_blocks._validation import check_choice, check_positive
 from jepa_blocks.local.blocks import BlockEncoder, LocalHead, local_heads, split_encoder
-from jepa_blocks.metrics.memory import PeakMemory, measure_peak_memory
 from jepa_blocks.local.objectives import LPLLoss
+from jepa_blocks.metrics.memory import PeakMemory, measure_peak_memory
 from jepa_blocks.seq.model import SeqJEPA, SeqJEPAOutput
 from jepa_blocks.targets import StopGradTarget
 from jepa_blocks.train.config import TrainConfig
-from jepa_blocks.train.loop import FitResult, LoopState, fit
+from jepa_blocks.train.loop import Callback, FitResult, LoopState, fit
 
 __all__ = [
     "STAGES",
+    "BlockLossLog",
     "LocalOutput",
     "LocalSeqJEPA",
     "Stage",
@@ -509,14 +511,45 @@ def _batch_tensors(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
 def local_step_fn(model: nn.Module, batch: Any, state: LoopState) -> LocalOutput:
     """The ``step_fn`` of stage 3 for :func:`jepa_blocks.train.fit`: per-block backward-and-free.
 
-    Calls :meth:`LocalSeqJEPA.backward_step`, which runs forward → loss → backward → free block
-    by block (the loop has already zeroed the gradients and checks the returned loss before
-    the optimizer step).
+    Calls :meth:`LocalSeqJEPA.backward_step` (under bf16 autocast when the loop uses AMP), which
+    runs forward → loss → backward → free block by block. The loop has zeroed the gradients
+    before, and checks the returned (detached) loss and the gradient norm before the optimizer
+    step.
+
+    Args:
+        model: The :class:`LocalSeqJEPA` (``state.train_model``; not wrapped: stage 3 supports
+            neither ``compile`` nor DDP).
+        batch: A batch with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``.
+        state: The loop's state (device, AMP).
+
+    Returns:
+        :class:`LocalOutput` with detached losses.
     """
     if not isinstance(model, LocalSeqJEPA):
         raise TypeError(f"model must be a LocalSeqJEPA, got {type(model).__name__}")
     views, actions = _batch_tensors(batch, state.device)
     return model.backward_step(views, actions, amp=state.use_amp)
+
+
+class BlockLossLog(Callback):
+    """Log each block's local loss: ``block{k}`` (encoder blocks) and ``agg{k}`` (aggregator heads).
+
+    :func:`jepa_blocks.train.fit` logs the scalar fields of a step's output (``loss``,
+    ``main_loss``, ``local_loss``); the per-block losses of :class:`LocalOutput` are vectors,
+    so this callback adds them, on the loop's logging steps only (every ``config.log_every``
+    steps and the last; no device synchronisation on the other steps). :func:`fit_local` uses it.
+    """
+
+    def after_step(self, state: LoopState, batch: Any, out: Any) -> dict[str, float] | None:
+        """``{"block0": …, "agg0": …}`` on a logging step, else ``None``."""
+        del batch
+        if not isinstance(out, LocalOutput):
+            return None
+        if state.step % state.config.log_every and state.step != state.total_steps:
+            return None
+        record = {f"block{k}": float(v) for k, v in enumerate(out.block_losses.detach())}
+        record.update({f"agg{k}": float(v) for k, v in enumerate(out.aggregator_losses.detach())})
+        return record
 
 
 def fit_local(
@@ -525,20 +558,24 @@ def fit_local(
     config: TrainConfig,
     *,
     optimizer: torch.optim.Optimizer | None = None,
+    callbacks: Sequence[Callback] = (),
     eval_fn: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
 ) -> FitResult:
     """Train ``learner`` in its current stage with :func:`jepa_blocks.train.fit`.
 
     Stages ``end-to-end``, ``stage1`` and ``stage2`` use the standard step (one
     ``loss.backward()``); stage 3 uses :func:`local_step_fn`, whose per-block backward cannot
-    run under ``compile`` or DDP. With ``out_dir`` set, give each stage its own directory, since
-    ``fit`` resumes from a checkpoint it finds there.
+    run under ``compile`` or DDP. :class:`BlockLossLog` comes first among the callbacks, so the
+    history holds ``block{k}``/``agg{k}`` beside ``loss``, ``main_loss`` and ``local_loss``.
+    With ``out_dir`` set, give each stage its own directory, since ``fit`` resumes from a
+    checkpoint it finds there.
 
     Args:
         learner: The wrapped model, already in the wanted stage.
         loader: Batches with ``views`` and ``actions``; ``set_epoch`` is called when present.
         config: Loop hyperparameters.
         optimizer: Default: :func:`~jepa_blocks.train.build_optimizer` of ``config.recipe``.
+        callbacks: More :class:`~jepa_blocks.train.Callback` hooks, after :class:`BlockLossLog`.
         eval_fn: ``(learner, epoch) → metrics``, run in eval mode without gradient every
             ``config.eval_every_epochs`` epochs and at the end.
 
@@ -546,19 +583,32 @@ def fit_local(
         :class:`~jepa_blocks.train.FitResult`.
 
     Raises:
-        NonFiniteLossError: When a loss is NaN or infinite (before the optimizer step).
+        NonFiniteLossError: When a loss or the gradient norm is NaN or infinite (before the
+            optimizer step).
+        NotImplementedError: Stage 3 with ``config.compile`` or under DDP.
     """
     if not isinstance(learner, LocalSeqJEPA):
         raise TypeError(f"learner must be a LocalSeqJEPA, got {type(learner).__name__}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if learner.stage != "stage3":
-        return fit(learner, loader, config, optimizer=optimizer, eval_fn=eval_fn)
-    if config.compile:
-        raise NotImplementedError("stage3 does not support compile=True (per-block backward)")
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        raise NotImplementedError("stage3 does not support DDP yet; train one process per device")
-    return fit(learner, loader, config, optimizer=optimizer, step_fn=local_step_fn, eval_fn=eval_fn)
+    step_fn = None
+    if learner.stage == "stage3":
+        if config.compile:
+            raise NotImplementedError("stage3 does not support compile=True (per-block backward)")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            raise NotImplementedError(
+                "stage3 does not support DDP yet; train one process per device"
+            )
+        step_fn = local_step_fn
+    return fit(
+        learner,
+        loader,
+        config,
+        optimizer=optimizer,
+        step_fn=step_fn,
+        callbacks=(BlockLossLog(), *callbacks),
+        eval_fn=eval_fn,
+    )
 
 
 def peak_step_memory(
@@ -586,7 +636,11 @@ def peak_step_memory(
             baseline that keeps every block's activations alive.
 
     Returns:
-        :class:`~jepa_blocks.local.PeakMemory` (``result`` is the step's :class:`LocalOutput`).
+        :class:`~jepa_blocks.metrics.PeakMemory` (``result`` is the step's :class:`LocalOutput`;
+        ``cuda_bytes`` is ``None`` off CUDA).
+
+    Shape:
+        - views: ``(B, M+1, C, H, W)``; actions: ``(B, M, A)``
     """
     if not isinstance(learner, LocalSeqJEPA):
         raise TypeError(f"learner must be a LocalSeqJEPA, got {type(learner).__name__}")

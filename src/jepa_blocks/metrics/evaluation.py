@@ -77,8 +77,6 @@ class EvalConfig:
     probe_threads: int | None = 1
 
 
-
-
 class FeatureSet(NamedTuple):
     """Frozen features of one split, one sequence per row.
 
@@ -144,8 +142,6 @@ def extract_features(
         torch.cat(actions),
         torch.cat(pix) if pixels else None,
     )
-
-
 
 
 def evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:

@@ -7,11 +7,14 @@
   memory budget (Purushwalkam, Morgado & Gupta, 2022);
 * :mod:`~jepa_blocks.streaming.regularizers`: EWC (Kirkpatrick et al., 2017) and SI (Zenke et al.,
   2017) on the online encoder;
-* :mod:`~jepa_blocks.streaming.driver`: the single-pass training driver :func:`train_stream`;
+* :mod:`~jepa_blocks.streaming.driver`: single-pass training with the library's one loop
+  (:func:`train_stream` = :func:`jepa_blocks.train.fit` over a :class:`RepeatedStream` with the
+  :func:`stream_step_fn` and the replay, regulariser and checkpoint callbacks);
 * :mod:`~jepa_blocks.streaming.evaluation`: probes at checkpoints, accuracy matrix, forgetting
-  and transfer (Lopez-Paz & Ranzato, 2017), forgetting-curve plots;
-* :mod:`~jepa_blocks.streaming.experiment`: the step-5 experiment behind
-  ``examples/step5_streaming_continual.py`` (not imported here).
+  and transfer (Lopez-Paz & Ranzato, 2017), forgetting-curve plots.
+
+The step-5 experiment (protocols, replay ablation, report) is the recipe
+``examples/step5_streaming_continual.py``.
 
 Importing this package imports neither matplotlib nor scikit-learn.
 
@@ -29,7 +32,18 @@ from jepa_blocks.streaming.buffers import (
     build_buffer,
     replay_count,
 )
-from jepa_blocks.streaming.driver import EvalFn, StreamConfig, StreamResult, train_stream
+from jepa_blocks.streaming.driver import (
+    EvalFn,
+    RegularizerCallback,
+    RepeatedStream,
+    ReplayCallback,
+    StreamCheckpoints,
+    StreamConfig,
+    StreamResult,
+    StreamStep,
+    stream_step_fn,
+    train_stream,
+)
 from jepa_blocks.streaming.evaluation import (
     ContinualMetrics,
     ProbeTask,
@@ -69,15 +83,20 @@ __all__ = [
     "ImageSequenceMaker",
     "MinRedBuffer",
     "ProbeTask",
+    "RegularizerCallback",
+    "RepeatedStream",
     "ReplayBuffer",
+    "ReplayCallback",
     "ReservoirBuffer",
     "SequenceMaker",
     "SequenceStream",
     "StreamBatch",
+    "StreamCheckpoints",
     "StreamConfig",
     "StreamEvaluator",
     "StreamPlan",
     "StreamResult",
+    "StreamStep",
     "WeightRegularizer",
     "accuracy_matrix",
     "average_accuracy",
@@ -94,5 +113,6 @@ __all__ = [
     "regime_shift_stream",
     "replay_count",
     "stationary_stream",
+    "stream_step_fn",
     "train_stream",
 ]

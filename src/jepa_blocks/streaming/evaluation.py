@@ -146,8 +146,11 @@ class StreamEvaluator:
         return [t.name for t in self.tasks]
 
     def features(self, model: nn.Module) -> list[tuple[Any, Any]]:
-        """Frozen features ``(train, test)`` of every task (:func:`extract_features`)."""
-        from jepa_blocks.train.experiment import extract_features
+        """Frozen features ``(train, test)`` of every task.
+
+        Uses :func:`~jepa_blocks.metrics.extract_features`.
+        """
+        from jepa_blocks.metrics import extract_features
 
         return [
             (extract_features(model, t.train), extract_features(model, t.test)) for t in self.tasks
@@ -157,11 +160,11 @@ class StreamEvaluator:
         """Probe ``model`` (see the class docstring); ``info`` is ignored."""
         import time
 
-        from jepa_blocks.train.experiment import _num_threads
+        from jepa_blocks.runtime import num_threads
 
         del info
         t0 = time.perf_counter()
-        with _num_threads(self.threads):
+        with num_threads(self.threads):
             feats = self.features(model)
             out = self._probe(feats)
         out["seconds"] = time.perf_counter() - t0

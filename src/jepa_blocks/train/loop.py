@@ -584,12 +584,18 @@ def fit(
     last_ckpt: Path | None = ckpt_path if ckpt_path is not None and ckpt_path.is_file() else None
 
     saved_at: tuple[int, int] | None = None  # (step, records) of the last default-path save
+    # Saves asked for by after_step callbacks wait until the step's record is logged, so that a
+    # checkpoint's history includes its own step.
+    deferred: list[Path | None] | None = None
 
     def save(path: Path | None) -> Path | None:
         nonlocal last_ckpt, saved_at
         dest = path if path is not None else ckpt_path
         if dest is None or rank != 0:
             return None
+        if deferred is not None:
+            deferred.append(path)
+            return dest
         if path is None:
             if saved_at == (state.step, len(state.history)):
                 return dest  # nothing changed since the last save (the end of the last epoch)
@@ -677,12 +683,16 @@ def fit(
                 state.step += 1
                 state.batch_in_epoch += 1
                 extra: dict[str, float] = {}
+                deferred = []
                 for cb in callbacks:
                     extra.update(cb.after_step(state, batch, out) or {})
                 postfix = None
                 if state.step % config.log_every == 0 or state.step == total_steps:
                     postfix = {"lr": lr, **scalars_of(out), **extra}
                     state.log({"step": state.step, "epoch": state.epoch, **postfix})
+                pending, deferred = deferred, None
+                for path in pending:
+                    save(path)
                 progress.update(postfix)
                 if (
                     config.checkpoint_every_steps

@@ -113,25 +113,3 @@ def test_local_head_embeds_and_starts_as_slowness():
         LocalHead(8, hidden=0)
     heads = local_heads(conv_block_encoder(), dim=None, action_dim=5)
     assert [hd.dim for hd in heads] == [16, 32, 64, 128]
-
-
-def test_local_model_ignores_the_small_cnn_head_options():
-    """Step 6 swaps in its block encoder; the discarded SmallCNN's head must not shift the RNG."""
-    from jepa_blocks.local.experiment import LocalConfig, build_local_model
-    from jepa_blocks.train.experiment import ModelConfig
-
-    def build(**kw):
-        torch.manual_seed(0)
-        config = ModelConfig(
-            encoder_dim=16, cnn_width=4, action_embed_dim=4, predictor_hidden=16, depth=1,
-            heads=2, mlp_ratio=2, **kw,
-        )  # fmt: skip
-        return build_local_model(
-            config, LocalConfig(), in_channels=1, action_dim=5, total_steps=4, steps_per_epoch=2
-        )
-
-    plain, gridded = build(), build(cnn_grid=7, encoder_norm="batch")
-    a, b = plain.state_dict(), gridded.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
