@@ -20,11 +20,15 @@ from jepa_blocks.blocks.crate import (
 )
 from jepa_blocks.blocks.crate_diagnostics import (
     CRATERecorder,
+    StackDiagnostics,
     code_sparsity,
+    crate_monitor,
+    crate_stack_diagnostics,
     head_action_r2,
     project_heads,
     specialization_score,
     subspace_coding_rate,
+    weighted_specialization,
 )
 from jepa_blocks.blocks.tost import (
     TSSA,
@@ -47,11 +51,14 @@ __all__ = [
     "CRATERecorder",
     "CausalTSSA",
     "OvercompleteISTA",
+    "StackDiagnostics",
     "TSSAState",
     "ToSTBlock",
     "ToSTStack",
     "code_sparsity",
     "crate_blocks",
+    "crate_monitor",
+    "crate_stack_diagnostics",
     "head_action_r2",
     "ista_step",
     "lasso_objective",
@@ -59,4 +66,5 @@ __all__ = [
     "specialization_score",
     "subspace_coding_rate",
     "tost_blocks",
+    "weighted_specialization",
 ]

@@ -13,21 +13,31 @@ record what the functions need from every CRATE layer of a model.
   (library convention), so the default is ``eps = 0.1``.
 * **Sparsity** is the fraction of exact zeros in the ISTA codes (as ``vis_utils`` does).
 * **Head specialisation** (derived; no published metric): the :math:`R^2` of a least-squares
-  regression of each action coordinate on each head's features, and an entropy-based score
-  saying how concentrated that explained variance is on few heads.
+  regression of each action coordinate on each head's features (in-sample or held out), an
+  entropy-based score saying how concentrated that explained variance is on few heads, and
+  that score averaged over the coordinates with weights :math:`\max_k R^2`
+  (:func:`weighted_specialization`).
+
+For a model whose ``aggregator`` and/or ``predictor`` hold CRATE layers (a
+:class:`~jepa_blocks.SeqJEPA` with a CRATE aggregator or a
+:class:`~jepa_blocks.seq.CRATEPredictor`), :func:`crate_stack_diagnostics` measures all three
+per layer on a loader's sequences (:class:`StackDiagnostics`), and :func:`crate_monitor` is the
+training loop's ``eval_fn`` that logs them, with the effective ranks, on one fixed batch.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from jepa_blocks._validation import check_floating_tensor, check_positive
+from jepa_blocks._validation import check_floating_tensor, check_int, check_positive
 from jepa_blocks.blocks.crate import (
     ISTA,
     MSSA,
@@ -36,15 +46,20 @@ from jepa_blocks.blocks.crate import (
     CRATELayer,
     OvercompleteISTA,
 )
+from jepa_blocks.metrics.rank import effective_rank
 from jepa_blocks.rate import coding_rate
 
 __all__ = [
     "CRATERecorder",
+    "StackDiagnostics",
     "code_sparsity",
+    "crate_monitor",
+    "crate_stack_diagnostics",
     "head_action_r2",
     "project_heads",
     "specialization_score",
     "subspace_coding_rate",
+    "weighted_specialization",
 ]
 
 _LAYER_TYPES = (CRATELayer, CRATEAlphaLayer, CRATEDecoderLayer)
@@ -142,23 +157,49 @@ def code_sparsity(codes: Tensor, *, dim: int | tuple[int, ...] | None = None) ->
     return zeros.mean() if dim is None else zeros.mean(dim=dim)
 
 
-def head_action_r2(head_features: Tensor, actions: Tensor, *, ridge: float = 0.0) -> Tensor:
+def _check_head_regression(features: Tensor, actions: Tensor, names: tuple[str, str]) -> None:
+    f, a = names
+    check_floating_tensor(features, f, min_ndim=3, shape_doc="(S, K, p)")
+    check_floating_tensor(actions, a, min_ndim=2, shape_doc="(S, A)")
+    if features.ndim != 3 or actions.ndim != 2:
+        raise ValueError(
+            f"{f} must be (S, K, p) and {a} (S, A), got {tuple(features.shape)} and "
+            f"{tuple(actions.shape)}"
+        )
+    if features.shape[0] != actions.shape[0]:
+        raise ValueError(
+            f"{f} and {a} must have the same number of samples S, got {features.shape[0]} and "
+            f"{actions.shape[0]}"
+        )
+
+
+def head_action_r2(
+    head_features: Tensor,
+    actions: Tensor,
+    *,
+    ridge: float = 0.0,
+    eval_features: Tensor | None = None,
+    eval_actions: Tensor | None = None,
+) -> Tensor:
     r"""Per-head :math:`R^2` of a linear regression of each action coordinate on the head.
 
     For head :math:`k` with features :math:`H_k \in \mathbb{R}^{S \times p}` and action
     coordinate :math:`a_j \in \mathbb{R}^S` (both centred), fit
     :math:`\beta = (H_k^\top H_k + \rho I)^{-1} H_k^\top a_j` (the pseudo-inverse solution
     when ``ridge`` :math:`\rho = 0`) and report
-    :math:`R^2_{kj} = 1 - \lVert a_j - H_k \beta\rVert^2 / \lVert a_j\rVert^2` (in-sample;
-    0 for a constant coordinate). Computed in float64. With few samples per feature
-    (:math:`S \lesssim p`) in-sample :math:`R^2` is biased upwards: evaluate on held-out data or
-    use ``ridge > 0``.
+    :math:`R^2_{kj} = 1 - \lVert a_j - H_k \beta\rVert^2 / \lVert a_j\rVert^2` (0 for a
+    constant coordinate). Computed in float64. In-sample by default; with few samples per
+    feature (:math:`S \lesssim p`) in-sample :math:`R^2` is biased upwards, so pass held-out
+    ``eval_features`` / ``eval_actions``: the regression fitted on ``head_features`` /
+    ``actions`` (centred with their means) is then scored on them, against their own variance.
 
     Args:
         head_features: Per-head features of each sample, e.g. the per-head MSSA outputs at
             one token (:class:`CRATERecorder` ``heads``, indexed ``[:, :, token]``).
         actions: Action coordinates of each sample.
         ridge: Ridge :math:`\rho \ge 0`.
+        eval_features: Held-out per-head features to score on (with ``eval_actions``).
+        eval_actions: Held-out action coordinates.
 
     Returns:
         :math:`R^2` for every head and action coordinate, float64.
@@ -166,33 +207,46 @@ def head_action_r2(head_features: Tensor, actions: Tensor, *, ridge: float = 0.0
     Shape:
         - head_features: ``(S, K, p)``
         - actions: ``(S, A)``
+        - eval_features: ``(S', K, p)``
+        - eval_actions: ``(S', A)``
         - output: ``(K, A)``
     """
-    check_floating_tensor(head_features, "head_features", min_ndim=3, shape_doc="(S, K, p)")
-    check_floating_tensor(actions, "actions", min_ndim=2, shape_doc="(S, A)")
-    if head_features.ndim != 3 or actions.ndim != 2:
-        raise ValueError(
-            f"head_features must be (S, K, p) and actions (S, A), got "
-            f"{tuple(head_features.shape)} and {tuple(actions.shape)}"
-        )
-    if head_features.shape[0] != actions.shape[0]:
-        raise ValueError(
-            f"head_features and actions must have the same number of samples S, got "
-            f"{head_features.shape[0]} and {actions.shape[0]}"
-        )
+    _check_head_regression(head_features, actions, ("head_features", "actions"))
+    held_out = eval_features is not None or eval_actions is not None
+    if held_out:
+        if eval_features is None or eval_actions is None:
+            raise ValueError("pass both eval_features and eval_actions, or neither")
+        _check_head_regression(eval_features, eval_actions, ("eval_features", "eval_actions"))
+        if eval_features.shape[1:] != head_features.shape[1:]:
+            raise ValueError(
+                f"eval_features must have shape (S', K, p) = (S', {head_features.shape[1]}, "
+                f"{head_features.shape[2]}), got {tuple(eval_features.shape)}"
+            )
+        if eval_actions.shape[1] != actions.shape[1]:
+            raise ValueError(
+                f"eval_actions must have {actions.shape[1]} coordinates, got "
+                f"{tuple(eval_actions.shape)}"
+            )
     rho = check_positive(ridge, "ridge", allow_zero=True)
     with torch.autocast(device_type=head_features.device.type, enabled=False):
-        h = head_features.to(torch.float64).transpose(0, 1)  # (K, S, p)
+        h = rearrange(head_features.to(torch.float64), "s k p -> k s p")
         y = actions.to(torch.float64)
-        h = h - h.mean(dim=1, keepdim=True)
-        y = y - y.mean(dim=0, keepdim=True)
+        mu_h, mu_y = h.mean(dim=1, keepdim=True), y.mean(dim=0, keepdim=True)
+        h, yc = h - mu_h, y - mu_y
         if rho > 0:
             eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
-            beta = torch.linalg.solve(h.mT @ h + rho * eye, h.mT @ y)  # (K, p, A)
+            beta = torch.linalg.solve(h.mT @ h + rho * eye, h.mT @ yc)  # (K, p, A)
         else:
-            beta = torch.linalg.pinv(h) @ y
-        sse = (y - h @ beta).pow(2).sum(dim=1)  # (K, A)
-        sst = y.pow(2).sum(dim=0)  # (A,)
+            beta = torch.linalg.pinv(h) @ yc
+        if eval_features is None or eval_actions is None:
+            residual = yc - h @ beta  # (K, S, A)
+            sst = yc.pow(2).sum(dim=0)  # (A,)
+        else:
+            he = rearrange(eval_features.to(torch.float64), "s k p -> k s p")
+            ye = eval_actions.to(torch.float64)
+            residual = ye - ((he - mu_h) @ beta + mu_y)
+            sst = (ye - ye.mean(dim=0)).pow(2).sum(dim=0)
+        sse = residual.pow(2).sum(dim=1)  # (K, A)
         safe = torch.where(sst > 0, sst, torch.ones_like(sst))
         return torch.where(sst > 0, 1.0 - sse / safe, torch.zeros_like(sse))
 
@@ -361,3 +415,270 @@ class CRATERecorder:
         if not self.codes:
             raise RuntimeError("no ISTA codes recorded: run a forward pass through ISTA layers")
         return torch.stack([code_sparsity(self.codes[i]) for i in sorted(self.codes)])
+
+
+# --------------------------------------------------------------------------- CRATE parts of a model
+
+
+def _crate_stacks(model: nn.Module) -> dict[str, nn.Module]:
+    """``{"agg": model.aggregator, "pred": model.predictor}``, the parts that hold CRATE layers."""
+    out = {}
+    for key, name in (("agg", "aggregator"), ("pred", "predictor")):
+        part = getattr(model, name, None)
+        if isinstance(part, nn.Module) and any(isinstance(m, _LAYER_TYPES) for m in part.modules()):
+            out[key] = part
+    return out
+
+
+def _readout_action(actions: Tensor, key: str) -> Tensor:
+    """The action a stack's read-out token is regressed on: ``a_1`` (aggregator), ``a_M``."""
+    return actions[:, 0] if key == "agg" else actions[:, -1]
+
+
+def weighted_specialization(head_r2: Tensor, scores: Tensor) -> float:
+    r"""Mean specialisation over action coordinates, weighted by how well any head explains each.
+
+    :func:`specialization_score` is scale-free, so a coordinate that no head explains (all
+    :math:`R^2 \approx 0`, noise) can score high; weighting each coordinate by its best head's
+    :math:`\max_k \max(R^2_{kj}, 0)` keeps such coordinates from dominating (derived summary).
+    When every :math:`R^2` is near zero the weights are too, and the score is scale-free again:
+    read it together with the best head's :math:`R^2`.
+
+    Args:
+        head_r2: :math:`R^2` per head and action coordinate (:func:`head_action_r2`).
+        scores: The specialisation score of each coordinate (:func:`specialization_score`).
+
+    Returns:
+        The weighted mean, in ``[0, 1]`` (0 when no head explains anything).
+
+    Shape:
+        - head_r2: ``(K, A)``
+        - scores: ``(A,)``
+    """
+    check_floating_tensor(head_r2, "head_r2", min_ndim=2, shape_doc="(K, A)")
+    check_floating_tensor(scores, "scores", min_ndim=1, shape_doc="(A,)")
+    if head_r2.ndim != 2 or scores.shape != head_r2.shape[-1:]:
+        raise ValueError(
+            f"head_r2 must be (K, A) and scores (A,), got {tuple(head_r2.shape)} and "
+            f"{tuple(scores.shape)}"
+        )
+    w = head_r2.double().clamp_min(0).max(dim=0).values
+    total = float(w.sum())
+    return float((w * scores.double()).sum() / total) if total > 0 else 0.0
+
+
+class StackDiagnostics(NamedTuple):
+    r"""Diagnostics of one CRATE stack of a model (means over the sequences measured).
+
+    Attributes:
+        rates: Per-layer :math:`R^c` of the tokens entering each MSSA, ``(L,)``.
+        rates_std: Their standard deviation over sequences, ``(L,)``.
+        sparsity: Per-layer fraction of zeros in the ISTA codes, ``(L,)``.
+        head_r2: Per-layer, per-head held-out :math:`R^2` of the action coordinates from the
+            per-head MSSA outputs at the read-out token, ``(L, K, A)``.
+        specialization: :func:`specialization_score` of ``head_r2``, ``(L, A)``.
+        action: Which action was regressed: ``"a_1"`` (aggregator) or ``"a_M"`` (predictor).
+        samples: Number of sequences.
+        rate_max: The largest value :math:`R^c` can take on these tokens,
+            :math:`K \cdot \tfrac{n}{2} \log(1 + p / (N\varepsilon^2))` with
+            :math:`n = \min(N, p)` (unit-norm tokens, mutually orthogonal within every head;
+            derived), for reading ``rates``.
+    """
+
+    rates: Tensor
+    rates_std: Tensor
+    sparsity: Tensor
+    head_r2: Tensor
+    specialization: Tensor
+    action: str
+    samples: int
+    rate_max: float
+
+
+def _rate_max(k: int, p: int, n: int, eps2: float) -> float:
+    """Upper bound of the per-sample R^c of ``n`` unit-norm tokens in ``k`` heads of width ``p``."""
+    return k * 0.5 * min(n, p) * math.log1p(p / (n * eps2))
+
+
+@torch.no_grad()
+def crate_stack_diagnostics(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    eps: float = 0.1,
+    max_samples: int | None = 2048,
+    ridge: float = 1e-3,
+) -> dict[str, StackDiagnostics]:
+    r"""Per-layer :math:`R^c`, ISTA sparsity and head specialisation of a model's CRATE stacks.
+
+    The stacks are the model's ``aggregator`` (key ``"agg"``) and ``predictor`` (``"pred"``)
+    when they contain CRATE layers, e.g. a :class:`~jepa_blocks.SeqJEPA` with a CRATE
+    aggregator (:func:`crate_blocks`) or a :class:`~jepa_blocks.seq.CRATEPredictor`. Runs the
+    model (eval mode, no gradient) on the loader's sequences with a :class:`CRATERecorder` on
+    each stack. Head specialisation regresses the action coordinates on each head's MSSA output
+    at the read-out token (token 0: [AGG] for the aggregator, regressed on :math:`a_1`; the
+    state token for the predictor, regressed on :math:`a_M`). The :math:`R^2` are **held
+    out** (:func:`head_action_r2` with ``eval_features``): a ridge regression per head and layer
+    is fit on the first half of the sequences and scored on the second half (in-sample
+    :math:`R^2` with ``p`` features per head would be biased upwards by about ``p / samples``).
+
+    Args:
+        model: A module with ``aggregator`` / ``predictor`` parts, called as
+            ``model(views, actions)``.
+        loader: Batches with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``,
+            e.g. a :class:`~jepa_blocks.data.SequenceLoader`.
+        eps: :math:`\varepsilon` of :math:`R^c` (official protocol 0.1).
+        max_samples: Stop after this many sequences (``None``: all).
+        ridge: Ridge :math:`\rho > 0` of the per-head regressions (the small default only keeps
+            the solve well posed).
+
+    Returns:
+        ``{"agg": ..., "pred": ...}`` for the stacks that contain CRATE layers (empty if none).
+
+    Raises:
+        ValueError: Fewer than 4 sequences (no held-out split).
+
+    Shape:
+        - output[s].rates: ``(L,)``; output[s].head_r2: ``(L, K, A)``
+    """
+    check_positive(eps, "eps")
+    check_positive(ridge, "ridge")
+    if max_samples is not None:
+        check_int(max_samples, "max_samples", minimum=1)
+    stacks = _crate_stacks(model)
+    if not stacks:
+        return {}
+    was_training = model.training
+    model.eval()
+    rates: dict[str, list[Tensor]] = {k: [] for k in stacks}
+    zeros: dict[str, Tensor] = {}
+    counts: dict[str, Tensor] = {}
+    heads: dict[str, list[list[Tensor]]] = {k: [] for k in stacks}
+    actions: dict[str, list[Tensor]] = {k: [] for k in stacks}
+    n_tokens: dict[str, int] = {}
+    seen = 0
+    recorders = {k: CRATERecorder(s) for k, s in stacks.items()}
+    try:
+        for batch in loader:
+            b = batch.views.shape[0]
+            if max_samples is not None:
+                b = min(b, max_samples - seen)
+                if b <= 0:
+                    break
+            model(batch.views[:b], batch.actions[:b])
+            for key, rec in recorders.items():
+                rates[key].append(rec.coding_rates(eps=eps)[:, :b].float().cpu())
+                codes = [rec.codes[i][:b] for i in sorted(rec.codes)]
+                z = torch.stack([(c == 0).sum().double().cpu() for c in codes])
+                n = torch.tensor([float(c.numel()) for c in codes], dtype=torch.float64)
+                zeros[key] = zeros[key] + z if key in zeros else z
+                counts[key] = counts[key] + n if key in counts else n
+                heads[key].append(
+                    [rec.heads[i][:b, :, 0].float().cpu() for i in range(len(rec.layers))]
+                )
+                n_tokens[key] = int(rec.heads[0].shape[-2])
+                actions[key].append(_readout_action(batch.actions[:b], key).float().cpu())
+            seen += b
+    finally:
+        for rec in recorders.values():
+            rec.remove()
+        model.train(was_training)
+    if seen < 4:
+        raise ValueError(f"need at least 4 sequences for the held-out R², the loader gave {seen}")
+    half = seen // 2
+    out = {}
+    eps2 = float(eps) ** 2
+    for key in stacks:
+        r = torch.cat(rates[key], dim=1)  # (L, S)
+        n_layers = r.shape[0]
+        a = torch.cat(actions[key])
+        per_layer = [torch.cat([h[i] for h in heads[key]]) for i in range(n_layers)]
+        r2 = torch.stack(
+            [
+                head_action_r2(
+                    h[:half], a[:half], ridge=ridge, eval_features=h[half:], eval_actions=a[half:]
+                )
+                for h in per_layer
+            ]
+        ).float()
+        out[key] = StackDiagnostics(
+            rates=r.mean(dim=1),
+            rates_std=r.std(dim=1) if r.shape[1] > 1 else torch.zeros(n_layers),
+            sparsity=(zeros[key] / counts[key]).float(),
+            head_r2=r2,
+            specialization=specialization_score(r2),
+            action="a_1" if key == "agg" else "a_M",
+            samples=seen,
+            rate_max=_rate_max(
+                int(per_layer[0].shape[1]), int(per_layer[0].shape[2]), n_tokens[key], eps2
+            ),
+        )
+    return out
+
+
+def crate_monitor(
+    batch: Any, *, eps: float = 0.1, ridge: float = 1e-3
+) -> Callable[[nn.Module, int], dict[str, float]]:
+    r"""An ``eval_fn`` for :func:`jepa_blocks.train.fit`: ranks and CRATE diagnostics on one batch.
+
+    One forward pass of the model (in eval mode, no gradient, as the loop calls it) on the
+    fixed ``batch``. Logged keys (``eval/`` prefixed by the loop): ``rank_z_agg``, ``rank_z``
+    (RankMe of :math:`z_\text{AGG}` and :math:`z_1`, as
+    :func:`~jepa_blocks.metrics.rank_monitor`) and, for each CRATE stack ``s`` in ``agg`` /
+    ``pred`` (see :func:`crate_stack_diagnostics`) and layer ``i``, ``{s}_rate_{i}`` (mean
+    :math:`R^c` over the batch), ``{s}_sparsity_{i}`` and, when the batch holds at least 4
+    sequences, the head specialisation of :func:`crate_stack_diagnostics` measured on the batch:
+    ``{s}_spec_{i}`` (:func:`weighted_specialization` of the held-out per-head :math:`R^2`,
+    ridge fitted on the first half of the batch, scored on the second) and ``{s}_head_r2_{i}``
+    (the best head's :math:`R^2`, averaged over the action coordinates).
+
+    Args:
+        batch: A batch with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``
+            (e.g. a :class:`~jepa_blocks.data.ViewSequence`), already on the model's device.
+        eps: :math:`\varepsilon` of :math:`R^c`.
+        ridge: Ridge of the per-head regressions.
+
+    Returns:
+        ``eval_fn(model, epoch) → {name: value}``; the model returns ``z_agg`` and ``z``
+        (a :class:`~jepa_blocks.seq.SeqJEPAOutput`).
+    """
+    check_positive(eps, "eps")
+    check_positive(ridge, "ridge")
+
+    def monitor(model: nn.Module, epoch: int) -> dict[str, float]:
+        del epoch
+        recorders = {k: CRATERecorder(s) for k, s in _crate_stacks(model).items()}
+        try:
+            out = model(batch.views, batch.actions)
+        finally:
+            for rec in recorders.values():
+                rec.remove()
+        b = batch.views.shape[0]
+        metrics = {
+            "rank_z_agg": effective_rank(out.z_agg.float()),
+            "rank_z": effective_rank(out.z[:, 0].float()),
+        }
+        for key, rec in recorders.items():
+            rates = rec.coding_rates(eps=eps)[:, :b].mean(dim=1)
+            for i, r in enumerate(rates.tolist()):
+                metrics[f"{key}_rate_{i}"] = r
+            for i in sorted(rec.codes):
+                metrics[f"{key}_sparsity_{i}"] = float((rec.codes[i][:b] == 0).float().mean())
+            if b < 4:
+                continue
+            half = b // 2
+            act = _readout_action(batch.actions[:b], key).float().cpu()
+            for i in range(len(rec.layers)):
+                h = rec.heads[i][:b, :, 0].float().cpu()
+                r2 = head_action_r2(
+                    h[:half],
+                    act[:half],
+                    ridge=ridge,
+                    eval_features=h[half:],
+                    eval_actions=act[half:],
+                )
+                metrics[f"{key}_spec_{i}"] = weighted_specialization(r2, specialization_score(r2))
+                metrics[f"{key}_head_r2_{i}"] = float(r2.max(dim=0).values.mean())
+        return metrics
+
+    return monitor

@@ -10,6 +10,9 @@
 * :func:`principal_subspace`, :func:`subspace_explained_variance`: bases of such subspaces and the
   fraction of another set's variance they capture (the subspace metrics of the follow-up repository
   ``kaikun213/seq-jepa``, ``experiments/eval/subspace_metrics.py``).
+* :func:`spectrum_effective_rank`: the RankMe-style effective rank read off a covariance spectrum.
+* :func:`rotation_delta_spectrum`: :func:`delta_spectrum` of an encoder on pure-rotation pairs of
+  images (does a rotation act on its own 2-D subspace of the representation?).
 
 Computations run in float64 on the features' device; scalars come back as Python floats.
 """
@@ -17,17 +20,20 @@ Computations run in float64 on the features' device; scalars come back as Python
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from jepa_blocks._validation import check_floating_tensor
+from jepa_blocks._validation import check_floating_tensor, check_positive
 
 __all__ = [
     "covariance_spectrum",
     "delta_spectrum",
     "effective_rank",
     "principal_subspace",
+    "rotation_delta_spectrum",
+    "spectrum_effective_rank",
     "subspace_explained_variance",
     "topk_variance_fraction",
 ]
@@ -170,3 +176,93 @@ def subspace_explained_variance(x: Tensor, basis: Tensor, *, center: bool = True
     q, _ = torch.linalg.qr(basis.detach().double().to(xd.device))
     total = xd.square().sum()
     return float((xd @ q).square().sum() / total) if float(total) > 0 else 0.0
+
+
+def spectrum_effective_rank(spectrum: Tensor) -> float:
+    r"""Effective rank of the samples behind a covariance spectrum: :math:`\exp H(p)`.
+
+    With :math:`\sigma_k = \sqrt{\lambda_k}` (the singular values of the centred samples, up to
+    scale) and :math:`p_k = \sigma_k / \sum_j \sigma_j`, the value is
+    :math:`\exp(-\sum_k p_k \log p_k)`: RankMe (:func:`effective_rank` with ``center=True``)
+    without its :math:`\varepsilon`, from the spectrum alone (e.g. of :func:`delta_spectrum`).
+    ``k`` equally-used directions give ``k``.
+
+    Args:
+        spectrum: Covariance eigenvalues (negative round-off is clamped to 0).
+
+    Returns:
+        The effective rank in ``[1, D]``, or 0.0 for an all-zero spectrum.
+
+    Shape:
+        - spectrum: ``(D,)``
+    """
+    check_floating_tensor(spectrum, "spectrum", min_ndim=1)
+    if spectrum.ndim != 1 or spectrum.numel() < 1:
+        raise ValueError(f"spectrum must have shape (D,) with D >= 1, got {tuple(spectrum.shape)}")
+    sv = spectrum.double().clamp_min(0).sqrt()
+    p = sv / sv.sum() if float(sv.sum()) > 0 else sv
+    nz = p[p > 0]
+    return float(torch.exp(-(nz * nz.log()).sum())) if nz.numel() else 0.0
+
+
+@torch.no_grad()
+def rotation_delta_spectrum(
+    model: nn.Module,
+    source: Any,
+    *,
+    angle_deg: float = 75.0,
+    discrete: bool = False,
+    batch_size: int = 500,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    r"""Covariance spectrum of :math:`\Delta z` on pure-rotation pairs of ``source``'s images.
+
+    Each image gives two views rotated by independent angles from :math:`\pm` ``angle_deg``
+    (bilinear; or independent quarter turns with ``discrete=True``), both encoded by
+    ``model.encode`` in eval mode; :math:`\Delta z = z_2 - z_1` and the result is
+    :func:`delta_spectrum`. A representation in which rotation acts on its own 2-D subspace puts
+    all of the variance of :math:`\Delta z` in the top two components
+    (:func:`topk_variance_fraction` ``(spectrum, 2)`` = 1).
+
+    Args:
+        model: A model with ``encode(views) → z``, views ``(B, 2, C, H, W)`` to ``(B, 2, D)``
+            (e.g. a :class:`~jepa_blocks.SeqJEPA`).
+        source: Labelled images (:class:`~jepa_blocks.data.LabelledImages`).
+        angle_deg: Angle range in degrees (continuous rotations).
+        discrete: Quarter turns instead of continuous angles.
+        batch_size: Images per forward pass.
+        seed: Seed of the angles.
+        device: Where to run.
+
+    Returns:
+        The eigenvalues of the covariance of :math:`\Delta z`, descending, float64.
+
+    Shape:
+        - output: ``(D,)``
+    """
+    from jepa_blocks.data import SequenceLoader, rotation_views
+
+    check_positive(angle_deg, "angle_deg")
+    angle = math.radians(angle_deg)
+    views = rotation_views(discrete=discrete, angle_range=(-angle, angle))
+    loader = SequenceLoader(
+        source,
+        views,
+        num_observed=1,
+        batch_size=batch_size,
+        device=device,
+        shuffle=False,
+        seed=seed,
+    )
+    was_training = model.training
+    model.eval()
+    z1, z2 = [], []
+    try:
+        for batch in loader:
+            z = model.encode(batch.views)  # type: ignore[operator]
+            z1.append(z[:, 0].float().cpu())
+            z2.append(z[:, 1].float().cpu())
+    finally:
+        model.train(was_training)
+    return delta_spectrum(torch.cat(z1), torch.cat(z2))

@@ -1,4 +1,5 @@
-"""``benchmarks/bench_attention.py --aggregators``: step-3 arms timed and measured per step."""
+"""``benchmarks/bench_crate_arms.py``: step-3 arms timed and measured per step; plus the subset
+option of ``benchmarks/bench_attention.py`` (moved here with the step-3 benchmark tests)."""
 
 from __future__ import annotations
 
@@ -9,44 +10,55 @@ from pathlib import Path
 
 import pytest
 
+import step3_parts
+from common import load_config
 from jepa_blocks.blocks import CRATELayer
-from jepa_blocks.train.experiment import load_experiment_config
-from jepa_blocks.train.step3 import CRATEConfig
+from step3_parts import Step3Config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_attention", ROOT / "benchmarks" / "bench_attention.py"
-    )
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_attention"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
-    yield module
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    yield _load("bench_crate_arms")
+    sys.modules.pop("bench_crate_arms", None)
+
+
+@pytest.fixture(scope="module")
+def attention():
+    yield _load("bench_attention")
     sys.modules.pop("bench_attention", None)
 
 
-def _tiny_config():
-    return load_experiment_config(
+def _tiny_config(*extra: str) -> Step3Config:
+    return load_config(
+        Step3Config,
+        step="step3",
+        preset=None,
         variant="stopgrad-rate",
         overrides=[
             "name=tiny", "data.dataset=digits", "data.num_observed=2", "data.batch_size=6",
             "model.encoder_dim=16", "model.cnn_width=4", "model.action_embed_dim=4",
-            "model.predictor_hidden=16", "model.depth=1", "model.heads=2",
+            "model.predictor_hidden=16", "model.depth=1", "model.heads=2", *extra,
         ],
     )  # fmt: skip
 
 
 def test_arm_steps_measures_every_part_of_every_arm(bench):
-    result = bench.arm_steps(
-        _tiny_config(), CRATEConfig(pred_heads=2), repeats=1, warmup=0, device="cpu"
-    )
+    result = bench.arm_steps(_tiny_config("crate.pred_heads=2"), repeats=1, warmup=0, device="cpu")
     assert list(result["arms"]) == list(bench.ARM_NAMES)
     assert result["batch"] == 6 and result["num_observed"] == 2 and result["image"] == [1, 8, 8]
     assert result["width"] == 20 and result["memory_metric"] == "saved-tensors"
+    assert result["crate"]["pred_heads"] == 2
     arms = result["arms"]
     for name, row in arms.items():
         for key in ("step", "agg", "pred"):
@@ -66,24 +78,22 @@ def test_arm_steps_measures_every_part_of_every_arm(bench):
 
     text = bench.arms_markdown(result)
     assert "| measurement | step2 | step3-agg | step3-pred |" in text
-    for _, label, _ in bench._ARM_ROWS:
+    for _, label, _ in bench.ARM_ROWS:
         assert f"| {label} |" in text
     assert "×)" in text and "preset tiny" in text
 
 
 def test_arm_steps_builds_the_example_parts(bench, monkeypatch):
     """The arms are the models of examples/step3_crate.py (build_arm_model, same seed)."""
-    import jepa_blocks.train.step3 as step3
-
     built = {}
-    original = step3.build_arm_model
+    original = step3_parts.build_arm_model
 
     def spy(config, crate, **kw):
         model = original(config, crate, **kw)
         built[kw["integration"]] = model
         return model
 
-    monkeypatch.setattr(step3, "build_arm_model", spy)
+    monkeypatch.setattr(bench, "build_arm_model", spy)
     bench.arm_steps(
         _tiny_config(), arms=["step2", "step3-both"], batch=2, repeats=1, warmup=0, device="cpu"
     )
@@ -96,6 +106,8 @@ def test_arm_steps_checks_its_arguments(bench):
     config = _tiny_config()
     with pytest.raises(ValueError, match="not a step-2/step-3 arm"):
         bench.arm_steps(config, arms=["step1"], repeats=1)
+    with pytest.raises(ValueError, match="unknown arm"):
+        bench.arm_steps(config, arms=["step7"], repeats=1)
     with pytest.raises(ValueError, match="at least one arm"):
         bench.arm_steps(config, arms=[], repeats=1)
     with pytest.raises(ValueError, match="batch must be >= 2"):
@@ -108,26 +120,29 @@ def test_command_line_writes_json_and_markdown(bench, tmp_path, capsys):
     out_json, out_md = tmp_path / "a.json", tmp_path / "a.md"
     bench.main(
         [
-            "--aggregators", "--preset", "cpu-demo", "--batch", "2", "--repeats", "1",
-            "--warmup", "0", "--arms", "step2,step3-agg", "--device", "cpu",
-            "--json", str(out_json), "--markdown", str(out_md),
+            "--preset", "cpu-demo", "--batch", "2", "--repeats", "1", "--warmup", "0",
+            "--arms", "step2,step3-agg", "--device", "cpu", "--json", str(out_json),
+            "--markdown", str(out_md), "crate.agg_depth=1",
         ]
     )  # fmt: skip
     data = json.loads(out_json.read_text(encoding="utf-8"))
     assert data["preset"] == "cpu-demo" and data["variant"] == "stopgrad-rate"
     assert list(data["arms"]) == ["step2", "step3-agg"] and data["width"] == 160
+    assert data["crate"]["agg_depth"] == 1
     assert out_md.read_text(encoding="utf-8") in capsys.readouterr().out
 
 
-def test_methods_subset_keeps_the_sdpa_baseline(bench):
-    methods, notes = bench.make_methods(16, 2, compile_tssa=False, causal=True, only=["tssa_me"])
+def test_attention_methods_subset_keeps_the_sdpa_baseline(attention):
+    methods, notes = attention.make_methods(
+        16, 2, compile_tssa=False, causal=True, only=["tssa_me"]
+    )
     assert list(methods) == ["sdpa", "tssa_me"]
     assert "mssa" not in notes
     with pytest.raises(ValueError, match="unknown methods"):
-        bench.make_methods(16, 2, compile_tssa=False, causal=False, only=["flash"])
-    result = bench.run(
-        bench.torch.device("cpu"), dim=16, heads=2, ns=[8, 16], budget=32,
-        dtype=bench.torch.float32, repeats=1, warmup=0, compile_tssa=False, causal=False,
+        attention.make_methods(16, 2, compile_tssa=False, causal=False, only=["flash"])
+    result = attention.run(
+        attention.torch.device("cpu"), dim=16, heads=2, ns=[8, 16], budget=32,
+        dtype=attention.torch.float32, repeats=1, warmup=0, compile_tssa=False, causal=False,
         only=["tssa"],
     )  # fmt: skip
     assert result["methods"] == ["sdpa", "tssa"]
