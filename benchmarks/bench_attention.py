@@ -22,17 +22,9 @@ forward+backward above the pre-call level (``cuda_peak_mb``) on CUDA, and everyw
 activations saved for backward (``saved_mb``, from ``torch.autograd.graph.saved_tensors_hooks``,
 parameters excluded), the part of the peak that grows with depth.
 
-``--aggregators`` measures instead the parts of step 3 (``examples/step3_crate.py``) at the sizes
-of an experiment preset (default ``cpu-demo``): the step-2 model (transformer aggregator, MLP
-predictor) against its CRATE aggregator (integration A, arm ``step3-agg``) and its two-token
-CRATE predictor (integration B, arm ``step3-pred``), built exactly as the example builds them
-(:func:`jepa_blocks.train.step3.build_arm_model`, default :class:`~jepa_blocks.train.step3.CRATEConfig`).
-For each arm, one training step (forward + backward, no optimizer) of the whole seq-JEPA model on
-random views of the preset's shape (``batch`` sequences of ``M + 1`` views), of the aggregator
-alone on its ``(batch, M, D + E)`` tokens, and of the predictor alone; median time, memory (CUDA
-peak above the pre-call level, or on the CPU the activations saved for backward, with the
-aggregator's and the predictor's share of the whole step) and parameter counts, the arms
-interleaved in every repeat.
+The step-3 arms (CRATE aggregator and predictor inside seq-JEPA) are measured by
+``benchmarks/bench_crate_arms.py``; the streaming ToST aggregator of step 4 by
+``benchmarks/bench_streaming_aggregator.py``.
 
 Usage::
 
@@ -41,24 +33,19 @@ Usage::
     python benchmarks/bench_attention.py --json out.json --markdown out.md
     python benchmarks/bench_attention.py --device cuda        # H200: D 384, 8 heads, bf16,
                                                               # N 256 … 65,536, 65,536 tokens/step
-    python benchmarks/bench_attention.py --aggregators        # step 3: CRATE vs transformer,
-                                                              # cpu-demo sizes (batch 128, M 3)
-    python benchmarks/bench_attention.py --aggregators --preset paper-cifar100 --batch 32
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as _dt
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,18 +56,13 @@ import jepa_blocks
 from jepa_blocks.blocks.tost import TSSA, CausalTSSA
 
 __all__ = [
-    "ARM_NAMES",
     "SDPAAttention",
-    "arm_steps",
-    "arms_markdown",
     "main",
     "make_methods",
     "memory",
     "run",
     "time_interleaved",
 ]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 CUDA_NS = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 CPU_NS = [256, 1024, 4096, 8192]
@@ -431,265 +413,6 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- step-3 arms
-
-#: Image shape ``(C, H, W)`` of each dataset of the experiment presets.
-IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist": (1, 28, 28),
-    "digits": (1, 8, 8),
-    "cifar10": (3, 32, 32),
-    "cifar100": (3, 32, 32),
-}
-#: Action dimension ``A`` of each view generator of the experiment presets.
-ACTION_DIMS: dict[str, int] = {"affine": 5, "rotation": 2, "rotation90": 2, "cifar-augment": 9}
-#: The arms of ``--aggregators``: the step-2 model and its two CRATE integrations (A and B).
-ARM_NAMES: tuple[str, ...] = ("step2", "step3-agg", "step3-pred")
-_MIB = 2.0**20
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def _interleaved_seconds(
-    fns: Mapping[str, Callable[[], None]], *, repeats: int, warmup: int, device: torch.device
-) -> dict[str, float]:
-    """Median seconds of every ``fn()``: the calls interleaved in every repeat, in an order
-    rotated by one call per repeat, so that no call always follows the same one."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    keys = list(fns)
-    for i in range(warmup + repeats):
-        shift = i % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            fn = fns[key]
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            if i >= warmup:
-                times[key].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def arm_steps(
-    config: Any,
-    crate: Any = None,
-    *,
-    arms: Sequence[str] = ARM_NAMES,
-    batch: int | None = None,
-    repeats: int = 5,
-    warmup: int = 1,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Time and memory of one training step of each step-3 arm at the sizes of ``config``.
-
-    Every arm is the model :func:`jepa_blocks.train.step3.build_arm_model` builds for
-    ``examples/step3_crate.py`` (the same seed, so the same encoder). Measured per arm (forward +
-    backward, gradients zeroed first, no optimizer step, ``train()`` mode):
-
-    * ``step``: the whole seq-JEPA loss on random views ``(batch, M+1, C, H, W)`` and actions
-      ``(batch, M, A)``;
-    * ``agg``: the aggregator alone on tokens ``(batch, M, D+E)`` (loss: mean square of
-      :math:`z_\text{AGG}`);
-    * ``pred``: the predictor alone on inputs ``(batch, D+2E)``.
-
-    Memory: :func:`jepa_blocks.train.step4.measure_memory` (CUDA peak above the pre-call level;
-    on the CPU the activations saved for backward, parameters excluded, with the aggregator's
-    and the predictor's share of the whole step as ``step_agg_mib`` / ``step_pred_mib``).
-
-    Args:
-        config: An :class:`~jepa_blocks.train.experiment.ExperimentConfig` (data shapes, model
-            widths, variant).
-        crate: A :class:`~jepa_blocks.train.step3.CRATEConfig` (``None``: the defaults, as in the
-            example).
-        arms: Keys of :data:`jepa_blocks.train.step3.ARMS` whose variant is the step-2 one
-            (``step2``, ``step3-agg``, ``step3-pred``, ``step3-both``); the first is the baseline
-            of the ratios.
-        batch: Sequences per step (``None``: ``config.data.batch_size``; at least 2, the MLP
-            predictor has a BatchNorm).
-        repeats: Timed repetitions (median reported).
-        warmup: Untimed calls first.
-        device: Where to run.
-        seed: Seed of the weights and inputs.
-
-    Returns:
-        A JSON-ready dict: shapes, environment and ``arms[name]`` with ``integration``,
-        ``agg_params``, ``pred_params``, ``step_ms``, ``step_mib``, ``step_agg_mib``,
-        ``step_pred_mib``, ``agg_ms``, ``agg_mib``, ``pred_ms``, ``pred_mib``.
-    """
-    from jepa_blocks.train.step3 import ARMS, CRATEConfig, build_arm_model
-    from jepa_blocks.train.step4 import measure_memory
-
-    crate = CRATEConfig() if crate is None else crate
-    arms = list(arms)
-    if not arms:
-        raise ValueError("arms must name at least one arm")
-    for name in arms:
-        if name not in ARMS or ARMS[name].variant is not None:
-            raise ValueError(
-                f"arm {name!r} is not a step-2/step-3 arm; choose from "
-                f"{[a for a, v in ARMS.items() if v.variant is None]}"
-            )
-    data, model_cfg = config.data, config.model
-    if data.dataset not in IMAGE_SHAPES or data.views not in ACTION_DIMS:
-        raise ValueError(f"unknown dataset / views {data.dataset!r} / {data.views!r}")
-    c, h, w = IMAGE_SHAPES[data.dataset]
-    a_dim = ACTION_DIMS[data.views]
-    m = int(data.num_observed)
-    b = int(data.batch_size if batch is None else batch)
-    if b < 2:
-        raise ValueError(f"batch must be >= 2, got {b}")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    dev = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    views = torch.randn(b, m + 1, c, h, w, generator=gen).to(dev)
-    actions = torch.randn(b, m, a_dim, generator=gen).to(dev)
-    width = model_cfg.encoder_dim + model_cfg.action_embed_dim
-    tokens = torch.randn(b, m, width, generator=gen).to(dev).requires_grad_(True)
-
-    models: dict[str, nn.Module] = {}
-    for name in arms:
-        torch.manual_seed(seed)
-        model = build_arm_model(
-            model_cfg, crate, integration=ARMS[name].integration, in_channels=c,
-            action_dim=a_dim, total_steps=100, steps_per_epoch=10,
-        ).to(dev)  # fmt: skip
-        models[name] = model.train()
-    pred_inputs = {
-        name: torch.randn(b, int(mdl.predictor.in_dim), generator=gen).to(dev).requires_grad_(True)
-        for name, mdl in models.items()
-    }
-
-    def step_loss(name: str) -> Tensor:
-        return models[name](views, actions).loss
-
-    def agg_loss(name: str) -> Tensor:
-        return models[name].aggregator(tokens).square().mean()
-
-    def pred_loss(name: str) -> Tensor:
-        return models[name].predictor(pred_inputs[name]).square().mean()
-
-    losses = {"step": step_loss, "agg": agg_loss, "pred": pred_loss}
-
-    def train_call(fn: Callable[[str], Tensor], name: str) -> Callable[[], None]:
-        def call() -> None:
-            models[name].zero_grad(set_to_none=True)
-            fn(name).backward()
-
-        return call
-
-    fns = {(f"{name}|{part}"): train_call(fn, name) for part, fn in losses.items() for name in arms}
-    load_start = _loadavg()
-    seconds = _interleaved_seconds(fns, repeats=repeats, warmup=warmup, device=dev)
-    out_arms: dict[str, dict[str, Any]] = {}
-    method = ""
-    for name, model in models.items():
-        row: dict[str, Any] = {
-            "integration": ARMS[name].integration,
-            "agg_params": _params(model.aggregator),
-            "pred_params": _params(model.predictor),
-        }
-        for part, fn in losses.items():
-            row[f"{part}_ms"] = 1e3 * seconds[f"{name}|{part}"]
-            target = {"step": model, "agg": model.aggregator, "pred": model.predictor}[part]
-            reading = measure_memory(lambda fn=fn, name=name: fn(name), module=target, device=dev)
-            row[f"{part}_mib"] = reading.bytes / _MIB
-            method = reading.method
-        for key, scope in (("step_agg_mib", model.aggregator), ("step_pred_mib", model.predictor)):
-            reading = measure_memory(
-                lambda name=name: step_loss(name), module=model, device=dev, scope=scope
-            )
-            row[key] = None if reading.scoped_bytes is None else reading.scoped_bytes / _MIB
-        out_arms[name] = row
-        print(
-            f"{name:>11}: step {row['step_ms']:.1f} ms {row['step_mib']:.1f} MiB | aggregator "
-            f"{row['agg_ms']:.2f} ms {row['agg_mib']:.2f} MiB | predictor {row['pred_ms']:.2f} "
-            f"ms {row['pred_mib']:.2f} MiB",
-            flush=True,
-        )
-    return {
-        "benchmark": "bench_attention --aggregators",
-        "preset": config.name,
-        "variant": config.variant,
-        "date": _dt.date.today().isoformat(),
-        "device": _device_name(dev),
-        "torch": torch.__version__,
-        "jepa_blocks": jepa_blocks.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "loadavg_1min_start_end": [load_start, _loadavg()],
-        "batch": b,
-        "num_observed": m,
-        "image": [c, h, w],
-        "action_dim": a_dim,
-        "width": width,
-        "encoder": model_cfg.encoder,
-        "depth": model_cfg.depth,
-        "heads": model_cfg.heads,
-        "crate": dataclasses.asdict(crate),
-        "repeats": repeats,
-        "memory_metric": method,
-        "arms": out_arms,
-    }
-
-
-_ARM_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("step_ms", "whole step, ms", ".1f"),
-    ("step_mib", "whole step, MiB", ".1f"),
-    ("step_agg_mib", "whole step: aggregator's share, MiB", ".2f"),
-    ("step_pred_mib", "whole step: predictor's share, MiB", ".2f"),
-    ("agg_ms", "aggregator alone, ms", ".2f"),
-    ("agg_mib", "aggregator alone, MiB", ".2f"),
-    ("agg_params", "aggregator parameters", ",d"),
-    ("pred_ms", "predictor alone, ms", ".2f"),
-    ("pred_mib", "predictor alone, MiB", ".2f"),
-    ("pred_params", "predictor parameters", ",d"),
-)
-
-
-def arms_markdown(result: Mapping[str, Any]) -> str:
-    """Render :func:`arm_steps`'s result as a Markdown table (ratios to the first arm)."""
-    names = list(result["arms"])
-    base = result["arms"][names[0]]
-    mem = (
-        "CUDA peak above the pre-call level"
-        if result["memory_metric"] == "cuda-peak"
-        else "activations saved for backward, parameters excluded"
-    )
-    lines = [
-        f"# bench_attention --aggregators — {result['device']}",
-        "",
-        f"date {result['date']}, torch {result['torch']}, jepa-blocks {result['jepa_blocks']}, "
-        f"python {result['python']}, threads {result['threads']} (1-min load average "
-        f"{result['loadavg_1min_start_end'][0]} → {result['loadavg_1min_start_end'][1]}); "
-        f"preset {result['preset']} (variant {result['variant']}): batch {result['batch']}, "
-        f"M = {result['num_observed']} views + 1 target of {result['image']} images, "
-        f"{result['encoder']} encoder, tokens of width {result['width']}, {result['depth']} "
-        f"aggregator layers × {result['heads']} heads; median of {result['repeats']} "
-        "forward+backward, arms interleaved. Memory: " + mem + ".",
-        "",
-        "| measurement | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for key, label, spec in _ARM_ROWS:
-        cells = []
-        for n in names:
-            v, ref = result["arms"][n].get(key), base.get(key)
-            if v is None:
-                cells.append("—")
-                continue
-            text = format(v, spec)
-            if n != names[0] and ref and not key.endswith("params"):
-                text += f" ({v / ref:.2f}×)"
-            cells.append(text)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    integ = ", ".join(f"{n}: {result['arms'][n]['integration']}" for n in names)
-    lines += ["", f"CRATE parts by arm ({integ}); ratios against {names[0]}, same run."]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -709,16 +432,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=None, help="write results as JSON here")
     p.add_argument("--markdown", type=Path, default=None, help="write a Markdown table here")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: as is)")
-    g = p.add_argument_group("--aggregators: step-3 arms at an experiment preset's sizes")
-    g.add_argument("--aggregators", action="store_true", help="CRATE vs transformer (step 3)")
-    g.add_argument("--preset", default="cpu-demo", help="experiment preset (examples/configs)")
     p.add_argument(
         "--methods", default=None, help="comma-separated subset of the methods (sdpa always runs)"
     )
-    g.add_argument("--config-dir", type=Path, default=ROOT / "examples" / "configs")
-    g.add_argument("--variant", default="stopgrad-rate", help="the step-2 variant of the arms")
-    g.add_argument("--batch", type=int, default=None, help="sequences per step (preset's)")
-    g.add_argument("--arms", default=",".join(ARM_NAMES), help="comma-separated step-3 arms")
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -727,25 +443,6 @@ def main(argv: list[str] | None = None) -> None:
     else:
         device = torch.device(args.device)
     cuda = device.type == "cuda"
-    if args.aggregators:
-        from jepa_blocks.train.experiment import load_experiment_config
-
-        config = load_experiment_config(
-            preset=args.preset, config_dir=args.config_dir, variant=args.variant
-        )
-        result = arm_steps(
-            config,
-            arms=[a.strip() for a in args.arms.split(",") if a.strip()],
-            batch=args.batch,
-            repeats=args.repeats or (20 if cuda else 5),
-            warmup=args.warmup,
-            device=device,
-        )
-        text = arms_markdown(result)
-        print("\n" + text)
-        _write(args.json, json.dumps(result, indent=2) + "\n")
-        _write(args.markdown, text)
-        return
     if args.ns:
         ns = [int(v) for v in args.ns.split(",")]
     else:

@@ -52,8 +52,7 @@ from torch import Tensor, nn
 
 from common import check_gate, gate_line, gate_metrics, parse_cli, write_outputs
 from jepa_blocks.blocks import StackDiagnostics, crate_monitor, crate_stack_diagnostics
-from jepa_blocks.metrics import evaluate, extract_features
-from jepa_blocks.metrics.rank import rotation_delta_spectrum
+from jepa_blocks.metrics import evaluate, extract_features, rotation_delta_spectrum
 from jepa_blocks.runtime import num_threads
 from jepa_blocks.train import fit, seed_everything
 from jepa_blocks.train.config import config_to_dict

@@ -35,7 +35,7 @@ from jepa_blocks.blocks import (
     crate_blocks,
     weighted_specialization,
 )
-from jepa_blocks.metrics.rank import spectrum_effective_rank, topk_variance_fraction
+from jepa_blocks.metrics import spectrum_effective_rank, topk_variance_fraction
 from jepa_blocks.seq import Aggregator, CRATEPredictor, SeqJEPA
 from jepa_blocks.train.config import apply_overrides, config_from_dict
 from parts import ModelConfig, build_model

@@ -38,6 +38,7 @@ def test_step4_smoke(tmp_path):
     assert data["gate"]["name"] == "smoke" and data["gate"]["passed"]
     assert data["config"]["data"]["train_subset"] == 256 and data["train"]["steps"] > 0
     assert data["plots"] and all((tmp_path / p).is_file() for p in data["plots"])
+    assert "ToST state KiB" in (tmp_path / "table.md").read_text(encoding="utf-8")
 
 
 def test_step4_bad_arguments_fail_fast():

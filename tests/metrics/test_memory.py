@@ -57,3 +57,97 @@ def test_meter_scope_counts_the_submodule_apart():
     assert peak.scoped_bytes == scoped and peak.saved_bytes == total
     with pytest.raises(TypeError, match="scope"):
         SavedTensorMeter(scope=3)  # type: ignore[arg-type]
+
+
+def test_meter_counts_views_once_and_removes_its_scope_hooks():
+    w = nn.Parameter(torch.randn(1000))
+    x = torch.randn(1000, requires_grad=True)
+    with SavedTensorMeter(exclude=[w]) as meter:
+        y = (x * w).sum()  # saves x and w; w is excluded
+        v = x.view(10, 100)
+        y2 = (v * v).sum()  # saves the view of x twice: the same storage
+    assert meter.peak_bytes == 1000 * 4
+    del y, y2
+    inner = nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+    with SavedTensorMeter(exclude=inner.parameters(), scope=inner) as m2:
+        out = inner(torch.randn(4, 8)).sum()
+    # inside: the Linear's input (saved for its weight's gradient) and the Tanh output
+    assert m2.scoped_peak_bytes == m2.peak_bytes == 2 * 4 * 8 * 4
+    del out
+    count = m2.saved_count
+    inner(torch.randn(2, 8, requires_grad=True)).sum()  # after exit: the hooks are gone
+    assert m2.scoped_peak_bytes == 2 * 4 * 8 * 4 and m2.saved_count == count
+
+
+def _distinct_saved_bytes(fn, exclude):
+    """Reference: the bytes of every distinct storage saved while ``fn()`` runs (graph alive)."""
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in excluded:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+@pytest.mark.parametrize("kind", ["tost", "transformer"])
+def test_peak_of_a_model_step_is_every_saved_activation_and_scoped_to_the_aggregator(kind):
+    """A whole seq-JEPA step, no CUDA: with the graph alive the peak is the sum of the distinct
+    saved storages, and the aggregator's share is what its forward saved."""
+    from jepa_blocks import SeqJEPA, StopGradTarget
+    from jepa_blocks.seq import ActionEncoder, Aggregator, Predictor, transformer_blocks
+    from jepa_blocks.seq.streaming_aggregator import ToSTAggregator
+
+    torch.manual_seed(0)
+    agg = (
+        ToSTAggregator(dim=24, depth=2, heads=2)
+        if kind == "tost"
+        else Aggregator(dim=24, blocks=transformer_blocks(dim=24, depth=2, heads=2))
+    )
+    model = SeqJEPA(
+        encoder=nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU()),
+        target=StopGradTarget(),
+        action_encoder=ActionEncoder(action_dim=5, embed_dim=8),
+        aggregator=agg,
+        predictor=Predictor(in_dim=32, out_dim=16, hidden=16),
+    ).train()
+    views, actions = torch.randn(4, 6, 1, 8, 8), torch.randn(4, 5, 5)
+    exclude = [*model.parameters(), *model.buffers()]
+    peak = measure_peak_memory(lambda: model(views, actions).loss, exclude=exclude, scope=agg)
+    ref, _ = _distinct_saved_bytes(lambda: model(views, actions).loss, exclude)
+    agg_ref, _ = _distinct_saved_bytes(lambda: agg(torch.randn(4, 5, 24)).sum(), exclude)
+    assert peak.saved_bytes == ref and peak.cuda_bytes is None
+    assert peak.scoped_bytes is not None and 0 < peak.scoped_bytes < peak.saved_bytes
+    assert peak.scoped_bytes == agg_ref  # the aggregator alone on tokens of the same shape
+
+
+def test_peak_leaves_out_a_branch_freed_during_the_forward():
+    """What the peak does not count: tensors saved by a graph branch dropped before the end (the
+    old step-4 meter summed every storage ever saved; with the graph alive the two agree)."""
+    x = torch.randn(64, 32, requires_grad=True)
+
+    def forward():
+        h = x * 3  # a scalar multiplication saves nothing
+        unused = (h * h).sum()  # saves h (8192 bytes); the branch is dropped
+        del unused, h
+        return torch.tanh(x).sum()  # saves tanh(x), 8192 bytes
+
+    assert measure_peak_memory(forward).saved_bytes == 8192
+    assert _distinct_saved_bytes(forward, [])[0] == 2 * 8192
+
+
+def test_a_dropped_graph_is_freed():
+    import weakref
+
+    x = torch.randn(64, 32, requires_grad=True)
+    with SavedTensorMeter() as meter:
+        e = torch.exp(x)  # saves its own output
+        ref = weakref.ref(e)
+        loss = e.sum()
+        del e, loss
+    assert meter.current_bytes == 0 and ref() is None

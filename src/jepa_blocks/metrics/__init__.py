@@ -33,8 +33,15 @@ from jepa_blocks.metrics.rank import (
     delta_spectrum,
     effective_rank,
     principal_subspace,
+    rotation_delta_spectrum,
+    spectrum_effective_rank,
     subspace_explained_variance,
     topk_variance_fraction,
+)
+from jepa_blocks.metrics.stream_features import (
+    StreamFeatures,
+    extract_stream_features,
+    linacc_by_length,
 )
 
 __all__ = [
@@ -45,6 +52,7 @@ __all__ = [
     "ProbeFeatures",
     "ProbeResult",
     "SavedTensorMeter",
+    "StreamFeatures",
     "accuracy",
     "covariance_spectrum",
     "delta_spectrum",
@@ -52,9 +60,11 @@ __all__ = [
     "equivariance_r2",
     "evaluate",
     "extract_features",
+    "extract_stream_features",
     "fit_linear_classifier",
     "fit_regressor",
     "leakage",
+    "linacc_by_length",
     "linear_probe_accuracy",
     "measure_peak_memory",
     "plot_rank_monitor",
@@ -65,6 +75,8 @@ __all__ = [
     "r2_score",
     "rank_monitor",
     "regression_r2",
+    "rotation_delta_spectrum",
+    "spectrum_effective_rank",
     "subspace_explained_variance",
     "topk_variance_fraction",
 ]

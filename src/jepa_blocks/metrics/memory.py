@@ -124,7 +124,9 @@ class SavedTensorMeter:
         if key is None or key[0] in self._excluded or key[1] == 0:
             return t
         ptr, nbytes = key
-        packed = _Packed(t)
+        # Detached: an op that saves its own output would otherwise hold its own grad_fn (a
+        # reference cycle through the C++ node that keeps a dropped graph alive).
+        packed = _Packed(t.detach())
         count = self._refs.get(ptr, 0)
         self._refs[ptr] = count + 1
         if count == 0:

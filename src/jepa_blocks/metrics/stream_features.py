@@ -1,0 +1,209 @@
+r"""Frozen features of streamed aggregates: :math:`z_\text{AGG}` at several sequence lengths.
+
+A seq-JEPA with a streaming aggregator
+(:class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator`) gives :math:`z_\text{AGG}` after
+every view of a stream. :func:`extract_stream_features` encodes the probe sequences once and
+keeps the aggregate of several prefix lengths ``M_val`` from one streaming pass
+(:func:`~jepa_blocks.seq.streaming_aggregator.stream_aggregates`), checking it against the
+full-sequence aggregate; :meth:`StreamFeatures.at` hands one length to the probe suite
+(:func:`~jepa_blocks.metrics.evaluate`), and :func:`linacc_by_length` fits the linear class probe
+at every length. Other aggregators are run once per length, so the same code compares them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from jepa_blocks.metrics.evaluation import EvalConfig, FeatureSet
+from jepa_blocks.metrics.probes import linear_probe_accuracy
+from jepa_blocks.runtime import num_threads
+
+__all__ = ["StreamFeatures", "extract_stream_features", "linacc_by_length"]
+
+
+class StreamFeatures(NamedTuple):
+    r"""Frozen features of one split with :math:`z_\text{AGG}` for several ``M_val``.
+
+    Attributes:
+        z: Encodings of the first two views, ``(N, 2, D)``.
+        z_agg: :math:`z_\text{AGG}` for each length of ``lengths``, ``(N, L, D+E)``.
+        lengths: The ``M_val`` values, increasing.
+        labels: Class indices, ``(N,)``.
+        actions: The first relative action, ``(N, 1, A)``.
+        max_abs_diff: Largest difference between the streamed and the full-sequence
+            :math:`z_\text{AGG}` at the longest length, in the model's dtype, over all
+            sequences (``0.0`` for an aggregator that is not streamed).
+        max_abs_diff_f64: The same for a float64 copy of the model on the first batch, at every
+            length: the exactness of the recurrence without float32 rounding (``0.0`` for an
+            aggregator that is not streamed).
+    """
+
+    z: Tensor
+    z_agg: Tensor
+    lengths: tuple[int, ...]
+    labels: Tensor
+    actions: Tensor
+    max_abs_diff: float
+    max_abs_diff_f64: float = 0.0
+
+    def at(self, m: int) -> FeatureSet:
+        r"""The :class:`~jepa_blocks.metrics.FeatureSet` with :math:`z_\text{AGG}` at length ``m``.
+
+        Args:
+            m: One of :attr:`lengths`.
+
+        Returns:
+            The features for :func:`~jepa_blocks.metrics.evaluate`.
+
+        Shape:
+            - output.z: ``(N, 2, D)``; output.z_agg: ``(N, D+E)``; output.actions: ``(N, 1, A)``
+        """
+        if m not in self.lengths:
+            raise ValueError(f"m={m} is not one of the extracted lengths {self.lengths}")
+        return FeatureSet(self.z, self.z_agg[:, self.lengths.index(m)], self.labels, self.actions)
+
+
+def _check_lengths(values: Sequence[int], name: str) -> None:
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{name} must be a non-empty list of ints >= 1, got {values!r}")
+
+
+@torch.no_grad()
+def extract_stream_features(
+    model: nn.Module, loader: Any, lengths: Sequence[int], *, passes: int = 1
+) -> StreamFeatures:
+    r"""Encode the sequences of ``loader`` and aggregate each prefix length of ``lengths``.
+
+    With a :class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator` the aggregates come from
+    one streaming pass (:func:`~jepa_blocks.seq.streaming_aggregator.stream_aggregates`), and the
+    full-sequence aggregate of the longest prefix is computed too, to check the two agree (in the
+    model's dtype on every batch; in float64, on a copy of the model, at every length on the
+    first batch). Other aggregators are run once per length.
+
+    Float32 differences can exceed rounding: the causal TSSA normaliser
+    :math:`w_t^2 / \max(\sum_{s \le t} w_s^2, 10^{-12})` is ill-conditioned where a coordinate's
+    projections are near zero in the first positions, so the two paths' different matmul
+    roundings can move the memberships there. The float64 check shows the recurrence itself is
+    exact.
+
+    Args:
+        model: A :class:`~jepa_blocks.SeqJEPA` (put in eval mode here, restored after).
+        loader: A :class:`~jepa_blocks.data.SequenceLoader` with at least ``max(lengths)``
+            observed views; pass ``k`` uses its epoch ``k``.
+        lengths: The ``M_val`` values (sorted and deduplicated here).
+        passes: Passes over the loader (sequences per image).
+
+    Returns:
+        :class:`StreamFeatures` on the CPU, float32.
+
+    Raises:
+        ValueError: A length below 1, or longer than the loader's sequences.
+
+    Shape:
+        - output.z: ``(N, 2, D)``; output.z_agg: ``(N, len(lengths), D+E)``;
+          output.actions: ``(N, 1, A)``
+    """
+    from jepa_blocks.seq.streaming_aggregator import ToSTAggregator, stream_aggregates
+
+    lengths = tuple(sorted(set(lengths)))
+    _check_lengths(lengths, "lengths")
+    streaming = isinstance(getattr(model, "aggregator", None), ToSTAggregator)
+    was_training = model.training
+    model.eval()
+    zs: list[Tensor] = []
+    aggs: list[Tensor] = []
+    labels: list[Tensor] = []
+    actions: list[Tensor] = []
+    diff = torch.zeros(())
+    diff64 = 0.0
+    try:
+        for k in range(passes):
+            loader.set_epoch(k)
+            for batch in loader:
+                m = batch.views.shape[1] - 1
+                if m < lengths[-1]:
+                    raise ValueError(f"the loader has {m} observed views, need {lengths[-1]}")
+                z = model.encode(batch.views[:, : lengths[-1]])  # type: ignore[operator]
+                if streaming:
+                    every = stream_aggregates(model, z, batch.actions)
+                    agg = every[:, [n - 1 for n in lengths]]
+                    full = model.aggregate(z, batch.actions[:, : lengths[-1]])  # type: ignore[operator]
+                    diff = torch.maximum(diff, (agg[:, -1] - full).abs().max().float().cpu())
+                    if not zs:
+                        diff64 = _float64_check(model, z, batch.actions, lengths)
+                else:
+                    agg = torch.stack(
+                        [model.aggregate(z[:, :n], batch.actions[:, :n]) for n in lengths],  # type: ignore[operator]
+                        dim=1,
+                    )
+                zs.append(z[:, :2].float().cpu())
+                aggs.append(agg.float().cpu())
+                labels.append(batch.labels.cpu())
+                actions.append(batch.actions[:, :1].float().cpu())
+    finally:
+        model.train(was_training)
+    return StreamFeatures(
+        torch.cat(zs),
+        torch.cat(aggs),
+        lengths,
+        torch.cat(labels),
+        torch.cat(actions),
+        float(diff),
+        diff64,
+    )
+
+
+def _float64_check(model: nn.Module, z: Tensor, actions: Tensor, lengths: Sequence[int]) -> float:
+    """Largest |streamed − full| z_agg of a float64 copy of ``model`` at every length."""
+    from jepa_blocks.seq.streaming_aggregator import stream_aggregates
+
+    m64 = copy.deepcopy(model).double().eval()
+    z64, a64 = z.double(), actions.double()
+    every = stream_aggregates(m64, z64, a64)
+    worst = 0.0
+    for n in lengths:
+        full = m64.aggregate(z64[:, :n], a64[:, :n])  # type: ignore[operator]
+        worst = max(worst, float((every[:, n - 1] - full).abs().max()))
+    return worst
+
+
+def linacc_by_length(
+    train: StreamFeatures, test: StreamFeatures, config: EvalConfig
+) -> dict[int, float]:
+    r"""Test accuracy of the linear class probe on :math:`z_\text{AGG}` at every length.
+
+    The probe of :func:`~jepa_blocks.metrics.evaluate`'s ``linacc`` (``config.classifier`` and its
+    settings, seeded by ``config.seed``, on ``config.probe_threads`` threads), fitted once per
+    ``M_val``.
+
+    Args:
+        train: Features of the probes' training split.
+        test: Features of the test split (the same lengths).
+        config: Probe settings.
+
+    Returns:
+        ``{M_val: accuracy}`` (fractions), in increasing ``M_val``.
+    """
+    if not isinstance(config, EvalConfig):
+        raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+    if train.lengths != test.lengths:
+        raise ValueError(f"train and test lengths differ: {train.lengths} vs {test.lengths}")
+    out = {}
+    with num_threads(config.probe_threads):
+        for i, m in enumerate(train.lengths):
+            kw: dict[str, Any] = {"solver": config.classifier}
+            if config.classifier == "adam":
+                kw.update(epochs=config.classifier_epochs, standardize=False)
+            else:
+                kw["weight_decay"] = config.classifier_weight_decay
+            kw["generator"] = torch.Generator().manual_seed(config.seed)
+            res = linear_probe_accuracy(
+                train.z_agg[:, i], train.labels, test.z_agg[:, i], test.labels, **kw
+            )
+            out[m] = float(res.test)
+    return out
