@@ -33,9 +33,6 @@ REGENERATE = "run `python tools/update_api_snapshot.py` and commit tests/api_sna
 EXPECTED_EXPERIMENTAL = {
     "jepa_blocks.local",
     "jepa_blocks.streaming",
-    "jepa_blocks.train.experiment",
-    "jepa_blocks.train.step3",
-    "jepa_blocks.train.step4",
 }
 
 

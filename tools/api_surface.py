@@ -8,12 +8,11 @@ Rules:
 * A module is **public** when no component of its dotted name starts with ``_`` and it is either
   ``jepa_blocks`` itself, a module or package directly below it (``jepa_blocks.rate``,
   ``jepa_blocks.blocks``, ...), or a deeper module whose ``__all__`` holds a name that its
-  package does not re-export (``jepa_blocks.train.step3``, ...). A deeper module whose names are
+  package does not re-export (``jepa_blocks.train.loop``, ...). A deeper module whose names are
   all re-exported (``jepa_blocks.blocks.crate``) is an implementation detail of its package.
 * Its public names are its ``__all__``.
 * A module is **experimental** when it, or a package above it, sets
-  ``__experimental__ = True`` (``jepa_blocks.streaming``, ``jepa_blocks.local``, the research-step
-  modules ``jepa_blocks.train.experiment``, ``step3`` and ``step4``).
+  ``__experimental__ = True`` (``jepa_blocks.streaming``, ``jepa_blocks.local``).
 * The recorded signature of a function is ``str(inspect.signature(f))``; of a class, the signature
   of its constructor (``inspect.signature(cls)``, i.e. ``__init__`` without ``self``); other
   type aliases (``Literal[...]``, ``Callable[...]``) record their ``repr``; other objects

@@ -63,7 +63,7 @@ from jepa_blocks.seq import (
     transformer_blocks,
 )
 from jepa_blocks.targets import CenterSharpen, EMATarget, StopGradTarget, Target, cosine_momentum
-from jepa_blocks.variational_rate import LocalCodingRate
+from jepa_blocks.window_rate import LocalCodingRate
 
 __all__ = [
     "CRATE",

@@ -64,7 +64,7 @@ def _check_reduction(reduction: str) -> None:
     check_choice(reduction, "reduction", _REDUCTIONS)
 
 
-def _upcast(x: Tensor) -> Tensor:
+def upcast_float(x: Tensor) -> Tensor:
     """float16/bfloat16 → float32, so losses are computed and returned in at least float32."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
@@ -102,7 +102,7 @@ def cosine_loss(
     _check_reduction(reduction)
     check_positive(eps, "eps")
     with torch.autocast(pred.device.type, enabled=False):
-        cos = F.cosine_similarity(_upcast(pred), _upcast(target), dim=-1, eps=eps)
+        cos = F.cosine_similarity(upcast_float(pred), upcast_float(target), dim=-1, eps=eps)
         return _reduce(1.0 - cos, reduction)
 
 
@@ -127,7 +127,7 @@ def mse_loss(pred: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> 
     _check_pair(pred, target)
     _check_reduction(reduction)
     with torch.autocast(pred.device.type, enabled=False):
-        return _reduce((_upcast(pred) - _upcast(target)).square().mean(dim=-1), reduction)
+        return _reduce((upcast_float(pred) - upcast_float(target)).square().mean(dim=-1), reduction)
 
 
 def smooth_l1_loss(
@@ -156,7 +156,7 @@ def smooth_l1_loss(
     _check_reduction(reduction)
     beta = check_positive(beta, "beta", allow_zero=True)
     with torch.autocast(pred.device.type, enabled=False):
-        per_elem = F.smooth_l1_loss(_upcast(pred), _upcast(target), beta=beta, reduction="none")
+        per_elem = F.smooth_l1_loss(upcast_float(pred), upcast_float(target), beta=beta, reduction="none")
         return _reduce(per_elem.mean(dim=-1), reduction)
 
 
@@ -186,8 +186,8 @@ def soft_cross_entropy(
     _check_reduction(reduction)
     t = check_positive(temperature, "temperature")
     with torch.autocast(pred.device.type, enabled=False):
-        log_p = F.log_softmax(_upcast(pred) / t, dim=-1)
-        return _reduce(-(_upcast(target) * log_p).sum(dim=-1), reduction)
+        log_p = F.log_softmax(upcast_float(pred) / t, dim=-1)
+        return _reduce(-(upcast_float(target) * log_p).sum(dim=-1), reduction)
 
 
 def linear_warmup(step: int | Tensor, *, warmup_steps: int) -> float | Tensor:

@@ -30,7 +30,7 @@ from jepa_blocks._validation import (
 )
 from jepa_blocks.distributed import all_gather_rows, all_reduce_sum, is_distributed, world_size
 from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
-from jepa_blocks.variational_rate import VariationalRate, variational_rate
+from jepa_blocks.variational import VariationalRate, variational_rate
 
 __all__ = [
     "CodingRate",

@@ -15,7 +15,7 @@ from jepa_blocks.blocks.tost import (
     tost_blocks,
 )
 from jepa_blocks.seq import Aggregator
-from jepa_blocks.variational_rate import variational_rate
+from jepa_blocks.variational import variational_rate
 from tost_testutils import F64
 from tost_testutils import randn as _x
 from tost_testutils import randomise as _randomise  # parameters set to 0.4·N(0, 1)

@@ -7,7 +7,7 @@ Linear-Time Attention via Variational Rate Reduction", arXiv:2412.17810. Officia
 from the formulas; no code is copied.
 
 TSSA is one descent step on the variational (diagonal) bound of the compression term
-:math:`R^c` (see :func:`jepa_blocks.variational_rate.variational_rate`). With one linear map
+:math:`R^c` (see :func:`jepa_blocks.variational.variational_rate`). With one linear map
 ``qkv`` giving :math:`K` heads :math:`w_{k,i} \in \mathbb{R}^p` per token :math:`i`:
 
 .. math::

@@ -86,7 +86,7 @@ def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
     return torch.lerp(other, images, factor).clamp_(0.0, 1.0)
 
 
-def _on_subset(images: Tensor, mask: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+def on_subset(images: Tensor, mask: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
     """A copy of ``images`` with ``fn`` applied to the rows selected by the boolean ``mask``."""
     out = images.clone()
     idx = torch.nonzero(mask).squeeze(1)
@@ -219,7 +219,7 @@ def grayscale(images: Tensor, mask: Tensor) -> Tensor:
     m = _selected(mask, _check_images(images))
     if images.shape[1] == 1:
         return images.clone()
-    return _on_subset(images, m, lambda x: TF.rgb_to_grayscale(x, num_output_channels=3))
+    return on_subset(images, m, lambda x: TF.rgb_to_grayscale(x, num_output_channels=3))
 
 
 def solarize(images: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
@@ -239,7 +239,7 @@ def solarize(images: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1] for float images, got {threshold!r}")
     m = _selected(mask, images)
-    return _on_subset(images, m, lambda x: TF.solarize(x, threshold=float(threshold)))
+    return on_subset(images, m, lambda x: TF.solarize(x, threshold=float(threshold)))
 
 
 def blur_kernel_size(image_size: int) -> int:

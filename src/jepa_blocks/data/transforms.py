@@ -33,11 +33,11 @@ from jepa_blocks.data.geometric import (
     sample_resized_crop_boxes,
 )
 from jepa_blocks.data.photometric import (
-    _on_subset,
     blur_kernel_size,
     color_jitter,
     gaussian_blur,
     grayscale,
+    on_subset,
     solarize,
 )
 
@@ -427,7 +427,7 @@ class ParamColorJitter(ParamTransform):
         params = params.to(images.device)
         applied = params[:, 0] > 0.5
         rows = params[applied]
-        return _on_subset(images, applied, lambda x: color_jitter(x, rows[:, 1:5], rows[:, 5:9]))
+        return on_subset(images, applied, lambda x: color_jitter(x, rows[:, 1:5], rows[:, 5:9]))
 
 
 class ParamGrayscale(_CoinFlip):

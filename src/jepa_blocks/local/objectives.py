@@ -55,7 +55,7 @@ from torch import Tensor
 
 from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import check_floating_tensor, check_positive
-from jepa_blocks.losses import _upcast, cosine_loss, mse_loss
+from jepa_blocks.losses import cosine_loss, mse_loss, upcast_float
 from jepa_blocks.rate import coding_rate
 
 __all__ = [
@@ -125,7 +125,7 @@ def _prediction_term(
 ) -> Tensor:
     """``loss`` of the predictions and detached targets (:func:`_pairs`); 0 without pairs."""
     p, t = _pairs(z, pred, target)
-    return loss(p, t) if p.shape[1] > 0 else _upcast(z).new_zeros(())
+    return loss(p, t) if p.shape[1] > 0 else upcast_float(z).new_zeros(())
 
 
 def _check_weight(value: float, name: str) -> float:
@@ -163,7 +163,7 @@ def variance_loss(z: Tensor, *, eps: float = 1e-4) -> Tensor:
     """
     _check_views(z)
     eps = check_positive(eps, "eps")
-    x = _centered(rearrange(_upcast(z), "b t d -> t b d"))
+    x = _centered(rearrange(upcast_float(z), "b t d -> t b d"))
     var = x.pow(2).sum(dim=1) / (x.shape[1] - 1)  # (T, d)
     return -torch.log(var + eps).mean()
 
@@ -186,7 +186,7 @@ def decorrelation_loss(z: Tensor) -> Tensor:
         - output: ``()``
     """
     _check_views(z)
-    x = _centered(rearrange(_upcast(z), "b t d -> t b d"))
+    x = _centered(rearrange(upcast_float(z), "b t d -> t b d"))
     n, d = x.shape[1], x.shape[2]
     cov = torch.einsum("tbi,tbj->tij", x, x) / (n - 1)  # (T, d, d)
     off = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
@@ -297,7 +297,7 @@ def local_rate_loss(
     pull = _prediction_term(z, pred, target, cosine_loss)
     zt = rearrange(z, "b t d -> t b d")
     if normalize:
-        zt = F.normalize(_upcast(zt), dim=-1)
+        zt = F.normalize(upcast_float(zt), dim=-1)
     rate = coding_rate(zt, eps=eps).mean()
     loss = w_pull * pull - lam * rate
     if return_parts:

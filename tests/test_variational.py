@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jepa_blocks.rate import coding_rate, rate_reduction
-from jepa_blocks.variational_rate import LocalCodingRate, VariationalRate, variational_rate
+from jepa_blocks.variational import VariationalRate, variational_rate
+from jepa_blocks.window_rate import LocalCodingRate
 from reference import ref_half_logdet
 
 F64 = torch.float64
