@@ -1,13 +1,8 @@
 r"""Image encoders :math:`f_\theta`: a small CNN for CPU demos and tests, and ResNet-18.
 
-* :class:`SmallCNN` — three 3×3 conv–BN–ReLU stages (strides 1, 2, 2) and global average
-  pooling, or optionally a linear head over a pooled spatial grid and a BatchNorm of the
-  output; fast on a laptop CPU for 28×28 (MNIST) and 32×32 inputs.
-* :func:`resnet18_encoder` — torchvision's ResNet-18 with ``fc`` removed (output 512), by default
-  with the CIFAR stem, as in seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176; official code
-  ``hafezgh/seq-jepa``, ``src/models.py``: ``resnet18(zero_init_residual=True)``, ``fc =
-  Identity``, and with ``--cifar-resnet`` ``conv1 = Conv2d(3, 64, 3, stride 1, padding 1,
-  bias=False)`` and ``maxpool = Identity``). torchvision is imported only when it is called.
+:class:`SmallCNN` is fast on a laptop CPU for 28×28 (MNIST) and 32×32 inputs;
+:func:`resnet18_encoder` is seq-JEPA's encoder (Ghaemi et al., 2025, arXiv:2505.03176; official
+code ``hafezgh/seq-jepa``, ``src/models.py``), torchvision imported only when it is called.
 """
 
 from __future__ import annotations
@@ -25,20 +20,13 @@ class SmallCNN(nn.Module):
     """A three-stage CNN encoder: conv3×3 stride 1, 2, 2, each with BatchNorm and ReLU, then a head.
 
     With ``grid=1`` (default) the channels are ``in_channels → width → 2·width → out_dim`` and the
-    output is the global average of the last feature map (no projector, like the paper's ResNet
-    encoder). Any input of at least 4×4 pixels works; 28×28 gives 7×7 and 32×32 gives 8×8 final
-    maps.
-
-    With ``grid=g > 1`` the last stage keeps ``2·width`` channels, the map is average-pooled to a
-    ``g × g`` grid (:class:`torch.nn.AdaptiveAvgPool2d`; the identity for ``g = 7`` on 28×28
-    inputs), flattened and mapped to ``out_dim`` by a linear layer. The output then keeps *where*
-    each local feature is: global pooling of a small-receptive-field CNN (about 15 pixels here)
-    returns an orderless bag of stroke features, which on MNIST digits loses both the digit's
-    layout and its translation. ``out_norm="batch"`` appends a BatchNorm without affine
-    parameters (batch statistics in training, running statistics in evaluation), so every
-    output coordinate is centred and of unit variance: the post-ReLU pooled features are
-    otherwise all positive and nearly parallel, which makes a cosine prediction loss easy to
-    satisfy with their mean direction.
+    output is the global average of the last feature map (no projector, like the paper's ResNet).
+    With ``grid=g > 1`` the last stage keeps ``2·width`` channels, is average-pooled to a ``g × g``
+    grid, flattened and mapped to ``out_dim`` by a linear layer, so the output keeps *where* each
+    local feature is (global pooling of a CNN with a ~15-pixel receptive field loses an MNIST
+    digit's layout and translation). ``out_norm="batch"`` appends a BatchNorm without affine
+    parameters, which centres the otherwise all-positive, nearly parallel post-ReLU features that
+    make a cosine prediction loss easy to satisfy with their mean direction.
 
     Args:
         in_channels: Input channels (1 for MNIST, 3 for colour images).
@@ -109,11 +97,10 @@ def resnet18_encoder(
 ) -> nn.Module:
     """torchvision ResNet-18 without its classifier: images → 512-d pooled features.
 
-    With ``cifar_stem=True`` (default; CIFAR-100, Tiny ImageNet and STL-10 patches in the paper)
-    the 7×7 stride-2 stem convolution is replaced by a 3×3 stride-1 one and the max-pool is
-    removed, so 32×32 inputs keep a 4×4 final map; ``cifar_stem=False`` keeps the ImageNet stem
-    (the paper's 3DIEBench setting, 128×128 inputs). As in the official code the replaced stem
-    convolution keeps PyTorch's default initialisation. Weights are random (no download).
+    With ``cifar_stem=True`` (CIFAR-100, Tiny ImageNet and STL-10 patches in the paper; official
+    ``--cifar-resnet``) the 7×7 stride-2 stem convolution becomes a 3×3 stride-1 one (PyTorch's
+    default initialisation) and the max-pool is removed, so 32×32 inputs keep a 4×4 final map;
+    ``cifar_stem=False`` keeps the ImageNet stem (3DIEBench, 128×128). Weights are random.
 
     Args:
         cifar_stem: Use the CIFAR stem.

@@ -1,34 +1,31 @@
 r"""Prediction losses for joint-embedding predictive models, and the composed objective.
 
-Each loss compares a prediction :math:`\hat z` with a target :math:`\bar z` (already detached by
-the target wrapper, see :mod:`jepa_blocks.targets`) vector by vector along the last dimension,
-then reduces over all leading dimensions. float16/bfloat16 inputs are upcast and the loss is
-computed in float32 outside autocast (a low-precision mean over a batch loses digits):
+Each loss compares a prediction :math:`\hat z` with a detached target :math:`\bar z` vector by
+vector along the last dimension and reduces over the leading ones, in at least float32 outside
+autocast (a low-precision mean over a batch loses digits).
 
 * :func:`cosine_loss` — :math:`1 - \cos(\hat z, \bar z)`, the seq-JEPA loss (Ghaemi et al., 2025,
   "seq-JEPA", arXiv:2505.03176, §2; official code ``hafezgh/seq-jepa``, ``src/models.py``,
   ``SeqJEPA_Transforms.forward``: ``1 - CosineSimilarity(dim=1)(pred, target).mean()``).
-* :func:`mse_loss` — mean squared error per vector.
-* :func:`smooth_l1_loss` — Huber / smooth-L1 per vector (as in I-JEPA / V-JEPA style objectives).
-* :func:`soft_cross_entropy` — DINO-style cross-entropy against a probability target, for use
-  with :class:`jepa_blocks.targets.CenterSharpen` (Caron et al., 2021, "Emerging Properties in
-  Self-Supervised Vision Transformers").
+* :func:`mse_loss`, :func:`smooth_l1_loss` — squared error and Huber (I-JEPA / V-JEPA style).
+* :func:`soft_cross_entropy` — DINO-style cross-entropy against a probability target (Caron et
+  al., 2021, "Emerging Properties in Self-Supervised Vision Transformers").
 
-The composed objective subtracts a weighted, non-negative rate (see :mod:`jepa_blocks.rate`):
-:math:`\mathcal L = \mathcal L_\text{pred} - \lambda\, R` (:func:`regularized_objective`), with
-an optional linear warm-up of :math:`\lambda` (:func:`linear_warmup`).
+:func:`regularized_objective` subtracts a weighted rate (:mod:`jepa_blocks.rate`),
+:math:`\mathcal L = \mathcal L_\text{pred} - \lambda\, R`, optionally with :func:`linear_warmup`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from jepa_blocks._module_form import FunctionModule
-from jepa_blocks._validation import check_choice, check_positive
+from jepa_blocks._validation import check_choice, check_int, check_positive
 
 __all__ = [
     "CosineLoss",
@@ -44,10 +41,10 @@ __all__ = [
 ]
 
 Reduction = Literal["mean", "sum", "none"]
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = get_args(Reduction)
 
 
-def _check_pair(pred: Tensor, target: Tensor) -> None:
+def _check(pred: Tensor, target: Tensor, reduction: str) -> None:
     for name, x in (("pred", pred), ("target", target)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -58,9 +55,6 @@ def _check_pair(pred: Tensor, target: Tensor) -> None:
             f"pred and target must have the same shape (..., d), got pred {tuple(pred.shape)} "
             f"and target {tuple(target.shape)}"
         )
-
-
-def _check_reduction(reduction: str) -> None:
     check_choice(reduction, "reduction", _REDUCTIONS)
 
 
@@ -69,12 +63,13 @@ def upcast_float(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _reduce(per_vector: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return per_vector.mean()
-    if reduction == "sum":
-        return per_vector.sum()
-    return per_vector
+def _loss(
+    pred: Tensor, target: Tensor, reduction: str, per_vector: Callable[[Tensor, Tensor], Tensor]
+) -> Tensor:
+    """``per_vector`` of the upcast pair, outside autocast, reduced over the leading dims."""
+    with torch.autocast(pred.device.type, enabled=False):
+        out = per_vector(upcast_float(pred), upcast_float(target))
+        return out.mean() if reduction == "mean" else out.sum() if reduction == "sum" else out
 
 
 def cosine_loss(
@@ -86,8 +81,7 @@ def cosine_loss(
     leading indices, exactly the official code's ``1 - CosineSimilarity(dim=1)(...).mean()``.
 
     Args:
-        pred: Predictions :math:`\hat z`.
-        target: Targets :math:`\bar z` (detach them first; this function does not).
+        pred, target: Predictions :math:`\hat z` and (detached) targets :math:`\bar z`.
         eps: Lower bound on each vector norm, as in :func:`torch.nn.functional.cosine_similarity`.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the leading dimensions.
 
@@ -95,39 +89,30 @@ def cosine_loss(
         The loss, in :math:`[0, 2]` per vector.
 
     Shape:
-        - pred, target: ``(..., d)``
-        - output: ``()``, or ``(...)`` with ``reduction="none"``
+        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
     """
-    _check_pair(pred, target)
-    _check_reduction(reduction)
+    _check(pred, target, reduction)
     check_positive(eps, "eps")
-    with torch.autocast(pred.device.type, enabled=False):
-        cos = F.cosine_similarity(upcast_float(pred), upcast_float(target), dim=-1, eps=eps)
-        return _reduce(1.0 - cos, reduction)
+    return _loss(pred, target, reduction, lambda p, t: 1.0 - F.cosine_similarity(p, t, -1, eps))
 
 
 def mse_loss(pred: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
     r"""Mean squared error per vector, :math:`\frac1d\lVert \hat z - \bar z\rVert^2`.
 
-    With ``reduction="mean"`` it equals :func:`torch.nn.functional.mse_loss` (mean over all
-    elements).
+    With ``reduction="mean"`` it equals :func:`torch.nn.functional.mse_loss`.
 
     Args:
-        pred: Predictions :math:`\hat z`.
-        target: Targets :math:`\bar z`.
+        pred, target: Predictions :math:`\hat z` and targets :math:`\bar z`.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the leading dimensions.
 
     Returns:
-        The loss (non-negative).
+        The mean squared error (non-negative).
 
     Shape:
-        - pred, target: ``(..., d)``
-        - output: ``()``, or ``(...)`` with ``reduction="none"``
+        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
     """
-    _check_pair(pred, target)
-    _check_reduction(reduction)
-    with torch.autocast(pred.device.type, enabled=False):
-        return _reduce((upcast_float(pred) - upcast_float(target)).square().mean(dim=-1), reduction)
+    _check(pred, target, reduction)
+    return _loss(pred, target, reduction, lambda p, t: (p - t).square().mean(dim=-1))
 
 
 def smooth_l1_loss(
@@ -140,24 +125,24 @@ def smooth_l1_loss(
     With ``reduction="mean"`` it equals :func:`torch.nn.functional.smooth_l1_loss`.
 
     Args:
-        pred: Predictions :math:`\hat z`.
-        target: Targets :math:`\bar z`.
+        pred, target: Predictions :math:`\hat z` and targets :math:`\bar z`.
         beta: Threshold :math:`\beta \ge 0` between the quadratic and linear parts.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the leading dimensions.
 
     Returns:
-        The loss (non-negative).
+        The smooth-L1 loss (non-negative).
 
     Shape:
-        - pred, target: ``(..., d)``
-        - output: ``()``, or ``(...)`` with ``reduction="none"``
+        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
     """
-    _check_pair(pred, target)
-    _check_reduction(reduction)
+    _check(pred, target, reduction)
     beta = check_positive(beta, "beta", allow_zero=True)
-    with torch.autocast(pred.device.type, enabled=False):
-        per_elem = F.smooth_l1_loss(upcast_float(pred), upcast_float(target), beta=beta, reduction="none")
-        return _reduce(per_elem.mean(dim=-1), reduction)
+    return _loss(
+        pred,
+        target,
+        reduction,
+        lambda p, t: F.smooth_l1_loss(p, t, beta=beta, reduction="none").mean(dim=-1),
+    )
 
 
 def soft_cross_entropy(
@@ -176,25 +161,23 @@ def soft_cross_entropy(
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the leading dimensions.
 
     Returns:
-        The loss (non-negative).
+        The cross-entropy (non-negative).
 
     Shape:
-        - pred, target: ``(..., d)``
-        - output: ``()``, or ``(...)`` with ``reduction="none"``
+        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
     """
-    _check_pair(pred, target)
-    _check_reduction(reduction)
+    _check(pred, target, reduction)
     t = check_positive(temperature, "temperature")
-    with torch.autocast(pred.device.type, enabled=False):
-        log_p = F.log_softmax(upcast_float(pred) / t, dim=-1)
-        return _reduce(-(upcast_float(target) * log_p).sum(dim=-1), reduction)
+    return _loss(
+        pred, target, reduction, lambda p, q: -(q * F.log_softmax(p / t, dim=-1)).sum(dim=-1)
+    )
 
 
 def linear_warmup(step: int | Tensor, *, warmup_steps: int) -> float | Tensor:
     r"""Linear warm-up factor :math:`\min(1, \max(0, s) / S)`; 1 when :math:`S = 0`.
 
-    Multiply a loss weight by it: the weight then ramps linearly from 0 at step 0 to its full
-    value at step :math:`S` (``warmup_steps``) and stays there.
+    A loss weight multiplied by it ramps linearly from 0 at step 0 to its full value at step
+    :math:`S` (``warmup_steps``).
 
     Args:
         step: Optimizer steps done so far, an ``int`` or an integer/float tensor (for instance a
@@ -205,28 +188,22 @@ def linear_warmup(step: int | Tensor, *, warmup_steps: int) -> float | Tensor:
         A ``float`` for an ``int`` step, a float32 tensor of the step's shape for a tensor step.
 
     Shape:
-        - step: any (tensor) or scalar
-        - output: same as ``step``
+        - step: any (tensor) or scalar; output: same as ``step``
     """
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+    check_int(warmup_steps, "warmup_steps", minimum=0)
     if isinstance(step, Tensor):
         if warmup_steps == 0:
             return torch.ones(step.shape, dtype=torch.float32, device=step.device)
         return (step.to(torch.float32) / warmup_steps).clamp(0.0, 1.0)
     if isinstance(step, bool) or not isinstance(step, int):
         raise TypeError(f"step must be an int or a tensor, got {type(step).__name__}")
-    if warmup_steps == 0:
-        return 1.0
-    return min(1.0, max(0, step) / warmup_steps)
+    return 1.0 if warmup_steps == 0 else min(1.0, max(0, step) / warmup_steps)
 
 
 def regularized_objective(
     prediction_loss: Tensor, rate: Tensor, *, weight: float | Tensor
 ) -> Tensor:
-    r"""The composed objective :math:`\mathcal L_\text{pred} - \lambda R`.
-
-    Rates are positive (more spread is better), so they are subtracted.
+    r"""The composed objective :math:`\mathcal L_\text{pred} - \lambda R` (a rate: more is better).
 
     Args:
         prediction_loss: :math:`\mathcal L_\text{pred}`.
@@ -237,8 +214,7 @@ def regularized_objective(
         :math:`\mathcal L_\text{pred} - \lambda R`.
 
     Shape:
-        - prediction_loss, rate, weight: broadcastable (usually ``()``)
-        - output: broadcast shape
+        - prediction_loss, rate, weight: broadcastable (usually ``()``); output: broadcast shape
     """
     if not isinstance(weight, Tensor):
         check_positive(weight, "weight", allow_zero=True)
@@ -246,101 +222,90 @@ def regularized_objective(
 
 
 class _LossModule(FunctionModule):
-    """Module form of a loss of ``(pred, target)``: a checked ``reduction`` and the options."""
+    """Module form of ``_function(pred, target, **options)``; options are numbers ``> 0`` (or
+    ``>= 0`` with ``allow_zero``), checked after ``reduction``."""
 
+    _function: ClassVar[Callable[..., Tensor]]
     reduction: Reduction
 
-    def __init__(self, reduction: Reduction) -> None:
+    def __init__(self, reduction: Reduction, *, allow_zero: bool = False, **options: float) -> None:
         super().__init__()
-        _check_reduction(reduction)
+        check_choice(reduction, "reduction", _REDUCTIONS)
         self.reduction = reduction
+        for name, value in options.items():
+            setattr(self, name, check_positive(value, name, allow_zero=allow_zero))
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Return the loss of ``pred`` and ``target`` with the stored options."""
+        return type(self)._function(pred, target, **self._kwargs())
 
 
 class CosineLoss(_LossModule):
     """Module form of :func:`cosine_loss`.
 
-    Args:
-        eps: Lower bound on vector norms.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
     Shape:
-        - pred, target: ``(..., d)``
-        - output: ``()``, or ``(...)`` with ``reduction="none"``
+        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
+
+    Args:
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        eps: Lower bound on vector norms, ``> 0``.
     """
 
     _options = ("eps", "reduction")
+    _function = staticmethod(cosine_loss)
 
     def __init__(self, *, eps: float = 1e-8, reduction: Reduction = "mean") -> None:
-        super().__init__(reduction)
-        self.eps = check_positive(eps, "eps")
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Return :func:`cosine_loss` of ``pred`` and ``target``."""
-        return cosine_loss(pred, target, **self._kwargs())
+        super().__init__(reduction, eps=eps)
 
 
 class MSELoss(_LossModule):
     """Module form of :func:`mse_loss`.
 
+    Shape:
+        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
+
     Args:
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Shape:
-        - pred, target: ``(..., d)``
-        - output: ``()``, or ``(...)`` with ``reduction="none"``
     """
 
     _options = ("reduction",)
+    _function = staticmethod(mse_loss)
 
     def __init__(self, *, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Return :func:`mse_loss` of ``pred`` and ``target``."""
-        return mse_loss(pred, target, **self._kwargs())
 
 
 class SmoothL1Loss(_LossModule):
     """Module form of :func:`smooth_l1_loss`.
 
-    Args:
-        beta: Threshold between the quadratic and linear parts, ``>= 0``.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
     Shape:
-        - pred, target: ``(..., d)``
-        - output: ``()``, or ``(...)`` with ``reduction="none"``
+        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
+
+    Args:
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        beta: Threshold between the quadratic and linear parts, ``>= 0``.
     """
 
     _options = ("beta", "reduction")
+    _function = staticmethod(smooth_l1_loss)
 
     def __init__(self, *, beta: float = 1.0, reduction: Reduction = "mean") -> None:
-        super().__init__(reduction)
-        self.beta = check_positive(beta, "beta", allow_zero=True)
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Return :func:`smooth_l1_loss` of ``pred`` and ``target``."""
-        return smooth_l1_loss(pred, target, **self._kwargs())
+        super().__init__(reduction, allow_zero=True, beta=beta)
 
 
 class SoftCrossEntropy(_LossModule):
-    """Module form of :func:`soft_cross_entropy`.
-
-    Args:
-        temperature: Student temperature, ``> 0``.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+    """Module form of :func:`soft_cross_entropy` (logits ``pred``, probabilities ``target``).
 
     Shape:
-        - pred, target: ``(..., d)``
-        - output: ``()``, or ``(...)`` with ``reduction="none"``
+        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
+
+    Args:
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        temperature: Student temperature, ``> 0``.
     """
 
     _options = ("temperature", "reduction")
+    _function = staticmethod(soft_cross_entropy)
 
     def __init__(self, *, temperature: float = 0.1, reduction: Reduction = "mean") -> None:
-        super().__init__(reduction)
-        self.temperature = check_positive(temperature, "temperature")
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Return :func:`soft_cross_entropy` of logits ``pred`` and probabilities ``target``."""
-        return soft_cross_entropy(pred, target, **self._kwargs())
+        super().__init__(reduction, temperature=temperature)

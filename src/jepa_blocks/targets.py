@@ -1,26 +1,18 @@
 r"""Target encoders for joint-embedding predictive learning: EMA teacher, stop-gradient, DINO-style
 centering and sharpening.
 
-A *target* maps the target view to the vector the predictor must match, without gradient. All
-targets share one interface (:class:`Target`): ``target(x, online)`` encodes ``x`` given the online
-encoder ``online``, and ``target.update(online)`` is called exactly once after every optimizer step
-(:meth:`jepa_blocks.seq.SeqJEPA.attach` registers it as an optimizer post-step hook).
+A :class:`Target` encodes the target view without gradient, ``target(x, online)``, and is
+updated after every optimizer step, ``target.update(online)``.
 
 * :class:`EMATarget` — an exponential-moving-average copy of the online encoder (BYOL, Grill et al.,
-  2020; seq-JEPA, Ghaemi et al., 2025, arXiv:2505.03176). The momentum
-  :math:`\tau` is a pure function of the step (:func:`cosine_momentum`: 0.996 → 1, the paper's and
-  BYOL's schedule; :func:`epoch_cosine_momentum`: the official seq-JEPA code's epoch-granular
-  variant). Updates use ``torch._foreach_lerp_`` (one fused kernel per dtype/device group instead of
-  the official per-parameter Python loop).
-* :class:`StopGradTarget` — the *same* online encoder, evaluated without gradient (the
-  "teacherless" target of the kaikun213/seq-jepa follow-up, ``experiments/models_teacherless.py``).
-* :class:`CenterSharpen` with the pure functions :func:`center_sharpen` and :func:`updated_center` —
-  DINO's teacher centering and sharpening (Caron et al., 2021, "Emerging Properties in
-  Self-Supervised Vision Transformers"; ``facebookresearch/dino``, ``main_dino.py``, ``DINOLoss``):
+  2020; seq-JEPA, Ghaemi et al., 2025, arXiv:2505.03176), with :func:`cosine_momentum` (paper),
+  :func:`epoch_cosine_momentum` (official code) and fused updates (:func:`ema_update_`).
+* :class:`StopGradTarget` — the online encoder itself without gradient (the "teacherless" target
+  of the kaikun213/seq-jepa follow-up, ``experiments/models_teacherless.py``).
+* :class:`CenterSharpen`, :func:`center_sharpen`, :func:`updated_center` — DINO's teacher
+  centering and sharpening (Caron et al., 2021, "Emerging Properties in Self-Supervised Vision
+  Transformers"; ``facebookresearch/dino``, ``main_dino.py``, ``DINOLoss``):
   :math:`p = \operatorname{softmax}((\bar z - c)/T)` with an EMA centre :math:`c`.
-
-The symmetric (bidirectional) variant reuses these targets for both directions; it lives with the
-sequence model (:class:`jepa_blocks.seq.SeqJEPA`, ``symmetric=True``).
 """
 
 from __future__ import annotations
@@ -28,12 +20,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_int
+from jepa_blocks._validation import check_choice, check_int, check_positive
 from jepa_blocks.distributed import all_reduce_sum
 
 __all__ = [
@@ -49,7 +41,6 @@ __all__ = [
 ]
 
 BufferPolicy = Literal["own", "copy", "ema"]
-_BUFFER_POLICIES = ("own", "copy", "ema")
 
 
 def _check_momentum(value: Any, name: str) -> float:
@@ -59,9 +50,6 @@ def _check_momentum(value: Any, name: str) -> float:
     if not (0.0 <= v <= 1.0):  # also rejects NaN
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     return v
-
-
-# --------------------------------------------------------------------------- momentum schedules
 
 
 def cosine_momentum(
@@ -77,14 +65,10 @@ def cosine_momentum(
     Args:
         step: Updates done so far, :math:`k \ge 0`.
         total_steps: :math:`K \ge 1`, the number of optimizer steps of the run.
-        base: :math:`\tau_0 \in [0, 1]`.
-        final: :math:`\tau_1 \in [0, 1]`.
+        base, final: :math:`\tau_0, \tau_1 \in [0, 1]`.
 
     Returns:
         :math:`\tau_k`.
-
-    Shape:
-        - scalars in, scalar out
     """
     step = check_int(step, "step", minimum=0)
     total_steps = check_int(total_steps, "total_steps", minimum=1)
@@ -95,42 +79,29 @@ def cosine_momentum(
 
 
 def epoch_cosine_momentum(
-    step: int,
-    *,
-    steps_per_epoch: int,
-    total_epochs: int,
-    base: float = 0.996,
-    final: float = 1.0,
+    step: int, *, steps_per_epoch: int, total_epochs: int, base: float = 0.996, final: float = 1.0
 ) -> float:
     r"""The official seq-JEPA code's momentum: cosine over epochs, set one update late.
 
     ``hafezgh/seq-jepa``, ``src/engine.py`` (``train_one_epoch_*``) applies the EMA update with the
-    current ``model.ema_decay`` and *then* sets ``ema_decay`` from the current epoch
-    :math:`e` with the formula of :func:`cosine_momentum` over epochs. Update :math:`k` (0-based)
-    therefore uses :math:`\tau(e)` with :math:`e = \lfloor \max(k-1, 0) / S\rfloor`: the first
-    update of every epoch still uses the previous epoch's value, update 0 uses :math:`\tau_0`, and
-    :math:`\tau_1` is never reached.
+    current ``model.ema_decay`` and *then* sets it from the current epoch by the formula of
+    :func:`cosine_momentum` over epochs. Update :math:`k` (0-based) therefore uses :math:`\tau(e)`,
+    :math:`e = \lfloor \max(k-1, 0) / S\rfloor`: the first update of an epoch uses the previous
+    epoch's value, and :math:`\tau_1` is never reached.
 
     Args:
         step: Updates done so far, :math:`k \ge 0`.
         steps_per_epoch: :math:`S \ge 1`.
         total_epochs: Number of epochs :math:`E \ge 1`.
-        base: :math:`\tau_0 \in [0, 1]`.
-        final: :math:`\tau_1 \in [0, 1]`.
+        base, final: :math:`\tau_0, \tau_1 \in [0, 1]`.
 
     Returns:
         The momentum used by update ``step``.
-
-    Shape:
-        - scalars in, scalar out
     """
     step = check_int(step, "step", minimum=0)
     steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
     epoch = max(step - 1, 0) // steps_per_epoch
     return cosine_momentum(epoch, total_epochs, base=base, final=final)
-
-
-# --------------------------------------------------------------------------- EMA update
 
 
 def ema_update_(target: Sequence[Tensor], online: Sequence[Tensor], momentum: float) -> None:
@@ -165,13 +136,10 @@ def ema_update_(target: Sequence[Tensor], online: Sequence[Tensor], momentum: fl
     torch._foreach_lerp_(target, online, 1.0 - momentum)
 
 
-# --------------------------------------------------------------------------- targets
-
-
 class Target(nn.Module):
     """Interface of a target: ``forward(x, online)`` without gradient, ``update(online)`` per step.
 
-    Subclasses implement :meth:`forward`; :meth:`update` is a no-op unless overridden.
+    Subclasses implement :meth:`forward`; :meth:`update` is a no-op here.
 
     Shape:
         - x: the online encoder's input, e.g. ``(B, C, H, W)``
@@ -183,11 +151,8 @@ class Target(nn.Module):
         raise NotImplementedError
 
     def update(self, online: nn.Module) -> float | None:
-        """Advance the target after one optimizer step of ``online`` (no-op here).
-
-        Returns:
-            The momentum applied, for targets that have one; ``None`` here.
-        """
+        """Advance the target after one optimizer step of ``online``; return the momentum applied
+        (``None`` here)."""
         del online
         return None
 
@@ -196,11 +161,10 @@ class StopGradTarget(Target):
     r"""The online encoder itself, without gradient: :math:`\bar z = \operatorname{sg}(f_\theta(x))`.
 
     The "teacherless" target (kaikun213/seq-jepa, ``experiments/models_teacherless.py``,
-    ``_encode_target``). It holds no parameters and no reference to the encoder: the encoder is
-    passed at call time, so a model's state dict stores it once. The call runs under
-    :func:`torch.no_grad` in the encoder's current mode, so in training mode BatchNorm layers use
-    the target view's batch statistics and update their running statistics, as in the follow-up
-    code and as the official code does without EMA.
+    ``_encode_target``). It holds no reference to the encoder (passed at call time), so a model's
+    state dict stores the encoder once. The call runs in the encoder's current mode: in training
+    mode BatchNorm uses and updates the target batch's statistics, as in the follow-up code and as
+    the official code does without EMA.
 
     Shape:
         - x: the encoder's input, e.g. ``(B, C, H, W)``
@@ -220,40 +184,29 @@ class StopGradTarget(Target):
 class EMATarget(Target):
     r"""Exponential-moving-average copy of an encoder: :math:`\xi \leftarrow \tau_k\xi + (1-\tau_k)\theta`.
 
-    The target encoder :math:`f_\xi` is a deep copy of ``encoder`` taken at construction, with
-    ``requires_grad=False``. After every optimizer step call :meth:`update` exactly once with the
-    online encoder; update :math:`k` (0-based) uses the momentum :math:`\tau_k` of
-    :func:`cosine_momentum` (``steps_per_epoch=None``, the paper/BYOL per-step schedule, default) or
-    of :func:`epoch_cosine_momentum` (``steps_per_epoch=S``, the official code's epoch-granular
-    schedule).
+    The target encoder :math:`f_\xi` is a deep copy of ``encoder`` with ``requires_grad=False``.
+    Call :meth:`update` exactly once after every optimizer step; update :math:`k` (0-based) uses
+    :math:`\tau_k` of :func:`cosine_momentum` (``steps_per_epoch=None``, the paper's per-step
+    schedule) or of :func:`epoch_cosine_momentum` (``steps_per_epoch=S``, the official code's).
 
-    **State.** The update count ``step`` and ``total_steps`` are int64 buffers, so a state dict
-    (together with the target encoder's weights and buffers) resumes the schedule exactly. The
-    hyperparameters ``base_momentum``, ``final_momentum`` and ``steps_per_epoch`` are configuration:
-    pass the same values when rebuilding. A host-side copy of the counters avoids a device sync per
-    update; it is re-read after :meth:`load_state_dict`. Do not write to the buffers directly.
+    **State.** The update count ``step`` and ``total_steps`` are int64 buffers (a state dict
+    resumes the schedule; do not write to them), mirrored on the host to avoid a device sync per
+    update; the momenta and ``steps_per_epoch`` are configuration.
 
-    **Buffer policy** (``buffers``), i.e. what happens to non-parameter state such as BatchNorm
-    running statistics:
-
-    * ``"own"`` (default, the official code): buffers are not touched by :meth:`update`; they evolve
-      only through the target's own forward passes (in training mode BatchNorm normalises with the
-      target batch's statistics and updates the target's running statistics, as
-      ``copy.deepcopy(encoder)`` does in ``hafezgh/seq-jepa``, ``src/models.py``).
-    * ``"copy"``: after each parameter update the target's buffers are overwritten with the online
-      encoder's.
-    * ``"ema"``: floating-point buffers are averaged with the same :math:`\tau_k` as the parameters;
-      the others (e.g. ``num_batches_tracked``) are copied.
+    **Buffer policy** (``buffers``, for non-parameter state such as BatchNorm statistics):
+    ``"own"`` (default, official code: ``copy.deepcopy(encoder)`` in ``hafezgh/seq-jepa``,
+    ``src/models.py``): :meth:`update` leaves them to the target's own forward passes; ``"copy"``:
+    each update copies the online ones; ``"ema"``: floating-point buffers are averaged with
+    :math:`\tau_k` like the parameters, the others (e.g. ``num_batches_tracked``) copied.
 
     Args:
         encoder: The online encoder to copy (not stored; pass it to :meth:`update`).
         total_steps: :math:`K \ge 1`, the optimizer steps of the whole run (for the official
             schedule: epochs × ``steps_per_epoch``).
-        base_momentum: :math:`\tau_0 \in [0, 1]` (paper: 0.996).
-        final_momentum: :math:`\tau_1 \in [0, 1]` (paper: 1.0).
-        steps_per_epoch: ``None`` for the per-step schedule (default); an int to reproduce the
-            official epoch-granular schedule (then ``total_steps`` must be a multiple of it).
-        buffers: ``"own"`` (default), ``"copy"`` or ``"ema"`` (see above).
+        base_momentum, final_momentum: :math:`\tau_0, \tau_1 \in [0, 1]` (paper: 0.996, 1.0).
+        steps_per_epoch: ``None`` for the per-step schedule; an int for the official
+            epoch-granular one (``total_steps`` must then be a multiple of it).
+        buffers: ``"own"``, ``"copy"`` or ``"ema"`` (see above).
 
     Shape:
         - x: the encoder's input, e.g. ``(B, C, H, W)``
@@ -287,16 +240,13 @@ class EMATarget(Target):
                     f"schedule, got total_steps={total_steps}, steps_per_epoch={steps_per_epoch}"
                 )
         self.steps_per_epoch = steps_per_epoch
-        if buffers not in _BUFFER_POLICIES:
-            raise ValueError(f"buffers must be one of {_BUFFER_POLICIES}, got {buffers!r}")
+        check_choice(buffers, "buffers", get_args(BufferPolicy))
         self.buffer_policy: BufferPolicy = buffers
         self.encoder = copy.deepcopy(encoder)
         self.encoder.requires_grad_(False)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("total_steps", torch.tensor(total_steps, dtype=torch.long))
         self._host: tuple[int, int] | None = (0, total_steps)
-
-    # -- schedule -------------------------------------------------------------------------------
 
     def _counters(self) -> tuple[int, int]:
         if self._host is None:
@@ -305,23 +255,18 @@ class EMATarget(Target):
 
     def momentum_at(self, step: int) -> float:
         """The momentum :math:`\\tau` used by update number ``step`` (0-based)."""
-        _, total = self._counters()
-        if self.steps_per_epoch is None:
-            return cosine_momentum(step, total, base=self.base_momentum, final=self.final_momentum)
+        total, s = self._counters()[1], self.steps_per_epoch
+        b, f = self.base_momentum, self.final_momentum
+        if s is None:
+            return cosine_momentum(step, total, base=b, final=f)
         return epoch_cosine_momentum(
-            step,
-            steps_per_epoch=self.steps_per_epoch,
-            total_epochs=total // self.steps_per_epoch,
-            base=self.base_momentum,
-            final=self.final_momentum,
+            step, steps_per_epoch=s, total_epochs=total // s, base=b, final=f
         )
 
     @property
     def momentum(self) -> float:
         """The momentum the next :meth:`update` will use."""
         return self.momentum_at(self._counters()[0])
-
-    # -- module API -----------------------------------------------------------------------------
 
     def forward(self, x: Tensor, online: nn.Module | None = None) -> Tensor:
         """Return :math:`f_\\xi(x)` without gradient (``online`` is accepted and ignored)."""
@@ -350,8 +295,7 @@ class EMATarget(Target):
                 f"be updated exactly once per optimizer step"
             )
         tau = self.momentum_at(k)
-        t_params = list(self.encoder.parameters())
-        o_params = list(online.parameters())
+        t_params, o_params = list(self.encoder.parameters()), list(online.parameters())
         if len(t_params) != len(o_params):
             raise ValueError(
                 f"online has {len(o_params)} parameters but the target copy has {len(t_params)}: "
@@ -359,21 +303,16 @@ class EMATarget(Target):
             )
         ema_update_(t_params, o_params, tau)
         if self.buffer_policy != "own":
-            t_bufs = list(self.encoder.buffers())
-            o_bufs = list(online.buffers())
+            t_bufs, o_bufs = list(self.encoder.buffers()), list(online.buffers())
             if len(t_bufs) != len(o_bufs):
                 raise ValueError(
                     f"online has {len(o_bufs)} buffers but the target copy has {len(t_bufs)}"
                 )
-            if self.buffer_policy == "copy":
-                if t_bufs:
-                    torch._foreach_copy_(t_bufs, o_bufs)
-            else:
-                floating = [(t, o) for t, o in zip(t_bufs, o_bufs) if t.is_floating_point()]
-                other = [(t, o) for t, o in zip(t_bufs, o_bufs) if not t.is_floating_point()]
-                if floating:
-                    ema_update_([t for t, _ in floating], [o for _, o in floating], tau)
-                for t, o in other:
+            ema = self.buffer_policy == "ema"
+            floating = [(t, o) for t, o in zip(t_bufs, o_bufs) if ema and t.is_floating_point()]
+            ema_update_([t for t, _ in floating], [o for _, o in floating], tau)
+            for t, o in zip(t_bufs, o_bufs):
+                if not (ema and t.is_floating_point()):
                     t.copy_(o)
         self.step.add_(1)
         self._host = (k + 1, total)
@@ -388,9 +327,6 @@ class EMATarget(Target):
             f"base_momentum={self.base_momentum}, final_momentum={self.final_momentum}, "
             f"steps_per_epoch={self.steps_per_epoch}, buffers={self.buffer_policy!r}"
         )
-
-
-# --------------------------------------------------------------------------- centering / sharpening
 
 
 def center_sharpen(z: Tensor, center: Tensor, *, temperature: float = 0.04) -> Tensor:
@@ -408,10 +344,7 @@ def center_sharpen(z: Tensor, center: Tensor, *, temperature: float = 0.04) -> T
         - z: ``(..., d)``; center: ``(d,)`` or broadcastable
         - output: ``(..., d)``
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    check_positive(temperature, "temperature")
     if z.ndim < 1 or center.shape[-1:] != z.shape[-1:]:
         raise ValueError(
             f"center must have shape (d,) matching z (..., d), got center {tuple(center.shape)} "
@@ -449,12 +382,10 @@ class CenterSharpen(nn.Module):
     r"""DINO-style centering and sharpening of targets, with the centre in a buffer.
 
     ``forward(z)`` returns :func:`center_sharpen` of ``z`` with the current centre; in training mode
-    it then sets the centre to :func:`updated_center` of the batch (DINO's order: centre with the
-    old value, update afterwards). Under ``torch.distributed`` the batch mean is averaged over ranks
-    (as in DINO), so the centre stays identical everywhere. Apply it to the detached target (see
-    :class:`jepa_blocks.seq.SeqJEPA`, ``target_transform``); pair it with
-    :func:`jepa_blocks.losses.soft_cross_entropy` as in DINO, or with the cosine loss as in the
-    follow-up's experiment D.
+    it then sets the centre to :func:`updated_center` of the batch (DINO's order), with the batch
+    mean averaged over ``torch.distributed`` ranks as in DINO. Apply it to the detached target
+    (:class:`jepa_blocks.seq.SeqJEPA`'s ``target_transform``); pair it with
+    :func:`jepa_blocks.losses.soft_cross_entropy` (DINO) or the cosine loss (follow-up's exp. D).
 
     Args:
         dim: Feature dimension ``d``.
@@ -462,8 +393,7 @@ class CenterSharpen(nn.Module):
         momentum: Centre momentum :math:`m \in [0, 1]`.
 
     Shape:
-        - input: ``(..., n, d)``
-        - output: ``(..., n, d)``
+        - input: ``(..., n, d)``; output: ``(..., n, d)``
     """
 
     center: Tensor
@@ -471,8 +401,7 @@ class CenterSharpen(nn.Module):
     def __init__(self, dim: int, *, temperature: float = 0.04, momentum: float = 0.9) -> None:
         super().__init__()
         self.dim = check_int(dim, "dim", minimum=1)
-        center_sharpen(torch.zeros(1, dim), torch.zeros(dim), temperature=temperature)
-        self.temperature = float(temperature)
+        self.temperature = check_positive(temperature, "temperature")
         self.momentum = _check_momentum(momentum, "momentum")
         self.register_buffer("center", torch.zeros(dim))
 

@@ -1,8 +1,7 @@
-"""Transformer blocks for world models: CRATE (MSSA + ISTA) white-box layers and their diagnostics;
-ToST (TSSA, causal streaming TSSA, ToST blocks).
+"""Transformer blocks for world models: CRATE layers (MSSA + ISTA) and their diagnostics; ToST.
 
-Every layer maps tokens ``(B, N, D)`` to ``(B, N, D)``, so a list of layers can be passed as the
-``blocks`` of :class:`jepa_blocks.seq.Aggregator`.
+Every layer maps ``(B, N, D)`` to ``(B, N, D)``: a list of them can be the ``blocks`` of
+:class:`jepa_blocks.seq.Aggregator`.
 """
 
 from jepa_blocks.blocks.crate import (

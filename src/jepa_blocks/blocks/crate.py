@@ -1,33 +1,25 @@
 r"""CRATE white-box transformer blocks: MSSA, ISTA, the CRATE layer and encoder, CRATE-α, CRATE-MAE.
 
-Sources:
+Sources: Yu et al. (NeurIPS 2023), "White-Box Transformers via Sparse Rate Reduction"
+(arXiv:2311.13110; code ``Ma-Lab-Berkeley/CRATE``, ``model/crate.py``); Pai et al. (ICLR 2024),
+"Masked Completion via Structured Diffusion with White-Box Transformers" (CRATE-MAE; same
+repository, ``model/crate_ae/``); Yang et al. (NeurIPS 2024), "Scaling White-Box Transformers for
+Vision" (CRATE-α, arXiv:2405.20299; code ``UCSC-VLAA/CRATE-alpha``, ``models/crate.py`` (JAX) and
+``torch_inference/model/crate_alpha.py``).
 
-* Yu, Buchanan, Pai, Chu, Wu, Tong, Haeffele, Ma (NeurIPS 2023), "White-Box Transformers via
-  Sparse Rate Reduction" (long form: arXiv:2311.13110). Official code
-  ``Ma-Lab-Berkeley/CRATE``, ``model/crate.py``.
-* Pai, Buchanan, Wu, Yu, Ma (ICLR 2024), "Masked Completion via Structured Diffusion with
-  White-Box Transformers" (CRATE-MAE); same repository, ``model/crate_ae/``.
-* Yang, Li, Pai, Xie et al. (NeurIPS 2024), "Scaling White-Box Transformers for Vision"
-  (CRATE-α, arXiv:2405.20299). Official code ``UCSC-VLAA/CRATE-alpha``, ``models/crate.py`` (JAX)
-  and ``torch_inference/model/crate_alpha.py``.
-
-Conventions: tokens are **rows**, ``x`` has shape ``(B, N, D)``. A dictionary
-:math:`D \in \mathbb{R}^{d \times m}` stores one atom per column, so the codes ``a`` of a token
-are ``(..., m)`` and the reconstruction is ``a @ D.T``. Each layer maps ``(B, N, D)`` to
-``(B, N, D)`` and accepts the ``src_key_padding_mask=`` keyword of
-:class:`torch.nn.TransformerEncoderLayer`, so a list of layers can be passed as the ``blocks`` of
-:class:`jepa_blocks.seq.Aggregator`.
+Tokens are rows, ``x`` is ``(B, N, D)``. A dictionary :math:`D \in \mathbb{R}^{d \times m}` has
+one atom per column: a token's codes ``a`` are ``(..., m)``, its reconstruction ``a @ D.T``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import repeat
 from einops.layers.torch import Rearrange
 from torch import Tensor, nn
 
@@ -39,6 +31,7 @@ from jepa_blocks._validation import (
     check_positive,
     check_probability,
 )
+from jepa_blocks.blocks._heads import HeadProjection, check_tokens, layer_scales, scaled
 
 __all__ = [
     "CRATE",
@@ -55,31 +48,6 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# argument checks
-# --------------------------------------------------------------------------------------------
-
-
-def _head_dims(dim: int, heads: int, dim_head: int | None) -> int:
-    check_int(dim, "dim")
-    check_int(heads, "heads")
-    if dim_head is None:
-        if dim % heads:
-            raise ValueError(
-                f"dim must be divisible by heads when dim_head is not given, "
-                f"got dim={dim}, heads={heads}"
-            )
-        return dim // heads
-    return check_int(dim_head, "dim_head")
-
-
-def _check_tokens(x: Any, dim: int, name: str = "x") -> Tensor:
-    check_floating_tensor(x, name, min_ndim=2, shape_doc=f"(..., N, {dim})")
-    if x.shape[-1] != dim:
-        raise ValueError(f"{name} must have shape (..., N, {dim}), got {tuple(x.shape)}")
-    return x
-
-
 def _dictionary(dim: int, atoms: int) -> nn.Parameter:
     """A ``(dim, atoms)`` dictionary with the official code's ``kaiming_uniform_`` init."""
     weight = torch.empty(dim, atoms)
@@ -87,107 +55,62 @@ def _dictionary(dim: int, atoms: int) -> nn.Parameter:
     return nn.Parameter(weight)
 
 
-# --------------------------------------------------------------------------------------------
-# head projections, shared with ToST's TSSA
-# --------------------------------------------------------------------------------------------
+class _TokenLayer(nn.Module):
+    """Base of :class:`MSSA` and the CRATE layers: the masked ``forward`` of all of them."""
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        src_key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Apply the module to the tokens ``x`` (for :class:`MSSA`: already normalised)."""
+        return self._forward(x, src_key_padding_mask, attn_mask)
+
+    def _forward(self, x: Tensor, key_padding: Tensor | None, attn_mask: Tensor | None) -> Tensor:
+        raise NotImplementedError
 
 
-def _resolve_out_bias(out_bias: bool | None, tie_out: bool) -> bool:
-    """The checked ``out_bias``; ``None`` means ``not tie_out``."""
-    return check_bool(not tie_out if out_bias is None else out_bias, "out_bias")
-
-
-def _output_map(
-    inner: int, dim: int, *, tie_out: bool, out_bias: bool
-) -> tuple[nn.Linear | None, nn.Parameter | None]:
-    """``(to_out, out_bias)``: a learned ``inner → dim`` map, or (tied) an optional bias only."""
-    if tie_out:
-        return None, nn.Parameter(torch.zeros(dim)) if out_bias else None
-    return nn.Linear(inner, dim, bias=out_bias), None
-
-
-def _split_heads(w: Tensor, heads: int) -> Tensor:
-    """``(..., N, K·p)`` → ``(..., K, N, p)``."""
-    return rearrange(w, "... n (k p) -> ... k n p", k=heads)
-
-
-def _merge_heads(
-    y: Tensor, qkv: nn.Linear, to_out: nn.Linear | None, out_bias: Tensor | None
-) -> Tensor:
-    """Heads ``(..., K, N, p)`` back to tokens: ``to_out``, or the tied map ``qkv.weight.T``."""
-    merged = rearrange(y, "... k n p -> ... n (k p)")
-    if to_out is not None:
-        return to_out(merged)
-    return F.linear(merged, qkv.weight.t(), out_bias)
-
-
-def _subspaces(qkv: nn.Linear, heads: int) -> Tensor:
-    """The bases :math:`U_k` as a ``(K, d, p)`` view of ``qkv.weight``."""
-    return rearrange(qkv.weight, "(k p) d -> k d p", k=heads)
-
-
-# --------------------------------------------------------------------------------------------
-# MSSA
-# --------------------------------------------------------------------------------------------
-
-
-class MSSA(nn.Module):
+class MSSA(_TokenLayer, HeadProjection):
     r"""Multi-head subspace self-attention (MSSA), the compression step of CRATE.
 
-    With :math:`K` subspace bases :math:`U_k \in \mathbb{R}^{d \times p}` and the per-head
-    projections :math:`W_k = X U_k \in \mathbb{R}^{N \times p}` of the tokens (rows of
-    :math:`X`), each head applies subspace self-attention with the projection as query, key
-    **and** value,
+    With :math:`K` bases :math:`U_k \in \mathbb{R}^{d \times p}` and the head projections
+    :math:`W_k = X U_k \in \mathbb{R}^{N \times p}` of the tokens (rows of :math:`X`), each head
+    uses the projection as query, key **and** value (softmax over keys):
 
     .. math::
 
         \operatorname{SSA}(X \mid U_k) = \operatorname{softmax}\big(s\, W_k W_k^\top\big) W_k,
-        \qquad s = p^{-1/2}\ \text{by default},
+        \qquad s = p^{-1/2}\ \text{by default}.
 
-    (softmax over keys), and the heads are mapped back to :math:`\mathbb{R}^d`:
-
-    * ``tie_out=True``, the **paper form** (Yu et al. 2023, definition of MSSA):
-      :math:`\operatorname{MSSA}(X) = [\operatorname{SSA}_1, \dots, \operatorname{SSA}_K]\,
-      [U_1, \dots, U_K]^\top`, the output tied to the same bases (no extra parameters). The
-      paper's step scale :math:`\gamma = p/(N\varepsilon^2)` and :math:`\kappa` are absorbed,
-      as in the paper's practical form :math:`X + \operatorname{MSSA}(\operatorname{LN}(X))`.
-    * ``tie_out=False`` (**default**, the official code ``Ma-Lab-Berkeley/CRATE``
-      ``model/crate.py``): a separate learned output projection ``to_out`` (with bias), the
-      form the official training code uses. The two forms differ **only** in
-      that matrix: setting ``to_out.weight = qkv.weight.T`` and a zero bias recovers the paper
-      form exactly.
-
-    One bias-free linear map ``qkv`` holds all bases: ``qkv.weight`` is
-    :math:`[U_1, \dots, U_K]^\top` (shape ``(K·p, d)``); :meth:`subspaces` returns them as
-    ``(K, d, p)``. Orthogonality of the bases is not enforced (neither is it in the official
-    code). The attention uses :func:`torch.nn.functional.scaled_dot_product_attention` with
-    ``q = k = v``. Unlike the official code, ``to_out`` is kept even when ``heads == 1`` and
-    ``dim_head == dim``.
+    The heads go back to :math:`\mathbb{R}^d` through a learned ``to_out`` with bias
+    (``tie_out=False``: the official code ``model/crate.py``; kept even for one head of width
+    ``dim``), or through the bases themselves (``tie_out=True``, the paper form of Yu et al.
+    2023, :math:`\operatorname{MSSA}(X) = [\operatorname{SSA}_1, \dots, \operatorname{SSA}_K]\,
+    [U_1, \dots, U_K]^\top`, step scalars absorbed); ``to_out.weight = qkv.weight.T`` with a zero
+    bias is the paper form. ``qkv`` (no bias) holds the bases, not kept orthogonal (nor in the
+    official code).
 
     Args:
         dim: Token dimension :math:`d`.
         heads: Number of subspaces :math:`K`.
-        dim_head: Subspace dimension :math:`p`; default ``dim // heads`` (the presets' choice).
-        tie_out: ``False`` (default, official code): separate output projection;
-            ``True``: the paper form, output through :math:`U^\top`.
-        out_bias: Bias on the output map. ``None`` (default) gives ``True`` for the code form
-            and ``False`` for the paper form. CRATE-α's torch port uses ``False``.
-        use_softmax: ``True`` (default). ``False`` replaces the softmax by the identity,
-            :math:`s\,W_k W_k^\top W_k` (the ``use_softmax`` option of the CRATE-MAE decoder).
-        scale: Attention scale :math:`s`; default :math:`p^{-1/2}` (official code).
-        dropout: Dropout probability on the attention weights and on the output (official
-            code: one value for both), active in training mode only.
+        dim_head: Subspace dimension :math:`p`; default ``dim // heads``.
+        tie_out: ``True``: the paper form, output through :math:`U^\top`.
+        out_bias: Bias on the output map; ``None``: ``not tie_out`` (CRATE-α's port: ``False``).
+        use_softmax: ``False`` replaces the softmax by the identity, :math:`s\,W_k W_k^\top W_k`
+            (the ``use_softmax`` option of the CRATE-MAE decoder).
+        scale: Attention scale :math:`s`.
+        dropout: Dropout on the attention weights and the output (training only).
 
     Shape:
-        - x: ``(..., N, dim)``
+        - x: ``(..., N, dim)``; output: ``(..., N, dim)``
         - src_key_padding_mask: ``(..., N)`` boolean, ``True`` for keys to ignore
         - attn_mask: boolean, broadcastable to ``(..., heads, N, N)``, ``True`` = may attend
-        - output: ``(..., N, dim)``
 
     Example:
         >>> from jepa_blocks.blocks import MSSA
-        >>> mssa = MSSA(64, heads=4)
-        >>> mssa(torch.randn(2, 10, 64)).shape
+        >>> MSSA(64, heads=4)(torch.randn(2, 10, 64)).shape
         torch.Size([2, 10, 64])
     """
 
@@ -203,30 +126,13 @@ class MSSA(nn.Module):
         scale: float | None = None,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.dim_head = _head_dims(dim, heads, dim_head)
-        self.dim = dim
-        self.heads = heads
-        self.tie_out = check_bool(tie_out, "tie_out")
-        out_bias = _resolve_out_bias(out_bias, tie_out)
+        super().__init__(dim, heads, dim_head, qkv_bias=False, tie_out=tie_out)
         self.use_softmax = check_bool(use_softmax, "use_softmax")
         self.scale = self.dim_head**-0.5 if scale is None else check_positive(scale, "scale")
         self.dropout = check_probability(dropout, "dropout")
-        inner = heads * self.dim_head
-        self.qkv = nn.Linear(dim, inner, bias=False)
-        to_out, bias = _output_map(inner, dim, tie_out=tie_out, out_bias=out_bias)
-        self.to_out: nn.Linear | None = to_out
-        self.out_bias: nn.Parameter | None = bias
+        self._add_output_map(out_bias)
         #: Hook point: receives the per-head outputs ``(..., K, N, p)`` before the output map.
         self.head_tap = nn.Identity()
-
-    def subspaces(self) -> Tensor:
-        """The bases :math:`U_k` as a ``(K, dim, dim_head)`` view of ``qkv.weight``.
-
-        Returns:
-            ``U`` with ``U[k]`` the ``dim × dim_head`` basis of head ``k``.
-        """
-        return _subspaces(self.qkv, self.heads)
 
     def _mask(self, attn_mask: Tensor | None, key_padding: Tensor | None) -> Tensor | None:
         mask = None
@@ -242,17 +148,10 @@ class MSSA(nn.Module):
             mask = attn_mask if mask is None else mask & attn_mask
         return mask
 
-    def forward(
-        self,
-        x: Tensor,
-        *,
-        src_key_padding_mask: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-    ) -> Tensor:
-        """Apply MSSA to the (already normalised) tokens ``x``."""
-        _check_tokens(x, self.dim)
-        w = _split_heads(self.qkv(x), self.heads)
-        mask = self._mask(attn_mask, src_key_padding_mask)
+    def _forward(self, x: Tensor, key_padding: Tensor | None, attn_mask: Tensor | None) -> Tensor:
+        check_tokens(x, self.dim)
+        w = self._split(x)
+        mask = self._mask(attn_mask, key_padding)
         p_drop = self.dropout if self.training else 0.0
         if self.use_softmax:
             heads = F.scaled_dot_product_attention(
@@ -263,8 +162,7 @@ class MSSA(nn.Module):
             if mask is not None:
                 attn = attn.masked_fill(~mask, 0.0)
             heads = F.dropout(attn, p_drop, self.training) @ w
-        out = _merge_heads(self.head_tap(heads), self.qkv, self.to_out, self.out_bias)
-        return F.dropout(out, p_drop, self.training)
+        return F.dropout(self._merge(self.head_tap(heads)), p_drop, self.training)
 
     def extra_repr(self) -> str:
         return (
@@ -273,26 +171,19 @@ class MSSA(nn.Module):
         )
 
 
-# --------------------------------------------------------------------------------------------
-# ISTA
-# --------------------------------------------------------------------------------------------
-
-
 def _check_dictionary_shapes(z: Tensor, dictionary: Tensor, codes: Tensor | None) -> None:
     check_floating_tensor(z, "z", min_ndim=1, shape_doc="(..., d)")
     check_floating_tensor(dictionary, "dictionary", min_ndim=2, shape_doc="(d, m)")
-    if dictionary.ndim != 2 or dictionary.shape[0] != z.shape[-1]:
+    d, m = dictionary.shape[0], dictionary.shape[-1]
+    if dictionary.ndim != 2 or d != z.shape[-1]:
         raise ValueError(
             f"dictionary must have shape (d, m) with d={z.shape[-1]} = z.shape[-1], "
             f"got {tuple(dictionary.shape)}"
         )
     if codes is not None:
         check_floating_tensor(codes, "codes", min_ndim=1, shape_doc="(..., m)")
-        if codes.shape[-1] != dictionary.shape[1]:
-            raise ValueError(
-                f"codes must have shape (..., m) with m={dictionary.shape[1]} atoms, "
-                f"got {tuple(codes.shape)}"
-            )
+        if codes.shape[-1] != m:
+            raise ValueError(f"codes must have shape (..., m) with m={m}, got {tuple(codes.shape)}")
 
 
 def ista_step(
@@ -307,45 +198,31 @@ def ista_step(
     r"""One proximal-gradient (ISTA) step on the LASSO of each token.
 
     For a token :math:`z \in \mathbb{R}^d` and dictionary :math:`D \in \mathbb{R}^{d \times m}`,
-    the objective (:func:`lasso_objective`) is
-
-    .. math::
-
-        F(a) = \tfrac12 \lVert z - D a \rVert_2^2 + \lambda \lVert a \rVert_1
-               \;\big[ + \iota_{a \ge 0}(a) \big],
-
-    and the step from the codes :math:`a` is
+    the step from the codes :math:`a` on the objective :math:`F` of :func:`lasso_objective` is
 
     .. math::
 
         a^+ = \operatorname{prox}_{\eta\lambda}\big(a + \eta D^\top (z - D a)\big),
 
-    where the prox is :math:`\operatorname{ReLU}(u - \eta\lambda)` with non-negativity (CRATE)
-    and the soft threshold :math:`\operatorname{sign}(u)\max(|u| - \eta\lambda, 0)` without.
-    CRATE's ISTA block is the step from :math:`a = z` (complete dictionary, :math:`m = d`);
-    CRATE-α's first step starts from :math:`a = 0` (``codes=None``).
-
-    **Descent condition.** If :math:`\eta \le 1/\lVert D \rVert_2^2` (spectral norm), the step
-    never increases :math:`F` (standard proximal-gradient descent lemma); for non-negative
-    LASSO this holds for every feasible start :math:`a \ge 0`. Minimisers of :math:`F` are
-    exactly its fixed points (for any :math:`\eta > 0`). Neither CRATE nor CRATE-α enforces
-    the condition during training.
+    with the prox :math:`\operatorname{ReLU}(u - \eta\lambda)` under non-negativity (CRATE), else
+    the soft threshold :math:`\operatorname{sign}(u)\max(|u| - \eta\lambda, 0)`. CRATE's block
+    starts from :math:`a = z`, CRATE-α's from :math:`a = 0` (``codes=None``). The step never
+    increases :math:`F` if :math:`\eta \le 1/\lVert D \rVert_2^2` (not enforced by CRATE or
+    CRATE-α); the minimisers of :math:`F` are its fixed points.
 
     Args:
         z: Tokens to encode.
         dictionary: :math:`D`, one atom per column.
         codes: Current codes :math:`a`; ``None`` means :math:`a = 0` (one matmul fewer).
-        eta: Step size :math:`\eta > 0` (official code: 0.1).
-        lambd: Sparsity weight :math:`\lambda \ge 0` (official code: 0.1).
+        eta: Step size :math:`\eta > 0`.
+        lambd: Sparsity weight :math:`\lambda \ge 0`.
         nonneg: ``True`` (CRATE): non-negative LASSO, ReLU prox; ``False``: soft threshold.
 
     Returns:
         The new codes :math:`a^+`.
 
     Shape:
-        - z: ``(..., d)``
-        - dictionary: ``(d, m)``
-        - codes: ``(..., m)`` (broadcasts with ``z``)
+        - z: ``(..., d)``; dictionary: ``(d, m)``; codes: ``(..., m)`` (broadcasts with ``z``)
         - output: ``(..., m)``
     """
     _check_dictionary_shapes(z, dictionary, codes)
@@ -354,11 +231,8 @@ def ista_step(
     if codes is None:
         u = eta * (z @ dictionary)
     else:
-        residual = z - codes @ dictionary.t()
-        u = codes + eta * (residual @ dictionary)
-    if nonneg:
-        return F.relu(u - threshold)
-    return F.softshrink(u, threshold)
+        u = codes + eta * ((z - codes @ dictionary.t()) @ dictionary)
+    return F.relu(u - threshold) if nonneg else F.softshrink(u, threshold)
 
 
 def lasso_objective(
@@ -369,11 +243,14 @@ def lasso_objective(
     lambd: float = 0.1,
     nonneg: bool = True,
 ) -> Tensor:
-    r"""LASSO objective :math:`\tfrac12\lVert z - D a\rVert^2 + \lambda\lVert a\rVert_1` per token.
+    r"""LASSO objective of each token, the one :func:`ista_step` is a proximal step on.
 
-    With ``nonneg=True`` the indicator of :math:`a \ge 0` is included: tokens whose codes have
-    a negative entry get ``+inf``. This is the objective :func:`ista_step` is a proximal step
-    of.
+    .. math::
+
+        F(a) = \tfrac12 \lVert z - D a \rVert_2^2 + \lambda \lVert a \rVert_1
+               \;\big[ + \iota_{a \ge 0}(a) \big]
+
+    (the indicator with ``nonneg=True``: codes with a negative entry give ``+inf``).
 
     Args:
         z: Tokens.
@@ -386,9 +263,7 @@ def lasso_objective(
         :math:`F(a)` for every token.
 
     Shape:
-        - z: ``(..., d)``
-        - dictionary: ``(d, m)``
-        - codes: ``(..., m)``
+        - z: ``(..., d)``; dictionary: ``(d, m)``; codes: ``(..., m)``
         - output: ``(...)``
     """
     _check_dictionary_shapes(z, dictionary, codes)
@@ -396,8 +271,7 @@ def lasso_objective(
     residual = z - codes @ dictionary.t()
     value = 0.5 * residual.pow(2).sum(-1) + lam * codes.abs().sum(-1)
     if nonneg:
-        infeasible = (codes < 0).any(-1)
-        value = torch.where(infeasible, torch.full_like(value, math.inf), value)
+        value = torch.where((codes < 0).any(-1), torch.full_like(value, math.inf), value)
     return value
 
 
@@ -410,25 +284,17 @@ class ISTA(nn.Module):
             - \eta\lambda \mathbf{1}\big),
         \qquad D \in \mathbb{R}^{d \times d},
 
-    i.e. :func:`ista_step` with ``codes = z``: one proximal step on the non-negative LASSO
-    :math:`\min_{A \ge 0} \tfrac12\lVert Z - DA\rVert^2 + \lambda\lVert A\rVert_1` from
-    :math:`A = Z` (Yu et al. 2023). The paper's formula and the official code
-    (``Ma-Lab-Berkeley/CRATE`` ``model/crate.py``, ``FeedForward``) compute the same map, so
-    there is no form switch; this implementation uses two matrix products instead of three.
-    Official defaults: :math:`\eta = \lambda = 0.1` (the code hard-codes :math:`\lambda`; the
-    CRATE-MAE encoder uses :math:`\lambda = 0.5`), ``kaiming_uniform_`` initialisation, no bias,
-    no residual (the block's output replaces the token stream).
+    i.e. :func:`ista_step` with ``codes = z`` (Yu et al. 2023; official ``FeedForward`` in
+    ``model/crate.py``, the same map): ``kaiming_uniform_`` init, no bias, no residual.
 
     Args:
         dim: Token dimension :math:`d` (also the number of atoms).
-        eta: Step size :math:`\eta > 0`. Descent on the LASSO is guaranteed when
-            :math:`\eta \le 1/\lVert D\rVert_2^2` (see :func:`ista_step`).
-        lambd: Sparsity weight :math:`\lambda \ge 0`.
+        eta: Step size :math:`\eta > 0`.
+        lambd: Sparsity weight :math:`\lambda \ge 0` (CRATE-MAE encoder: 0.5).
         nonneg: ``True`` (CRATE): ReLU prox; ``False``: soft threshold.
 
     Shape:
-        - x: ``(..., dim)``
-        - output: ``(..., dim)``, non-negative when ``nonneg``
+        - x: ``(..., dim)``; output: ``(..., dim)``, non-negative when ``nonneg``
     """
 
     def __init__(
@@ -450,9 +316,9 @@ class ISTA(nn.Module):
 
 
 class OvercompleteISTA(nn.Module):
-    r"""CRATE-α's sparse-coding block: overcomplete dictionary, several ISTA steps, decoupled decoder.
+    r"""CRATE-α's sparse coding: overcomplete dictionary, several ISTA steps, decoupled decoder.
 
-    With :math:`D, D_1 \in \mathbb{R}^{d \times Cd}` (ratio :math:`C`, default 4):
+    With :math:`D, D_1 \in \mathbb{R}^{d \times Cd}` (ratio :math:`C`):
 
     .. math::
 
@@ -460,11 +326,9 @@ class OvercompleteISTA(nn.Module):
         a_{t+1} = \operatorname{ReLU}\big(a_t - \eta D^\top (D a_t - z) - \eta\lambda\big),
         \quad \hat z = D_1 a_T,
 
-    i.e. ``n_steps`` = :math:`T` calls of :func:`ista_step` from :math:`a = 0`, decoded with
-    the separate dictionary :math:`D_1` (``decoupled=True``) or with :math:`D` itself. Official
-    code (``UCSC-VLAA/CRATE-alpha``, ``OvercompleteISTABlock``): :math:`T = 2`,
-    :math:`\eta = \lambda = 0.1` for every model size, both dictionaries ``kaiming_uniform_``.
-    The residual connection is added by :class:`CRATEAlphaLayer`, not here.
+    i.e. :math:`T` calls of :func:`ista_step` from :math:`a = 0`, decoded with :math:`D_1`
+    (``decoupled=True``) or :math:`D` (official ``OvercompleteISTABlock``; ``kaiming_uniform_``
+    dictionaries). The residual is added by :class:`CRATEAlphaLayer`.
 
     Args:
         dim: Token dimension :math:`d`.
@@ -476,8 +340,7 @@ class OvercompleteISTA(nn.Module):
         nonneg: ``True``: ReLU prox (CRATE-α); ``False``: soft threshold.
 
     Shape:
-        - x: ``(..., dim)``
-        - output: ``(..., dim)``; the codes seen by ``code_tap`` are ``(..., ratio·dim)``
+        - x: ``(..., dim)``; output: ``(..., dim)``; codes (``code_tap``): ``(..., ratio·dim)``
     """
 
     def __init__(
@@ -506,17 +369,18 @@ class OvercompleteISTA(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Return the sparse codes :math:`a_T` of ``x``."""
-        eta, lambd, nonneg = self.eta, self.lambd, self.nonneg
-        codes = ista_step(x, self.dictionary, None, eta=eta, lambd=lambd, nonneg=nonneg)
-        for _ in range(self.n_steps - 1):
-            codes = ista_step(x, self.dictionary, codes, eta=eta, lambd=lambd, nonneg=nonneg)
+        codes = None
+        for _ in range(self.n_steps):
+            codes = ista_step(
+                x, self.dictionary, codes, eta=self.eta, lambd=self.lambd, nonneg=self.nonneg
+            )
+        assert codes is not None
         return codes
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the decoded codes :math:`D_1 a_T`."""
-        codes = self.code_tap(self.encode(x))
         decoder = self.dictionary if self.decoder is None else self.decoder
-        return codes @ decoder.t()
+        return self.code_tap(self.encode(x)) @ decoder.t()
 
     def extra_repr(self) -> str:
         return (
@@ -525,17 +389,8 @@ class OvercompleteISTA(nn.Module):
         )
 
 
-# --------------------------------------------------------------------------------------------
-# layers
-# --------------------------------------------------------------------------------------------
-
-
-class _PreNormMSSA(nn.Module):
-    """The compression half shared by :class:`CRATELayer` and :class:`CRATEAlphaLayer`.
-
-    Registers ``norm1``, ``attn`` (an :class:`MSSA`) and ``norm2``, in that order; the subclass
-    adds its sparse-coding block and its forward.
-    """
+class _PreNormMSSA(_TokenLayer):
+    """``norm1``, ``attn`` (:class:`MSSA`), ``norm2``: the compression half of a CRATE(-α) layer."""
 
     def __init__(
         self,
@@ -555,13 +410,13 @@ class _PreNormMSSA(nn.Module):
         )
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
 
-    def _attend(
-        self, x: Tensor, src_key_padding_mask: Tensor | None, attn_mask: Tensor | None
-    ) -> Tensor:
-        """``MSSA(LN(x))``, the update before its residual."""
-        return self.attn(
-            self.norm1(x), src_key_padding_mask=src_key_padding_mask, attn_mask=attn_mask
-        )
+    def _forward(self, x: Tensor, key_padding: Tensor | None, attn_mask: Tensor | None) -> Tensor:
+        h = self.attn(self.norm1(x), src_key_padding_mask=key_padding, attn_mask=attn_mask)
+        return self._sparsify(x, h)
+
+    def _sparsify(self, x: Tensor, h: Tensor) -> Tensor:
+        """The layer output from its input ``x`` and the update ``h = MSSA(LN(x))``."""
+        raise NotImplementedError
 
 
 class CRATELayer(_PreNormMSSA):
@@ -572,27 +427,22 @@ class CRATELayer(_PreNormMSSA):
         Z^{\ell + 1/2} = Z^\ell + \operatorname{MSSA}(\operatorname{LN}(Z^\ell)), \qquad
         Z^{\ell + 1} = \operatorname{ISTA}(\operatorname{LN}(Z^{\ell + 1/2})),
 
-    as in the official code (``Ma-Lab-Berkeley/CRATE`` ``model/crate.py``, ``Transformer``):
-    pre-norm on both sub-blocks, a residual around MSSA and **none** around ISTA, whose
-    non-negative output replaces the stream.
+    as the official ``Transformer`` (``model/crate.py``): **no** residual around ISTA.
 
     Args:
         dim: Token dimension.
         heads: Number of MSSA subspaces.
         dim_head: Subspace dimension; default ``dim // heads``.
-        tie_out: MSSA form (see :class:`MSSA`); default ``False`` (official code).
+        tie_out: MSSA form (see :class:`MSSA`).
         out_bias: MSSA output bias; ``None``: ``not tie_out``.
-        eta: ISTA step size (official: 0.1).
-        lambd: ISTA sparsity weight (official: 0.1; CRATE-MAE encoder: 0.5).
+        eta: ISTA step size.
+        lambd: ISTA sparsity weight.
         nonneg: ISTA non-negativity.
         dropout: MSSA dropout.
-        norm_eps: LayerNorm epsilon (official CRATE: PyTorch's 1e-5).
+        norm_eps: LayerNorm epsilon.
 
     Shape:
-        - x: ``(B, N, dim)`` (any leading dimensions)
-        - src_key_padding_mask: ``(B, N)`` boolean, ``True`` for tokens to ignore as keys
-        - attn_mask: boolean, broadcastable to ``(B, heads, N, N)``, ``True`` = may attend
-        - output: ``(B, N, dim)``
+        as :class:`MSSA`, with ``(B, N, dim)`` tokens.
     """
 
     def __init__(
@@ -612,16 +462,8 @@ class CRATELayer(_PreNormMSSA):
         super().__init__(dim, norm_eps, heads, dim_head, tie_out, out_bias, dropout)
         self.ista = ISTA(dim, eta=eta, lambd=lambd, nonneg=nonneg)
 
-    def forward(
-        self,
-        x: Tensor,
-        *,
-        src_key_padding_mask: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-    ) -> Tensor:
-        """Apply the layer."""
-        h = x + self._attend(x, src_key_padding_mask, attn_mask)
-        return self.ista(self.norm2(h))
+    def _sparsify(self, x: Tensor, h: Tensor) -> Tensor:
+        return self.ista(self.norm2(x + h))
 
 
 class CRATEAlphaLayer(_PreNormMSSA):
@@ -634,33 +476,15 @@ class CRATEAlphaLayer(_PreNormMSSA):
         Z^{\ell + 1} = Z^{\ell + 1/2}
             + \gamma_2 \odot \operatorname{ODL}(\operatorname{LN}(Z^{\ell + 1/2})),
 
-    with ODL the :class:`OvercompleteISTA` block (Yang et al. 2024; official code
-    ``UCSC-VLAA/CRATE-alpha``, ``Encoder1DBlock``). The optional LayerScale vectors
-    :math:`\gamma_{1,2}` (initialised to ``layer_scale``) are absent by default; drop-path is
-    not implemented. Defaults follow the torch port: MSSA output without bias, LayerNorm
-    epsilon 1e-6.
+    with ODL the :class:`OvercompleteISTA` block (Yang et al. 2024; official ``Encoder1DBlock``),
+    the LayerScale vectors :math:`\gamma_{1,2}` optional, no drop-path. Defaults follow the torch
+    port (no MSSA output bias, LayerNorm epsilon 1e-6). Arguments as :class:`CRATELayer`, plus:
 
     Args:
-        dim: Token dimension.
-        heads: Number of MSSA subspaces.
-        dim_head: Subspace dimension; default ``dim // heads``.
-        ratio: Dictionary overcompleteness (official: 4).
-        n_steps: ISTA steps (official: 2).
-        eta: ISTA step size (official: 0.1).
-        lambd: ISTA sparsity weight (official: 0.1).
-        decoupled: Decode with a separate dictionary (official: ``True``).
-        nonneg: ISTA non-negativity.
-        tie_out: MSSA form (see :class:`MSSA`); default ``False``.
-        out_bias: MSSA output bias (official torch port: ``False``).
-        layer_scale: Initial LayerScale value, or ``None`` (default) for no LayerScale.
-        dropout: MSSA dropout.
-        norm_eps: LayerNorm epsilon.
-
-    Shape:
-        - x: ``(B, N, dim)`` (any leading dimensions)
-        - src_key_padding_mask: ``(B, N)`` boolean, ``True`` for tokens to ignore as keys
-        - attn_mask: boolean, broadcastable to ``(B, heads, N, N)``, ``True`` = may attend
-        - output: ``(B, N, dim)``
+        ratio: Dictionary overcompleteness.
+        n_steps: ISTA steps.
+        decoupled: Decode with a separate dictionary.
+        layer_scale: Initial LayerScale value, or ``None`` for no LayerScale.
     """
 
     def __init__(
@@ -691,56 +515,37 @@ class CRATEAlphaLayer(_PreNormMSSA):
             decoupled=decoupled,
             nonneg=nonneg,
         )
-        self.gamma1: nn.Parameter | None = None
-        self.gamma2: nn.Parameter | None = None
-        if layer_scale is not None:
-            ls = check_positive(layer_scale, "layer_scale")
-            self.gamma1 = nn.Parameter(torch.full((dim,), ls))
-            self.gamma2 = nn.Parameter(torch.full((dim,), ls))
+        self.gamma1, self.gamma2 = layer_scales(dim, layer_scale, "layer_scale")
 
-    def forward(
-        self,
-        x: Tensor,
-        *,
-        src_key_padding_mask: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-    ) -> Tensor:
-        """Apply the layer."""
-        h = self._attend(x, src_key_padding_mask, attn_mask)
-        x = x + (h if self.gamma1 is None else self.gamma1 * h)
-        h = self.ista(self.norm2(x))
-        return x + (h if self.gamma2 is None else self.gamma2 * h)
+    def _sparsify(self, x: Tensor, h: Tensor) -> Tensor:
+        x = x + scaled(self.gamma1, h)
+        return x + scaled(self.gamma2, self.ista(self.norm2(x)))
 
 
 class CRATEDecoderLayer(nn.Module):
     r"""One CRATE-MAE decoder layer: a linear dictionary map, then MSSA subtracted.
 
-    The decoder inverts an encoder layer (Pai et al. 2024; official code
-    ``Ma-Lab-Berkeley/CRATE`` ``model/crate_ae/crate_decoder.py``, ``Block_CRATE``):
+    It inverts an encoder layer (Pai et al. 2024; official ``Block_CRATE`` in
+    ``model/crate_ae/crate_decoder.py``) with a linear :math:`D \in \mathbb{R}^{d \times d}` (no
+    ReLU, no bias) and the **negated** MSSA step:
 
     .. math::
 
         Y^{\ell + 1/2} = D\, \operatorname{LN}(Y^\ell), \qquad
-        Y^{\ell + 1} = Y^{\ell + 1/2} - \operatorname{MSSA}(\operatorname{LN}(Y^{\ell + 1/2})),
-
-    a plain linear map :math:`D \in \mathbb{R}^{d \times d}` (no ReLU, no bias; applied to row
-    tokens as ``y @ D.T``) followed by the **negated** MSSA step, which undoes compression.
+        Y^{\ell + 1} = Y^{\ell + 1/2} - \operatorname{MSSA}(\operatorname{LN}(Y^{\ell + 1/2})).
 
     Args:
         dim: Token dimension.
-        heads: Number of MSSA subspaces (official decoders: as many as the encoder).
+        heads: Number of MSSA subspaces.
         dim_head: Subspace dimension; default ``dim // heads``.
-        use_softmax: MSSA softmax (official default ``True``).
-        tie_out: MSSA form (see :class:`MSSA`); default ``False``.
+        use_softmax: MSSA softmax.
+        tie_out: MSSA form (see :class:`MSSA`).
         out_bias: MSSA output bias; ``None``: ``not tie_out``.
         dropout: MSSA dropout.
         norm_eps: LayerNorm epsilon (CRATE-MAE: 1e-6).
 
     Shape:
-        - y: ``(B, N, dim)`` (any leading dimensions)
-        - src_key_padding_mask: ``(B, N)`` boolean, ``True`` for tokens to ignore as keys
-        - attn_mask: boolean, broadcastable to ``(B, heads, N, N)``, ``True`` = may attend
-        - output: ``(B, N, dim)``
+        as :class:`MSSA`, with ``(B, N, dim)`` tokens ``y``.
     """
 
     def __init__(
@@ -784,7 +589,8 @@ class CRATEDecoderLayer(nn.Module):
         )
 
 
-_LAYERS = (CRATELayer, CRATEAlphaLayer, CRATEDecoderLayer)
+#: The CRATE layer classes (:func:`crate_blocks`, :class:`~jepa_blocks.blocks.CRATERecorder`).
+LAYER_TYPES = (CRATELayer, CRATEAlphaLayer, CRATEDecoderLayer)
 
 
 def crate_blocks(
@@ -797,17 +603,16 @@ def crate_blocks(
 ) -> nn.ModuleList:
     """A stack of ``depth`` independently initialised CRATE layers (e.g. an aggregator stack).
 
-    A drop-in for :func:`jepa_blocks.seq.transformer_blocks`: the defaults keep the seq-JEPA
-    aggregator's shape (3 layers, 4 heads) with CRATE layers in place of transformer layers.
+    A drop-in for :func:`jepa_blocks.seq.transformer_blocks` (same defaults).
 
     Args:
         dim: Token dimension.
         depth: Number of layers.
         heads: MSSA subspaces per layer.
-        layer: The layer class: :class:`CRATELayer` (default), :class:`CRATEAlphaLayer` or
+        layer: :class:`CRATELayer` (default), :class:`CRATEAlphaLayer` or
             :class:`CRATEDecoderLayer` (or a subclass).
         **layer_kwargs: Further keywords for every layer (``dim_head``, ``tie_out``, ``eta``,
-            ``lambd``, ...), validated by the layer.
+            ...), validated by the layer.
 
     Returns:
         The layers, to pass as ``blocks`` to :class:`jepa_blocks.seq.Aggregator`.
@@ -816,17 +621,12 @@ def crate_blocks(
         - each layer: ``(B, N, dim)`` → ``(B, N, dim)``
     """
     check_int(depth, "depth")
-    if not (isinstance(layer, type) and issubclass(layer, _LAYERS)):
+    if not (isinstance(layer, type) and issubclass(layer, LAYER_TYPES)):
         raise TypeError(
             f"layer must be CRATELayer, CRATEAlphaLayer or CRATEDecoderLayer (or a subclass), "
             f"got {layer!r}"
         )
     return nn.ModuleList([layer(dim, heads=heads, **layer_kwargs) for _ in range(depth)])
-
-
-# --------------------------------------------------------------------------------------------
-# image encoders
-# --------------------------------------------------------------------------------------------
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -836,19 +636,18 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     return (check_int(pair[0], name), check_int(pair[1], name))
 
 
-class _PatchEncoder(nn.Module):
-    """Patch embedding + cls token + learned positions + a layer stack + pooling + head.
+_E = TypeVar("_E", bound="_PatchEncoder")
 
-    The stem of :class:`CRATE` and :class:`CRATEAlpha`; a subclass sets ``_PATCH_NORM`` (the
-    LayerNorms around the patch projection), ``PRESETS`` and ``_PRESET_DEFAULTS``.
-    """
+
+class _PatchEncoder(nn.Module):
+    """Patch embedding, cls token, learned positions, layers, pooling, head: CRATE and CRATE-α."""
 
     #: LayerNorm before and after the linear patch projection (CRATE) or not (CRATE-α).
     _PATCH_NORM: ClassVar[bool] = True
     #: Named presets: constructor keywords per preset name.
     PRESETS: ClassVar[dict[str, dict[str, int]]] = {}
-    #: Constructor keywords shared by every preset (overridden by the preset's own).
-    _PRESET_DEFAULTS: ClassVar[dict[str, int]] = {}
+    #: Constructor keywords of every preset (overridden by the preset's own).
+    _PRESET_DEFAULTS: ClassVar[dict[str, int]] = {"image_size": 224, "num_classes": 1000}
 
     def __init__(
         self,
@@ -888,23 +687,15 @@ class _PatchEncoder(nn.Module):
         self.pos_embedding = nn.Parameter(torch.randn(1, self.num_patches + 1, dim))
         self.emb_dropout = nn.Dropout(check_probability(emb_dropout, "emb_dropout"))
         self.layers = nn.ModuleList(layers)
-        self.head: nn.Module = (
-            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
-            if num_classes > 0
-            else nn.Identity()
-        )
+        self.head: nn.Module = nn.Identity()
+        if num_classes > 0:
+            self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 
     def forward_features(self, images: Tensor) -> Tensor:
-        """Return all output tokens, cls token first.
-
-        Args:
-            images: A batch of images of the configured size.
-
-        Returns:
-            The tokens after the last layer.
+        """Return the tokens after the last layer, cls token first.
 
         Shape:
-            - images: ``(B, C, H, W)``
+            - images: ``(B, C, H, W)`` of the configured size
             - output: ``(B, 1 + num_patches, dim)``
         """
         check_floating_tensor(images, "images", min_ndim=4, shape_doc="(B, C, H, W)")
@@ -915,8 +706,7 @@ class _PatchEncoder(nn.Module):
             )
         x = self.patch_embedding(images)
         cls = repeat(self.cls_token, "1 1 d -> b 1 d", b=x.shape[0]).to(x.dtype)
-        x = torch.cat([cls, x], dim=1) + self.pos_embedding.to(x.dtype)
-        x = self.emb_dropout(x)
+        x = self.emb_dropout(torch.cat([cls, x], dim=1) + self.pos_embedding.to(x.dtype))
         for layer in self.layers:
             x = layer(x)
         return x
@@ -929,24 +719,36 @@ class _PatchEncoder(nn.Module):
             - output: ``(B, num_classes)``, or ``(B, dim)`` when ``num_classes == 0``
         """
         x = self.forward_features(images)
-        pooled = x[:, 0] if self.pool == "cls" else x.mean(dim=1)
-        return self.head(pooled)
+        return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
 
     @classmethod
-    def _preset_kwargs(cls, name: str, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Constructor keywords of preset ``name``: shared defaults, the preset, ``overrides``."""
+    def from_preset(cls: type[_E], name: str, **overrides: Any) -> _E:
+        """Build a preset (see the class docstring): image 224, 1000 classes unless overridden.
+
+        Args:
+            name: Preset name, a key of ``PRESETS``.
+            **overrides: Any constructor keyword, e.g. ``num_classes=0`` or ``image_size=32``.
+        """
         check_choice(name, "name", tuple(cls.PRESETS))
-        return {**cls._PRESET_DEFAULTS, **cls.PRESETS[name], **overrides}
+        return cls(**{**cls._PRESET_DEFAULTS, **cls.PRESETS[name], **overrides})
+
+    @classmethod
+    def base(cls: type[_E], **overrides: Any) -> _E:
+        """The ``"base"`` preset (see :meth:`from_preset`)."""
+        return cls.from_preset("base", **overrides)
+
+    @classmethod
+    def large(cls: type[_E], **overrides: Any) -> _E:
+        """The ``"large"`` preset (see :meth:`from_preset`)."""
+        return cls.from_preset("large", **overrides)
 
 
 class CRATE(_PatchEncoder):
     r"""CRATE image encoder: patch embedding, cls token, :class:`CRATELayer` stack, head.
 
-    Stem as in the official code (``Ma-Lab-Berkeley/CRATE`` ``model/crate.py``): non-overlapping
-    patches flattened as ``(p1 p2 c)`` → LayerNorm → Linear → LayerNorm, a learned cls token and
-    learned positional embedding (both ``randn`` initialised), then ``depth`` CRATE layers and a
-    LayerNorm + Linear head on the cls token (or the token mean). With ``num_classes=0`` the
-    head is the identity and :meth:`forward` returns the pooled ``(B, dim)`` features.
+    As the official code (``model/crate.py``): patches flattened as ``(p1 p2 c)`` → LayerNorm →
+    Linear → LayerNorm, learned cls token and positions (``randn``), the layers, and a LayerNorm
+    + Linear head on the cls token (or the token mean), the identity when ``num_classes=0``.
 
     Presets (:meth:`tiny`, :meth:`small`, :meth:`base`, :meth:`large`; image 224, patch 16,
     ``dim_head = dim / heads``, 1000 classes, dropout 0), from the official code:
@@ -969,8 +771,8 @@ class CRATE(_PatchEncoder):
         heads: MSSA subspaces per layer.
         dim_head: Subspace dimension; default ``dim // heads``.
         num_classes: Head outputs; 0 for no head.
-        pool: ``"cls"`` (default) or ``"mean"``.
-        tie_out: MSSA form (see :class:`MSSA`); default ``False`` (official code).
+        pool: ``"cls"`` or ``"mean"``.
+        tie_out: MSSA form (see :class:`MSSA`).
         eta: ISTA step size.
         lambd: ISTA sparsity weight.
         dropout: MSSA dropout.
@@ -986,11 +788,6 @@ class CRATE(_PatchEncoder):
         "small": {"dim": 576, "heads": 12, "depth": 12},
         "base": {"dim": 768, "heads": 12, "depth": 12},
         "large": {"dim": 1024, "heads": 16, "depth": 24},
-    }
-    _PRESET_DEFAULTS: ClassVar[dict[str, int]] = {
-        "image_size": 224,
-        "patch_size": 16,
-        "num_classes": 1000,
     }
 
     def __init__(
@@ -1026,19 +823,6 @@ class CRATE(_PatchEncoder):
         )
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> CRATE:
-        """Build a preset (``"tiny"``, ``"small"``, ``"base"``, ``"large"``), 1000 classes.
-
-        Args:
-            name: Preset name.
-            **overrides: Any constructor keyword, e.g. ``num_classes=0`` or ``image_size=32``.
-
-        Returns:
-            The model.
-        """
-        return cls(**cls._preset_kwargs(name, overrides))
-
-    @classmethod
     def tiny(cls, **overrides: Any) -> CRATE:
         """CRATE-T: dim 384, 6 heads, depth 12 (see :meth:`from_preset`)."""
         return cls.from_preset("tiny", **overrides)
@@ -1048,58 +832,30 @@ class CRATE(_PatchEncoder):
         """CRATE-S: dim 576, 12 heads, depth 12 (see :meth:`from_preset`)."""
         return cls.from_preset("small", **overrides)
 
-    @classmethod
-    def base(cls, **overrides: Any) -> CRATE:
-        """CRATE-B: dim 768, 12 heads, depth 12 (see :meth:`from_preset`)."""
-        return cls.from_preset("base", **overrides)
-
-    @classmethod
-    def large(cls, **overrides: Any) -> CRATE:
-        """CRATE-L: dim 1024, 16 heads, depth 24 (see :meth:`from_preset`)."""
-        return cls.from_preset("large", **overrides)
-
 
 class CRATEAlpha(_PatchEncoder):
     r"""CRATE-α image encoder: linear patch embedding, cls token, :class:`CRATEAlphaLayer` stack.
 
-    As the official torch port (``UCSC-VLAA/CRATE-alpha``
-    ``torch_inference/model/crate_alpha.py``): the patch embedding is a single linear map of the
-    flattened patches (equal to its stride-``patch`` convolution), without the LayerNorms of
-    CRATE's stem; then a cls token, learned positions, the layers, and a LayerNorm + Linear
-    head on the cls token.
+    As the official torch port (``torch_inference/model/crate_alpha.py``): :class:`CRATE`'s stem
+    without its LayerNorms (one linear map of the flattened patches, equal to the official
+    stride-``patch`` convolution).
 
     Presets (:meth:`base`, :meth:`large`; image 224, 1000 classes): base = dim 768, 12 heads,
     depth 12, patch 16 (B/16); large = dim 1024, 16 heads, depth 24, patch 14 (L/14). The paper
-    also reports patch sizes 32 and 8; pass ``patch_size=`` to get them.
+    also reports patch sizes 32 and 8 (pass ``patch_size=``).
+
+    Arguments and shapes as :class:`CRATE` (no ``tie_out``), plus:
 
     Args:
-        image_size: Image height and width (int or pair).
-        patch_size: Patch height and width (int or pair); must divide ``image_size``.
-        in_channels: Image channels.
-        dim: Token dimension.
-        depth: Number of layers.
-        heads: MSSA subspaces per layer.
-        dim_head: Subspace dimension; default ``dim // heads``.
-        num_classes: Head outputs; 0 for no head.
-        pool: ``"cls"`` (default) or ``"mean"``.
         ratio: Dictionary overcompleteness.
         n_steps: ISTA steps per layer.
-        eta: ISTA step size.
-        lambd: ISTA sparsity weight.
         layer_scale: Initial LayerScale, or ``None``.
-        dropout: MSSA dropout.
-        emb_dropout: Dropout after adding the positional embedding.
-
-    Shape:
-        - images: ``(B, in_channels, H, W)``
-        - output: ``(B, num_classes)``, or ``(B, dim)`` when ``num_classes == 0``
     """
 
     PRESETS: ClassVar[dict[str, dict[str, int]]] = {
         "base": {"dim": 768, "heads": 12, "depth": 12, "patch_size": 16},
         "large": {"dim": 1024, "heads": 16, "depth": 24, "patch_size": 14},
     }
-    _PRESET_DEFAULTS: ClassVar[dict[str, int]] = {"image_size": 224, "num_classes": 1000}
     _PATCH_NORM = False
 
     def __init__(
@@ -1138,26 +894,3 @@ class CRATEAlpha(_PatchEncoder):
         super().__init__(
             layers, image_size, patch_size, in_channels, dim, num_classes, pool, emb_dropout
         )
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> CRATEAlpha:
-        """Build a preset (``"base"``, ``"large"``), image 224, 1000 classes.
-
-        Args:
-            name: Preset name.
-            **overrides: Any constructor keyword.
-
-        Returns:
-            The model.
-        """
-        return cls(**cls._preset_kwargs(name, overrides))
-
-    @classmethod
-    def base(cls, **overrides: Any) -> CRATEAlpha:
-        """CRATE-α-B/16: dim 768, 12 heads, depth 12, patch 16 (see :meth:`from_preset`)."""
-        return cls.from_preset("base", **overrides)
-
-    @classmethod
-    def large(cls, **overrides: Any) -> CRATEAlpha:
-        """CRATE-α-L/14: dim 1024, 16 heads, depth 24, patch 14 (see :meth:`from_preset`)."""
-        return cls.from_preset("large", **overrides)

@@ -1,28 +1,11 @@
-r"""Diagnostics for CRATE stacks: per-layer subspace coding rate, code sparsity, head specialisation.
+r"""CRATE stack diagnostics: per-layer subspace coding rate, code sparsity, head specialisation.
 
-Pure functions on tensors, plus :class:`CRATERecorder`, a context manager whose forward hooks
-record what the functions need from every CRATE layer of a model.
-
-* **Per-layer compression** :math:`R^c` follows the protocol of the official CRATE
-  visualisation code (``Ma-Lab-Berkeley/CRATE``, ``vis_utils/crate_hook.py`` and
-  ``vis_utils/coding_rate.py``; Yu et al. 2023, "White-Box Transformers via Sparse Rate
-  Reduction"): the tokens entering a layer's MSSA are projected on each head's basis, each
-  per-head token vector is normalised to unit length, and the rate is taken on the ``N×N``
-  token Gram with scale :math:`p / (N\varepsilon^2)`, summed over heads. The official code
-  uses ``eps = 0.01``, which is :math:`\varepsilon^2`; here ``eps`` is :math:`\varepsilon`
-  (library convention), so the default is ``eps = 0.1``.
-* **Sparsity** is the fraction of exact zeros in the ISTA codes (as ``vis_utils`` does).
-* **Head specialisation** (derived; no published metric): the :math:`R^2` of a least-squares
-  regression of each action coordinate on each head's features (in-sample or held out), an
-  entropy-based score saying how concentrated that explained variance is on few heads, and
-  that score averaged over the coordinates with weights :math:`\max_k R^2`
-  (:func:`weighted_specialization`).
-
-For a model whose ``aggregator`` and/or ``predictor`` hold CRATE layers (a
-:class:`~jepa_blocks.SeqJEPA` with a CRATE aggregator or a
-:class:`~jepa_blocks.seq.CRATEPredictor`), :func:`crate_stack_diagnostics` measures all three
-per layer on a loader's sequences (:class:`StackDiagnostics`), and :func:`crate_monitor` is the
-training loop's ``eval_fn`` that logs them, with the effective ranks, on one fixed batch.
+Pure functions on tensors; :class:`CRATERecorder` records with forward hooks what they need from
+every CRATE layer of a model; :func:`crate_stack_diagnostics` and :func:`crate_monitor` apply
+them to the CRATE stacks (aggregator, predictor) of a seq-JEPA. The per-layer :math:`R^c`
+follows the official visualisation code (``Ma-Lab-Berkeley/CRATE``, ``vis_utils/crate_hook.py``
+and ``vis_utils/coding_rate.py``; Yu et al. 2023), sparsity is the fraction of exact zeros of
+the ISTA codes (as ``vis_utils``), and head specialisation is derived here (no published metric).
 """
 
 from __future__ import annotations
@@ -37,15 +20,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from jepa_blocks._validation import check_floating_tensor, check_int, check_positive
-from jepa_blocks.blocks.crate import (
-    ISTA,
-    MSSA,
-    CRATEAlphaLayer,
-    CRATEDecoderLayer,
-    CRATELayer,
-    OvercompleteISTA,
-)
+from jepa_blocks._validation import check_bool, check_floating_tensor, check_int, check_positive
+from jepa_blocks.blocks.crate import ISTA, LAYER_TYPES, MSSA, OvercompleteISTA
 from jepa_blocks.metrics.rank import effective_rank
 from jepa_blocks.rate import coding_rate
 
@@ -62,8 +38,6 @@ __all__ = [
     "weighted_specialization",
 ]
 
-_LAYER_TYPES = (CRATELayer, CRATEAlphaLayer, CRATEDecoderLayer)
-
 
 def project_heads(tokens: Tensor, bases: Tensor) -> Tensor:
     r"""Project tokens on each subspace basis: :math:`W_k = X U_k`, in an fp32 island.
@@ -76,8 +50,7 @@ def project_heads(tokens: Tensor, bases: Tensor) -> Tensor:
         The per-head projections, float32 (float64 if either input is float64).
 
     Shape:
-        - tokens: ``(..., N, d)``
-        - bases: ``(K, d, p)``
+        - tokens: ``(..., N, d)``; bases: ``(K, d, p)``
         - output: ``(..., K, N, p)``
     """
     check_floating_tensor(tokens, "tokens", min_ndim=2, shape_doc="(..., N, d)")
@@ -108,16 +81,14 @@ def subspace_coding_rate(
         R^c = \sum_{k=1}^{K} \tfrac12 \log\det\Big(I_N + \frac{p}{N\varepsilon^2}
             \hat W_k \hat W_k^\top\Big), \qquad W_k = X U_k,
 
-    where :math:`\hat W_k` has each row (token) normalised to unit length when ``normalize``
-    (the official ``vis_utils`` protocol; a zero row stays zero here instead of giving NaN).
-    Without normalisation this is the paper's :math:`R^c(Z \mid U_{[K]})` (coding-rate
-    reference §5.1). One batched :func:`jepa_blocks.coding_rate` call over all heads.
+    with each row (token) of :math:`\hat W_k` normalised to unit length when ``normalize``
+    (official ``vis_utils`` protocol; a zero row stays zero instead of giving NaN); without it,
+    the paper's :math:`R^c(Z \mid U_{[K]})`. One batched :func:`jepa_blocks.coding_rate` call.
 
     Args:
         tokens: Tokens of one layer, e.g. the MSSA inputs recorded by :class:`CRATERecorder`.
         bases: Bases :math:`U_k` of that layer's MSSA (:meth:`MSSA.subspaces`).
-        eps: :math:`\varepsilon > 0` (the official code's ``eps = 0.01`` is
-            :math:`\varepsilon^2`, hence the default 0.1).
+        eps: :math:`\varepsilon > 0` (the official code's ``eps = 0.01`` is :math:`\varepsilon^2`).
         normalize: Normalise each per-head token vector to unit norm (official protocol).
         per_head: Return the per-head rates instead of their sum.
         precision: ``"float32"`` or ``"float64"``, passed to :func:`jepa_blocks.coding_rate`.
@@ -126,8 +97,7 @@ def subspace_coding_rate(
         :math:`R^c \ge 0` per sample (or per sample and head).
 
     Shape:
-        - tokens: ``(..., N, d)``
-        - bases: ``(K, d, p)``
+        - tokens: ``(..., N, d)``; bases: ``(K, d, p)``
         - output: ``(...)``, or ``(..., K)`` with ``per_head=True``
     """
     check_positive(eps, "eps")
@@ -143,14 +113,13 @@ def code_sparsity(codes: Tensor, *, dim: int | tuple[int, ...] | None = None) ->
 
     Args:
         codes: The codes.
-        dim: Dimensions to average over; ``None`` (default) averages over all.
+        dim: Dimensions to average over; ``None``: all.
 
     Returns:
         The fraction of entries equal to zero, in ``[0, 1]``, float32.
 
     Shape:
-        - codes: any
-        - output: ``()`` with ``dim=None``; otherwise ``codes`` without ``dim``
+        - codes: any; output: ``()`` with ``dim=None``, else ``codes`` without ``dim``
     """
     check_floating_tensor(codes, "codes")
     zeros = (codes == 0).to(torch.float32)
@@ -161,15 +130,10 @@ def _check_head_regression(features: Tensor, actions: Tensor, names: tuple[str, 
     f, a = names
     check_floating_tensor(features, f, min_ndim=3, shape_doc="(S, K, p)")
     check_floating_tensor(actions, a, min_ndim=2, shape_doc="(S, A)")
-    if features.ndim != 3 or actions.ndim != 2:
+    if features.ndim != 3 or actions.ndim != 2 or features.shape[0] != actions.shape[0]:
         raise ValueError(
-            f"{f} must be (S, K, p) and {a} (S, A), got {tuple(features.shape)} and "
-            f"{tuple(actions.shape)}"
-        )
-    if features.shape[0] != actions.shape[0]:
-        raise ValueError(
-            f"{f} and {a} must have the same number of samples S, got {features.shape[0]} and "
-            f"{actions.shape[0]}"
+            f"{f} must be (S, K, p) and {a} (S, A) with the same number of samples S, got "
+            f"{tuple(features.shape)} and {tuple(actions.shape)}"
         )
 
 
@@ -185,13 +149,12 @@ def head_action_r2(
 
     For head :math:`k` with features :math:`H_k \in \mathbb{R}^{S \times p}` and action
     coordinate :math:`a_j \in \mathbb{R}^S` (both centred), fit
-    :math:`\beta = (H_k^\top H_k + \rho I)^{-1} H_k^\top a_j` (the pseudo-inverse solution
-    when ``ridge`` :math:`\rho = 0`) and report
+    :math:`\beta = (H_k^\top H_k + \rho I)^{-1} H_k^\top a_j` (pseudo-inverse when
+    :math:`\rho = 0`) and report
     :math:`R^2_{kj} = 1 - \lVert a_j - H_k \beta\rVert^2 / \lVert a_j\rVert^2` (0 for a
-    constant coordinate). Computed in float64. In-sample by default; with few samples per
-    feature (:math:`S \lesssim p`) in-sample :math:`R^2` is biased upwards, so pass held-out
-    ``eval_features`` / ``eval_actions``: the regression fitted on ``head_features`` /
-    ``actions`` (centred with their means) is then scored on them, against their own variance.
+    constant coordinate), in float64. In-sample :math:`R^2` is biased upwards when
+    :math:`S \lesssim p`: with ``eval_features`` / ``eval_actions`` the regression (centred
+    with the training means) is scored on them instead, against their own variance.
 
     Args:
         head_features: Per-head features of each sample, e.g. the per-head MSSA outputs at
@@ -205,28 +168,24 @@ def head_action_r2(
         :math:`R^2` for every head and action coordinate, float64.
 
     Shape:
-        - head_features: ``(S, K, p)``
-        - actions: ``(S, A)``
-        - eval_features: ``(S', K, p)``
-        - eval_actions: ``(S', A)``
+        - head_features: ``(S, K, p)``; actions: ``(S, A)``
+        - eval_features: ``(S', K, p)``; eval_actions: ``(S', A)``
         - output: ``(K, A)``
     """
     _check_head_regression(head_features, actions, ("head_features", "actions"))
-    held_out = eval_features is not None or eval_actions is not None
-    if held_out:
+    if eval_features is not None or eval_actions is not None:
         if eval_features is None or eval_actions is None:
             raise ValueError("pass both eval_features and eval_actions, or neither")
         _check_head_regression(eval_features, eval_actions, ("eval_features", "eval_actions"))
-        if eval_features.shape[1:] != head_features.shape[1:]:
+        k, p = head_features.shape[1:]
+        if eval_features.shape[1:] != (k, p):
+            got = tuple(eval_features.shape)
             raise ValueError(
-                f"eval_features must have shape (S', K, p) = (S', {head_features.shape[1]}, "
-                f"{head_features.shape[2]}), got {tuple(eval_features.shape)}"
+                f"eval_features must have shape (S', K, p) = (S', {k}, {p}), got {got}"
             )
         if eval_actions.shape[1] != actions.shape[1]:
-            raise ValueError(
-                f"eval_actions must have {actions.shape[1]} coordinates, got "
-                f"{tuple(eval_actions.shape)}"
-            )
+            got = tuple(eval_actions.shape)
+            raise ValueError(f"eval_actions must have {actions.shape[1]} coordinates, got {got}")
     rho = check_positive(ridge, "ridge", allow_zero=True)
     with torch.autocast(device_type=head_features.device.type, enabled=False):
         h = rearrange(head_features.to(torch.float64), "s k p -> k s p")
@@ -256,7 +215,7 @@ def specialization_score(r2: Tensor) -> Tensor:
 
     With :math:`q_{kj} = \max(R^2_{kj}, 0) / \sum_k \max(R^2_{kj}, 0)`, the score is
     :math:`1 - H(q_{\cdot j}) / \log K`: 1 when one head explains the coordinate alone, 0 when
-    every head explains it equally (or none does). A derived summary, not a published metric.
+    every head explains it equally (or none does). Derived, not a published metric.
 
     Args:
         r2: :math:`R^2` per head and action coordinate, e.g. from :func:`head_action_r2`.
@@ -265,8 +224,7 @@ def specialization_score(r2: Tensor) -> Tensor:
         The score per action coordinate, in ``[0, 1]`` (zeros when ``K == 1``).
 
     Shape:
-        - r2: ``(..., K, A)``
-        - output: ``(..., A)``
+        - r2: ``(..., K, A)``; output: ``(..., A)``
     """
     check_floating_tensor(r2, "r2", min_ndim=2, shape_doc="(..., K, A)")
     k = r2.shape[-2]
@@ -284,22 +242,19 @@ class CRATERecorder:
     """Record, with forward hooks, the tensors the CRATE diagnostics need from each layer.
 
     Every :class:`~jepa_blocks.blocks.CRATELayer`, :class:`~jepa_blocks.blocks.CRATEAlphaLayer`
-    and :class:`~jepa_blocks.blocks.CRATEDecoderLayer` inside ``model`` (in
-    ``model.modules()`` order, i.e. forward order for a plain stack) is hooked. After a forward
-    pass, for layer ``i``:
+    and :class:`~jepa_blocks.blocks.CRATEDecoderLayer` in ``model`` is hooked, in
+    ``model.modules()`` order. After a forward pass, for layer ``i``:
 
     * ``inputs[i]``: the tokens entering the layer, ``(B, N, D)``;
     * ``mssa_inputs[i]``: the normalised tokens entering its MSSA (what the official
       ``vis_utils`` hook projects), ``(B, N, D)``;
     * ``heads[i]``: the per-head MSSA outputs before the output map, ``(B, K, N, p)``;
-    * ``codes[i]``: the ISTA codes (:class:`~jepa_blocks.blocks.ISTA` output, or the
-      :class:`~jepa_blocks.blocks.OvercompleteISTA` codes), ``(B, N, m)``; absent for decoder
-      layers;
+    * ``codes[i]``: the ISTA codes (:class:`~jepa_blocks.blocks.ISTA` output or
+      :class:`~jepa_blocks.blocks.OvercompleteISTA` codes), ``(B, N, m)``; not for decoders;
     * ``outputs[i]``: the layer output, ``(B, N, D)``.
 
-    Each forward pass overwrites the previous record. Tensors are detached unless
-    ``detach=False``. Use as a context manager (hooks are removed on exit) or call
-    :meth:`remove`. Meant for eager diagnostics, not inside ``torch.compile``.
+    Each forward pass overwrites the previous record. Use as a context manager (hooks are
+    removed on exit) or call :meth:`remove`. Meant for eager diagnostics, not ``torch.compile``.
 
     Args:
         model: A model or a layer stack containing CRATE layers.
@@ -317,10 +272,8 @@ class CRATERecorder:
     def __init__(self, model: nn.Module, *, detach: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if not isinstance(detach, bool):
-            raise TypeError(f"detach must be a bool, got {type(detach).__name__}")
-        self.detach = detach
-        self.layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, _LAYER_TYPES)]
+        self.detach = check_bool(detach, "detach")
+        self.layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
         if not self.layers:
             raise ValueError("model contains no CRATELayer, CRATEAlphaLayer or CRATEDecoderLayer")
         self.inputs: dict[int, Tensor] = {}
@@ -388,9 +341,6 @@ class CRATERecorder:
             eps: :math:`\\varepsilon` (official protocol: 0.1, i.e. code ``eps = 0.01``).
             per_head: Keep the head dimension.
 
-        Returns:
-            The rates stacked over layers.
-
         Shape:
             - output: ``(L, B)``, or ``(L, B, K)`` with ``per_head=True``
         """
@@ -404,20 +354,10 @@ class CRATERecorder:
         return torch.stack(rates)
 
     def sparsities(self) -> Tensor:
-        """Per-layer :func:`code_sparsity` of the recorded ISTA codes.
-
-        Returns:
-            The fraction of zeros per layer (layers without codes are skipped).
-
-        Shape:
-            - output: ``(L_codes,)``
-        """
+        """Per-layer :func:`code_sparsity` ``(L_codes,)`` of the recorded ISTA codes, if any."""
         if not self.codes:
             raise RuntimeError("no ISTA codes recorded: run a forward pass through ISTA layers")
         return torch.stack([code_sparsity(self.codes[i]) for i in sorted(self.codes)])
-
-
-# --------------------------------------------------------------------------- CRATE parts of a model
 
 
 def _crate_stacks(model: nn.Module) -> dict[str, nn.Module]:
@@ -425,7 +365,7 @@ def _crate_stacks(model: nn.Module) -> dict[str, nn.Module]:
     out = {}
     for key, name in (("agg", "aggregator"), ("pred", "predictor")):
         part = getattr(model, name, None)
-        if isinstance(part, nn.Module) and any(isinstance(m, _LAYER_TYPES) for m in part.modules()):
+        if isinstance(part, nn.Module) and any(isinstance(m, LAYER_TYPES) for m in part.modules()):
             out[key] = part
     return out
 
@@ -435,14 +375,20 @@ def _readout_action(actions: Tensor, key: str) -> Tensor:
     return actions[:, 0] if key == "agg" else actions[:, -1]
 
 
+def _held_out_r2(h: Tensor, a: Tensor, ridge: float) -> Tensor:
+    """:func:`head_action_r2` fitted on the first half of the samples, scored on the second."""
+    half = h.shape[0] // 2
+    return head_action_r2(
+        h[:half], a[:half], ridge=ridge, eval_features=h[half:], eval_actions=a[half:]
+    )
+
+
 def weighted_specialization(head_r2: Tensor, scores: Tensor) -> float:
     r"""Mean specialisation over action coordinates, weighted by how well any head explains each.
 
-    :func:`specialization_score` is scale-free, so a coordinate that no head explains (all
-    :math:`R^2 \approx 0`, noise) can score high; weighting each coordinate by its best head's
-    :math:`\max_k \max(R^2_{kj}, 0)` keeps such coordinates from dominating (derived summary).
-    When every :math:`R^2` is near zero the weights are too, and the score is scale-free again:
-    read it together with the best head's :math:`R^2`.
+    :func:`specialization_score` is scale-free: a coordinate that no head explains (noise) can
+    score high. Weighting each coordinate by its best head's :math:`\max_k \max(R^2_{kj}, 0)`
+    (derived) keeps such coordinates from dominating; read it with the best head's :math:`R^2`.
 
     Args:
         head_r2: :math:`R^2` per head and action coordinate (:func:`head_action_r2`).
@@ -452,8 +398,7 @@ def weighted_specialization(head_r2: Tensor, scores: Tensor) -> float:
         The weighted mean, in ``[0, 1]`` (0 when no head explains anything).
 
     Shape:
-        - head_r2: ``(K, A)``
-        - scores: ``(A,)``
+        - head_r2: ``(K, A)``; scores: ``(A,)``
     """
     check_floating_tensor(head_r2, "head_r2", min_ndim=2, shape_doc="(K, A)")
     check_floating_tensor(scores, "scores", min_ndim=1, shape_doc="(A,)")
@@ -479,10 +424,8 @@ class StackDiagnostics(NamedTuple):
         specialization: :func:`specialization_score` of ``head_r2``, ``(L, A)``.
         action: Which action was regressed: ``"a_1"`` (aggregator) or ``"a_M"`` (predictor).
         samples: Number of sequences.
-        rate_max: The largest value :math:`R^c` can take on these tokens,
-            :math:`K \cdot \tfrac{n}{2} \log(1 + p / (N\varepsilon^2))` with
-            :math:`n = \min(N, p)` (unit-norm tokens, mutually orthogonal within every head;
-            derived), for reading ``rates``.
+        rate_max: The largest :math:`R^c` of these tokens (derived),
+            :math:`K \cdot \tfrac{n}{2} \log(1 + p / (N\varepsilon^2))`, :math:`n = \min(N, p)`.
     """
 
     rates: Tensor
@@ -512,25 +455,21 @@ def crate_stack_diagnostics(
     r"""Per-layer :math:`R^c`, ISTA sparsity and head specialisation of a model's CRATE stacks.
 
     The stacks are the model's ``aggregator`` (key ``"agg"``) and ``predictor`` (``"pred"``)
-    when they contain CRATE layers, e.g. a :class:`~jepa_blocks.SeqJEPA` with a CRATE
-    aggregator (:func:`crate_blocks`) or a :class:`~jepa_blocks.seq.CRATEPredictor`. Runs the
-    model (eval mode, no gradient) on the loader's sequences with a :class:`CRATERecorder` on
-    each stack. Head specialisation regresses the action coordinates on each head's MSSA output
-    at the read-out token (token 0: [AGG] for the aggregator, regressed on :math:`a_1`; the
-    state token for the predictor, regressed on :math:`a_M`). The :math:`R^2` are **held
-    out** (:func:`head_action_r2` with ``eval_features``): a ridge regression per head and layer
-    is fit on the first half of the sequences and scored on the second half (in-sample
-    :math:`R^2` with ``p`` features per head would be biased upwards by about ``p / samples``).
+    when they hold CRATE layers (:func:`crate_blocks`, :class:`~jepa_blocks.seq.CRATEPredictor`).
+    The model runs (eval mode, no gradient) on the loader's sequences with a
+    :class:`CRATERecorder` on each stack. Head specialisation regresses the action coordinates
+    on each head's MSSA output at the read-out token (token 0, [AGG], on :math:`a_1` for the
+    aggregator; the state token on :math:`a_M` for the predictor), **held out**: a ridge
+    regression per head and layer is fit on the first half of the sequences and scored on the
+    second (in-sample :math:`R^2` would be biased upwards by about ``p / samples``).
 
     Args:
-        model: A module with ``aggregator`` / ``predictor`` parts, called as
-            ``model(views, actions)``.
+        model: A module with ``aggregator`` / ``predictor`` parts, ``model(views, actions)``.
         loader: Batches with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``,
             e.g. a :class:`~jepa_blocks.data.SequenceLoader`.
         eps: :math:`\varepsilon` of :math:`R^c` (official protocol 0.1).
         max_samples: Stop after this many sequences (``None``: all).
-        ridge: Ridge :math:`\rho > 0` of the per-head regressions (the small default only keeps
-            the solve well posed).
+        ridge: Ridge :math:`\rho > 0` of the per-head regressions (keeps the solve well posed).
 
     Returns:
         ``{"agg": ..., "pred": ...}`` for the stacks that contain CRATE layers (empty if none).
@@ -551,8 +490,7 @@ def crate_stack_diagnostics(
     was_training = model.training
     model.eval()
     rates: dict[str, list[Tensor]] = {k: [] for k in stacks}
-    zeros: dict[str, Tensor] = {}
-    counts: dict[str, Tensor] = {}
+    zeros: dict[str, Tensor] = {}  # per layer: [number of zero codes, number of codes]
     heads: dict[str, list[list[Tensor]]] = {k: [] for k in stacks}
     actions: dict[str, list[Tensor]] = {k: [] for k in stacks}
     n_tokens: dict[str, int] = {}
@@ -569,10 +507,8 @@ def crate_stack_diagnostics(
             for key, rec in recorders.items():
                 rates[key].append(rec.coding_rates(eps=eps)[:, :b].float().cpu())
                 codes = [rec.codes[i][:b] for i in sorted(rec.codes)]
-                z = torch.stack([(c == 0).sum().double().cpu() for c in codes])
-                n = torch.tensor([float(c.numel()) for c in codes], dtype=torch.float64)
+                z = torch.tensor([[int((c == 0).sum()), c.numel()] for c in codes]).double()
                 zeros[key] = zeros[key] + z if key in zeros else z
-                counts[key] = counts[key] + n if key in counts else n
                 heads[key].append(
                     [rec.heads[i][:b, :, 0].float().cpu() for i in range(len(rec.layers))]
                 )
@@ -585,7 +521,6 @@ def crate_stack_diagnostics(
         model.train(was_training)
     if seen < 4:
         raise ValueError(f"need at least 4 sequences for the held-out R², the loader gave {seen}")
-    half = seen // 2
     out = {}
     eps2 = float(eps) ** 2
     for key in stacks:
@@ -593,18 +528,11 @@ def crate_stack_diagnostics(
         n_layers = r.shape[0]
         a = torch.cat(actions[key])
         per_layer = [torch.cat([h[i] for h in heads[key]]) for i in range(n_layers)]
-        r2 = torch.stack(
-            [
-                head_action_r2(
-                    h[:half], a[:half], ridge=ridge, eval_features=h[half:], eval_actions=a[half:]
-                )
-                for h in per_layer
-            ]
-        ).float()
+        r2 = torch.stack([_held_out_r2(h, a, ridge) for h in per_layer]).float()
         out[key] = StackDiagnostics(
             rates=r.mean(dim=1),
             rates_std=r.std(dim=1) if r.shape[1] > 1 else torch.zeros(n_layers),
-            sparsity=(zeros[key] / counts[key]).float(),
+            sparsity=(zeros[key][:, 0] / zeros[key][:, 1]).float(),
             head_r2=r2,
             specialization=specialization_score(r2),
             action="a_1" if key == "agg" else "a_M",
@@ -621,16 +549,14 @@ def crate_monitor(
 ) -> Callable[[nn.Module, int], dict[str, float]]:
     r"""An ``eval_fn`` for :func:`jepa_blocks.train.fit`: ranks and CRATE diagnostics on one batch.
 
-    One forward pass of the model (in eval mode, no gradient, as the loop calls it) on the
-    fixed ``batch``. Logged keys (``eval/`` prefixed by the loop): ``rank_z_agg``, ``rank_z``
-    (RankMe of :math:`z_\text{AGG}` and :math:`z_1`, as
-    :func:`~jepa_blocks.metrics.rank_monitor`) and, for each CRATE stack ``s`` in ``agg`` /
-    ``pred`` (see :func:`crate_stack_diagnostics`) and layer ``i``, ``{s}_rate_{i}`` (mean
-    :math:`R^c` over the batch), ``{s}_sparsity_{i}`` and, when the batch holds at least 4
-    sequences, the head specialisation of :func:`crate_stack_diagnostics` measured on the batch:
-    ``{s}_spec_{i}`` (:func:`weighted_specialization` of the held-out per-head :math:`R^2`,
-    ridge fitted on the first half of the batch, scored on the second) and ``{s}_head_r2_{i}``
-    (the best head's :math:`R^2`, averaged over the action coordinates).
+    One forward pass (eval mode, no gradient, as the loop calls it) on the fixed ``batch``.
+    Logged keys (prefixed ``eval/`` by the loop): ``rank_z_agg`` and ``rank_z`` (RankMe of
+    :math:`z_\text{AGG}` and :math:`z_1`, as :func:`~jepa_blocks.metrics.rank_monitor`) and, per
+    CRATE stack ``s`` (``agg`` / ``pred``) and layer ``i``: ``{s}_rate_{i}`` (mean :math:`R^c`),
+    ``{s}_sparsity_{i}`` and, with at least 4 sequences, ``{s}_spec_{i}``
+    (:func:`weighted_specialization` of the held-out per-head :math:`R^2`, split as in
+    :func:`crate_stack_diagnostics`) and ``{s}_head_r2_{i}`` (the best head's :math:`R^2`,
+    averaged over the action coordinates).
 
     Args:
         batch: A batch with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``
@@ -666,17 +592,9 @@ def crate_monitor(
                 metrics[f"{key}_sparsity_{i}"] = float((rec.codes[i][:b] == 0).float().mean())
             if b < 4:
                 continue
-            half = b // 2
             act = _readout_action(batch.actions[:b], key).float().cpu()
             for i in range(len(rec.layers)):
-                h = rec.heads[i][:b, :, 0].float().cpu()
-                r2 = head_action_r2(
-                    h[:half],
-                    act[:half],
-                    ridge=ridge,
-                    eval_features=h[half:],
-                    eval_actions=act[half:],
-                )
+                r2 = _held_out_r2(rec.heads[i][:b, :, 0].float().cpu(), act, ridge)
                 metrics[f"{key}_spec_{i}"] = weighted_specialization(r2, specialization_score(r2))
                 metrics[f"{key}_head_r2_{i}"] = float(r2.max(dim=0).values.mean())
         return metrics

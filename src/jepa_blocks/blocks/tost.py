@@ -1,38 +1,20 @@
 r"""ToST: token-statistics self-attention (TSSA), its causal streaming form, and the ToST block.
 
-Sources: Wu et al. (ICLR 2025), "Token Statistics Transformer:
-Linear-Time Attention via Variational Rate Reduction", arXiv:2412.17810. Official code
-``RobinWu218/ToST``: ``tost_vision/tost.py`` (``AttentionTSSA``, ``Block``) and
-``tost_lang/model_TSSA.py`` (``CausalSelfAttention_TSSA``). The implementation here is written
-from the formulas; no code is copied.
+Sources: Wu et al. (ICLR 2025), "Token Statistics Transformer: Linear-Time Attention via
+Variational Rate Reduction", arXiv:2412.17810. Official code ``RobinWu218/ToST``:
+``tost_vision/tost.py`` (``AttentionTSSA``, ``Block``) and ``tost_lang/model_TSSA.py``
+(``CausalSelfAttention_TSSA``). Written from the formulas; no code is copied.
 
 TSSA is one descent step on the variational (diagonal) bound of the compression term
-:math:`R^c` (see :func:`jepa_blocks.variational.variational_rate`). With one linear map
-``qkv`` giving :math:`K` heads :math:`w_{k,i} \in \mathbb{R}^p` per token :math:`i`:
-
-.. math::
-
-    \pi_{\cdot, i} = \operatorname{softmax}_k\Big(\tau_k \sum_j \hat w_{k,i,j}^2\Big), \quad
-    m_{k,j} = \frac{\sum_i \pi_{k,i} w_{k,i,j}^2}{\sum_i \pi_{k,i} + 10^{-8}}, \quad
-    y_{k,i,j} = -\frac{\pi_{k,i}\, w_{k,i,j}}{1 + m_{k,j}},
-
-where :math:`\hat w_{k,i,j}^2 = w_{k,i,j}^2 / \sum_{i'} w_{k,i',j}^2` (the vision form: each
-coordinate normalised over all tokens) or, in the causal form, the prefix analogue
-:math:`w_{k,t,j}^2 / \sum_{s \le t} w_{k,s,j}^2` plus a learned per-head positional bias, and
-every sum over tokens becomes a prefix sum. Tokens interact **only** through the per-head,
-per-coordinate statistics, so the cost is linear in the number of tokens and the causal form is
-an exact recurrence with an :math:`O(D)` state (:class:`TSSAState`).
-
-Tokens are rows: ``x`` is ``(B, N, D)``. Every block maps ``(B, N, D)`` to ``(B, N, D)`` and
-accepts the ``src_key_padding_mask=`` keyword of :class:`torch.nn.TransformerEncoderLayer`, so a
-:class:`ToSTStack` (or any list of :class:`ToSTBlock`) can be passed as the ``blocks`` of
-:class:`jepa_blocks.seq.Aggregator`.
+:math:`R^c` (see :func:`jepa_blocks.variational.variational_rate`). Tokens interact **only**
+through per-head, per-coordinate statistics, so the cost is linear in the number of tokens and
+the causal form is an exact recurrence with an :math:`O(D)` state (:class:`TSSAState`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import torch
@@ -47,23 +29,15 @@ from jepa_blocks._validation import (
     check_positive,
     check_probability,
 )
-from jepa_blocks.blocks.crate import (
-    _check_tokens,
-    _merge_heads,
-    _output_map,
-    _resolve_out_bias,
-    _split_heads,
-    _subspaces,
+from jepa_blocks.blocks._heads import (
+    HeadProjection,
+    check_padding,
+    check_tokens,
+    layer_scales,
+    scaled,
 )
 
-__all__ = [
-    "TSSA",
-    "CausalTSSA",
-    "TSSAState",
-    "ToSTBlock",
-    "ToSTStack",
-    "tost_blocks",
-]
+__all__ = ["TSSA", "CausalTSSA", "TSSAState", "ToSTBlock", "ToSTStack", "tost_blocks"]
 
 #: Guard added to the membership mass :math:`\sum_i \pi_{k,i}` (official code: ``1e-8``).
 MASS_EPS = 1e-8
@@ -71,13 +45,6 @@ MASS_EPS = 1e-8
 VISION_NORM_EPS = 1e-12
 #: Clamp of the causal running sum of squares (official language code: ``min=1e-12``).
 CAUSAL_DEN_EPS = 1e-12
-
-_BEYOND = ("clamp", "zero")
-
-
-# --------------------------------------------------------------------------------------------
-# argument checks
-# --------------------------------------------------------------------------------------------
 
 
 def _check_decay(value: Any) -> float | None:
@@ -89,38 +56,22 @@ def _check_decay(value: Any) -> float | None:
     return None if v == 1.0 else v
 
 
-def _check_padding(mask: Any, x: Tensor, name: str = "src_key_padding_mask") -> Tensor | None:
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"{name} must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}")
-    if tuple(mask.shape) != tuple(x.shape[:-1]):
-        raise ValueError(
-            f"{name} must have shape {tuple(x.shape[:-1])} (True = ignore), got {tuple(mask.shape)}"
-        )
-    return mask
-
-
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     """Statistics dtype: float32, or float64 for float64 inputs."""
     return torch.promote_types(dtype, torch.float32)
 
 
-# --------------------------------------------------------------------------------------------
-# vision (non-causal) TSSA core
-# --------------------------------------------------------------------------------------------
-
-
 class _VisionStats(NamedTuple):
     pi: Tensor  # (..., K, N) memberships
-    energy: Tensor  # (..., K, N) normalised energies Σ_j ŵ²
     den: Tensor  # (..., K, 1, p) clamped per-coordinate sums of squares over tokens
     mass: Tensor  # (..., K, 1) Σ_i π + 1e-8
     m: Tensor  # (..., K, p) weighted second moments
 
 
-def _vision_stats(w: Tensor, temperature: Tensor, valid: Tensor | None) -> _VisionStats:
-    """Statistics of the vision TSSA for heads ``w`` ``(..., K, N, p)`` in the compute dtype."""
+def _vision_tssa(
+    w: Tensor, temperature: Tensor, valid: Tensor | None, drop: Tensor | None
+) -> tuple[Tensor, _VisionStats]:
+    """Vision TSSA core on heads ``w`` ``(..., K, N, p)`` in the compute dtype: ``(y, stats)``."""
     w2 = w.square()
     w2_stat = w2 if valid is None else w2 * valid
     den = w2_stat.sum(-2, keepdim=True).clamp_min(VISION_NORM_EPS**2)
@@ -131,26 +82,16 @@ def _vision_stats(w: Tensor, temperature: Tensor, valid: Tensor | None) -> _Visi
     # a broadcast product and a reduction: unlike a batched matmul on the (non-contiguous)
     # head view, this saves no copy of w² for the backward
     m = (pi_stat[..., None] * w2).sum(-2) / mass
-    return _VisionStats(pi, energy, den, mass, m)
-
-
-def _vision_tssa_plain(
-    w: Tensor, temperature: Tensor, valid: Tensor | None, drop: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    """Reference TSSA core through autograd: returns ``(y, π)``."""
-    st = _vision_stats(w, temperature, valid)
-    a = 1.0 / (1.0 + st.m)
+    a = 1.0 / (1.0 + m)
     if drop is not None:
         a = a * drop
-    return -st.pi[..., None] * w * a[..., None, :], st.pi
+    return -pi[..., None] * w * a[..., None, :], _VisionStats(pi, den, mass, m)
 
 
 class _VisionTSSAFunction(torch.autograd.Function):
-    """TSSA core with a hand-written backward that saves only ``w`` and ``O(D)`` statistics.
+    """TSSA core whose backward recomputes ``π``: it saves ``w`` (own dtype) and ``O(D)`` stats.
 
-    The autograd graph of the plain core keeps several ``(…, K, N, p)`` tensors (``w``, ``w²``,
-    ``π·w``) in the compute dtype; this one keeps the input ``w`` in its own dtype (bf16 under
-    autocast) and recomputes ``π`` in the backward (one extra pass over ``w``).
+    The plain core's autograd graph keeps several ``(…, K, N, p)`` compute-dtype tensors.
     """
 
     @staticmethod
@@ -163,13 +104,7 @@ class _VisionTSSAFunction(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         dtype = _stat_dtype(w.dtype)
         with torch.autocast(device_type=w.device.type, enabled=False):
-            wc = w.to(dtype)
-            tau = temperature.to(dtype)
-            st = _vision_stats(wc, tau, valid)
-            a = 1.0 / (1.0 + st.m)
-            if drop is not None:
-                a = a * drop
-            y = -st.pi[..., None] * wc * a[..., None, :]
+            y, st = _vision_tssa(w.to(dtype), temperature.to(dtype), valid, drop)
         ctx.save_for_backward(w, temperature, valid, drop, st.den, st.mass, st.m)
         ctx.mark_non_differentiable(st.pi)
         return y, st.pi
@@ -223,15 +158,8 @@ class _VisionTSSAFunction(torch.autograd.Function):
         return g_w.to(w.dtype), g_tau_out, None, None
 
 
-# --------------------------------------------------------------------------------------------
-# causal core
-# --------------------------------------------------------------------------------------------
-
-
 class TSSAState(NamedTuple):
     r"""Streaming state of one :class:`CausalTSSA` layer: :math:`O(D)` numbers per sequence.
-
-    Kept in float32 (float64 for float64 modules) whatever the input dtype or autocast state.
 
     Attributes:
         sum_w2: :math:`S_{w^2} = \sum_{s \le t} \lambda^{t-s} w_s^{2}` per head and coordinate,
@@ -251,11 +179,10 @@ class TSSAState(NamedTuple):
 def _decayed_prefix_sum(v: Tensor, init: Tensor, decay: float | None) -> Tensor:
     r"""Inclusive prefix sums :math:`S_t = \lambda S_{t-1} + v_t`, :math:`S_{-1} =` ``init``.
 
-    ``v`` is ``(..., N, c)`` and ``init`` ``(..., c)``. Without decay this is one ``cumsum``. With
-    decay :math:`\lambda < 1` it is a Hillis–Steele scan, :math:`\lceil \log_2 N \rceil` passes
-    of :math:`S_t \mathrel{+}= \lambda^{o} S_{t-o}` for offsets :math:`o = 1, 2, 4, \dots`, then
-    :math:`+\lambda^{t+1} S_{-1}`. The pass count depends on the shape only, and the scan only
-    multiplies by powers :math:`\le 1` and adds, so it is stable for any :math:`\lambda`.
+    ``v`` is ``(..., N, c)``, ``init`` ``(..., c)``. With decay :math:`\lambda < 1`: a
+    Hillis–Steele scan, :math:`\lceil \log_2 N \rceil` passes of :math:`S_t \mathrel{+}=
+    \lambda^{o} S_{t-o}` (:math:`o = 1, 2, 4, \dots`), then :math:`+\lambda^{t+1} S_{-1}`;
+    stable for any :math:`\lambda` (only powers :math:`\le 1` and additions).
     """
     n = v.shape[-2]
     if decay is None:
@@ -311,12 +238,7 @@ def _causal_tssa(
     return y, pi, new_state
 
 
-# --------------------------------------------------------------------------------------------
-# modules
-# --------------------------------------------------------------------------------------------
-
-
-class _TSSABase(nn.Module):
+class _TSSABase(HeadProjection):
     """Shared parameters of :class:`TSSA` and :class:`CausalTSSA` (projections, temperature)."""
 
     def __init__(
@@ -328,22 +250,12 @@ class _TSSABase(nn.Module):
         out_bias: bool | None,
         proj_drop: float,
     ) -> None:
-        super().__init__()
-        self.dim = check_int(dim, "dim")
-        self.heads = check_int(heads, "heads")
-        if dim % heads:
-            raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
-        self.dim_head = dim // heads
-        self.qkv_bias = check_bool(qkv_bias, "qkv_bias")
-        self.tie_out = check_bool(tie_out, "tie_out")
-        out_bias = _resolve_out_bias(out_bias, tie_out)
+        super().__init__(dim, heads, None, qkv_bias=qkv_bias, tie_out=tie_out)
+        self.qkv_bias = qkv_bias
         self.proj_drop = check_probability(proj_drop, "proj_drop")
-        self.qkv = nn.Linear(dim, dim, bias=qkv_bias)
         #: Per-head temperature :math:`\tau_k` (initialised to 1; excluded from weight decay).
         self.temperature = nn.Parameter(torch.ones(heads, 1))
-        to_out, bias = _output_map(dim, dim, tie_out=tie_out, out_bias=out_bias)
-        self.to_out: nn.Linear | None = to_out
-        self.out_bias: nn.Parameter | None = bias
+        self._add_output_map(out_bias)
         #: Observation hook: called with the detached memberships ``π`` ``(..., K, N)``.
         self.membership_tap = nn.Identity()
 
@@ -351,16 +263,9 @@ class _TSSABase(nn.Module):
         """Parameter names to exclude from weight decay (the temperature, as in ToST)."""
         return {"temperature"}
 
-    def subspaces(self) -> Tensor:
-        """The head bases :math:`U_k`, a ``(K, dim, dim_head)`` view of ``qkv.weight``."""
-        return _subspaces(self.qkv, self.heads)
-
-    def _heads(self, x: Tensor) -> Tensor:
-        return _split_heads(self.qkv(x), self.heads)
-
-    def _output(self, y: Tensor, dtype: torch.dtype) -> Tensor:
-        out = _merge_heads(y.to(dtype), self.qkv, self.to_out, self.out_bias)
-        return F.dropout(out, self.proj_drop, self.training)
+    def _output(self, y: Tensor, pi: Tensor, dtype: torch.dtype) -> Tensor:
+        self.membership_tap(pi.detach())
+        return F.dropout(self._merge(y.to(dtype)), self.proj_drop, self.training)
 
     def extra_repr(self) -> str:
         return (
@@ -372,57 +277,45 @@ class _TSSABase(nn.Module):
 class TSSA(_TSSABase):
     r"""Token-statistics self-attention, vision (non-causal) form (Wu et al., ICLR 2025).
 
-    For the (already normalised) tokens :math:`x_i`, one bias-optional linear map gives the head
-    projections :math:`w_{k,i} = U_k^\top x_i \in \mathbb{R}^p` (``qkv``; ToST uses a bias,
-    ``qkv_bias=True``). Then, per head :math:`k`, coordinate :math:`j` and token :math:`i`:
+    For the (already normalised) tokens :math:`x_i`, one linear map ``qkv`` (with a bias in ToST)
+    gives the head projections :math:`w_{k,i} = U_k^\top x_i \in \mathbb{R}^p`. Then, per head
+    :math:`k`, coordinate :math:`j` and token :math:`i`:
 
-    1. :math:`\hat w_{k,i,j}^2 = w_{k,i,j}^2 / \max(\sum_{i'} w_{k,i',j}^2, 10^{-24})`: each
+    1. :math:`\hat w_{k,i,j}^2 = w_{k,i,j}^2 / \max(\sum_{i'} w_{k,i',j}^2, 10^{-24})`, each
        coordinate normalised over **all** tokens (``F.normalize(w, dim=-2)`` squared);
-    2. memberships :math:`\pi_{\cdot,i} = \operatorname{softmax}_k(\tau_k \sum_j \hat w_{k,i,j}^2)`,
-       a softmax over heads, with a learnable per-head temperature :math:`\tau` (init 1);
+    2. :math:`\pi_{\cdot,i} = \operatorname{softmax}_k(\tau_k \sum_j \hat w_{k,i,j}^2)`, a
+       softmax over heads with a learnable per-head temperature :math:`\tau` (init 1);
     3. :math:`m_{k,j} = \sum_i \pi_{k,i} w_{k,i,j}^2 / (\sum_i \pi_{k,i} + 10^{-8})`;
-    4. :math:`y_{k,i,j} = -\pi_{k,i}\, w_{k,i,j} / (1 + m_{k,j})` (dropout ``attn_drop`` on
-       :math:`1/(1+m)`, as the official code);
+    4. :math:`y_{k,i,j} = -\pi_{k,i}\, w_{k,i,j} / (1 + m_{k,j})` (``attn_drop`` acts on
+       :math:`1/(1+m)`, as in the official code);
     5. heads concatenated and mapped back to :math:`\mathbb{R}^D`.
 
-    **Output map (paper vs code).** The paper's operator is
-    :math:`-\tfrac{\tau}{n}\sum_k U_k D_k U_k^\top Z \operatorname{Diag}(\pi_k)`: the output goes
-    back through the same bases :math:`U_k` (``tie_out=True``; the step size is absorbed by the
-    block's LayerScale). The official code ``tost_vision/tost.py`` uses a separate learned
-    ``to_out`` with bias: ``tie_out=False``, the **default**.
-
-    **Implementation.** ``memory_efficient=False`` (default) is the plain autograd form, the
-    reference. ``memory_efficient=True`` runs the same arithmetic in a custom
-    :class:`torch.autograd.Function` whose backward recomputes the memberships, so only ``w``
-    (in its own dtype) and :math:`O(D)` statistics are saved; values and gradients agree to
-    rounding (tested in float64). Statistics run in an fp32 island (float64 for float64 input)
-    under autocast; the projections follow autocast.
-
-    Padding: tokens with ``src_key_padding_mask=True`` are left out of every statistic (norms,
-    :math:`\sum\pi`, :math:`m`), so they do not affect the other tokens; their own outputs are
-    computed but meaningless.
+    The paper's operator :math:`-\tfrac{\tau}{n}\sum_k U_k D_k U_k^\top Z
+    \operatorname{Diag}(\pi_k)` goes back through the bases :math:`U_k` (``tie_out=True``, step
+    size absorbed by the block's LayerScale); the official ``tost_vision/tost.py`` learns a
+    ``to_out`` with bias (default). ``memory_efficient=True`` recomputes the memberships in the
+    backward, saving only ``w`` and :math:`O(D)` statistics (same values to rounding).
+    Statistics run in an fp32 island (float64 for float64 input). Padded tokens are left out of
+    every statistic (their own outputs are meaningless).
 
     Args:
         dim: Token dimension :math:`D`, divisible by ``heads``.
-        heads: Number of heads (subspaces, groups) :math:`K`; head size :math:`p = D/K`.
-        qkv_bias: Bias on the input projection (ToST models: ``True``).
-        tie_out: ``False`` (default, official code): learned output map; ``True``: the paper's
-            tied output :math:`U_k`.
-        out_bias: Bias on the output map; ``None`` gives ``True`` for the untied and ``False``
-            for the tied form.
+        heads: Number of heads (subspaces) :math:`K`; head size :math:`p = D/K`.
+        qkv_bias: Bias on the input projection.
+        tie_out: ``True``: the paper's tied output :math:`U_k`.
+        out_bias: Bias on the output map; ``None``: ``not tie_out``.
         attn_drop: Dropout probability on :math:`1/(1+m)` (training only).
         proj_drop: Dropout probability on the output (training only).
-        memory_efficient: Use the recomputing backward (see above).
+        memory_efficient: Use the recomputing backward.
 
     Shape:
-        - x: ``(..., N, dim)``
-        - src_key_padding_mask: ``(..., N)`` boolean, ``True`` = ignore
+        - x: ``(..., N, dim)``; src_key_padding_mask: ``(..., N)`` boolean, ``True`` = ignore
         - output: ``(..., N, dim)``
 
     Example:
         >>> from jepa_blocks.blocks.tost import TSSA
-        >>> attn = TSSA(64, heads=4)
-        >>> attn(torch.randn(2, 10, 64)).shape
+        >>> x = torch.randn(2, 10, 64)
+        >>> TSSA(64, heads=4, memory_efficient=True)(x).shape
         torch.Size([2, 10, 64])
     """
 
@@ -444,9 +337,9 @@ class TSSA(_TSSABase):
 
     def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
         """Apply TSSA to the (already normalised) tokens ``x``."""
-        _check_tokens(x, self.dim)
-        mask = _check_padding(src_key_padding_mask, x)
-        w = self._heads(x)  # (..., K, N, p)
+        check_tokens(x, self.dim)
+        mask = check_padding(src_key_padding_mask, x, "src_key_padding_mask")
+        w = self._split(x)  # (..., K, N, p)
         dtype = _stat_dtype(w.dtype)
         valid = None if mask is None else (~mask).to(dtype)[..., None, :, None]
         drop = None
@@ -459,9 +352,9 @@ class TSSA(_TSSABase):
             y, pi = _VisionTSSAFunction.apply(w, self.temperature, valid, drop)
         else:
             with torch.autocast(device_type=w.device.type, enabled=False):
-                y, pi = _vision_tssa_plain(w.to(dtype), self.temperature.to(dtype), valid, drop)
-        self.membership_tap(pi.detach())
-        return self._output(y, w.dtype)
+                y, st = _vision_tssa(w.to(dtype), self.temperature.to(dtype), valid, drop)
+            pi = st.pi
+        return self._output(y, pi, w.dtype)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, memory_efficient={self.memory_efficient}"
@@ -485,46 +378,26 @@ class CausalTSSA(_TSSABase):
         S^{\pi}_t = \lambda S^{\pi}_{t-1} + \pi_t,\quad
         y_t = -\frac{\pi_t\, w_t}{1 + S^{\pi w^2}_t / (S^\pi_t + 10^{-8})}.
 
-    :math:`\lambda = 1` (``decay=None``, default) is the official, non-forgetting form. The
-    learned bias :math:`\beta \in \mathbb{R}^{K \times L}` (``pos_bias``, init 0, indexed by
-    absolute position, broadcast over the :math:`p` coordinates as in the official code, hence
-    the factor :math:`p`) exists only if ``max_len = L`` is given.
+    :math:`\lambda = 1` (``decay=None``) is the official form; :math:`\lambda < 1` (new, not
+    validated on a benchmark) forgets geometrically, a window of :math:`\approx 1/(1-\lambda)`
+    tokens. The bias :math:`\beta \in \mathbb{R}^{K \times L}` (``pos_bias``, init 0, by
+    absolute position, broadcast over the :math:`p` coordinates as in the official code) exists
+    if ``max_len = L`` is given; past it, ``beyond_max_len="clamp"`` reuses
+    :math:`\beta_{k,L-1}` and ``"zero"`` drops it (the official ``denom_bias`` stops at 1024).
 
-    **Three equal forms.** :meth:`forward` processes a whole sequence from an empty state with
-    prefix sums (one ``cumsum``; with decay a :math:`\log_2 N`-pass scan); :meth:`scan`
-    processes a chunk from a given state and returns the new state (chunked prefill);
-    :meth:`step` consumes one token (streaming). All three give the same outputs up to
-    rounding, for sequences of any length.
-
-    **State.** :class:`TSSAState`: :math:`2D + K + 1` numbers per sequence, independent of the
-    sequence length, kept in float32 (float64 for float64 modules) under autocast, since long
-    running sums in bf16 lose precision.
-
-    **Past the positional bias** (``t ≥ max_len``), ``beyond_max_len`` sets the policy:
-    ``"clamp"`` (default) reuses the last learned bias :math:`\beta_{k,L-1}` for every later
-    position; ``"zero"`` drops the bias there. Both keep the recurrence exact at any length
-    and never branch on data. Resetting the stream (a new :meth:`init_state`) every ``L`` tokens
-    is the third option and needs no support here. The official code has no policy: its
-    ``denom_bias`` (and GPT's ``wpe``) stop at ``block_size`` = 1024.
-
-    **Decay** (``decay=λ`` in (0, 1)): all three sums forget geometrically, a "sliding" ToST for
-    drifting streams (effective window :math:`\approx 1/(1-\lambda)` tokens). Not in the paper or
-    the official code, and not validated on a benchmark.
-
-    **Vision vs causal normaliser.** Squared-and-normalised the two coincide except for the
-    clamp and the bias (vision: over all tokens; causal: over the prefix), but a model trained
-    with one is not expected to work with the other (``RobinWu218/ToST#4``).
+    :meth:`forward` (a sequence from an empty state), :meth:`scan` (a chunk from a state) and
+    :meth:`step` (one token) agree to rounding. The state (:class:`TSSAState`) is float32
+    (float64 for float64 modules) under autocast. A model trained with the vision normaliser is
+    not expected to work with this one (``RobinWu218/ToST#4``).
 
     Args:
         dim: Token dimension :math:`D`, divisible by ``heads``.
         heads: Number of heads :math:`K`.
         qkv_bias: Bias on the input projection (official language configs: ``config.bias``).
-        tie_out: ``False`` (default, official code) or ``True`` (paper's tied output).
+        tie_out: ``True``: the paper's tied output.
         out_bias: Bias on the output map; ``None``: ``not tie_out``.
-        max_len: Length :math:`L` of the learned positional bias (official: the block size,
-            1024); ``None`` (default): no bias.
-        beyond_max_len: ``"clamp"`` (default) or ``"zero"``: the bias for positions
-            :math:`\ge L`.
+        max_len: Length :math:`L` of the positional bias (official: 1024); ``None``: no bias.
+        beyond_max_len: ``"clamp"`` or ``"zero"``: the bias for positions :math:`\ge L`.
         decay: Forgetting factor :math:`\lambda \in (0, 1]`; ``None`` or ``1.0``: none.
         proj_drop: Dropout probability on the output (training only).
 
@@ -561,7 +434,7 @@ class CausalTSSA(_TSSABase):
     ) -> None:
         super().__init__(dim, heads, qkv_bias, tie_out, out_bias, proj_drop)
         self.max_len = None if max_len is None else check_int(max_len, "max_len")
-        self.beyond_max_len = check_choice(beyond_max_len, "beyond_max_len", _BEYOND)
+        self.beyond_max_len = check_choice(beyond_max_len, "beyond_max_len", ("clamp", "zero"))
         self.decay = _check_decay(decay)
         self.pos_bias: nn.Parameter | None = None
         if self.max_len is not None:
@@ -581,19 +454,16 @@ class CausalTSSA(_TSSABase):
             batch: Number of sequences ``B ≥ 1``.
             device: Defaults to the module's device.
             dtype: Defaults to float32, or float64 for a float64 module.
-
-        Returns:
-            The zero :class:`TSSAState`.
         """
         check_int(batch, "batch")
         weight = self.qkv.weight
         device = weight.device if device is None else device
         dtype = _stat_dtype(weight.dtype) if dtype is None else dtype
-        k, p = self.heads, self.dim_head
+        sums = torch.zeros(batch, self.heads, self.dim_head, device=device, dtype=dtype)
         return TSSAState(
-            sum_w2=torch.zeros(batch, k, p, device=device, dtype=dtype),
-            sum_pi_w2=torch.zeros(batch, k, p, device=device, dtype=dtype),
-            sum_pi=torch.zeros(batch, k, device=device, dtype=dtype),
+            sum_w2=sums,
+            sum_pi_w2=sums.clone(),
+            sum_pi=torch.zeros(batch, self.heads, device=device, dtype=dtype),
             position=torch.zeros(batch, device=device, dtype=torch.long),
         )
 
@@ -602,17 +472,10 @@ class CausalTSSA(_TSSABase):
         if self.pos_bias is None or self.max_len is None:
             return None
         pos = position[:, None] + torch.arange(n, device=position.device)  # (B, n)
-        idx = pos.clamp_max(self.max_len - 1)
-        beta = self.pos_bias.to(dtype)[:, idx]  # (K, B, n)
+        beta = self.pos_bias.to(dtype)[:, pos.clamp_max(self.max_len - 1)]  # (K, B, n)
         if self.beyond_max_len == "zero":
             beta = torch.where(pos < self.max_len, beta, 0.0)
         return self.dim_head * rearrange(beta, "k b n -> b k n")
-
-    def _check_sequence(self, x: Any) -> Tensor:
-        _check_tokens(x, self.dim)
-        if x.ndim != 3:
-            raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
-        return x
 
     def _check_state(self, state: Any, batch: int) -> TSSAState:
         if not isinstance(state, TSSAState):
@@ -632,9 +495,7 @@ class CausalTSSA(_TSSABase):
         *,
         src_key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, TSSAState]:
-        """Process a chunk of tokens that follows ``state``; return the outputs and the new state.
-
-        An empty chunk (``N = 0``) gives an empty output and returns ``state`` unchanged.
+        """Process a chunk of tokens after ``state`` (unchanged by an empty chunk).
 
         Args:
             x: Normalised tokens of the chunk.
@@ -645,13 +506,12 @@ class CausalTSSA(_TSSABase):
             ``(y, new_state)``.
 
         Shape:
-            - x: ``(B, N, dim)``
-            - output: ``(B, N, dim)``
+            - x: ``(B, N, dim)``; output: ``(B, N, dim)``
         """
-        self._check_sequence(x)
-        mask = _check_padding(src_key_padding_mask, x)
+        check_tokens(x, self.dim, ndim=3)
+        mask = check_padding(src_key_padding_mask, x, "src_key_padding_mask")
         self._check_state(state, x.shape[0])
-        w = self._heads(x)  # (B, K, N, p)
+        w = self._split(x)  # (B, K, N, p)
         sdtype = state.sum_w2.dtype
         with torch.autocast(device_type=w.device.type, enabled=False):
             valid = None if mask is None else (~mask).to(sdtype)[:, None, :, None]
@@ -659,12 +519,11 @@ class CausalTSSA(_TSSABase):
             y, pi, new_state = _causal_tssa(
                 w.to(sdtype), self.temperature.to(sdtype), bias, state, self.decay, valid
             )
-        self.membership_tap(pi.detach())
-        return self._output(y, w.dtype), new_state
+        return self._output(y, pi, w.dtype), new_state
 
     def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
         """Causal TSSA over a whole sequence from an empty state (see :meth:`scan`)."""
-        self._check_sequence(x)
+        check_tokens(x, self.dim, ndim=3)
         state = self.init_state(x.shape[0], device=x.device)
         return self.scan(x, state, src_key_padding_mask=src_key_padding_mask)[0]
 
@@ -679,12 +538,9 @@ class CausalTSSA(_TSSABase):
             ``(y_t, new_state)``.
 
         Shape:
-            - x_t: ``(B, dim)``
-            - y_t: ``(B, dim)``
+            - x_t: ``(B, dim)``; y_t: ``(B, dim)``
         """
-        _check_tokens(x_t, self.dim, "x_t")
-        if x_t.ndim != 2:
-            raise ValueError(f"x_t must have shape (B, {self.dim}), got {tuple(x_t.shape)}")
+        check_tokens(x_t, self.dim, "x_t", ndim=2)
         y, new_state = self.scan(x_t[:, None, :], state)
         return y[:, 0], new_state
 
@@ -703,13 +559,9 @@ class ToSTBlock(nn.Module):
         x \leftarrow x + \gamma_1 \odot \operatorname{TSSA}(\operatorname{LN}(x)),\qquad
         x \leftarrow x + \gamma_2 \odot \operatorname{MLP}(\operatorname{LN}(x))
 
-    (official code ``tost_vision/tost.py::Block`` and ``tost_lang/model_TSSA.py``: LayerNorm eps
-    1e-6 in vision, MLP ratio 4 with GELU). LayerScale :math:`\gamma` starts at
-    ``layer_scale_init``: the official presets use 1.0 for depth-12 vision models and 1e-5 for
-    depth-24 vision models and for the causal language models; ``None`` removes LayerScale.
-
-    With a causal attention (:class:`CausalTSSA`) the block streams too: the norms and the MLP
-    act per token, so :meth:`step` and :meth:`scan` only carry the attention's state.
+    (official ``tost_vision/tost.py::Block`` and ``tost_lang/model_TSSA.py``; GELU MLP). With a
+    :class:`CausalTSSA` the block streams: :meth:`step` and :meth:`scan` carry only the
+    attention's state, since the norms and the MLP act per token.
 
     Args:
         dim: Token dimension.
@@ -717,20 +569,21 @@ class ToSTBlock(nn.Module):
         attn: The token mixer, e.g. :class:`TSSA` or :class:`CausalTSSA` (default:
             ``TSSA(dim, heads=heads)``).
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
-        layer_scale_init: Initial LayerScale value (> 0), or ``None`` for no LayerScale.
+        layer_scale_init: Initial LayerScale, or ``None`` for none (official: 1.0 at depth 12,
+            1e-5 at depth 24 and for the causal language models).
         norm_eps: LayerNorm epsilon.
         dropout: Dropout probability inside the MLP and on its output (training only).
 
     Shape:
-        - x: ``(B, N, dim)``
-        - src_key_padding_mask: ``(B, N)`` boolean, ``True`` = ignore
+        - x: ``(B, N, dim)``; src_key_padding_mask: ``(B, N)`` boolean, ``True`` = ignore
         - output: ``(B, N, dim)``
 
     Example:
-        >>> from jepa_blocks.blocks.tost import ToSTBlock
-        >>> block = ToSTBlock(64, heads=4)
-        >>> block(torch.randn(2, 10, 64)).shape
-        torch.Size([2, 10, 64])
+        >>> from jepa_blocks.blocks.tost import CausalTSSA, ToSTBlock
+        >>> block = ToSTBlock(64, attn=CausalTSSA(64, heads=4))
+        >>> y_t, state = block.step(block.init_state(2), torch.randn(2, 64))
+        >>> y_t.shape
+        torch.Size([2, 64])
     """
 
     def __init__(
@@ -753,10 +606,9 @@ class ToSTBlock(nn.Module):
         attn_dim = getattr(attn, "dim", dim)
         if attn_dim != dim:
             raise ValueError(f"attn.dim must equal dim={dim}, got attn.dim={attn_dim}")
-        ratio = check_positive(mlp_ratio, "mlp_ratio")
+        hidden = max(1, round(check_positive(mlp_ratio, "mlp_ratio") * dim))
         self.norm_eps = check_positive(norm_eps, "norm_eps")
         self.dropout = check_probability(dropout, "dropout")
-        hidden = max(1, round(ratio * dim))
         self.norm1 = nn.LayerNorm(dim, eps=self.norm_eps)
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim, eps=self.norm_eps)
@@ -767,29 +619,19 @@ class ToSTBlock(nn.Module):
             nn.Linear(hidden, dim),
             nn.Dropout(self.dropout),
         )
-        self.layer_scale_init = (
-            None
-            if layer_scale_init is None
-            else check_positive(layer_scale_init, "layer_scale_init")
-        )
-        self.gamma1: nn.Parameter | None = None
-        self.gamma2: nn.Parameter | None = None
-        if self.layer_scale_init is not None:
-            self.gamma1 = nn.Parameter(torch.full((dim,), self.layer_scale_init))
-            self.gamma2 = nn.Parameter(torch.full((dim,), self.layer_scale_init))
+        self.gamma1, self.gamma2 = layer_scales(dim, layer_scale_init, "layer_scale_init")
+        self.layer_scale_init = None if layer_scale_init is None else float(layer_scale_init)
 
-    @staticmethod
-    def _scaled(gamma: Tensor | None, x: Tensor) -> Tensor:
-        return x if gamma is None else gamma * x
-
-    def _mlp_half(self, x: Tensor) -> Tensor:
-        return x + self._scaled(self.gamma2, self.mlp(self.norm2(x)))
+    def _residuals(self, x: Tensor, h: Tensor) -> Tensor:
+        """The block output from its input ``x`` and the attention output ``h``."""
+        x = x + scaled(self.gamma1, h)
+        return x + scaled(self.gamma2, self.mlp(self.norm2(x)))
 
     def forward(self, x: Tensor, *, src_key_padding_mask: Tensor | None = None) -> Tensor:
         """Apply the block."""
-        _check_tokens(x, self.dim)
+        check_tokens(x, self.dim)
         h = self.attn(self.norm1(x), src_key_padding_mask=src_key_padding_mask)
-        return self._mlp_half(x + self._scaled(self.gamma1, h))
+        return self._residuals(x, h)
 
     def _streaming_attn(self) -> CausalTSSA:
         if not isinstance(self.attn, CausalTSSA):
@@ -805,26 +647,15 @@ class ToSTBlock(nn.Module):
     def scan(
         self, x: Tensor, state: TSSAState, *, src_key_padding_mask: Tensor | None = None
     ) -> tuple[Tensor, TSSAState]:
-        """Process a chunk after ``state`` (see :meth:`CausalTSSA.scan`).
-
-        Shape:
-            - x: ``(B, N, dim)``
-            - output: ``(B, N, dim)``
-        """
+        """Process a chunk ``(B, N, dim)`` after ``state`` (see :meth:`CausalTSSA.scan`)."""
         attn = self._streaming_attn()
         h, state = attn.scan(self.norm1(x), state, src_key_padding_mask=src_key_padding_mask)
-        return self._mlp_half(x + self._scaled(self.gamma1, h)), state
+        return self._residuals(x, h), state
 
     def step(self, state: TSSAState, x_t: Tensor) -> tuple[Tensor, TSSAState]:
-        """Consume one token per sequence (see :meth:`CausalTSSA.step`).
-
-        Shape:
-            - x_t: ``(B, dim)``
-            - y_t: ``(B, dim)``
-        """
-        attn = self._streaming_attn()
-        h, state = attn.step(state, self.norm1(x_t))
-        return self._mlp_half(x_t + self._scaled(self.gamma1, h)), state
+        """Consume one token ``(B, dim)`` per sequence (see :meth:`CausalTSSA.step`)."""
+        h, state = self._streaming_attn().step(state, self.norm1(x_t))
+        return self._residuals(x_t, h), state
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names to exclude from weight decay: the attention temperature."""
@@ -834,19 +665,20 @@ class ToSTBlock(nn.Module):
         return f"dim={self.dim}, layer_scale_init={self.layer_scale_init}"
 
 
+_Call = Callable[[ToSTBlock, Tensor, TSSAState], tuple[Tensor, TSSAState]]
+
+
 class ToSTStack(nn.ModuleList):
     """A stack of :class:`ToSTBlock`: a module list with a forward and a streaming API.
 
-    Iterating gives the blocks, so a stack can be passed as the ``blocks`` of
-    :class:`jepa_blocks.seq.Aggregator`. With causal attention, :meth:`init_state`,
-    :meth:`scan` and :meth:`step` carry one :class:`TSSAState` per layer.
+    It can be the ``blocks`` of :class:`jepa_blocks.seq.Aggregator`. With causal attention,
+    :meth:`init_state`, :meth:`scan` and :meth:`step` carry one :class:`TSSAState` per layer.
 
     Args:
         blocks: The blocks, each ``(B, N, D) → (B, N, D)``.
 
     Shape:
-        - x: ``(B, N, D)``; x_t: ``(B, D)``
-        - output: same as the input
+        - x: ``(B, N, D)``; x_t: ``(B, D)``; output: as the input
     """
 
     def __init__(self, blocks: Iterable[nn.Module]) -> None:
@@ -876,9 +708,15 @@ class ToSTStack(nn.ModuleList):
         """One empty state per layer (keywords as :meth:`CausalTSSA.init_state`)."""
         return tuple(block.init_state(batch, **kwargs) for block in self._streaming_blocks())
 
-    def _check_states(self, states: Any) -> None:
+    def _through(self, x: Tensor, states: Any, call: _Call) -> tuple[Tensor, tuple[TSSAState, ...]]:
+        """Thread ``x`` and one state per block through ``call(block, x, state)``."""
         if not isinstance(states, (tuple, list)) or len(states) != len(self):
             raise ValueError(f"states must be a sequence of {len(self)} per-layer states")
+        new = []
+        for block, state in zip(self._streaming_blocks(), states):
+            x, state = call(block, x, state)
+            new.append(state)
+        return x, tuple(new)
 
     def scan(
         self,
@@ -888,23 +726,15 @@ class ToSTStack(nn.ModuleList):
         src_key_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, tuple[TSSAState, ...]]:
         """Process a chunk after ``states``; return the outputs and the new states."""
-        self._check_states(states)
-        new = []
-        for block, state in zip(self._streaming_blocks(), states):
-            x, state = block.scan(x, state, src_key_padding_mask=src_key_padding_mask)
-            new.append(state)
-        return x, tuple(new)
+        return self._through(
+            x, states, lambda b, x, s: b.scan(x, s, src_key_padding_mask=src_key_padding_mask)
+        )
 
     def step(
         self, states: tuple[TSSAState, ...], x_t: Tensor
     ) -> tuple[Tensor, tuple[TSSAState, ...]]:
         """Consume one token per sequence through every layer."""
-        self._check_states(states)
-        new = []
-        for block, state in zip(self._streaming_blocks(), states):
-            x_t, state = block.step(state, x_t)
-            new.append(state)
-        return x_t, tuple(new)
+        return self._through(x_t, states, lambda b, x, s: b.step(s, x))
 
 
 def tost_blocks(
@@ -924,12 +754,9 @@ def tost_blocks(
 ) -> ToSTStack:
     """A stack of ToST blocks for the seq-JEPA aggregator (drop-in for ``transformer_blocks``).
 
-    The defaults mirror the paper aggregator's shape (3 layers, 4 heads, MLP ratio 4) with TSSA
-    in place of softmax attention. With ``causal=False`` the stack is permutation-equivariant,
-    like the transformer aggregator. With ``causal=True`` each layer uses :class:`CausalTSSA`
-    and the stack streams (:meth:`ToSTStack.step`); note that a causal stack's output at
-    position 0 (where :class:`jepa_blocks.seq.Aggregator` puts [AGG]) sees only that token, so
-    a streaming aggregator reads the **last** position instead.
+    The defaults mirror the paper aggregator (3 layers, 4 heads, MLP ratio 4). With
+    ``causal=True`` the stack streams (:meth:`ToSTStack.step`); its output at position 0 (the
+    [AGG] of :class:`jepa_blocks.seq.Aggregator`) then sees only that token.
 
     Args:
         dim: Token dimension, divisible by ``heads``.
@@ -940,8 +767,8 @@ def tost_blocks(
         max_len: Positional-bias length of :class:`CausalTSSA` (``None``: no bias).
         beyond_max_len: Policy past ``max_len`` (``"clamp"`` or ``"zero"``).
         decay: Forgetting factor of :class:`CausalTSSA` (``None``: none).
-        layer_scale_init: LayerScale init; ``None`` (default) follows the official presets:
-            1e-5 for causal stacks or ``depth > 12``, else 1.0.
+        layer_scale_init: LayerScale init; ``None`` follows the official presets: 1e-5 for
+            causal stacks or ``depth > 12``, else 1.0.
         qkv_bias: Bias on the TSSA input projection.
         memory_efficient: Recomputing backward for the vision :class:`TSSA`.
         dropout: MLP dropout.
@@ -956,11 +783,10 @@ def tost_blocks(
     check_bool(causal, "causal")
     if layer_scale_init is None:
         layer_scale_init = 1e-5 if (causal or depth > 12) else 1.0
-    blocks: list[nn.Module] = []
-    for _ in range(depth):
-        attn: nn.Module
+
+    def attn() -> nn.Module:
         if causal:
-            attn = CausalTSSA(
+            return CausalTSSA(
                 dim,
                 heads=heads,
                 qkv_bias=qkv_bias,
@@ -968,15 +794,15 @@ def tost_blocks(
                 beyond_max_len=beyond_max_len,
                 decay=decay,
             )
-        else:
-            attn = TSSA(dim, heads=heads, qkv_bias=qkv_bias, memory_efficient=memory_efficient)
-        blocks.append(
-            ToSTBlock(
-                dim,
-                attn=attn,
-                mlp_ratio=mlp_ratio,
-                layer_scale_init=layer_scale_init,
-                dropout=dropout,
-            )
+        return TSSA(dim, heads=heads, qkv_bias=qkv_bias, memory_efficient=memory_efficient)
+
+    return ToSTStack(
+        ToSTBlock(
+            dim,
+            attn=attn(),
+            mlp_ratio=mlp_ratio,
+            layer_scale_init=layer_scale_init,
+            dropout=dropout,
         )
-    return ToSTStack(blocks)
+        for _ in range(depth)
+    )

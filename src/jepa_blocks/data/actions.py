@@ -1,32 +1,27 @@
 """Action vectors: encodings of transformation parameters and relative actions between views.
 
-seq-JEPA conditions its aggregator and predictor on the *action* between consecutive views, the
-transformation that takes view ``x_i`` to ``x_{i+1}`` (Ghaemi et al., "seq-JEPA", arXiv 2505.03176,
-§2). This module turns absolute per-view parameters ``t_i`` into relative actions ``a_i``:
-
-* augmentations (CIFAR-100, the paper's 9-d vector): ``a_i = t_{i+1} − t_i``, optionally after the
-  official code's normalisation across the view axis (:func:`normalize_across_views`);
-* planar rotations: ``[sin Δθ, cos Δθ]`` with ``Δθ = wrap(θ_{i+1} − θ_i)`` (the CIFAR-10 rotation
-  setting of the follow-up repository ``kaikun213/seq-jepa``, ``docs/reference/metrics-and-gates.md``);
-* MNIST-affine: ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` (same follow-up repository);
-* 3D rotations (3DIEBench): the relative quaternion ``quat(R_iᵀ R_{i+1})``, scalar last and not
-  sign-canonicalised, as in ``hafezgh/seq-jepa`` ``src/datasets.py`` and ``facebookresearch/SIE``
-  ``src/dataset.py`` (both via ``scipy.spatial.transform.Rotation``).
-
-All functions are pure, batched over leading dimensions and differentiable where it makes sense.
-Quaternions are stored scalar-last, ``(x, y, z, w)``, like scipy.
+seq-JEPA conditions its aggregator and predictor on the *action* that takes view ``x_i`` to
+``x_{i+1}`` (Ghaemi et al., "seq-JEPA", arXiv 2505.03176, §2). This module turns absolute
+per-view parameters ``t_i`` into relative actions ``a_i``: ``t_{i+1} − t_i`` for augmentations
+(optionally after the official code's :func:`normalize_across_views`), ``[sin Δθ, cos Δθ]`` for
+planar rotations and ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` for MNIST-affine (follow-up
+repository ``kaikun213/seq-jepa``), and the relative quaternion ``quat(R_iᵀ R_{i+1})`` for
+3DIEBench, scalar-last ``(x, y, z, w)`` and not sign-canonicalised as in ``hafezgh/seq-jepa``
+``src/datasets.py`` and ``facebookresearch/SIE`` ``src/dataset.py`` (both via scipy).
+All functions are pure and batched over leading dimensions.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepa_blocks._validation import check_floating_tensor
+from jepa_blocks._validation import check_choice, check_floating_tensor
 
 __all__ = [
     "affine_action",
@@ -45,16 +40,22 @@ __all__ = [
 ]
 
 
+def check_last_dim(x: Any, name: str, size: int, doc: str = "") -> Tensor:
+    """Raise unless ``x`` is a floating tensor ``(..., size)``; ``doc`` names the entries."""
+    check_floating_tensor(x, name, min_ndim=1)
+    if x.shape[-1] != size:
+        raise ValueError(f"{name} must have shape (..., {size}){doc}, got {tuple(x.shape)}")
+    return x
+
+
 def _check_views(params: Tensor, name: str, *, min_views: int = 2, last: int | None = None) -> None:
     check_floating_tensor(params, name, min_ndim=2, shape_doc="(..., V, P)")
+    if last is not None:
+        check_last_dim(params, name, last)
     if params.shape[-2] < min_views:
         raise ValueError(
             f"{name} must have at least {min_views} views on dim -2 (shape (..., V, P)), "
             f"got shape {tuple(params.shape)}"
-        )
-    if last is not None and params.shape[-1] != last:
-        raise ValueError(
-            f"{name} must have {last} entries on the last dim, got {tuple(params.shape)}"
         )
 
 
@@ -95,14 +96,12 @@ def sincos_to_angle(code: Tensor) -> Tensor:
         - code: ``(..., 2)``
         - output: ``(...)``
     """
-    check_floating_tensor(code, "code", min_ndim=1)
-    if code.shape[-1] != 2:
-        raise ValueError(f"code must have shape (..., 2) [sin, cos], got {tuple(code.shape)}")
+    check_last_dim(code, "code", 2, " [sin, cos]")
     return torch.atan2(code[..., 0], code[..., 1])
 
 
 def affine_action(params: Tensor) -> Tensor:
-    """Encode similarity-transform parameters ``[θ, tx, ty, log s]`` as ``[sin θ, cos θ, tx, ty, log s]``.
+    """Encode similarity parameters ``[θ, tx, ty, log s]`` as ``[sin θ, cos θ, tx, ty, log s]``.
 
     This is the MNIST-affine action of the follow-up repository (``kaikun213/seq-jepa``,
     ``experiments/datasets_mnist_affine.py``); here translations are fractions of the image size.
@@ -111,22 +110,16 @@ def affine_action(params: Tensor) -> Tensor:
         - params: ``(..., 4)``
         - output: ``(..., 5)``
     """
-    check_floating_tensor(params, "params", min_ndim=1)
-    if params.shape[-1] != 4:
-        raise ValueError(
-            f"params must have shape (..., 4) [angle, tx, ty, log_scale], got {tuple(params.shape)}"
-        )
+    check_last_dim(params, "params", 4, " [angle, tx, ty, log_scale]")
     return torch.cat((angle_to_sincos(params[..., 0]), params[..., 1:]), dim=-1)
 
 
 def normalize_across_views(params: Tensor, *, eps: float = 1e-12) -> Tensor:
     """The official code's action normalisation: unit L2 norm of each parameter *across the views*.
 
-    ``hafezgh/seq-jepa`` (``src/engine.py``) calls ``F.normalize(aug_params, p=2, dim=1)`` on a
-    tensor of shape ``(B, M+1, P)``: dim 1 is the view axis, so each parameter's values over the
-    ``M+1`` views of one sequence are scaled to unit norm (probably meant per vector; kept as a named
-    option because the paper's numbers were produced with it). The result is independent of the
-    parameter's units and depends on the sequence length.
+    ``hafezgh/seq-jepa`` (``src/engine.py``) calls ``F.normalize(aug_params, p=2, dim=1)`` on
+    ``(B, M+1, P)``, i.e. along the view axis (kept because the paper's numbers were produced with
+    it): the result is independent of the parameter's units and depends on the sequence length.
 
     Args:
         params: Absolute parameters of the ``V`` views of each sequence.
@@ -166,17 +159,14 @@ def relative_differences(
         - output: ``(..., V − 1, P)``
     """
     _check_views(params, "params")
-    if normalize not in ("none", "official"):
-        raise ValueError(f"normalize must be 'none' or 'official', got {normalize!r}")
+    check_choice(normalize, "normalize", ("none", "official"))
     p = params.shape[-1]
-    dims = []
-    for d in angle_dims:
-        if not -p <= int(d) < p:
-            raise ValueError(
-                f"angle_dims entries must lie in [-{p}, {p}) for {p} parameters, got {d}"
-            )
-        dims.append(int(d) % p)
-    dims = sorted(set(dims))
+    bad = [d for d in angle_dims if not -p <= int(d) < p]
+    if bad:
+        raise ValueError(
+            f"angle_dims entries must lie in [-{p}, {p}) for {p} parameters, got {bad}"
+        )
+    dims = sorted({int(d) % p for d in angle_dims})
     if normalize == "official":
         params = normalize_across_views(params)
         dims = []
@@ -204,7 +194,7 @@ def relative_rotation_actions(angles: Tensor) -> Tensor:
 
 
 def relative_affine_actions(params: Tensor) -> Tensor:
-    """Relative MNIST-affine actions ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` between consecutive views.
+    """Relative MNIST-affine actions ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` of successive views.
 
     Args:
         params: Absolute ``[θ, tx, ty, log s]`` of each of ``V`` views.
@@ -225,10 +215,8 @@ def quaternion_multiply(p: Tensor, q: Tensor) -> Tensor:
         - q: ``(..., 4)``, broadcastable with ``p``
         - output: ``(..., 4)``
     """
-    for name, t in (("p", p), ("q", q)):
-        check_floating_tensor(t, name, min_ndim=1)
-        if t.shape[-1] != 4:
-            raise ValueError(f"{name} must have shape (..., 4) (x, y, z, w), got {tuple(t.shape)}")
+    check_last_dim(p, "p", 4, " (x, y, z, w)")
+    check_last_dim(q, "q", 4, " (x, y, z, w)")
     pv, pw = p[..., :3], p[..., 3:]
     qv, qw = q[..., :3], q[..., 3:]
     vec = pw * qv + qw * pv + torch.linalg.cross(pv, qv, dim=-1)
@@ -243,9 +231,7 @@ def quaternion_conjugate(q: Tensor) -> Tensor:
         - q: ``(..., 4)``
         - output: ``(..., 4)``
     """
-    check_floating_tensor(q, "q", min_ndim=1)
-    if q.shape[-1] != 4:
-        raise ValueError(f"q must have shape (..., 4) (x, y, z, w), got {tuple(q.shape)}")
+    check_last_dim(q, "q", 4, " (x, y, z, w)")
     return torch.cat((-q[..., :3], q[..., 3:]), dim=-1)
 
 
@@ -259,9 +245,7 @@ def canonicalize_quaternion(q: Tensor) -> Tensor:
         - q: ``(..., 4)``
         - output: ``(..., 4)``
     """
-    check_floating_tensor(q, "q", min_ndim=1)
-    if q.shape[-1] != 4:
-        raise ValueError(f"q must have shape (..., 4) (x, y, z, w), got {tuple(q.shape)}")
+    check_last_dim(q, "q", 4, " (x, y, z, w)")
     return torch.where(q[..., 3:] < 0, -q, q)
 
 
@@ -276,9 +260,7 @@ def euler_xyz_to_quaternion(angles: Tensor) -> Tensor:
         - angles: ``(..., 3)`` radians ``(α, β, γ)`` about x, y, z
         - output: ``(..., 4)`` scalar-last
     """
-    check_floating_tensor(angles, "angles", min_ndim=1)
-    if angles.shape[-1] != 3:
-        raise ValueError(f"angles must have shape (..., 3) (x, y, z), got {tuple(angles.shape)}")
+    check_last_dim(angles, "angles", 3, " (x, y, z)")
     half = 0.5 * angles
     s, c = torch.sin(half), torch.cos(half)
     zeros = torch.zeros_like(s[..., 0])

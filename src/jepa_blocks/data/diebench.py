@@ -9,11 +9,10 @@ with index files ``{split}_images.npy`` (entries ``"/SYNSET/OBJ_ID"``) and ``{sp
 (class indices, 55 classes). Each ``latent_k.npy`` holds 7 values: rotation x, y, z (extrinsic
 Tait–Bryan angles in ``[−π/2, π/2]``), floor hue, light θ, light φ, light hue.
 
-Per item, ``M + 1`` of the 50 views are drawn without replacement; images are resized (256 → 128 by
-default) and standardised with the official seq-JEPA constants. The actions are the relative
-rotations as scalar-last quaternions, not sign-canonicalised (``latent="rot"``, 4-d), plus the
-differences of floor and light hue (``latent="rotcolor"``, 6-d), as in the official code
-(``hafezgh/seq-jepa`` ``src/datasets.py``, ``Dataset_3DIEBench_MultipleViews``).
+Per item, ``M + 1`` of the 50 views are drawn without replacement, resized (256 → 128) and
+standardised; the actions are the relative rotations as quaternions (4-d), plus the floor and light
+hue differences for ``latent="rotcolor"`` (6-d), as in the official code (``hafezgh/seq-jepa``
+``src/datasets.py``, ``Dataset_3DIEBench_MultipleViews``).
 """
 
 from __future__ import annotations
@@ -25,8 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from jepa_blocks._validation import check_choice, check_int
 from jepa_blocks.data.actions import relative_quaternions
-from jepa_blocks.data.sequences import ViewSequence, mix_seed
+from jepa_blocks.data.sequences import ViewSequence, mix_seed, standardize
 
 __all__ = ["DIEBENCH_STATS", "ThreeDIEBench"]
 
@@ -66,17 +66,13 @@ class ThreeDIEBench(torch.utils.data.Dataset):
         views_per_object: int = 50,
         seed: int = 0,
     ) -> None:
-        if latent not in ("rot", "rotcolor"):
-            raise ValueError(f"latent must be 'rot' or 'rotcolor', got {latent!r}")
-        if isinstance(num_observed, bool) or not isinstance(num_observed, int) or num_observed < 1:
-            raise ValueError(f"num_observed (M) must be an int >= 1, got {num_observed!r}")
-        if num_observed + 1 > views_per_object:
+        check_choice(latent, "latent", ("rot", "rotcolor"))
+        if check_int(num_observed, "num_observed") + 1 > views_per_object:
             raise ValueError(
                 f"num_observed + 1 = {num_observed + 1} views exceed the {views_per_object} "
                 "views per object"
             )
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        check_int(image_size, "image_size")
         self.root = Path(root)
         index = Path(index_dir) if index_dir is not None else self.root
         images_file = index / f"{split}_images.npy"
@@ -134,12 +130,8 @@ class ThreeDIEBench(torch.utils.data.Dataset):
         chosen = torch.randperm(self.views_per_object, generator=gen)[: self.num_observed + 1]
         folder = self.object_dir(i)
         views = torch.stack([self._image(folder / f"image_{int(k)}.jpg") for k in chosen])
-        latents = torch.stack(
-            [
-                torch.as_tensor(np.load(folder / f"latent_{int(k)}.npy"), dtype=torch.float64)
-                for k in chosen
-            ]
-        )
+        files = [folder / f"latent_{int(k)}.npy" for k in chosen]
+        latents = torch.stack([torch.as_tensor(np.load(f), dtype=torch.float64) for f in files])
         if latents.shape[-1] < 7:
             raise ValueError(
                 f"latent files of {folder} must hold 7 values (rx, ry, rz, floor hue, light θ, "
@@ -150,13 +142,7 @@ class ThreeDIEBench(torch.utils.data.Dataset):
             hues = latents[:, [3, 6]]
             actions = torch.cat((actions, hues[1:] - hues[:-1]), dim=-1)
         if self.normalize:
-            mean = torch.tensor(DIEBENCH_STATS[0])[:, None, None]
-            std = torch.tensor(DIEBENCH_STATS[1])[:, None, None]
-            views = (views - mean) / std
+            views = standardize(views, *DIEBENCH_STATS)
         return ViewSequence(
-            views,
-            latents.float(),
-            actions.float(),
-            self.labels[i],
-            torch.tensor(i),
+            views, latents.float(), actions.float(), self.labels[i], torch.tensor(i)
         )

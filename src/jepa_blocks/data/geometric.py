@@ -1,25 +1,25 @@
 """Batched geometric image operations with per-sample parameters.
 
-Every function here takes a batch ``(B, C, H, W)`` of float images and one parameter row per image,
-runs on the images' device and involves no Python loop over the batch. torchvision's functionals
-take one parameter set per call, so the per-sample versions are built from
-:func:`torch.nn.functional.affine_grid` / :func:`~torch.nn.functional.grid_sample` (affine),
-:func:`torch.rot90` (exact quarter turns) and separable resampling matrices (resized crops). Each is
-tested against torchvision applied one image at a time.
-
-Conventions: angles in radians, counter-clockwise as seen on screen (torchvision ``rotate``); crop
-boxes ``(top, left, height, width)`` in pixels as in torchvision's ``RandomResizedCrop``.
+Each function takes float images ``(B, C, H, W)`` and one parameter row per image, with no Python
+loop over the batch: affine maps via :func:`~torch.nn.functional.affine_grid` /
+:func:`~torch.nn.functional.grid_sample`, exact quarter turns via :func:`torch.rot90`, resized
+crops via separable resampling matrices. Each is tested against torchvision applied one image at a
+time. Angles are in radians, counter-clockwise on screen (torchvision ``rotate``); crop boxes are
+``(top, left, height, width)`` in pixels as in torchvision's ``RandomResizedCrop``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
-from jepa_blocks._validation import check_floating_tensor
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_int
+from jepa_blocks.data.actions import check_last_dim
 
 __all__ = [
     "affine_transform",
@@ -31,14 +31,21 @@ __all__ = [
 ]
 
 
-def _check_images(images: Tensor, name: str = "images") -> Tensor:
-    check_floating_tensor(images, name, min_ndim=4, shape_doc="(B, C, H, W)")
-    if images.ndim != 4:
-        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(images.shape)}")
+def check_image_batch(images: Any) -> Tensor:
+    """Raise ``ValueError`` unless ``images`` is a 4-d ``(B, C, H, W)`` tensor (any dtype)."""
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must have shape (B, C, H, W), got {shape}")
     return images
 
 
-def _check_rows(params: Tensor, name: str, batch: int, width: int, doc: str) -> None:
+def _check_images(images: Tensor) -> Tensor:
+    check_floating_tensor(images, "images", min_ndim=4, shape_doc="(B, C, H, W)")
+    return check_image_batch(images)
+
+
+def check_rows(params: Any, name: str, batch: int, width: int, doc: str) -> None:
+    """Raise unless ``params`` is a ``(batch, width)`` tensor: one row per image."""
     if not isinstance(params, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(params).__name__}")
     if params.shape != (batch, width):
@@ -70,27 +77,17 @@ def affine_transform(images: Tensor, params: Tensor, *, interpolation: str = "bi
         - params: ``(B, 4)``
         - output: ``(B, C, H, W)``
     """
-    _check_images(images)
-    b, _, h, w = images.shape
-    _check_rows(params, "params", b, 4, "[angle, tx, ty, log_scale]")
-    if interpolation not in ("bilinear", "nearest"):
-        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+    b, _, h, w = _check_images(images).shape
+    check_rows(params, "params", b, 4, "[angle, tx, ty, log_scale]")
+    check_choice(interpolation, "interpolation", ("bilinear", "nearest"))
     p = params.to(device=images.device, dtype=images.dtype)
     cos, sin = torch.cos(p[:, 0]), torch.sin(p[:, 0])
     inv_s = torch.exp(-p[:, 3])
     tx, ty = p[:, 1] * w, p[:, 2] * h
     # Inverse map, output -> input, in pixels: p = R(θ)ᵀ (p' − t) / s; then into the [-1, 1]
     # coordinates of affine_grid (align_corners=False): x_n = x / (W/2), y_n = y / (H/2).
-    a = (
-        torch.stack(
-            (
-                torch.stack((cos, -sin * h / w), -1),
-                torch.stack((sin * w / h, cos), -1),
-            ),
-            dim=-2,
-        )
-        * inv_s[:, None, None]
-    )
+    rot = rearrange(torch.stack((cos, -sin * h / w, sin * w / h, cos), -1), "b (i j) -> b i j", i=2)
+    a = rot * inv_s[:, None, None]
     shift = -torch.stack(((cos * tx - sin * ty) * 2 / w, (sin * tx + cos * ty) * 2 / h), -1)
     theta = torch.cat((a, (shift * inv_s[:, None])[..., None]), dim=-1)
     grid = F.affine_grid(theta, [b, images.shape[1], h, w], align_corners=False)
@@ -100,7 +97,7 @@ def affine_transform(images: Tensor, params: Tensor, *, interpolation: str = "bi
 
 
 def invert_affine_params(params: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """Parameters of the inverse similarity transform, in the convention of :func:`affine_transform`.
+    """Parameters of the inverse similarity transform, in :func:`affine_transform`'s convention.
 
     Args:
         params: ``[θ, tx, ty, log s]`` rows.
@@ -110,9 +107,7 @@ def invert_affine_params(params: Tensor, image_size: tuple[int, int]) -> Tensor:
         - params: ``(..., 4)``
         - output: ``(..., 4)``
     """
-    check_floating_tensor(params, "params", min_ndim=1)
-    if params.shape[-1] != 4:
-        raise ValueError(f"params must have shape (..., 4), got {tuple(params.shape)}")
+    check_last_dim(params, "params", 4)
     h, w = image_size
     theta, log_s = params[..., 0], params[..., 3]
     tx, ty = params[..., 1] * w, params[..., 2] * h
@@ -136,10 +131,7 @@ def rotate90(images: Tensor, k: Tensor) -> Tensor:
         - k: ``(B,)``
         - output: ``(B, C, H, H)``
     """
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must have shape (B, C, H, W), got {shape}")
-    if images.shape[-1] != images.shape[-2]:
+    if check_image_batch(images).shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be square for quarter turns, got {tuple(images.shape)}")
     if not isinstance(k, Tensor) or k.shape != images.shape[:1]:
         shape = tuple(k.shape) if isinstance(k, Tensor) else type(k).__name__
@@ -186,8 +178,7 @@ def sample_resized_crop_boxes(
     Shape:
         - output: ``(batch_size, 4)``
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
+    check_int(batch_size, "batch_size", minimum=0)
     h_img, w_img = (int(v) for v in image_size)
     if h_img < 1 or w_img < 1:
         raise ValueError(f"image_size must be positive (H, W), got {image_size!r}")
@@ -253,8 +244,8 @@ def resample_matrix(
     Antialiased separable resampling as in Pillow's ``ImagingResample`` and PyTorch's
     ``interpolate(..., antialias=True)``: output sample ``x`` is centred at
     ``c = start + (x + ½)·length/out_size``; input pixel ``k`` of the window gets weight
-    ``φ((k + ½ − c)/max(length/out_size, 1))``, normalised over the window (``φ`` the triangle or the
-    ``a = −½`` cubic kernel). Pixels outside the window get weight 0.
+    ``φ((k + ½ − c)/max(length/out_size, 1))``, normalised over the window (``φ`` the triangle or
+    the ``a = −½`` cubic kernel). Pixels outside the window get weight 0.
 
     Args:
         start: Window start per sample (pixels).
@@ -268,8 +259,7 @@ def resample_matrix(
         - length: ``(B,)``
         - output: ``(B, out_size, in_size)``
     """
-    if interpolation not in ("bilinear", "bicubic"):
-        raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
+    check_choice(interpolation, "interpolation", ("bilinear", "bicubic"))
     dtype = start.dtype if start.is_floating_point() else torch.float32
     start = start.to(dtype)[:, None, None]
     length = length.to(dtype)[:, None, None]
@@ -282,9 +272,8 @@ def resample_matrix(
     num_taps = math.ceil(2 * radius * float(support_scale.max())) + 2 if start.numel() else 1
     first = torch.floor(centre - radius * support_scale + 0.5)
     k = first + torch.arange(num_taps, device=start.device, dtype=dtype)
-    wgt = _filter((k + 0.5 - centre) / support_scale, interpolation)
     inside = (k >= start) & (k < start + length) & (k >= 0) & (k < in_size)
-    wgt = wgt * inside
+    wgt = _filter((k + 0.5 - centre) / support_scale, interpolation) * inside
     wgt = wgt / wgt.sum(dim=-1, keepdim=True)
     idx = k.clamp(0, in_size - 1).long()
     out = torch.zeros(start.shape[0], out_size, in_size, device=start.device, dtype=dtype)
@@ -316,9 +305,8 @@ def resized_crop(
         - boxes: ``(B, 4)``
         - output: ``(B, C, size[0], size[1])``
     """
-    _check_images(images)
-    b, _, h, w = images.shape
-    _check_rows(boxes, "boxes", b, 4, "(top, left, height, width)")
+    b, _, h, w = _check_images(images).shape
+    check_rows(boxes, "boxes", b, 4, "(top, left, height, width)")
     oh, ow = (int(v) for v in size)
     if oh < 1 or ow < 1:
         raise ValueError(f"size must be positive (height, width), got {size!r}")

@@ -1,14 +1,9 @@
 """Batched photometric image operations with per-sample parameters.
 
 Colour jitter, Gaussian blur, grayscale and solarisation for float images in ``[0, 1]`` with one
-factor per image. The formulas follow torchvision's tensor functionals (``adjust_brightness``,
-``adjust_contrast``, ``adjust_saturation``, ``adjust_hue``, ``gaussian_blur``), which take one
-scalar per call; the tests compare each function with torchvision applied image by image.
-Whole-batch operations (grayscale, solarize) call ``torchvision.transforms.v2.functional``.
-
-The colour-jitter order is per image, as in torchvision's ``ColorJitter`` (a random permutation of
-brightness, contrast, saturation, hue), which the official seq-JEPA code
-(``hafezgh/seq-jepa``, ``src/augmentations.py``, adapted from EquiMod) inherits.
+factor per image, by the formulas of torchvision's tensor functionals (tested against them image by
+image). The colour-jitter order is per image, as in torchvision's ``ColorJitter``, which the
+official seq-JEPA code (``hafezgh/seq-jepa``, ``src/augmentations.py``) inherits.
 """
 
 from __future__ import annotations
@@ -20,7 +15,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from jepa_blocks._validation import check_floating_tensor
+from jepa_blocks._validation import check_floating_tensor, check_int
+from jepa_blocks.data.geometric import check_rows
 
 __all__ = [
     "adjust_brightness",
@@ -67,13 +63,6 @@ def _selected(mask: Tensor, images: Tensor) -> Tensor:
     return _per_image(mask, images, "mask")[:, 0, 0, 0] > 0.5
 
 
-def _check_rows(x: Tensor, name: str, bsz: int, what: str) -> None:
-    """Raise unless ``x`` is a ``(bsz, 4)`` tensor (one row of four values per image)."""
-    if not isinstance(x, Tensor) or x.shape != (bsz, 4):
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} must have shape ({bsz}, 4) {what}, got {got}")
-
-
 def _luma(images: Tensor) -> Tensor:
     if images.shape[1] == 1:
         return images
@@ -110,10 +99,7 @@ def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
 def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
     """Blend each image with the mean of its luma: ``f·x + (1 − f)·mean``, clipped.
 
-    Shape:
-        - images: ``(B, C, H, W)``
-        - factor: ``(B,)``, non-negative
-        - output: ``(B, C, H, W)``
+    Shapes as in :func:`adjust_brightness`.
     """
     f = _factor(images, factor)
     mean = _luma(images).mean(dim=(-3, -2, -1), keepdim=True)
@@ -123,10 +109,7 @@ def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
 def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
     """Blend each image with its luma image: ``f·x + (1 − f)·gray``, clipped (identity for C = 1).
 
-    Shape:
-        - images: ``(B, C, H, W)``
-        - factor: ``(B,)``, non-negative
-        - output: ``(B, C, H, W)``
+    Shapes as in :func:`adjust_brightness`.
     """
     f = _factor(images, factor)
     if images.shape[1] == 1:
@@ -191,10 +174,9 @@ def color_jitter(images: Tensor, factors: Tensor, order: Tensor) -> Tensor:
         - order: ``(B, 4)``, integer-valued
         - output: ``(B, C, H, W)``
     """
-    _check_images(images)
-    bsz = images.shape[0]
-    _check_rows(factors, "factors", bsz, "[brightness, contrast, saturation, hue]")
-    _check_rows(order, "order", bsz, "(a permutation of 0..3 per image)")
+    bsz = _check_images(images).shape[0]
+    check_rows(factors, "factors", bsz, 4, "[brightness, contrast, saturation, hue]")
+    check_rows(order, "order", bsz, 4, "(a permutation of 0..3 per image)")
     order = order.to(device=images.device, dtype=torch.long)
     factors = factors.to(device=images.device, dtype=images.dtype)
     out = images.clone()
@@ -227,11 +209,7 @@ def solarize(images: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
 
     The official code's ``threshold=128`` acts on 8-bit images; on their ``[0, 1]`` versions
     ``v/255 ≥ 0.5`` selects exactly the same pixels (``v ≥ 128``), hence the default 0.5.
-
-    Shape:
-        - images: ``(B, C, H, W)``
-        - mask: ``(B,)``, boolean or 0/1
-        - output: ``(B, C, H, W)``
+    Shapes as in :func:`grayscale`.
     """
     from torchvision.transforms.v2 import functional as TF
 
@@ -247,8 +225,7 @@ def blur_kernel_size(image_size: int) -> int:
 
     From ``hafezgh/seq-jepa`` ``src/datasets.py`` (``CIFAR100_aug``); at least 1.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    check_int(image_size, "image_size")
     return max(1, 2 * round((image_size - 10) / 20) + 1)
 
 
@@ -256,8 +233,7 @@ def gaussian_blur(images: Tensor, sigma: Tensor, *, kernel_size: int) -> Tensor:
     """Blur each image with its own Gaussian ``σ`` (``σ ≤ 0`` leaves the image unchanged).
 
     Separable kernel ``exp(−x²/(2σ²))`` on ``x = −(k−1)/2 … (k−1)/2``, normalised, with reflect
-    padding: torchvision's ``gaussian_blur`` with one ``σ`` per image, run as two depthwise
-    convolutions over the whole batch.
+    padding: torchvision's ``gaussian_blur`` with one ``σ`` per image, over the whole batch.
 
     Args:
         images: Float images.
@@ -269,12 +245,9 @@ def gaussian_blur(images: Tensor, sigma: Tensor, *, kernel_size: int) -> Tensor:
         - sigma: ``(B,)``
         - output: ``(B, C, H, W)``
     """
-    _check_images(images)
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
-        raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
-    if kernel_size % 2 == 0:
+    bsz, _, h, w = _check_images(images).shape
+    if check_int(kernel_size, "kernel_size") % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-    bsz, _, h, w = images.shape
     if kernel_size // 2 >= min(h, w):
         raise ValueError(f"kernel_size {kernel_size} is too large for {h}x{w} images")
     s = _per_image(sigma, images, "sigma")[:, 0, 0, 0]

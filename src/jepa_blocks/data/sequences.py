@@ -1,15 +1,9 @@
 """Sequence sources: views ``(M+1, C, H, W)``, parameters, relative actions ``(M, A)`` and labels.
 
-Two ways to feed a model with the same content:
-
-* :class:`SequenceLoader` (the fast path): keeps a whole :class:`~jepa_blocks.data.LabelledImages`
-  split on the device and yields ready batches, augmented on the device in one batched call per
-  batch (no worker processes, no per-sample PIL work).
-* :class:`SequenceDataset`: a ``torch.utils.data.Dataset`` yielding one sequence per index, for
-  ``DataLoader`` pipelines, sharded samplers or sources that do not fit in memory.
-
-Both are reproducible: the randomness of epoch ``e`` (and, per item, index ``i``) comes from a
-``torch.Generator`` seeded with a hash of ``(seed, e[, i])``.
+:class:`SequenceLoader` (the fast path) keeps a whole :class:`~jepa_blocks.data.LabelledImages`
+split on the device and augments each batch there in one call; :class:`SequenceDataset` yields one
+sequence per index for ``DataLoader`` pipelines. Both are reproducible: the randomness of epoch
+``e`` (and, per item, index ``i``) comes from a generator seeded with a hash of ``(seed, e[, i])``.
 """
 
 from __future__ import annotations
@@ -20,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from jepa_blocks._validation import check_int
 from jepa_blocks.data.sources import LabelledImages
 from jepa_blocks.data.views import SequenceViews
 
@@ -73,7 +68,7 @@ class ViewSequence(NamedTuple):
         return int(self.views.shape[-4]) - 1
 
     def prefix(self, num_observed: int) -> ViewSequence:
-        """The sub-sequence with the first ``num_observed`` views observed and view ``m+1`` as target.
+        """The sub-sequence of the first ``num_observed`` views observed and view ``m+1`` as target.
 
         For probes of the aggregate per number of observed views (``M_val``): the actions are
         sliced, not recomputed (with the official view-axis normalisation they were normalised
@@ -97,23 +92,14 @@ class ViewSequence(NamedTuple):
         return ViewSequence(*(t.to(device, non_blocking=non_blocking) for t in self))
 
 
-def _check_common(source: LabelledImages, views: SequenceViews, num_observed: int) -> None:
-    if not isinstance(source, LabelledImages):
-        raise TypeError(f"source must be a LabelledImages, got {type(source).__name__}")
-    if not isinstance(views, SequenceViews):
-        raise TypeError(f"views must be a SequenceViews, got {type(views).__name__}")
-    if isinstance(num_observed, bool) or not isinstance(num_observed, int) or num_observed < 1:
-        raise ValueError(f"num_observed (M) must be an int >= 1, got {num_observed!r}")
-
-
-def _normalise(views: Tensor, source: LabelledImages) -> Tensor:
-    mean = torch.tensor(source.mean, dtype=views.dtype, device=views.device)[:, None, None]
-    std = torch.tensor(source.std, dtype=views.dtype, device=views.device)[:, None, None]
-    return (views - mean) / std
+def standardize(views: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """``(views − mean) / std`` per channel (dim -3)."""
+    m = torch.tensor(mean, dtype=views.dtype, device=views.device)[:, None, None]
+    return (views - m) / torch.tensor(std, dtype=views.dtype, device=views.device)[:, None, None]
 
 
 def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """``(rank, world_size)``; each defaults to ``torch.distributed``'s when initialised, else 0/1."""
+    """``(rank, world_size)``, by default ``torch.distributed``'s when initialised, else 0/1."""
     dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
     if world_size is None:
         world_size = torch.distributed.get_world_size() if dist_on else 1
@@ -131,23 +117,32 @@ class _SequenceSource:
     """What :class:`SequenceDataset` and :class:`SequenceLoader` share: the source, the view
     generator, the seed, the epoch, the ranks, and how views are drawn from ``uint8`` images."""
 
-    def _init_source(
+    def __init__(
         self,
         source: LabelledImages,
         views: SequenceViews,
+        *,
         num_observed: int,
-        seed: int,
-        normalize: bool,
-        rank: int | None,
-        world_size: int | None,
+        seed: int = 0,
+        normalize: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
+        if not isinstance(source, LabelledImages):
+            raise TypeError(f"source must be a LabelledImages, got {type(source).__name__}")
+        if not isinstance(views, SequenceViews):
+            raise TypeError(f"views must be a SequenceViews, got {type(views).__name__}")
         self.source = source
         self.views = views
-        self.num_observed = num_observed
+        self.num_observed = check_int(num_observed, "num_observed")
         self.seed = int(seed)
         self.normalize = bool(normalize)
         self.epoch = 0
         self.rank, self.world_size = _ranks(rank, world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffling and augmentation randomness of ``epoch`` for the next pass."""
+        self.epoch = int(epoch)
 
     def _view_sequences(
         self, images: Tensor, generator: torch.Generator
@@ -157,7 +152,7 @@ class _SequenceSource:
             images.float().div_(255.0), num_views=self.num_observed + 1, generator=generator
         )
         if self.normalize:
-            views = _normalise(views, self.source)
+            views = standardize(views, self.source.mean, self.source.std)
         return views, params, self.views.actions(params)
 
 
@@ -173,25 +168,9 @@ class SequenceDataset(_SequenceSource, torch.utils.data.Dataset):
         num_observed: ``M``, the number of observed views (the target is one more).
         seed: Base seed; item ``i`` of epoch ``e`` uses ``mix_seed(seed, e, i)``.
         normalize: Standardise the views with the source's ``mean`` and ``std``.
+        rank: This process's rank (default: from ``torch.distributed`` when initialised, else 0).
+        world_size: Number of ranks (default: from ``torch.distributed``, else 1).
     """
-
-    def __init__(
-        self,
-        source: LabelledImages,
-        views: SequenceViews,
-        *,
-        num_observed: int,
-        seed: int = 0,
-        normalize: bool = True,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> None:
-        _check_common(source, views, num_observed)
-        self._init_source(source, views, num_observed, seed, normalize, rank, world_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the randomness of ``epoch`` (call it at the start of each epoch)."""
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -210,10 +189,9 @@ class SequenceDataset(_SequenceSource, torch.utils.data.Dataset):
 class SequenceLoader(_SequenceSource):
     """Iterate over a source in batches of view sequences generated on the device.
 
-    The whole ``uint8`` split is moved to ``device`` once; each batch is gathered, converted to
-    float and transformed there in one call, so the throughput scales with the device instead of
-    with worker processes. Parameters are drawn from a CPU generator, so CPU and GPU runs with the
-    same seed see the same parameters.
+    The whole ``uint8`` split is moved to ``device`` once and each batch is transformed there in
+    one call (no worker processes). Parameters are drawn from a CPU generator, so CPU and GPU runs
+    with the same seed see the same parameters.
 
     Args:
         source: The labelled images.
@@ -225,13 +203,11 @@ class SequenceLoader(_SequenceSource):
         drop_last: Drop the last incomplete batch.
         seed: Base seed; epoch ``e`` uses ``mix_seed(seed, e)``.
         normalize: Standardise the views with the source's ``mean`` and ``std``.
-        rank: This process's rank for data-parallel training (default: from
-            ``torch.distributed`` when initialised, else 0).
-        world_size: Number of ranks (default: from ``torch.distributed``, else 1). With more
-            than one rank, every rank draws the same epoch permutation, pads it by wrapping to a
-            multiple of ``world_size`` (as ``DistributedSampler`` does) and takes every
-            ``world_size``-th item starting at ``rank``; augmentations then use a per-rank
-            generator ``mix_seed(seed, epoch, rank)``.
+        rank: This process's rank (default: from ``torch.distributed`` when initialised, else 0).
+        world_size: Number of ranks (default: from ``torch.distributed``, else 1). Every rank
+            draws the same epoch permutation, wraps it to a multiple of ``world_size`` (as
+            ``DistributedSampler``) and takes every ``world_size``-th item from ``rank``, with
+            augmentations from ``mix_seed(seed, epoch, rank)``.
 
     Each ``iter(loader)`` uses the current epoch and advances it by one (so every pass, complete
     or not, sees new shuffling and augmentations); :meth:`set_epoch` sets it explicitly.
@@ -252,19 +228,20 @@ class SequenceLoader(_SequenceSource):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        _check_common(source, views, num_observed)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        super().__init__(
+            source,
+            views,
+            num_observed=num_observed,
+            seed=seed,
+            normalize=normalize,
+            rank=rank,
+            world_size=world_size,
+        )
+        self.batch_size = check_int(batch_size, "batch_size")
         self.device = torch.device(device) if device is not None else source.images.device
-        self.batch_size = batch_size
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        source = source.to(self.device)
-        self._init_source(source, views, num_observed, seed, normalize, rank, world_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next pass use the shuffling and augmentation randomness of ``epoch``."""
-        self.epoch = int(epoch)
+        self.source = source.to(self.device)
 
     def _items_per_rank(self) -> int:
         return -(-len(self.source) // self.world_size)
@@ -291,8 +268,6 @@ class SequenceLoader(_SequenceSource):
             idx = order[start : start + self.batch_size]
             if self.drop_last and idx.numel() < self.batch_size:
                 break
-            yield self._batch(idx.to(self.device), gen)
-
-    def _batch(self, idx: Tensor, gen: torch.Generator) -> ViewSequence:
-        views, params, actions = self._view_sequences(self.source.images[idx], gen)
-        return ViewSequence(views, params, actions, self.source.labels[idx], idx)
+            idx = idx.to(self.device)
+            views, params, actions = self._view_sequences(self.source.images[idx], gen)
+            yield ViewSequence(views, params, actions, self.source.labels[idx], idx)

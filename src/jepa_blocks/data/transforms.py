@@ -1,33 +1,28 @@
 """Parameterised, batched, reproducible image transforms that return their parameters.
 
-Each transform is a thin class around the pure functions of :mod:`jepa_blocks.data.geometric` and
-:mod:`jepa_blocks.data.photometric` with three methods:
-
-* ``sample(batch_size, image_size, generator=..., device=...)`` draws one parameter row per image
-  (on the generator's device, so a CPU generator gives the same parameters for CPU and GPU data);
-* ``apply(images, params)`` is deterministic: the same parameters give the same images;
-* ``__call__(images, generator=...)`` does both and returns ``(images, params)``.
-
-``param_names`` names the columns of ``params``; ``action_names`` lists the columns that enter the
-seq-JEPA action (the view-only augmentations flip, grayscale and solarize have none), and
-``action(params)`` extracts them. :class:`ParamCompose` chains transforms and concatenates their
-parameters, so ``ParamCompose(...).action(params)`` is the paper's action vector, e.g. the 9-d
-``[crop i, j, h, w | brightness, contrast, saturation, hue | blur σ]`` of CIFAR-100 (official code
-``hafezgh/seq-jepa`` ``src/augmentations.py``, adapted from EquiMod).
-
-Images are float tensors ``(B, C, H, W)`` with values in ``[0, 1]``.
+Each transform wraps the functions of :mod:`jepa_blocks.data.geometric` and
+:mod:`jepa_blocks.data.photometric`: ``sample`` draws one parameter row per image (on the
+generator's device, so CPU and GPU data get the same parameters), ``apply(images, params)`` is
+deterministic and ``__call__`` does both. ``param_names`` names the columns of ``params``,
+``action_names`` those that enter the seq-JEPA action (none for flip, grayscale and solarize), and
+:class:`ParamCompose` concatenates both, e.g. into the 9-d CIFAR-100 action ``[crop i, j, h, w |
+brightness, contrast, saturation, hue | blur σ]`` (official code ``hafezgh/seq-jepa``
+``src/augmentations.py``, adapted from EquiMod). Images are float ``(B, C, H, W)`` in ``[0, 1]``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from jepa_blocks._validation import check_choice, check_int, check_positive
 from jepa_blocks.data.geometric import (
     affine_transform,
+    check_image_batch,
     resized_crop,
     rotate90,
     sample_resized_crop_boxes,
@@ -55,6 +50,7 @@ __all__ = [
 ]
 
 Size = tuple[int, int]
+Device = torch.device | str | None
 
 
 def _probability(p: float, name: str) -> float:
@@ -72,15 +68,6 @@ def _interval(r: Sequence[float], name: str, *, low: float = -math.inf) -> tuple
     return a, b
 
 
-def _rand(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None
-) -> Tensor:
-    """Uniform [0, 1) draws on the generator's device (else ``device``), moved to ``device``."""
-    where = generator.device if generator is not None else device
-    u = torch.rand(shape, generator=generator, device=where)
-    return u.to(device) if device is not None else u
-
-
 def _size(image_size: Sequence[int]) -> Size:
     if len(image_size) != 2 or min(int(v) for v in image_size) < 1:
         raise ValueError(f"image_size must be a positive (H, W) pair, got {tuple(image_size)!r}")
@@ -90,14 +77,13 @@ def _size(image_size: Sequence[int]) -> Size:
 class ParamTransform:
     """Base class: a random image transform described by a parameter row per image.
 
-    Subclasses set ``param_names`` and ``action_names`` and implement :meth:`sample` and
-    :meth:`apply`.
+    Subclasses set ``param_names`` and ``action_names`` and implement ``_apply`` (given checked
+    parameters) and either ``_from_uniforms`` (mapping ``_uniforms`` uniform draws per image to a
+    row) or ``_sample``.
     """
 
     param_names: tuple[str, ...] = ()
     action_names: tuple[str, ...] = ()
-    #: Uniform draws per image that :meth:`_from_uniforms` maps to a parameter row; a subclass
-    #: that sets it needs no :meth:`sample` of its own.
     _uniforms: int = 0
 
     @property
@@ -127,12 +113,17 @@ class ParamTransform:
         Shape:
             - output: ``(batch_size, num_params)``
         """
+        return self._sample(batch_size, image_size, generator, device)
+
+    def _sample(self, n: int, size: Size, gen: torch.Generator | None, device: Device) -> Tensor:
         if not self._uniforms:
             raise NotImplementedError
-        return self._from_uniforms(_rand((batch_size, self._uniforms), generator, device))
+        # Draw on the generator's device, then move: the same seed gives the same parameters.
+        where = gen.device if gen is not None else device
+        u = torch.rand((n, self._uniforms), generator=gen, device=where)
+        return self._from_uniforms(u.to(device) if device is not None else u)
 
     def _from_uniforms(self, u: Tensor) -> Tensor:
-        """Parameters ``(B, num_params)`` from uniform draws ``u`` ``(B, _uniforms)``."""
         raise NotImplementedError
 
     def apply(self, images: Tensor, params: Tensor) -> Tensor:
@@ -143,6 +134,10 @@ class ParamTransform:
             - params: ``(B, num_params)``
             - output: ``(B, C, H', W')``
         """
+        self._check_params(params, images.shape[:1])
+        return self._apply(images, params)
+
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         raise NotImplementedError
 
     def __call__(
@@ -154,15 +149,8 @@ class ParamTransform:
             - images: ``(B, C, H, W)``
             - output: ``(B, C, H', W')`` and ``(B, num_params)``
         """
-        if not isinstance(images, Tensor) or images.ndim != 4:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must have shape (B, C, H, W), got {shape}")
-        params = self.sample(
-            images.shape[0],
-            (images.shape[-2], images.shape[-1]),
-            generator=generator,
-            device=images.device,
-        )
+        b, _, h, w = check_image_batch(images).shape
+        params = self.sample(b, (h, w), generator=generator, device=images.device)
         return self.apply(images, params), params
 
     def action(self, params: Tensor) -> Tensor:
@@ -173,8 +161,10 @@ class ParamTransform:
             - output: ``(..., action_dim)``
         """
         self._check_params(params, params.shape[:-1] if isinstance(params, Tensor) else ())
-        idx = [self.param_names.index(n) for n in self.action_names]
-        return params[..., idx]
+        return params[..., self._action_columns()]
+
+    def _action_columns(self) -> list[int]:
+        return [self.param_names.index(n) for n in self.action_names]
 
     def _check_params(self, params: Tensor, batch: Sequence[int]) -> None:
         if not isinstance(params, Tensor):
@@ -196,8 +186,8 @@ class ParamAffine(ParamTransform):
 
     Parameters ``[angle, tx, ty, log_scale]`` are drawn uniformly from the ranges (angle in
     radians, translations as fractions of the image size, scale log-uniform) and applied with
-    :func:`~jepa_blocks.data.geometric.affine_transform`. The follow-up repository
-    (``kaikun213/seq-jepa``, ``experiments/datasets_mnist_affine.py``) samples the same factors.
+    :func:`~jepa_blocks.data.geometric.affine_transform`, as the follow-up repository samples them
+    (``kaikun213/seq-jepa``, ``experiments/datasets_mnist_affine.py``).
 
     Args:
         angle_range: Range of ``θ`` in radians.
@@ -207,7 +197,7 @@ class ParamAffine(ParamTransform):
     """
 
     param_names = ("angle", "tx", "ty", "log_scale")
-    action_names = ("angle", "tx", "ty", "log_scale")
+    action_names = param_names
     _uniforms = 4
 
     def __init__(
@@ -221,25 +211,14 @@ class ParamAffine(ParamTransform):
         self.angle_range = _interval(angle_range, "angle_range")
         self.translate_range = _interval(translate_range, "translate_range")
         self.log_scale_range = _interval(log_scale_range, "log_scale_range")
-        if interpolation not in ("bilinear", "nearest"):
-            raise ValueError(
-                f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}"
-            )
-        self.interpolation = interpolation
+        self.interpolation = check_choice(interpolation, "interpolation", ("bilinear", "nearest"))
 
     def _from_uniforms(self, u: Tensor) -> Tensor:
-        lo = torch.tensor(
-            [self.angle_range[0], self.translate_range[0], self.translate_range[0],
-             self.log_scale_range[0]], device=u.device,
-        )  # fmt: skip
-        hi = torch.tensor(
-            [self.angle_range[1], self.translate_range[1], self.translate_range[1],
-             self.log_scale_range[1]], device=u.device,
-        )  # fmt: skip
+        ranges = (self.angle_range, self.translate_range, self.translate_range)
+        lo, hi = torch.tensor((*ranges, self.log_scale_range), device=u.device).T
         return lo + (hi - lo) * u
 
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         return affine_transform(images, params, interpolation=self.interpolation)
 
 
@@ -257,16 +236,15 @@ class ParamRotation90(ParamTransform):
     def _from_uniforms(self, u: Tensor) -> Tensor:
         return torch.floor(u * 4).clamp_(max=3) * (math.pi / 2)
 
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         return rotate90(images, torch.round(params[:, 0] / (math.pi / 2)))
 
 
 class ParamResizedCrop(ParamTransform):
-    """RandomResizedCrop with its box as parameters ``(top, left, height, width)`` / ``(H, W, H, W)``.
+    """RandomResizedCrop with its box ``(top, left, height, width) / (H, W, H, W)`` as parameters.
 
-    Boxes are sampled like torchvision's ``RandomResizedCrop`` (see
-    :func:`~jepa_blocks.data.geometric.sample_resized_crop_boxes`) and stored normalised by the
+    Boxes are sampled like torchvision's ``RandomResizedCrop``
+    (:func:`~jepa_blocks.data.geometric.sample_resized_crop_boxes`) and stored normalised by the
     input size (the official code stores pixels; under :func:`normalize_across_views
     <jepa_blocks.data.actions.normalize_across_views>` both give the same action). The crop is
     resampled with antialiasing like Pillow, then clipped to ``[0, 1]``.
@@ -292,33 +270,20 @@ class ParamResizedCrop(ParamTransform):
         self.size = _size((size, size) if isinstance(size, int) else size)
         self.scale = _interval(scale, "scale", low=1e-12)
         self.ratio = _interval(ratio, "ratio", low=1e-12)
-        if interpolation not in ("bicubic", "bilinear"):
-            raise ValueError(
-                f"interpolation must be 'bicubic' or 'bilinear', got {interpolation!r}"
-            )
-        self.interpolation = interpolation
+        self.interpolation = check_choice(interpolation, "interpolation", ("bicubic", "bilinear"))
 
     def output_size(self, image_size: Size) -> Size:
         return self.size
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        h, w = _size(image_size)
+    def _sample(self, n: int, size: Size, gen: torch.Generator | None, device: Device) -> Tensor:
+        h, w = _size(size)
         boxes = sample_resized_crop_boxes(
-            batch_size, (h, w), scale=self.scale, ratio=self.ratio, generator=generator
+            n, (h, w), scale=self.scale, ratio=self.ratio, generator=gen
         )
-        scale = torch.tensor([h, w, h, w], dtype=boxes.dtype, device=boxes.device)
-        out = boxes / scale
+        out = boxes / torch.tensor([h, w, h, w], dtype=boxes.dtype, device=boxes.device)
         return out.to(device) if device is not None else out
 
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         h, w = images.shape[-2:]
         scale = torch.tensor([h, w, h, w], dtype=params.dtype, device=params.device)
         boxes = torch.round(params * scale)
@@ -335,14 +300,6 @@ class _CoinFlip(ParamTransform):
     def _from_uniforms(self, u: Tensor) -> Tensor:
         return (u < self.p).float()
 
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
-        return self._apply_to(images, params[:, 0])
-
-    def _apply_to(self, images: Tensor, flags: Tensor) -> Tensor:
-        """Transform the images whose flag ``(B,)`` is 1."""
-        raise NotImplementedError
-
 
 class ParamHorizontalFlip(_CoinFlip):
     """Random horizontal flip with probability ``p`` (view-only: not part of the action)."""
@@ -352,10 +309,10 @@ class ParamHorizontalFlip(_CoinFlip):
     def __init__(self, *, p: float = 0.5) -> None:
         self.p = _probability(p, "p")
 
-    def _apply_to(self, images: Tensor, flags: Tensor) -> Tensor:
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         from torchvision.transforms.v2 import functional as TF
 
-        m = flags.to(images.device)[:, None, None, None] > 0.5
+        m = params.to(images.device)[:, :, None, None] > 0.5
         return torch.where(m, TF.horizontal_flip(images), images)
 
 
@@ -369,18 +326,8 @@ class ParamColorJitter(ParamTransform):
     factors. Paper strengths: ``brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8``.
     """
 
-    param_names = (
-        "jitter",
-        "brightness",
-        "contrast",
-        "saturation",
-        "hue",
-        "order_0",
-        "order_1",
-        "order_2",
-        "order_3",
-    )
     action_names = ("brightness", "contrast", "saturation", "hue")
+    param_names = ("jitter", *action_names, "order_0", "order_1", "order_2", "order_3")
     _uniforms = 9
 
     def __init__(
@@ -392,18 +339,11 @@ class ParamColorJitter(ParamTransform):
         hue: float = 0.1,
         p: float = 0.8,
     ) -> None:
-        for name, v in (
-            ("brightness", brightness),
-            ("contrast", contrast),
-            ("saturation", saturation),
-        ):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        self.brightness = check_positive(brightness, "brightness", allow_zero=True)
+        self.contrast = check_positive(contrast, "contrast", allow_zero=True)
+        self.saturation = check_positive(saturation, "saturation", allow_zero=True)
         if isinstance(hue, bool) or not isinstance(hue, (int, float)) or not 0 <= hue <= 0.5:
             raise ValueError(f"hue must lie in [0, 0.5], got {hue!r}")
-        self.brightness = float(brightness)
-        self.contrast = float(contrast)
-        self.saturation = float(saturation)
         self.hue = float(hue)
         self.p = _probability(p, "p")
 
@@ -422,8 +362,7 @@ class ParamColorJitter(ParamTransform):
         order = torch.where(applied[:, None] > 0, order, torch.arange(4.0, device=u.device))
         return torch.cat((applied[:, None], factors, order), dim=1)
 
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         params = params.to(images.device)
         applied = params[:, 0] > 0.5
         rows = params[applied]
@@ -438,16 +377,16 @@ class ParamGrayscale(_CoinFlip):
     def __init__(self, *, p: float = 0.2) -> None:
         self.p = _probability(p, "p")
 
-    def _apply_to(self, images: Tensor, flags: Tensor) -> Tensor:
-        return grayscale(images, flags)
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
+        return grayscale(images, params[:, 0])
 
 
 class ParamGaussianBlur(ParamTransform):
-    """Gaussian blur with probability ``p`` and ``σ ~ U(sigma)``; parameter ``blur_sigma`` (0 if off).
+    """Gaussian blur with probability ``p`` and ``σ ~ U(sigma)``; parameter ``blur_sigma`` (0: off).
 
     Paper: ``σ ~ U(0.1, 2.0)``, ``p = 1.0`` for the observed views and ``0.1`` for the target view,
-    kernel size ``2·round((S − 10)/20) + 1`` (:func:`~jepa_blocks.data.photometric.blur_kernel_size`,
-    used when ``kernel_size`` is ``None``, from the smaller image side).
+    kernel size ``2·round((S − 10)/20) + 1`` from the smaller image side when ``kernel_size`` is
+    ``None`` (:func:`~jepa_blocks.data.photometric.blur_kernel_size`).
     """
 
     param_names = ("blur_sigma",)
@@ -463,10 +402,7 @@ class ParamGaussianBlur(ParamTransform):
     ) -> None:
         self.sigma = _interval(sigma, "sigma", low=1e-12)
         self.p = _probability(p, "p")
-        if kernel_size is not None and (
-            isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1
-            or kernel_size % 2 == 0
-        ):  # fmt: skip
+        if kernel_size is not None and check_int(kernel_size, "kernel_size") % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd int or None, got {kernel_size!r}")
         self.kernel_size = kernel_size
 
@@ -474,8 +410,7 @@ class ParamGaussianBlur(ParamTransform):
         sigma = self.sigma[0] + (self.sigma[1] - self.sigma[0]) * u[:, 1]
         return torch.where(u[:, 0] < self.p, sigma, torch.zeros_like(sigma))[:, None]
 
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         k = self.kernel_size or blur_kernel_size(int(min(images.shape[-2:])))
         return gaussian_blur(images, params[:, 0], kernel_size=k)
 
@@ -489,8 +424,8 @@ class ParamSolarize(_CoinFlip):
         self.p = _probability(p, "p")
         self.threshold = _probability(threshold, "threshold")
 
-    def _apply_to(self, images: Tensor, flags: Tensor) -> Tensor:
-        return solarize(images, flags, threshold=self.threshold)
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
+        return solarize(images, params[:, 0], threshold=self.threshold)
 
 
 class ParamCompose(ParamTransform):
@@ -511,13 +446,10 @@ class ParamCompose(ParamTransform):
         self.param_names = tuple(n for t in transforms for n in t.param_names)
         self.action_names = tuple(n for t in transforms for n in t.action_names)
         self._splits = [t.num_params for t in transforms]
-        offsets = [0]
-        for n in self._splits:
-            offsets.append(offsets[-1] + n)
+        # Column indices per part: names may repeat across parts (e.g. two flips).
+        starts = itertools.accumulate(self._splits, initial=0)
         self._action_idx = [
-            offsets[i] + t.param_names.index(n)
-            for i, t in enumerate(transforms)
-            for n in t.action_names
+            s + t.param_names.index(n) for t, s in zip(transforms, starts) for n in t.action_names
         ]
 
     def output_size(self, image_size: Size) -> Size:
@@ -526,30 +458,21 @@ class ParamCompose(ParamTransform):
             size = t.output_size(size)
         return size
 
-    def sample(
-        self,
-        batch_size: int,
-        image_size: Size,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        size = _size(image_size)
+    def _sample(self, n: int, size: Size, gen: torch.Generator | None, device: Device) -> Tensor:
+        size = _size(size)
         parts = []
         for t in self.transforms:
-            parts.append(t.sample(batch_size, size, generator=generator, device=device))
+            parts.append(t.sample(n, size, generator=gen, device=device))
             size = t.output_size(size)
         return torch.cat(parts, dim=1)
 
-    def apply(self, images: Tensor, params: Tensor) -> Tensor:
-        self._check_params(params, images.shape[:1])
+    def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         for t, p in zip(self.transforms, params.split(self._splits, dim=1)):
             images = t.apply(images, p)
         return images
 
-    def action(self, params: Tensor) -> Tensor:
-        self._check_params(params, params.shape[:-1] if isinstance(params, Tensor) else ())
-        return params[..., self._action_idx]
+    def _action_columns(self) -> list[int]:
+        return self._action_idx
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(t) for t in self.transforms)

@@ -1,15 +1,10 @@
 """Sequence view generators: ``M + 1`` transformed views of each image, parameters and actions.
 
-A :class:`SequenceViews` turns a batch of images into the seq-JEPA input: the ``M`` observed views
-come from one parameterised transform, the target view ``x_{M+1}`` optionally from another (the
-CIFAR-100 protocol uses a BYOL-style asymmetric target pipeline: blur with probability 0.1 and
-solarisation 0.2, official code ``hafezgh/seq-jepa`` ``src/datasets.py``). The relative actions
-``a_i`` (transformation from view ``i`` to ``i + 1``) are computed from the per-view parameters by an
-*encoding* function from :mod:`jepa_blocks.data.actions`.
-
-Presets: :func:`mnist_affine_views` (``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]``), :func:`rotation_views`
-(``[sin Δθ, cos Δθ]``, exact quarter turns or continuous angles) and
-:func:`cifar_augmentation_views` (the paper's 9-d crop | jitter | blur action).
+A :class:`SequenceViews` draws the ``M`` observed views from one parameterised transform and the
+target view ``x_{M+1}`` optionally from another (the CIFAR-100 protocol's BYOL-style target
+pipeline, official code ``hafezgh/seq-jepa`` ``src/datasets.py``), and encodes the relative actions
+``a_i`` (view ``i`` to ``i + 1``) with a function from :mod:`jepa_blocks.data.actions`. Presets:
+:func:`mnist_affine_views`, :func:`rotation_views` and :func:`cifar_augmentation_views`.
 """
 
 from __future__ import annotations
@@ -22,11 +17,13 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
+from jepa_blocks._validation import check_choice, check_int
 from jepa_blocks.data.actions import (
     relative_affine_actions,
     relative_differences,
     relative_rotation_actions,
 )
+from jepa_blocks.data.geometric import check_image_batch
 from jepa_blocks.data.photometric import blur_kernel_size
 from jepa_blocks.data.transforms import (
     ParamAffine,
@@ -58,8 +55,8 @@ class SequenceViews:
         transform: Transform of the observed views ``x_1 … x_M``.
         target_transform: Transform of the target view ``x_{M+1}`` (default: ``transform``); it
             must have the same parameter columns.
-        encoding: Maps the action columns of the parameters, ``(..., V, A₀)``, to the relative
-            actions ``(..., V − 1, A)``; default :func:`~jepa_blocks.data.actions.relative_differences`.
+        encoding: Maps the parameters' action columns ``(..., V, A₀)`` to the relative actions
+            ``(..., V − 1, A)``; default :func:`~jepa_blocks.data.actions.relative_differences`.
     """
 
     def __init__(
@@ -69,26 +66,21 @@ class SequenceViews:
         target_transform: ParamTransform | None = None,
         encoding: Encoding = relative_differences,
     ) -> None:
-        if not isinstance(transform, ParamTransform):
-            raise TypeError(f"transform must be a ParamTransform, got {type(transform).__name__}")
-        if target_transform is not None:
-            if not isinstance(target_transform, ParamTransform):
-                raise TypeError(
-                    "target_transform must be a ParamTransform or None, got "
-                    f"{type(target_transform).__name__}"
-                )
-            if target_transform.param_names != transform.param_names:
-                raise ValueError(
-                    "target_transform must have the same parameter columns as transform: "
-                    f"{list(target_transform.param_names)} vs {list(transform.param_names)}"
-                )
+        target = transform if target_transform is None else target_transform
+        for name, t in (("transform", transform), ("target_transform", target)):
+            if not isinstance(t, ParamTransform):
+                raise TypeError(f"{name} must be a ParamTransform, got {type(t).__name__}")
+        if target.param_names != transform.param_names:
+            raise ValueError(
+                "target_transform must have the same parameter columns as transform: "
+                f"{list(target.param_names)} vs {list(transform.param_names)}"
+            )
         if not callable(encoding):
             raise TypeError(f"encoding must be callable, got {type(encoding).__name__}")
         self.transform = transform
-        self.target_transform = target_transform if target_transform is not None else transform
+        self.target_transform = target
         self.encoding = encoding
-        probe = encoding(torch.zeros(1, 2, transform.action_dim))
-        self.action_dim = int(probe.shape[-1])
+        self.action_dim = int(encoding(torch.zeros(1, 2, transform.action_dim)).shape[-1])
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -117,19 +109,11 @@ class SequenceViews:
             - images: ``(B, C, H, W)``
             - output: views ``(B, V, C, H', W')`` and params ``(B, V, P)``
         """
-        if not isinstance(images, Tensor) or images.ndim != 4:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must have shape (B, C, H, W), got {shape}")
-        if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 2:
-            raise ValueError(
-                f"num_views must be an int >= 2 (M + 1 with M >= 1), got {num_views!r}"
-            )
-        b = images.shape[0]
-        size = (images.shape[-2], images.shape[-1])
-        m = num_views - 1
-        obs_params = self.transform.sample(b * m, size, generator=generator, device=images.device)
+        b, _, h, w = check_image_batch(images).shape
+        m = check_int(num_views, "num_views", minimum=2) - 1
+        obs_params = self.transform.sample(b * m, (h, w), generator=generator, device=images.device)
         tgt_params = self.target_transform.sample(
-            b, size, generator=generator, device=images.device
+            b, (h, w), generator=generator, device=images.device
         )
         obs = self.transform.apply(repeat(images, "b c h w -> (b m) c h w", m=m), obs_params)
         tgt = self.target_transform.apply(images, tgt_params)
@@ -164,17 +148,13 @@ def mnist_affine_views(
 ) -> SequenceViews:
     """Similarity-transformed views with action ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` (5-d).
 
-    The MNIST-affine setting of the follow-up repository ``kaikun213/seq-jepa``; each view gets an
-    independent transform of the original image (parameters: :class:`~jepa_blocks.data.ParamAffine`).
+    The MNIST-affine setting of the follow-up repository ``kaikun213/seq-jepa``; each view is an
+    independent transform of the original image (:class:`~jepa_blocks.data.ParamAffine`).
     """
-    return SequenceViews(
-        ParamAffine(
-            angle_range=angle_range,
-            translate_range=translate_range,
-            log_scale_range=log_scale_range,
-        ),
-        encoding=relative_affine_actions,
+    affine = ParamAffine(
+        angle_range=angle_range, translate_range=translate_range, log_scale_range=log_scale_range
     )
+    return SequenceViews(affine, encoding=relative_affine_actions)
 
 
 def _rotation_encoding(angles: Tensor) -> Tensor:
@@ -193,12 +173,9 @@ def rotation_views(
     """
     if discrete:
         return SequenceViews(ParamRotation90(), encoding=_rotation_encoding)
-    return SequenceViews(
-        ParamAffine(
-            angle_range=angle_range, translate_range=(0.0, 0.0), log_scale_range=(0.0, 0.0)
-        ),
-        encoding=_rotation_encoding,
-    )
+    still = (0.0, 0.0)
+    affine = ParamAffine(angle_range=angle_range, translate_range=still, log_scale_range=still)
+    return SequenceViews(affine, encoding=_rotation_encoding)
 
 
 def cifar_augmentation_views(
@@ -223,8 +200,7 @@ def cifar_augmentation_views(
             first, as the official code does; see
             :func:`~jepa_blocks.data.actions.normalize_across_views`).
     """
-    if action_norm not in ("none", "official"):
-        raise ValueError(f"action_norm must be 'none' or 'official', got {action_norm!r}")
+    check_choice(action_norm, "action_norm", ("none", "official"))
 
     def pipeline(blur_p: float, solarize_p: float) -> ParamCompose:
         parts: list[ParamTransform] = [

@@ -1,20 +1,10 @@
 """Local learning: block-local objectives, encoder blocks with local heads, the three stages.
 
-* :mod:`jepa_blocks.local.objectives` — LPL (Halvagal & Zenke, 2023) and coding-rate objectives
-  per block.
-* :mod:`jepa_blocks.local.blocks` — an encoder as a chain of blocks, small local heads.
-* :mod:`jepa_blocks.local.stages` — stage 1 (auxiliary local losses), stage 2 (frozen encoder,
-  local aggregator/predictor), stage 3 (fully local with per-block backward-and-free), training
-  with the one loop :func:`jepa_blocks.train.fit` (:func:`~jepa_blocks.local.fit_local`,
-  :func:`~jepa_blocks.local.local_step_fn`, :class:`~jepa_blocks.local.BlockLossLog`) and the
-  activation memory of one step (:func:`~jepa_blocks.local.peak_step_memory`, on
-  the meter of :mod:`jepa_blocks.metrics.memory`).
-
-``examples/step6_local.py`` is the recipe that runs every stage against end-to-end training.
-
-**Experimental** (``__experimental__ = True``): this package and its modules may change or
-be removed in any release without a deprecation period; the API audit
-(``tests/test_api_audit.py``) records them as experimental.
+LPL (Halvagal & Zenke, 2023) and coding-rate objectives per block
+(:mod:`~jepa_blocks.local.objectives`), an encoder as a chain of blocks with small heads
+(:mod:`~jepa_blocks.local.blocks`), and the three stages trained with the one loop, with the
+activation memory of one step (:mod:`~jepa_blocks.local.stages`). ``examples/step6_local.py`` runs
+every stage against end-to-end training. **Experimental** (``__experimental__ = True``).
 """
 
 from jepa_blocks.local.blocks import (

@@ -2,23 +2,10 @@ r"""An encoder as a chain of blocks, each with a small local head.
 
 Block-local training (Greedy InfoMax, Löwe et al., 2019; CLAPP, Illing et al., 2021; LPL,
 Halvagal & Zenke, 2023; blockwise SSL, Siddiqui et al., 2023) cuts an encoder into blocks
-:math:`f = f_K \circ \dots \circ f_1` and gives each block its own objective on its own output.
-This module provides the pieces:
-
-* :class:`BlockEncoder` — the chain ``blocks[0] … blocks[K-1]`` followed by a parameter-free
-  readout (global average pooling), usable anywhere an encoder ``(N, C, H, W) → (N, D)`` is
-  (e.g. as :class:`jepa_blocks.SeqJEPA`'s encoder).
-* :func:`conv_block_encoder` — a four-block CNN for CPU demos: :class:`jepa_blocks.SmallCNN`'s
-  conv3×3–BN–ReLU stages with one more stage, so that every block holds a similar share of the
-  activations (the first block of a pyramid CNN otherwise dominates the peak memory).
-* :func:`split_encoder` — view an existing encoder as a :class:`BlockEncoder` **sharing its
-  modules**: :class:`jepa_blocks.SmallCNN` (3 blocks), a torchvision ResNet (4 blocks: stem +
-  ``layer1``, ``layer2``, ``layer3``, ``layer4``, as blockwise SSL), an ``nn.Sequential``
-  ending in a ``(N, D)`` output (one block per child) or a :class:`BlockEncoder` (itself).
-* :class:`LocalHead` — a small head per block: global average pooling, an optional linear
-  projection (LPL's default is none), and an optional action-conditioned residual predictor of
-  the next view's embedding (a per-block JEPA; zero-initialised so that it starts as LPL's
-  plain slowness prediction).
+:math:`f = f_K \circ \dots \circ f_1` and gives each block its own objective on its own output:
+:class:`BlockEncoder` is the chain, :func:`conv_block_encoder` a four-block CNN for CPU demos,
+:func:`split_encoder` views an existing encoder as blocks sharing its modules, and
+:class:`LocalHead` is the small head of a block.
 """
 
 from __future__ import annotations
@@ -29,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_floating_tensor
+from jepa_blocks._validation import check_floating_tensor, check_int
 from jepa_blocks.encoders import SmallCNN
 
 __all__ = [
@@ -39,14 +26,6 @@ __all__ = [
     "local_heads",
     "split_encoder",
 ]
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 class _GlobalPool(nn.Module):
@@ -93,7 +72,7 @@ class BlockEncoder(nn.Module):
         for i, b in enumerate(block_list):
             if not isinstance(b, nn.Module):
                 raise TypeError(f"blocks[{i}] must be an nn.Module, got {type(b).__name__}")
-        chans = [_check_int(c, "out_channels[i]", minimum=1) for c in out_channels]
+        chans = [check_int(c, "out_channels[i]") for c in out_channels]
         if len(chans) != len(block_list):
             raise ValueError(
                 f"out_channels must have one entry per block ({len(block_list)}), got {len(chans)}"
@@ -148,10 +127,8 @@ def conv_block_encoder(
     """A CNN encoder of conv3×3–BN–ReLU blocks with global average pooling.
 
     The default is :class:`jepa_blocks.SmallCNN` (``width=16``, ``out_dim=128``) with one more
-    stage: four blocks of 16, 32, 64 and 128 channels at strides 1, 2, 2, 1. On 28×28 inputs the
-    blocks keep 28×28, 14×14, 7×7 and 7×7 maps, and no block holds more than about a third of
-    the activations saved for the backward pass, so block-local training with per-block
-    backward-and-free (:mod:`jepa_blocks.local.stages`) cuts the peak to about that share.
+    stage, so that on 28×28 inputs no block holds more than about a third of the activations
+    saved for the backward pass: the peak that per-block backward-and-free leaves.
 
     Args:
         in_channels: Image channels.
@@ -165,9 +142,9 @@ def conv_block_encoder(
         - input: ``(N, in_channels, H, W)``
         - output: ``(N, widths[-1])``
     """
-    _check_int(in_channels, "in_channels", minimum=1)
-    ws = [_check_int(w, "widths[i]", minimum=1) for w in widths]
-    ss = [_check_int(s, "strides[i]", minimum=1) for s in strides]
+    check_int(in_channels, "in_channels")
+    ws = [check_int(w, "widths[i]") for w in widths]
+    ss = [check_int(s, "strides[i]") for s in strides]
     if not ws or len(ws) != len(ss):
         raise ValueError(
             f"widths and strides must be non-empty and of equal length, got {len(ws)} widths "
@@ -178,27 +155,33 @@ def conv_block_encoder(
     return BlockEncoder(blocks, out_channels=ws)
 
 
+_WIDTHS = (
+    (nn.Conv2d, "out_channels"),
+    (nn.Linear, "out_features"),
+    ((nn.BatchNorm2d, nn.BatchNorm1d), "num_features"),
+)
+
+
+def _has_params(*modules: nn.Module) -> bool:
+    return any(True for m in modules for _ in m.parameters())
+
+
+_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
 def _is_resnet(encoder: nn.Module) -> bool:
-    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "fc")
-    return all(hasattr(encoder, n) for n in names) and isinstance(
-        getattr(encoder, "fc", None), nn.Identity
-    )
+    fc = getattr(encoder, "fc", None)
+    return all(hasattr(encoder, n) for n in _RESNET_PARTS) and isinstance(fc, nn.Identity)
 
 
 def _out_channels(module: nn.Module) -> int:
-    """Output channels of a block: those of its last conv / BatchNorm / linear layer."""
-    last = None
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm)):
-            last = m
-    if isinstance(last, nn.Conv2d):
-        return int(last.out_channels)
-    if isinstance(last, nn.Linear):
-        return int(last.out_features)
-    if isinstance(last, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        return int(last.num_features)
-    if isinstance(last, nn.LayerNorm):
-        return int(last.normalized_shape[-1])
+    """Output channels of a block: those of its last conv / BatchNorm / linear / LayerNorm."""
+    for m in reversed(list(module.modules())):
+        if isinstance(m, nn.LayerNorm):
+            return int(m.normalized_shape[-1])
+        for cls, attr in _WIDTHS:
+            if isinstance(m, cls):
+                return int(getattr(m, attr))
     raise ValueError(
         f"cannot infer the output channels of block {type(module).__name__}; build a "
         f"BlockEncoder with out_channels yourself"
@@ -234,40 +217,34 @@ def split_encoder(encoder: nn.Module) -> BlockEncoder:
         return encoder
     if isinstance(encoder, SmallCNN):
         feats = encoder.features
-        n = len(feats) // 3
-        stages = [feats[3 * i : 3 * i + 3] for i in range(n)]
+        blocks: list[nn.Module] = [feats[3 * i : 3 * i + 3] for i in range(len(feats) // 3)]
         if encoder.grid != 1 or encoder.out_norm != "none":
             # the grid head and output norm belong to the last block: (N, D) out, no readout
-            stages[-1] = nn.Sequential(
-                *stages[-1].children(), encoder.pool, nn.Flatten(), encoder.head, encoder.norm
+            blocks[-1] = nn.Sequential(
+                *blocks[-1].children(), encoder.pool, nn.Flatten(), encoder.head, encoder.norm
             )
-        cnn_blocks: list[nn.Module] = list(stages)
-        return BlockEncoder(cnn_blocks, out_channels=[_out_channels(b) for b in cnn_blocks])
-    if _is_resnet(encoder):
-        parts: list[nn.Module] = [
-            getattr(encoder, name)
-            for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-        ]
-        res_blocks: list[nn.Module] = [nn.Sequential(*parts[:5]), *parts[5:]]
-        return BlockEncoder(res_blocks, out_channels=[_out_channels(b) for b in res_blocks])
-    if isinstance(encoder, nn.Sequential):
+    elif _is_resnet(encoder):
+        parts: list[nn.Module] = [getattr(encoder, name) for name in _RESNET_PARTS]
+        blocks = [nn.Sequential(*parts[:5]), *parts[5:]]
+    elif isinstance(encoder, nn.Sequential):
         groups: list[list[nn.Module]] = []
         for child in encoder:
-            if not groups or any(True for _ in child.parameters()):
+            if not groups or _has_params(child):
                 groups.append([child])
             else:
                 groups[-1].append(child)  # activations, pooling: end of the previous block
-        if len(groups) > 1 and not any(True for m in groups[0] for _ in m.parameters()):
+        if len(groups) > 1 and not _has_params(*groups[0]):
             groups[1] = groups[0] + groups[1]
             groups.pop(0)
-        if not any(True for m in groups[0] for _ in m.parameters()):
+        if not _has_params(*groups[0]):
             raise TypeError("encoder is an nn.Sequential without parameters; nothing to train")
-        seq_blocks: list[nn.Module] = [nn.Sequential(*g) for g in groups]
-        return BlockEncoder(seq_blocks, out_channels=[_out_channels(b) for b in seq_blocks])
-    raise TypeError(
-        f"cannot split a {type(encoder).__name__} into blocks; pass a BlockEncoder (e.g. "
-        f"conv_block_encoder()), a SmallCNN, a torchvision ResNet or an nn.Sequential"
-    )
+        blocks = [nn.Sequential(*g) for g in groups]
+    else:
+        raise TypeError(
+            f"cannot split a {type(encoder).__name__} into blocks; pass a BlockEncoder (e.g. "
+            f"conv_block_encoder()), a SmallCNN, a torchvision ResNet or an nn.Sequential"
+        )
+    return BlockEncoder(blocks, out_channels=[_out_channels(b) for b in blocks])
 
 
 class LocalHead(nn.Module):
@@ -280,9 +257,6 @@ class LocalHead(nn.Module):
       ``action_dim > 0`` it is :math:`\hat e_{t+1} = e_t + g([e_t; a_t])` with a two-layer MLP
       :math:`g` whose last layer starts at zero, so training starts from LPL's prediction and can
       learn how the action moves the embedding (a per-block JEPA).
-
-    The head is small by design: blockwise SSL's 8192-wide projectors cost about 151M parameters
-    per block (reference notes §5); here ``C·dim + (dim + A)·hidden + hidden·dim``.
 
     Args:
         in_channels: Channels ``C`` of the block output.
@@ -299,10 +273,10 @@ class LocalHead(nn.Module):
         self, in_channels: int, *, dim: int | None = None, action_dim: int = 0, hidden: int = 128
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int(in_channels, "in_channels", minimum=1)
-        self.dim = in_channels if dim is None else _check_int(dim, "dim", minimum=1)
-        self.action_dim = _check_int(action_dim, "action_dim", minimum=0)
-        self.hidden = _check_int(hidden, "hidden", minimum=1)
+        self.in_channels = check_int(in_channels, "in_channels")
+        self.dim = in_channels if dim is None else check_int(dim, "dim")
+        self.action_dim = check_int(action_dim, "action_dim", minimum=0)
+        self.hidden = check_int(hidden, "hidden")
         self.pool = _GlobalPool()
         self.proj: nn.Module = nn.Identity() if dim is None else nn.Linear(in_channels, dim)
         self.predictor: nn.Module | None = None

@@ -1,19 +1,15 @@
 r"""Block-local objectives: a latent-predictive (LPL) loss and a coding-rate loss per block.
 
-Both objectives read the embeddings of **consecutive views** of the same sample, as a block's
-local head produces them, ``z`` of shape ``(B, T, d)`` (``T`` views in sequence order), and
-optionally explicit predictions and targets ``(B, P, d)`` of those views' successors. Without
-``pred``/``target`` the prediction term compares each view with the next one,
-:math:`\hat z_t = z_t`, :math:`\bar z_t = z_{t+1}`: the slowness term of LPL. A block's local head
-(:class:`jepa_blocks.local.LocalHead`) can instead predict :math:`z_{t+1}` from :math:`z_t` and
-the action :math:`a_t`, which turns the term into a per-block JEPA prediction (the recommendation
-of the reference notes for local seq-JEPA). Targets are always detached (stop-gradient).
+Both read the embeddings ``z`` ``(B, T, d)`` of ``T`` consecutive views of each sample, as a
+block's local head produces them, and optionally predictions and targets ``(B, P, d)`` of those
+views' successors; without ``pred``/``target``, :math:`\hat z_t = z_t` predicts
+:math:`\bar z_t = z_{t+1}` (LPL's slowness term). Targets are always detached (stop-gradient).
 
 * :func:`lpl_loss` — Latent Predictive Learning, Halvagal & Zenke (2023), "The combination of
   Hebbian and predictive plasticity learns invariant object representations in deep sensory
   networks", Nature Neuroscience 26; official code ``fmi-basel/latent-predictive-learning``
-  (``models/module.py``). Three terms per block, with the published default weights
-  ``pull = 1``, ``push = 1``, ``decorrelation = 10`` and :math:`\epsilon = 10^{-4}`:
+  (``models/module.py``). Three terms per block, published weights ``pull = 1``, ``push = 1``,
+  ``decorrelation = 10`` and :math:`\epsilon = 10^{-4}`:
 
   .. math::
 
@@ -27,20 +23,11 @@ of the reference notes for local seq-JEPA). Targets are always detached (stop-gr
           C_{tij} = \tfrac{1}{B-1}\textstyle\sum_b (z_{bti} - \operatorname{sg}(\mu_{ti}))
           (z_{btj} - \operatorname{sg}(\mu_{tj}))
 
-  The variance ("push", Hebbian) and decorrelation terms use the batch mean as a constant
-  (stop-gradient), as in the official code; they are averaged over the ``T`` views.
-* :func:`local_rate_loss` — a teacherless per-block coding-rate objective: the cosine
-  prediction loss minus :math:`\lambda` times the coding rate of the L2-normalised embeddings of
-  each view (Yu et al., 2020, "Learning Diverse and Discriminative Representations via the
-  Principle of Maximal Coding Rate Reduction"; :func:`jepa_blocks.coding_rate`), averaged over
-  views. The rate plays the anti-collapse role of LPL's variance and decorrelation terms.
-
-Related block-local self-supervised objectives: Greedy InfoMax (Löwe, O'Connor & Veeling, 2019,
-"Putting An End to End-to-End: Gradient-Isolated Learning of Representations", NeurIPS) and
-CLAPP (Illing, Ventura, Bellec & Gerstner, 2021, "Local plasticity rules can learn deep
-representations using self-supervised contrastive predictions", NeurIPS) use contrastive
-per-module losses; blockwise SSL (Siddiqui, Krueger, LeCun & Deny, 2023, "Blockwise
-Self-Supervised Learning at Scale", TMLR) uses a Barlow Twins loss per ResNet stage.
+  with the batch mean :math:`\mu` a constant, as in the official code.
+* :func:`local_rate_loss` — the cosine prediction loss minus :math:`\lambda` times the coding rate
+  of each view's L2-normalised embeddings (Yu et al., 2020, "Learning Diverse and Discriminative
+  Representations via the Principle of Maximal Coding Rate Reduction"), the rate playing the
+  anti-collapse role of LPL's variance and decorrelation terms.
 """
 
 from __future__ import annotations
@@ -54,7 +41,7 @@ from einops import rearrange
 from torch import Tensor
 
 from jepa_blocks._module_form import FunctionModule
-from jepa_blocks._validation import check_floating_tensor, check_positive
+from jepa_blocks._validation import check_bool, check_floating_tensor, check_positive
 from jepa_blocks.losses import cosine_loss, mse_loss, upcast_float
 from jepa_blocks.rate import coding_rate
 
@@ -128,20 +115,17 @@ def _prediction_term(
     return loss(p, t) if p.shape[1] > 0 else upcast_float(z).new_zeros(())
 
 
-def _check_weight(value: float, name: str) -> float:
-    """A term weight: a finite number ``>= 0``."""
-    return check_positive(value, name, allow_zero=True)
-
-
-def _check_normalize(normalize: Any) -> bool:
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
-    return normalize
+def _check_option(name: str, value: Any) -> Any:
+    """A term weight ``>= 0``, ``eps > 0`` or the ``normalize`` flag."""
+    if name == "normalize":
+        return check_bool(value, name)
+    return check_positive(value, name, allow_zero=name != "eps")
 
 
 def _centered(z: Tensor) -> Tensor:
-    """``(T, B, d)`` samples minus their detached batch mean (per view)."""
-    return z - z.mean(dim=1, keepdim=True).detach()
+    """Checked ``(B, T, d)`` views as ``(T, B, d)``, minus their detached batch mean per view."""
+    x = rearrange(upcast_float(_check_views(z)), "b t d -> t b d")
+    return x - x.mean(dim=1, keepdim=True).detach()
 
 
 def variance_loss(z: Tensor, *, eps: float = 1e-4) -> Tensor:
@@ -161,9 +145,8 @@ def variance_loss(z: Tensor, *, eps: float = 1e-4) -> Tensor:
         - z: ``(B, T, d)`` with ``B ≥ 2``
         - output: ``()``
     """
-    _check_views(z)
+    x = _centered(z)
     eps = check_positive(eps, "eps")
-    x = _centered(rearrange(upcast_float(z), "b t d -> t b d"))
     var = x.pow(2).sum(dim=1) / (x.shape[1] - 1)  # (T, d)
     return -torch.log(var + eps).mean()
 
@@ -185,8 +168,7 @@ def decorrelation_loss(z: Tensor) -> Tensor:
         - z: ``(B, T, d)`` with ``B ≥ 2``
         - output: ``()``
     """
-    _check_views(z)
-    x = _centered(rearrange(upcast_float(z), "b t d -> t b d"))
+    x = _centered(z)
     n, d = x.shape[1], x.shape[2]
     cov = torch.einsum("tbi,tbj->tij", x, x) / (n - 1)  # (T, d, d)
     off = cov - torch.diag_embed(torch.diagonal(cov, dim1=-2, dim2=-1))
@@ -207,10 +189,8 @@ def lpl_loss(
     r"""LPL objective of one block: prediction + variance + decorrelation (published weights).
 
     :math:`\mathcal L = w_\text{pull}\mathcal L_\text{pred} + w_\text{push}\mathcal L_\text{var}
-    + w_\text{decorr}\mathcal L_\text{decorr}` (see the module docstring; Halvagal & Zenke, 2023,
-    defaults 1, 1, 10). ``L_pred`` is the mean squared error between ``pred`` and the detached
-    ``target`` (default: view ``t`` against view ``t+1`` of ``z``; zero when ``T = 1`` and no
-    pairs are given). The variance and decorrelation terms are computed on ``z``.
+    + w_\text{decorr}\mathcal L_\text{decorr}` (module docstring); ``L_pred`` is zero when
+    ``T = 1`` and no pairs are given; the other terms are computed on ``z``.
 
     Args:
         z: Embeddings of consecutive views (the ones that carry gradient).
@@ -238,10 +218,10 @@ def lpl_loss(
         True
     """
     _check_views(z)
-    w_pull = _check_weight(pull_weight, "pull_weight")
-    w_push = _check_weight(push_weight, "push_weight")
-    w_dec = _check_weight(decorrelation_weight, "decorrelation_weight")
-    check_positive(eps, "eps")
+    w_pull = _check_option("pull_weight", pull_weight)
+    w_push = _check_option("push_weight", push_weight)
+    w_dec = _check_option("decorrelation_weight", decorrelation_weight)
+    _check_option("eps", eps)
     pull = _prediction_term(z, pred, target, mse_loss)
     push = variance_loss(z, eps=eps)
     dec = decorrelation_loss(z)
@@ -264,12 +244,11 @@ def local_rate_loss(
 ) -> Tensor | LocalLossParts:
     r"""Coding-rate objective of one block: :math:`w\,\mathcal L_\text{cos} - \lambda\,\bar R`.
 
-    ``L_cos`` is the cosine prediction loss :math:`1-\cos(\hat z, \operatorname{sg}(\bar z))`
-    (:func:`jepa_blocks.cosine_loss`; default pairs: consecutive views of ``z``; zero when
-    ``T = 1``), and :math:`\bar R` is the mean over the ``T`` views of the coding rate
+    ``L_cos`` is :math:`1-\cos(\hat z, \operatorname{sg}(\bar z))` (:func:`jepa_blocks.cosine_loss`;
+    zero when ``T = 1``), :math:`\bar R` the mean over views of the coding rate
     :math:`R(Z_t) = \tfrac12\log\det(I + \tfrac{d}{B\varepsilon^2} Z_t^\top Z_t)` of the batch
-    :math:`Z_t` ``(B, d)`` (Yu et al., 2020; :func:`jepa_blocks.coding_rate`), on L2-normalised
-    rows by default (as MCR² and EMP-SSL), so that the rate cannot grow by scaling.
+    :math:`Z_t` ``(B, d)`` (:func:`jepa_blocks.coding_rate`), on L2-normalised rows by default
+    (as MCR² and EMP-SSL) so that the rate cannot grow by scaling.
 
     Args:
         z: Embeddings of consecutive views.
@@ -290,10 +269,10 @@ def local_rate_loss(
         - output: ``()``
     """
     _check_views(z)
-    w_pull = _check_weight(pull_weight, "pull_weight")
-    lam = _check_weight(rate_weight, "rate_weight")
-    check_positive(eps, "eps")
-    _check_normalize(normalize)
+    w_pull = _check_option("pull_weight", pull_weight)
+    lam = _check_option("rate_weight", rate_weight)
+    _check_option("eps", eps)
+    _check_option("normalize", normalize)
     pull = _prediction_term(z, pred, target, cosine_loss)
     zt = rearrange(z, "b t d -> t b d")
     if normalize:
@@ -306,10 +285,15 @@ def local_rate_loss(
 
 
 class _LocalObjective(FunctionModule):
-    """Module form of a block-local objective: the stored weights, passed to ``_objective``."""
+    """Module form of a block-local objective: checks and stores the options of ``_objective``."""
 
     #: The objective function, called as ``_objective(z, pred=..., target=..., **options)``.
     _objective: Callable[..., Tensor | LocalLossParts]
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        for name, value in options.items():
+            setattr(self, name, _check_option(name, value))
 
     def forward(
         self,
@@ -319,7 +303,7 @@ class _LocalObjective(FunctionModule):
         target: Tensor | None = None,
         return_parts: bool = False,
     ) -> Tensor | LocalLossParts:
-        """Return the objective of ``z`` (and ``pred``/``target``) with the stored weights."""
+        """Return the objective of ``z`` (and ``pred``/``target``) with the stored options."""
         return type(self)._objective(
             z, pred=pred, target=target, return_parts=return_parts, **self._kwargs()
         )
@@ -350,11 +334,12 @@ class LPLLoss(_LocalObjective):
         decorrelation_weight: float = 10.0,
         eps: float = 1e-4,
     ) -> None:
-        super().__init__()
-        self.pull_weight = _check_weight(pull_weight, "pull_weight")
-        self.push_weight = _check_weight(push_weight, "push_weight")
-        self.decorrelation_weight = _check_weight(decorrelation_weight, "decorrelation_weight")
-        self.eps = check_positive(eps, "eps")
+        super().__init__(
+            pull_weight=pull_weight,
+            push_weight=push_weight,
+            decorrelation_weight=decorrelation_weight,
+            eps=eps,
+        )
 
 
 class LocalRateLoss(_LocalObjective):
@@ -382,8 +367,6 @@ class LocalRateLoss(_LocalObjective):
         eps: float = 0.5,
         normalize: bool = True,
     ) -> None:
-        super().__init__()
-        self.pull_weight = _check_weight(pull_weight, "pull_weight")
-        self.rate_weight = _check_weight(rate_weight, "rate_weight")
-        self.eps = check_positive(eps, "eps")
-        self.normalize = _check_normalize(normalize)
+        super().__init__(
+            pull_weight=pull_weight, rate_weight=rate_weight, eps=eps, normalize=normalize
+        )

@@ -1,38 +1,22 @@
 r"""Three stages of local learning for seq-JEPA; stage 3 really saves activation memory.
 
 :class:`LocalSeqJEPA` wraps a :class:`jepa_blocks.SeqJEPA` whose encoder splits into blocks
-(:func:`jepa_blocks.local.split_encoder`), one small :class:`~jepa_blocks.local.LocalHead` per
+(:func:`jepa_blocks.local.split_encoder`), with one :class:`~jepa_blocks.local.LocalHead` per
 encoder block, one small head per aggregator block but the last, and a block-local objective
-(default :class:`~jepa_blocks.local.LPLLoss`, Halvagal & Zenke, 2023). Its ``stage`` selects:
+(default :class:`~jepa_blocks.local.LPLLoss`). Its ``stage`` selects:
 
 * ``"end-to-end"`` — the model's own objective, backpropagated through everything (reference).
-* ``"stage1"`` — auxiliary local losses beside the end-to-end objective:
-  :math:`\mathcal L = \mathcal L_\text{seq-JEPA} + w_\text{aux}\sum_k \mathcal L_k`, where
-  :math:`\mathcal L_k` is block ``k``'s local objective on its head's embeddings of the observed
-  views (the next view's embedding, from the stop-gradient target pass when there is one, is the
-  prediction target of the last observed view). The block outputs are read with forward hooks
-  during the model's own forward pass; the auxiliary gradients also reach earlier blocks (deep
-  supervision); only stage 3 isolates the blocks.
-* ``"stage2"`` — frozen encoder (``requires_grad=False``, eval mode, so its parameters and
-  BatchNorm statistics stay bit-identical), aggregator and predictor trained by local updates:
-  the encoder features of all views are computed without gradient, the target is the frozen
-  encoder's feature of the target view, and with ``local_aggregator=True`` every aggregator block
-  gets a detached input and (except the last, which the seq-JEPA loss trains) its own head that
-  predicts the target from its [AGG] output and the raw action :math:`a_M`.
-* ``"stage3"`` — fully local: each encoder block is trained by its own objective on its detached
-  input, and the aggregator/predictor as in stage 2 on the detached encoder features.
-  :meth:`LocalSeqJEPA.backward_step` runs **forward → loss → backward → free** per block before
-  the next block runs, so at most one block's activations are alive: the peak saved-activation
-  memory is the largest block's, not the sum (:func:`peak_step_memory` measures it with
-  :class:`jepa_blocks.metrics.SavedTensorMeter`). Calling the module (``forward``) in stage 3
-  computes the same losses with every block's graph alive ("detach only", as Greedy InfoMax's and
-  blockwise SSL's released code do): the same gradients, none of the saving.
-
-:func:`fit_local` trains any stage with the one loop :func:`jepa_blocks.train.fit` (schedule,
-AMP, NaN guard, checkpoints, resume): stages ``end-to-end``/``stage1``/``stage2`` with its
-default step (one ``loss.backward()``), stage 3 with :func:`local_step_fn`, a ``step_fn`` that
-does its own per-block backward. :class:`BlockLossLog` adds each block's local loss to the
-loop's records (``block{k}``, ``agg{k}``).
+* ``"stage1"`` — auxiliary local losses beside it,
+  :math:`\mathcal L = \mathcal L_\text{seq-JEPA} + w_\text{aux}\sum_k \mathcal L_k`, with block
+  ``k``'s objective :math:`\mathcal L_k` on its head's embeddings of the observed views (read
+  with forward hooks; the gradients also reach earlier blocks, as deep supervision).
+* ``"stage2"`` — frozen encoder (``requires_grad=False``, eval mode); the aggregator and
+  predictor train on its features, and with ``local_aggregator=True`` every aggregator block gets
+  a detached input and (but the last) a head predicting the target from its [AGG] output and
+  :math:`a_M`.
+* ``"stage3"`` — fully local: each encoder block trains on its detached input with its own
+  objective, the top as in stage 2; :meth:`LocalSeqJEPA.backward_step` frees each block's graph
+  before the next block runs, so the activation peak is the largest block's.
 
 References: Löwe, O'Connor & Veeling (2019), "Putting An End to End-to-End: Gradient-Isolated
 Learning of Representations" (Greedy InfoMax), NeurIPS; Illing, Ventura, Bellec & Gerstner
@@ -54,7 +38,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_positive
+from jepa_blocks._validation import check_bool, check_choice, check_int, check_positive
 from jepa_blocks.local.blocks import BlockEncoder, LocalHead, local_heads, split_encoder
 from jepa_blocks.local.objectives import LPLLoss
 from jepa_blocks.metrics.memory import PeakMemory, measure_peak_memory
@@ -112,6 +96,16 @@ def _called_module(block: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
+def _removed_after(handles: list[Any]) -> Iterator[None]:
+    """Remove the hook ``handles`` when the context closes."""
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
 def _capture(blocks: Iterable[nn.Module]) -> Iterator[list[list[tuple[Tensor, bool]]]]:
     """Record every output of each block as ``(output, grad_enabled)`` while the context is open."""
     records: list[list[tuple[Tensor, bool]]] = []
@@ -124,11 +118,8 @@ def _capture(blocks: Iterable[nn.Module]) -> Iterator[list[list[tuple[Tensor, bo
             rec.append((out, torch.is_grad_enabled()))
 
         handles.append(_called_module(block).register_forward_hook(hook))
-    try:
+    with _removed_after(handles):
         yield records
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager
@@ -144,12 +135,9 @@ def _swapped(module: nn.Module, **parts: nn.Module) -> Iterator[None]:
             setattr(module, name, part)
 
 
-def _dim(module: Any, *names: str) -> int | None:
-    for name in names:
-        value = getattr(module, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+def _dim(module: Any, name: str) -> int | None:
+    value = getattr(module, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -159,16 +147,13 @@ def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
 class LocalSeqJEPA(nn.Module):
     r"""A seq-JEPA model with block-local heads and objectives; ``stage`` selects the training.
 
-    See the module docstring for the stages. Build the optimizer **after** choosing the stage
-    (stage 2 freezes the encoder); :func:`fit_local` does both.
+    Build the optimizer **after** choosing the stage (stage 2 freezes the encoder).
 
-    **Local objective of an encoder block.** Block ``k``'s head embeds its output for the
-    ``T`` observed views of each sample, ``e`` ``(B, T, d)``. Pairs are consecutive views; the
-    prediction of view ``t+1`` is ``head.predict(e_t, a_t)`` (``e_t`` itself without action
-    conditioning) and the target is ``sg(e_{t+1})``; the last observed view is paired with the
-    target view's embedding when the block saw it without gradient (stop-gradient target,
-    stage 3), giving ``M`` pairs, otherwise ``M − 1``. ``objective(e, pred=..., target=...)`` then
-    adds its anti-collapse terms on ``e``.
+    **Local objective of an encoder block.** Block ``k``'s head embeds its output for the ``T``
+    observed views, ``e`` ``(B, T, d)``; view ``t+1`` is predicted by ``head.predict(e_t, a_t)``
+    with target ``sg(e_{t+1})``, and the last observed view is paired with the target view's
+    embedding when the block saw it without gradient (stop-gradient target): ``M`` pairs, else
+    ``M − 1``. ``objective(e, pred=..., target=...)`` adds its anti-collapse terms on ``e``.
 
     Args:
         model: The seq-JEPA model; its encoder must split into blocks (:func:`split_encoder`).
@@ -206,14 +191,9 @@ class LocalSeqJEPA(nn.Module):
             raise TypeError(f"model must be a jepa_blocks.SeqJEPA, got {type(model).__name__}")
         if objective is not None and not callable(objective):
             raise TypeError(f"objective must be callable, got {type(objective).__name__}")
-        for name, flag in (
-            ("action_conditioned", action_conditioned),
-            ("local_aggregator", local_aggregator),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-        if isinstance(head_hidden, bool) or not isinstance(head_hidden, int) or head_hidden < 1:
-            raise ValueError(f"head_hidden must be an int >= 1, got {head_hidden!r}")
+        check_bool(action_conditioned, "action_conditioned")
+        check_bool(local_aggregator, "local_aggregator")
+        check_int(head_hidden, "head_hidden")
         self.model = model
         blocks = split_encoder(model.encoder)
         # A plain tuple: the blocks share the encoder's modules and must not be registered twice.
@@ -250,8 +230,6 @@ class LocalSeqJEPA(nn.Module):
         self.stage: Stage = "end-to-end"
         self.set_stage(stage)
 
-    # -- configuration ---------------------------------------------------------------------------
-
     @property
     def encoder_blocks(self) -> BlockEncoder:
         """The model's encoder as a :class:`BlockEncoder` (shared modules)."""
@@ -276,8 +254,6 @@ class LocalSeqJEPA(nn.Module):
 
     def _stopgrad_target(self) -> bool:
         return isinstance(self.model.target, StopGradTarget)
-
-    # -- pieces ------------------------------------------------------------------------------------
 
     def _block_loss(
         self, head: nn.Module, h: Tensor, h_next: Tensor | None, actions: Tensor, b: int
@@ -317,11 +293,8 @@ class LocalSeqJEPA(nn.Module):
             blk.register_forward_pre_hook(detach_input, with_kwargs=True) for blk in blocks[1:]
         ]
         handles += [blk.register_forward_hook(record) for blk in blocks[:-1]]
-        try:
+        with _removed_after(handles):
             yield outs
-        finally:
-            for h in handles:
-                h.remove()
 
     def _top(self, feats: Tensor, actions: Tensor) -> tuple[SeqJEPAOutput, Tensor]:
         """seq-JEPA loss on precomputed, detached features ``(B, M+1, D)`` (last = target view)."""
@@ -345,8 +318,6 @@ class LocalSeqJEPA(nn.Module):
     def _zeros(self, like: Tensor) -> Tensor:
         return like.new_zeros(0, dtype=torch.float32)
 
-    # -- the stages ----------------------------------------------------------------------------------
-
     def _stage1(self, views: Tensor, actions: Tensor) -> LocalOutput:
         enc = self.encoder_blocks
         b, m = views.shape[0], views.shape[1] - 1
@@ -366,14 +337,8 @@ class LocalSeqJEPA(nn.Module):
             losses.append(self._block_loss(head, h, nxt, actions, b))
         block_losses = torch.stack(losses)
         local = block_losses.sum()
-        return LocalOutput(
-            out.loss + self.aux_weight * local,
-            out.loss,
-            local,
-            block_losses,
-            self._zeros(views),
-            out,
-        )
+        total = out.loss + self.aux_weight * local
+        return LocalOutput(total, out.loss, local, block_losses, self._zeros(views), out)
 
     def _stage2(self, views: Tensor, actions: Tensor) -> LocalOutput:
         self.model.encoder.eval()
@@ -444,11 +409,9 @@ class LocalSeqJEPA(nn.Module):
             zero = out.loss.new_zeros(())
             empty = self._zeros(views)
             return LocalOutput(out.loss, out.loss, zero, empty, empty, out)
-        if self.stage == "stage1":
-            return self._stage1(views, actions)
-        if self.stage == "stage2":
-            return self._stage2(views, actions)
-        return self._stage3(views, actions, backward=False)
+        if self.stage == "stage3":
+            return self._stage3(views, actions, backward=False)
+        return (self._stage1 if self.stage == "stage1" else self._stage2)(views, actions)
 
     def backward_step(self, views: Tensor, actions: Tensor, *, amp: bool = False) -> LocalOutput:
         """Compute the stage's losses and their gradients (accumulated into ``.grad``).
@@ -470,14 +433,8 @@ class LocalSeqJEPA(nn.Module):
         with torch.autocast(views.device.type, dtype=torch.bfloat16, enabled=amp):
             out = self(views, actions)
         out.loss.backward()
-        return LocalOutput(
-            out.loss.detach(),
-            out.main_loss.detach(),
-            out.local_loss.detach(),
-            out.block_losses.detach(),
-            out.aggregator_losses.detach(),
-            out.output,
-        )
+        loss, main, local, blocks, agg = (t.detach() for t in out[:5])
+        return LocalOutput(loss, main, local, blocks, agg, out.output)
 
     @torch.no_grad()
     def update(self) -> None:
@@ -511,14 +468,12 @@ def _batch_tensors(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
 def local_step_fn(model: nn.Module, batch: Any, state: LoopState) -> LocalOutput:
     """The ``step_fn`` of stage 3 for :func:`jepa_blocks.train.fit`: per-block backward-and-free.
 
-    Calls :meth:`LocalSeqJEPA.backward_step` (under bf16 autocast when the loop uses AMP), which
-    runs forward → loss → backward → free block by block. The loop has zeroed the gradients
-    before, and checks the returned (detached) loss and the gradient norm before the optimizer
-    step.
+    Calls :meth:`LocalSeqJEPA.backward_step` (bf16 autocast when the loop uses AMP); the loop
+    zeroes the gradients before and checks the detached loss and gradient norm after.
 
     Args:
-        model: The :class:`LocalSeqJEPA` (``state.train_model``; not wrapped: stage 3 supports
-            neither ``compile`` nor DDP).
+        model: The :class:`LocalSeqJEPA`, not wrapped (stage 3 supports neither ``compile`` nor
+            DDP).
         batch: A batch with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``.
         state: The loop's state (device, AMP).
 
@@ -534,10 +489,8 @@ def local_step_fn(model: nn.Module, batch: Any, state: LoopState) -> LocalOutput
 class BlockLossLog(Callback):
     """Log each block's local loss: ``block{k}`` (encoder blocks) and ``agg{k}`` (aggregator heads).
 
-    :func:`jepa_blocks.train.fit` logs the scalar fields of a step's output (``loss``,
-    ``main_loss``, ``local_loss``); the per-block losses of :class:`LocalOutput` are vectors,
-    so this callback adds them, on the loop's logging steps only (every ``config.log_every``
-    steps and the last; no device synchronisation on the other steps). :func:`fit_local` uses it.
+    ``fit`` logs only the scalar fields of a step's output; this adds the per-block vectors of
+    :class:`LocalOutput` on the loop's logging steps (no device synchronisation on the others).
     """
 
     def after_step(self, state: LoopState, batch: Any, out: Any) -> dict[str, float] | None:
@@ -563,12 +516,9 @@ def fit_local(
 ) -> FitResult:
     """Train ``learner`` in its current stage with :func:`jepa_blocks.train.fit`.
 
-    Stages ``end-to-end``, ``stage1`` and ``stage2`` use the standard step (one
-    ``loss.backward()``); stage 3 uses :func:`local_step_fn`, whose per-block backward cannot
-    run under ``compile`` or DDP. :class:`BlockLossLog` comes first among the callbacks, so the
-    history holds ``block{k}``/``agg{k}`` beside ``loss``, ``main_loss`` and ``local_loss``.
-    With ``out_dir`` set, give each stage its own directory, since ``fit`` resumes from a
-    checkpoint it finds there.
+    Stage 3 uses :func:`local_step_fn`, the others the standard step (one ``loss.backward()``);
+    :class:`BlockLossLog` comes first among the callbacks. With ``out_dir`` set, give each stage
+    its own directory, since ``fit`` resumes from a checkpoint it finds there.
 
     Args:
         learner: The wrapped model, already in the wanted stage.
@@ -621,10 +571,9 @@ def peak_step_memory(
 ) -> PeakMemory:
     """Peak activation memory of one training step of ``learner``'s stage on one batch.
 
-    Runs on a deep copy (the learner is left untouched) with a zero-learning-rate SGD optimizer:
-    an optional unmeasured warm-up step (so that lazily created state does not count on CUDA),
-    then one measured step: ``zero_grad``, :meth:`LocalSeqJEPA.backward_step`, ``step``. The
-    parameters and buffers are excluded from the saved-tensor count.
+    Runs on a deep copy with a zero-learning-rate SGD optimizer: an optional unmeasured warm-up
+    step (lazily created state does not count on CUDA), then one measured ``zero_grad``,
+    :meth:`LocalSeqJEPA.backward_step`, ``step``. Parameters and buffers are not counted.
 
     Args:
         learner: The wrapped model, in the stage to measure.
@@ -644,8 +593,8 @@ def peak_step_memory(
     """
     if not isinstance(learner, LocalSeqJEPA):
         raise TypeError(f"learner must be a LocalSeqJEPA, got {type(learner).__name__}")
-    if not isinstance(free_blocks, bool) or not isinstance(warmup, bool):
-        raise TypeError("warmup and free_blocks must be bools")
+    check_bool(warmup, "warmup")
+    check_bool(free_blocks, "free_blocks")
     work = copy.deepcopy(learner)
     work.train()
     params = [p for p in work.parameters() if p.requires_grad]

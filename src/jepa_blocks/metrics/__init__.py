@@ -1,8 +1,5 @@
 """Evaluation suite: features → probes (invariance, equivariance, leakage), rank and spectra,
-memory meters, figures.
-
-Importing this package does not import matplotlib or scikit-learn; the plotting functions import
-matplotlib when called.
+memory meters, figures (matplotlib is imported only when a plotting function is called).
 """
 
 from jepa_blocks.metrics.evaluation import (

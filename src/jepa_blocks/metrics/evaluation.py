@@ -1,30 +1,22 @@
 r"""The evaluation suite of a sequence model: frozen features → probes → a metrics dict.
 
-:func:`extract_features` encodes one fixed sequence per image (or several) with a
-:class:`~jepa_blocks.SeqJEPA` in eval mode; :func:`evaluate` fits the probes of the seq-JEPA
-paper and the follow-up repository on those features: the linear class probe on
-:math:`z_\text{AGG}` (invariance), the R² of the relative action :math:`a_1` from
-:math:`[z_1; z_2]` (equivariance, SIE protocol, Garrido et al., 2023), the leakage probes (class
-from :math:`z_1`, action from :math:`z_\text{AGG}`) with their gaps, and RankMe effective ranks
-(Garrido et al., 2023). :func:`rank_monitor` gives the cheap effective-rank monitor that a
-training loop logs every epoch.
+:func:`extract_features` encodes fixed sequences with a :class:`~jepa_blocks.SeqJEPA` in eval
+mode; :func:`evaluate` fits the probes of the seq-JEPA paper and the follow-up repository on them
+(invariance, equivariance by the SIE protocol of Garrido et al., 2023, leakage) and adds RankMe
+effective ranks (Garrido et al., 2023); :func:`rank_monitor` is a cheap per-epoch rank monitor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks.metrics.probes import (
-    fit_regressor,
-    linear_probe_accuracy,
-    r2_score,
-    regression_r2,
-)
+from jepa_blocks.metrics.probes import fit_regressor, linear_probe_accuracy, r2_score, regression_r2
 from jepa_blocks.metrics.rank import effective_rank
 from jepa_blocks.runtime import num_threads
 
@@ -40,22 +32,18 @@ class EvalConfig:
         seed: Seed of the probe sequences and probe training.
         batch_size: Sequences per forward pass while extracting features.
         train_sequences_per_image: Sequences per training image for the probes' training set.
-        classifier: Solver of the linear class probes: ``"lbfgs"`` (logistic regression),
-            ``"ridge"`` or ``"adam"`` (the paper's 300-epoch protocol).
-        classifier_weight_decay: L2 strength of ``"lbfgs"`` / ``"ridge"``.
-        classifier_epochs: Epochs of ``"adam"``.
-        regressor: Equivariance regressor on ``[z_1; z_2]``: ``"mlp"`` (SIE protocol) or
-            ``"linear"``.
-        regressor_hidden: MLP width (paper 1024).
-        regressor_depth: MLP hidden layers (paper 2).
-        regressor_epochs: MLP epochs (paper 300).
-        regressor_lr: MLP Adam learning rate.
+        classifier: Class-probe solver: ``"lbfgs"``, ``"ridge"`` or ``"adam"`` (paper protocol).
+        classifier_weight_decay, classifier_epochs: L2 strength of ``"lbfgs"`` / ``"ridge"``,
+            epochs of ``"adam"``.
+        regressor: Regressor on ``[z_1; z_2]``: ``"mlp"`` (SIE protocol) or ``"linear"``.
+        regressor_hidden, regressor_depth, regressor_epochs, regressor_lr: The MLP's width, hidden
+            layers, epochs (paper: 1024, 2, 300) and Adam learning rate.
         baseline: Also evaluate the network at initialisation (random-init baseline).
         pixel_baseline: Also fit the class probe on the raw pixels of the first view.
         monitor_size: Test sequences whose effective ranks are logged during training.
         plots: Write the diagnostic figures.
-        probe_threads: torch threads while the probes are fitted (small problems run fastest
-            on one thread, and do not stall on a busy machine); ``None``: leave it.
+        probe_threads: torch threads while fitting the probes (small problems run fastest on
+            one, even on a busy machine); ``None``: leave it.
     """
 
     num_observed: int | None = None
@@ -95,13 +83,20 @@ class FeatureSet(NamedTuple):
     pixels: Tensor | None = None
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode, then restore its training flag."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def extract_features(
-    model: nn.Module,
-    loader: Any,
-    *,
-    passes: int = 1,
-    pixels: bool = False,
+    model: nn.Module, loader: Any, *, passes: int = 1, pixels: bool = False
 ) -> FeatureSet:
     """Encode every sequence of ``loader`` with ``model`` (in eval mode) into a :class:`FeatureSet`.
 
@@ -117,10 +112,8 @@ def extract_features(
     Shape:
         - output.z: ``(N, M+1, D)``; output.z_agg: ``(N, D+E)``; output.actions: ``(N, M, A)``
     """
-    was_training = model.training
-    model.eval()
     zs, aggs, labels, actions, pix = [], [], [], [], []
-    try:
+    with eval_mode(model):
         for k in range(passes):
             loader.set_epoch(k)
             for batch in loader:
@@ -133,34 +126,24 @@ def extract_features(
                 actions.append(batch.actions.float().cpu())
                 if pixels:
                     pix.append(batch.views[:, 0].flatten(1).float().cpu())
-    finally:
-        model.train(was_training)
-    return FeatureSet(
-        torch.cat(zs),
-        torch.cat(aggs),
-        torch.cat(labels),
-        torch.cat(actions),
-        torch.cat(pix) if pixels else None,
-    )
+    z, z_agg, lab, act = map(torch.cat, (zs, aggs, labels, actions))
+    return FeatureSet(z, z_agg, lab, act, torch.cat(pix) if pixels else None)
 
 
 def evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:
     """Probe metrics of frozen features (test-set scores; accuracies as fractions).
 
     * ``linacc``: linear class probe on ``z_agg`` (invariance).
-    * ``r2``: R² of the first relative action ``a_1`` from ``[z_1; z_2]`` (equivariance; SIE
-      protocol, MLP or linear regressor), uniform average over the action's components, and
-      ``r2_per_dim``.
+    * ``r2``: R² of the first relative action ``a_1`` from ``[z_1; z_2]`` (equivariance, SIE
+      protocol), averaged over the action's components; ``r2_per_dim``: per component.
     * ``leakage_linacc`` (class from ``z_1``), ``leakage_r2`` (``a_1`` from ``z_agg``, linear) and
-      the gaps ``linacc_gap = linacc − leakage_linacc``, ``r2_gap = r2 − leakage_r2`` (the
-      follow-up repository's leakage probes).
+      ``linacc_gap = linacc − leakage_linacc``, ``r2_gap = r2 − leakage_r2`` (follow-up repo).
     * ``rank_z_agg``, ``rank_z``: RankMe effective ranks of the test ``z_agg`` and ``z_1``, and
       ``rank_frac_*``: the same divided by the dimension.
     * ``pixel_linacc`` (when the features carry pixels): the class probe on raw first views.
 
     Args:
-        train: Features of the probes' training split.
-        test: Features of the test split.
+        train, test: Features of the probes' training and test splits.
         config: Probe settings.
 
     Returns:
@@ -179,20 +162,26 @@ def evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[st
         return _evaluate(train, test, config)
 
 
-def _evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:
-    cls_kw: dict[str, Any] = {"solver": config.classifier}
+def classifier_kwargs(config: EvalConfig) -> dict[str, Any]:
+    """Keyword arguments of ``config``'s class probes (:func:`linear_probe_accuracy`), with a new
+    generator seeded by ``config.seed``."""
+    kw: dict[str, Any] = {"solver": config.classifier}
     if config.classifier == "adam":
-        cls_kw.update(epochs=config.classifier_epochs, standardize=False)
+        kw.update(epochs=config.classifier_epochs, standardize=False)
     else:
-        cls_kw["weight_decay"] = config.classifier_weight_decay
-    gen = torch.Generator().manual_seed(config.seed)
-    cls_kw["generator"] = gen
+        kw["weight_decay"] = config.classifier_weight_decay
+    kw["generator"] = torch.Generator().manual_seed(config.seed)
+    return kw
+
+
+def _evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:
+    cls_kw = classifier_kwargs(config)
+    gen = cls_kw["generator"]
     lin = linear_probe_accuracy(train.z_agg, train.labels, test.z_agg, test.labels, **cls_kw)
     leak_lin = linear_probe_accuracy(
         train.z[:, 0], train.labels, test.z[:, 0], test.labels, **cls_kw
     )
-    x_tr = torch.cat((train.z[:, 0], train.z[:, 1]), dim=1)
-    x_te = torch.cat((test.z[:, 0], test.z[:, 1]), dim=1)
+    x_tr, x_te = (torch.cat((f.z[:, 0], f.z[:, 1]), dim=1) for f in (train, test))
     a_tr, a_te = train.actions[:, 0], test.actions[:, 0]
     reg_kw: dict[str, Any] = {"kind": config.regressor}
     if config.regressor == "mlp":
@@ -211,8 +200,7 @@ def _evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[s
     r2 = r2_score(a_te, pred)
     leak_r2 = regression_r2(train.z_agg, a_tr, test.z_agg, a_te, kind="linear").test
     d_agg, d_z = test.z_agg.shape[1], test.z.shape[2]
-    rank_agg = effective_rank(test.z_agg)
-    rank_z = effective_rank(test.z[:, 0])
+    rank_agg, rank_z = effective_rank(test.z_agg), effective_rank(test.z[:, 0])
     out: dict[str, Any] = {
         "linacc": lin.test,
         "linacc_train": lin.train,

@@ -1,26 +1,11 @@
 r"""Peak activation memory: tensors saved for the backward pass (any device) and CUDA peaks.
 
-Activation memory is what autograd keeps alive between a forward pass and its backward pass.
-:class:`SavedTensorMeter` measures it on any device through
-:func:`torch.autograd.graph.saved_tensors_hooks`: every tensor autograd saves is counted, by its
-storage, from the moment it is saved until the graph that holds it is freed (after its backward
-pass, or when the graph is dropped). Storages are counted once however many graph nodes save
-them (e.g. a ReLU output that the next convolution saves again), and the parameters passed as
-``exclude`` are not counted (weights are not activations). Transient buffers that autograd does
-not keep (temporaries inside one operation) are not counted either: the meter measures the
-saved activations, which is what block-local training with per-block backward-and-free reduces.
-
-On CUDA, :func:`measure_peak_memory` also reports ``torch.cuda.max_memory_allocated`` above the
-allocation before the call (activations, temporaries, gradients and optimizer states created
-during the call).
-
-With ``scope`` (a submodule), the bytes saved while that module's forward runs are also
-counted apart, e.g. the aggregator's share of a whole seq-JEPA step.
-
-This is the measurement behind the memory claims of :mod:`jepa_blocks.local.stages` (detaching
-between blocks alone saves nothing when every block runs forward before any backward, the
-complaint in ``loeweX/Greedy_InfoMax#22``; running forward → loss → backward → free per block
-does) and of the streaming ToST aggregator (step 4).
+:class:`SavedTensorMeter` counts the storages autograd saves
+(:func:`torch.autograd.graph.saved_tensors_hooks`) until their graph is freed, each storage once,
+without ``exclude`` (the parameters) or transient buffers: what per-block backward-and-free
+reduces (:mod:`jepa_blocks.local.stages`; detaching alone saves nothing when every block runs
+forward before any backward, ``loeweX/Greedy_InfoMax#22``). :func:`measure_peak_memory` adds
+the CUDA allocator's peak and, with ``scope``, the share of one submodule.
 """
 
 from __future__ import annotations
@@ -63,8 +48,7 @@ class SavedTensorMeter:
     Attributes:
         current_bytes: Bytes of the distinct storages saved by graphs still alive.
         peak_bytes: The largest ``current_bytes`` seen since entering (or :meth:`reset`).
-        scoped_current_bytes: The part of ``current_bytes`` first saved inside ``scope``.
-        scoped_peak_bytes: The largest ``scoped_current_bytes`` seen.
+        scoped_current_bytes, scoped_peak_bytes: The same for storages first saved in ``scope``.
         saved_count: How many tensors the pack hook saw (counted or not).
 
     Example:
@@ -93,19 +77,13 @@ class SavedTensorMeter:
         self._in_scope = False
         self._scope = scope
         self._scope_handles: list[Any] = []
-        self.current_bytes = 0
-        self.peak_bytes = 0
-        self.scoped_current_bytes = 0
-        self.scoped_peak_bytes = 0
-        self.saved_count = 0
+        self.current_bytes = self.peak_bytes = self.saved_count = 0
+        self.scoped_current_bytes = self.scoped_peak_bytes = 0
 
     def reset(self) -> None:
         """Restart the peaks from the current levels."""
         self.peak_bytes = self.current_bytes
         self.scoped_peak_bytes = self.scoped_current_bytes
-
-    def _set_scope(self, on: bool) -> None:
-        self._in_scope = on
 
     def _release(self, ptr: int, nbytes: int) -> None:
         count = self._refs.get(ptr, 0) - 1
@@ -146,8 +124,8 @@ class SavedTensorMeter:
     def __enter__(self) -> SavedTensorMeter:
         if self._scope is not None:
             self._scope_handles = [
-                self._scope.register_forward_pre_hook(lambda *_: self._set_scope(True)),
-                self._scope.register_forward_hook(lambda *_: self._set_scope(False)),
+                self._scope.register_forward_pre_hook(lambda *_: setattr(self, "_in_scope", True)),
+                self._scope.register_forward_hook(lambda *_: setattr(self, "_in_scope", False)),
             ]
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._hooks.__enter__()

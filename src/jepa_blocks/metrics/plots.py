@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from jepa_blocks._validation import check_floating_tensor
-from jepa_blocks.metrics.rank import principal_subspace
+from jepa_blocks.metrics.rank import check_spectrum, principal_subspace
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,13 +48,11 @@ def plot_rotation_circle(
     Args:
         features: Representations, e.g. encoder outputs of rotated views or ``Δz``.
         angles: Rotation angle of each row, radians.
-        path: Save the figure there as PNG.
+        path: Save the figure there as PNG, at ``dpi`` dots per inch.
         title: Axes title.
-        dpi: Resolution of the saved PNG.
 
     Shape:
-        - features: ``(N, D)`` with ``D ≥ 2``
-        - angles: ``(N,)``
+        - features: ``(N, D)`` with ``D ≥ 2``; angles: ``(N,)``
     """
     from matplotlib.figure import Figure
 
@@ -93,13 +91,14 @@ def plot_spectrum(
 ) -> Figure:
     """Eigenvalue spectra (log scale) and their cumulative explained variance.
 
+    For instance of :func:`~jepa_blocks.metrics.covariance_spectrum` or
+    :func:`~jepa_blocks.metrics.delta_spectrum`.
+
     Args:
-        spectra: One spectrum ``(D,)`` or ``{label: spectrum}`` (e.g. from
-            :func:`~jepa_blocks.metrics.covariance_spectrum` / :func:`~jepa_blocks.metrics.delta_spectrum`).
+        spectra: One spectrum ``(D,)`` or ``{label: spectrum}``.
         top_k: Mark the top-``k`` boundary on both panels.
-        path: Save the figure there as PNG.
+        path: Save the figure there as PNG, at ``dpi`` dots per inch.
         title: Figure title.
-        dpi: Resolution of the saved PNG.
     """
     from matplotlib.figure import Figure
 
@@ -109,9 +108,7 @@ def plot_spectrum(
     fig = Figure(figsize=(8.0, 3.5))
     ax_log, ax_cum = fig.subplots(1, 2)
     for label, s in items.items():
-        check_floating_tensor(s, f"spectra[{label!r}]", min_ndim=1)
-        if s.ndim != 1 or s.numel() < 1:
-            raise ValueError(f"spectra[{label!r}] must have shape (D,), got {tuple(s.shape)}")
+        check_spectrum(s, f"spectra[{label!r}]")
         v = s.detach().double().sort(descending=True).values.clamp_min(0)
         idx = torch.arange(1, v.numel() + 1).numpy()
         total = float(v.sum())
@@ -146,9 +143,8 @@ def plot_rank_monitor(
         steps: Training steps or epochs of the measurements.
         ranks: ``{label: ranks}`` with one value per step (e.g. ``"z"``, ``"z_agg"``).
         max_rank: Draw the largest possible rank (the embedding dimension) as a reference line.
-        path: Save the figure there as PNG.
+        path: Save the figure there as PNG, at ``dpi`` dots per inch.
         title: Axes title.
-        dpi: Resolution of the saved PNG.
     """
     from matplotlib.figure import Figure
 

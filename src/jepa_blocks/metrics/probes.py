@@ -1,29 +1,21 @@
 """Probes on frozen features: invariance (class), equivariance (relative action, R²) and leakage.
 
 seq-JEPA's claims are measured by probes (Ghaemi et al., arXiv 2505.03176, §3.3 and A.2):
+**invariance**, the top-1 accuracy of a linear classifier on ``z_AGG``; **equivariance**, the R²
+of a regressor from ``[f(x₁); f(x₂)]`` to the relative transformation of the two views (SIE
+protocol, Garrido et al. 2023: an MLP ``in → 1024 → 1024 → out`` for rotations, crop and jitter,
+a linear map for colour, blur and saccade position); **leakage** (follow-up repository
+``kaikun213/seq-jepa``, ``docs/reference/metrics-and-gates.md``): class from ``z`` and action from
+``z_AGG``, both linear, with the gaps to the main metrics.
 
-* **invariance**: top-1 accuracy of a linear classifier on the aggregate ``z_AGG`` (or on encoder
-  outputs for two-view baselines);
-* **equivariance**: R² of a regressor from the concatenated encoder outputs ``[f(x₁); f(x₂)]`` of
-  two views to their relative transformation (the protocol of SIE, Garrido et al. 2023): an MLP
-  ``in → 1024 → 1024 → out`` for rotations, crop and jitter; a linear map for colour, blur and
-  saccade position;
-* **leakage** (defined by the follow-up repository ``kaikun213/seq-jepa``,
-  ``docs/reference/metrics-and-gates.md``): class from the encoder output ``z`` and action from
-  ``z_AGG``, both linear, reported with the gaps to the main metrics.
-
-Two ways to fit each linear probe: a fast full-batch solver (``"lbfgs"``: multinomial logistic
-regression by L-BFGS; ``"ridge"`` / ``"lstsq"``: closed-form least squares) and the paper's trained
-protocol (``"adam"``: Adam with default settings, mini-batches of 256, 300 epochs). R² is
-scikit-learn's ``r2_score`` with ``multioutput="uniform_average"`` (:func:`r2_score`).
-
-All probes train on the features given (call them under ``torch.no_grad()`` / on detached
-features of a model in ``eval()`` mode) and return plain floats.
+Linear probes are fitted by a full-batch solver (``"lbfgs"``, ``"ridge"``, ``"lstsq"``) or by the
+paper's protocol (``"adam"``: mini-batches of 256, 300 epochs); scores come back as floats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from itertools import pairwise
 from typing import NamedTuple
 
 import torch
@@ -31,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+from jepa_blocks.metrics.rank import check_matrix
 
 __all__ = [
     "LeakageReport",
@@ -53,13 +46,6 @@ class ProbeResult(NamedTuple):
 
     train: float
     test: float
-
-
-def _check_features(x: Tensor, name: str) -> Tensor:
-    check_floating_tensor(x, name, min_ndim=2, shape_doc="(N, D)")
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (N, D) with N, D >= 1, got {tuple(x.shape)}")
-    return x
 
 
 def _check_labels(y: Tensor, name: str, n: int) -> Tensor:
@@ -86,26 +72,19 @@ def _check_targets(y: Tensor, name: str, n: int) -> Tensor:
 
 
 class _Standardize(nn.Module):
-    """``(x − mean) / std`` with statistics fixed from the training features."""
+    """``(x − mean) / std`` with the statistics of the training features ``x`` (std 0 → 1)."""
 
     mean: Tensor
     std: Tensor
 
-    def __init__(self, mean: Tensor, std: Tensor) -> None:
+    def __init__(self, x: Tensor) -> None:
         super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
+        std = x.std(dim=0, unbiased=False)
+        self.register_buffer("mean", x.mean(dim=0))
+        self.register_buffer("std", torch.where(std > 0, std, torch.ones_like(std)))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
-
-
-def _standardizer(x: Tensor, enabled: bool) -> nn.Module:
-    if not enabled:
-        return nn.Identity()
-    mean = x.mean(dim=0)
-    std = x.std(dim=0, unbiased=False)
-    return _Standardize(mean, torch.where(std > 0, std, torch.ones_like(std)))
 
 
 def accuracy(predictions: Tensor, labels: Tensor) -> float:
@@ -116,8 +95,7 @@ def accuracy(predictions: Tensor, labels: Tensor) -> float:
         labels: True class indices.
 
     Shape:
-        - predictions: ``(N, C)`` or ``(N,)``
-        - labels: ``(N,)``
+        - predictions: ``(N, C)`` or ``(N,)``; labels: ``(N,)``
     """
     if not isinstance(predictions, Tensor) or predictions.ndim not in (1, 2):
         raise ValueError(
@@ -137,12 +115,10 @@ def r2_score(y_true: Tensor, y_pred: Tensor) -> float:
 
     ``R² = (1/K) Σ_k [1 − Σ_n (y_nk − ŷ_nk)² / Σ_n (y_nk − ȳ_k)²]``, computed in float64. As in
     scikit-learn (``force_finite=True``), an output whose targets are constant scores 1 if it is
-    predicted exactly and 0 otherwise (constant outputs are detected exactly, not through a
-    rounded variance).
+    predicted exactly and 0 otherwise.
 
     Shape:
-        - y_true: ``(N,)`` or ``(N, K)``
-        - y_pred: same as ``y_true``
+        - y_true: ``(N,)`` or ``(N, K)``; y_pred: same as ``y_true``
     """
     check_floating_tensor(y_true, "y_true", min_ndim=1, shape_doc="(N,) or (N, K)")
     check_floating_tensor(y_pred, "y_pred", min_ndim=1, shape_doc="(N,) or (N, K)")
@@ -165,31 +141,6 @@ def r2_score(y_true: Tensor, y_pred: Tensor) -> float:
     return float(score.mean())
 
 
-def _minibatches(n: int, batch_size: int, generator: torch.Generator | None) -> list[Tensor]:
-    order = torch.randperm(n, generator=generator)
-    return list(order.split(batch_size))
-
-
-def _train_adam(
-    model: nn.Module,
-    x: Tensor,
-    loss_fn: nn.Module,
-    y: Tensor,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    generator: torch.Generator | None,
-) -> None:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
-        for idx in _minibatches(x.shape[0], batch_size, generator):
-            idx = idx.to(x.device)
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-
-
 def _ridge(x: Tensor, y: Tensor, weight_decay: float) -> nn.Linear:
     """Least squares ``min ‖[X 1] W − Y‖²/N + λ‖W‖²`` (bias unpenalised), solved in float64."""
     n, d = x.shape
@@ -209,6 +160,26 @@ def _ridge(x: Tensor, y: Tensor, weight_decay: float) -> nn.Linear:
     return lin
 
 
+def _train_adam(
+    model: nn.Module,
+    x: Tensor,
+    loss_fn: nn.Module,
+    y: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator | None,
+) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(epochs):
+        for idx in torch.randperm(x.shape[0], generator=generator).split(batch_size):
+            idx = idx.to(x.device)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x[idx]), y[idx]).backward()
+            opt.step()
+
+
 def fit_linear_classifier(
     x: Tensor,
     y: Tensor,
@@ -225,39 +196,30 @@ def fit_linear_classifier(
 ) -> nn.Module:
     """Fit a linear classifier ``x ↦ W x + b`` (after optional standardisation) on frozen features.
 
-    Solvers:
-
-    * ``"lbfgs"`` (default): multinomial logistic regression on the full batch,
-      ``mean CE + ½·weight_decay·‖W‖²``, by L-BFGS with strong-Wolfe line search (``max_iter``);
-    * ``"ridge"``: one-hot least squares with ridge ``weight_decay``, closed form (fastest);
-    * ``"adam"``: the paper's protocol: cross-entropy, Adam(``lr``), mini-batches of
-      ``batch_size``, ``epochs`` epochs, no weight decay (pass ``standardize=False`` for raw
-      features as in the paper).
-
-    The weights start at zero, so the result is deterministic given ``generator`` (mini-batch
-    order of ``"adam"``).
+    Solvers: ``"lbfgs"``, multinomial logistic regression on the full batch,
+    ``mean CE + ½·weight_decay·‖W‖²``, by L-BFGS with strong-Wolfe line search; ``"ridge"``,
+    one-hot least squares with ridge ``weight_decay``, closed form (fastest); ``"adam"``, the
+    paper's protocol: cross-entropy, Adam, mini-batches, no weight decay (with
+    ``standardize=False``: raw features as in the paper). The weights start at zero, so the result
+    is deterministic given ``generator`` (the mini-batch order of ``"adam"``).
 
     Args:
-        x: Training features.
-        y: Training class indices.
+        x, y: Training features and class indices.
         num_classes: Number of classes (default ``max(y) + 1``).
         solver: ``"lbfgs"``, ``"ridge"`` or ``"adam"``.
         weight_decay: L2 strength of ``"lbfgs"`` and ``"ridge"``.
         standardize: Standardise features with the training mean and std first.
         max_iter: L-BFGS iterations.
-        epochs: Adam epochs.
-        batch_size: Adam mini-batch size.
-        lr: Adam learning rate.
+        epochs, batch_size, lr: Adam's epochs, mini-batch size and learning rate.
         generator: Mini-batch shuffling for ``"adam"``.
 
     Returns:
         A module mapping features ``(N, D)`` to logits ``(N, num_classes)``.
 
     Shape:
-        - x: ``(N, D)``
-        - y: ``(N,)``
+        - x: ``(N, D)``; y: ``(N,)``
     """
-    _check_features(x, "x")
+    check_matrix(x, "x")
     _check_labels(y, "y", x.shape[0])
     check_choice(solver, "solver", ("lbfgs", "ridge", "adam"))
     check_positive(weight_decay, "weight_decay", allow_zero=True)
@@ -266,7 +228,7 @@ def fit_linear_classifier(
         raise ValueError(f"num_classes = {c} is smaller than max(y) + 1 = {int(y.max()) + 1}")
     x = x.detach()
     y = y.to(x.device)
-    scaler = _standardizer(x, standardize)
+    scaler = _Standardize(x) if standardize else nn.Identity()
     xs = scaler(x)
     if solver == "ridge":
         lin = _ridge(xs, F.one_hot(y, c).to(x.dtype), weight_decay)
@@ -296,69 +258,55 @@ def fit_linear_classifier(
     return nn.Sequential(scaler, lin).requires_grad_(False)
 
 
-def _check_test_set(
-    train_x: Tensor, test_x: Tensor, test_y: Tensor, check_y: Callable[[Tensor, str, int], Tensor]
-) -> None:
-    """Check the test features, the test targets with ``check_y``, and the feature count."""
-    _check_features(test_x, "test_x")
+def _probe(
+    fit: Callable[[], nn.Module],
+    score: Callable[[Tensor, Tensor], float],
+    check_y: Callable[[Tensor, str, int], Tensor],
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+) -> ProbeResult:
+    """Check the test set (targets by ``check_y``), call ``fit()``, and ``score(predictions,
+    targets)`` the fitted probe on the training and the test set."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    check_matrix(test_x, "test_x")
     check_y(test_y, "test_y", test_x.shape[0])
     if test_x.shape[1] != train_x.shape[1]:
         raise ValueError(
             f"test_x has {test_x.shape[1]} features but train_x has {train_x.shape[1]}"
         )
-
-
-def _train_test_scores(
-    model: nn.Module,
-    score: Callable[[Tensor, Tensor], float],
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-) -> ProbeResult:
-    """``score(predictions, targets)`` of a fitted ``model`` on the training and the test set."""
+    model = fit()
     with torch.no_grad():
-        train = score(model(train_x.detach()), train_y)
-        test = score(model(test_x.detach().to(train_x.device)), test_y)
-    return ProbeResult(train, test)
+        train_score = score(model(train_x.detach()), train_y)
+        return ProbeResult(train_score, score(model(test_x.detach().to(train_x.device)), test_y))
 
 
 def linear_probe_accuracy(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    **kwargs: object,
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, **kwargs: object
 ) -> ProbeResult:
     """Top-1 accuracy of a linear probe fitted on ``train`` and evaluated on ``train`` and ``test``.
 
     Args:
-        train_x: Training features.
-        train_y: Training class indices.
-        test_x: Test features.
-        test_y: Test class indices.
+        train_x, train_y: Training features and class indices.
+        test_x, test_y: Test features and class indices.
         **kwargs: Keyword arguments of :func:`fit_linear_classifier` (``solver``, ...).
 
     Shape:
         - train_x: ``(N, D)``; train_y: ``(N,)``
         - test_x: ``(N', D)``; test_y: ``(N',)``
     """
-    _check_test_set(train_x, test_x, test_y, _check_labels)
-    if "num_classes" not in kwargs:
-        kwargs["num_classes"] = int(max(int(train_y.max()), int(test_y.max()))) + 1
-    probe = fit_linear_classifier(train_x, train_y, **kwargs)  # type: ignore[arg-type]
-    test_y = test_y.to(train_x.device)
-    return _train_test_scores(probe, accuracy, train_x, train_y, test_x, test_y)
+
+    def fit() -> nn.Module:
+        if "num_classes" not in kwargs:
+            kwargs["num_classes"] = int(max(int(train_y.max()), int(test_y.max()))) + 1
+        return fit_linear_classifier(train_x, train_y, **kwargs)  # type: ignore[arg-type]
+
+    return _probe(fit, accuracy, _check_labels, (train_x, train_y), (test_x, test_y))
 
 
 def _mlp(d_in: int, d_out: int, hidden: int, depth: int, like: Tensor) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    width = d_in
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    layers.append(nn.Linear(width, d_out))
-    return nn.Sequential(*layers).to(device=like.device, dtype=like.dtype)
+    widths = [d_in] + [hidden] * depth
+    layers = [m for a, b in pairwise(widths) for m in (nn.Linear(a, b), nn.ReLU())]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], d_out)).to(like.device, like.dtype)
 
 
 def fit_regressor(
@@ -379,24 +327,19 @@ def fit_regressor(
 ) -> nn.Module:
     """Fit a regressor from features to continuous targets (MSE).
 
-    * ``kind="linear"``: ``solver="lstsq"`` (default; closed-form least squares with ridge
-      ``weight_decay``) or ``"adam"`` (the paper's 50-epoch linear regressors);
-    * ``kind="mlp"``: ``depth`` hidden layers of width ``hidden`` with ReLU (SIE protocol:
-      ``in → 1024 → 1024 → out``), trained with Adam(``lr``), mini-batches of ``batch_size``,
-      ``epochs`` epochs (paper: 300).
+    ``kind="linear"``: closed-form least squares with ridge ``weight_decay`` (``solver="lstsq"``)
+    or Adam (``"adam"``, the paper's 50-epoch linear regressors); ``kind="mlp"``: ``depth`` hidden
+    ReLU layers of width ``hidden`` trained with Adam (SIE protocol: ``in → 1024 → 1024 → out``,
+    300 epochs).
 
     Args:
-        x: Training features.
-        y: Training targets.
+        x, y: Training features and targets.
         kind: ``"linear"`` or ``"mlp"``.
         solver: ``"lstsq"`` or ``"adam"`` (linear only; the MLP always uses Adam).
-        hidden: MLP width.
-        depth: MLP hidden layers.
+        hidden, depth: MLP width and number of hidden layers.
         weight_decay: Ridge strength of ``"lstsq"``.
         standardize: Standardise features with the training mean and std first.
-        epochs: Adam epochs.
-        batch_size: Adam mini-batch size.
-        lr: Adam learning rate.
+        epochs, batch_size, lr: Adam's epochs, mini-batch size and learning rate.
         seed: Seed of the MLP initialisation (the global RNG is left untouched).
         generator: Mini-batch shuffling.
 
@@ -404,10 +347,9 @@ def fit_regressor(
         A module mapping ``(N, D)`` features to predictions shaped like ``y``'s rows.
 
     Shape:
-        - x: ``(N, D)``
-        - y: ``(N,)`` or ``(N, K)``
+        - x: ``(N, D)``; y: ``(N,)`` or ``(N, K)``
     """
-    _check_features(x, "x")
+    check_matrix(x, "x")
     _check_targets(y, "y", x.shape[0])
     check_choice(kind, "kind", ("linear", "mlp"))
     solver = solver or ("lstsq" if kind == "linear" else "adam")
@@ -415,7 +357,7 @@ def fit_regressor(
     check_positive(weight_decay, "weight_decay", allow_zero=True)
     x = x.detach()
     y2 = y.detach().to(device=x.device, dtype=x.dtype).reshape(x.shape[0], -1)
-    scaler = _standardizer(x, standardize)
+    scaler = _Standardize(x) if standardize else nn.Identity()
     xs = scaler(x)
     model: nn.Module
     if kind == "linear" and solver == "lstsq":
@@ -439,29 +381,25 @@ def fit_regressor(
 
 
 def regression_r2(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    **kwargs: object,
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, **kwargs: object
 ) -> ProbeResult:
     """R² (:func:`r2_score`) of a regressor fitted on ``train``, on ``train`` and ``test``.
 
     Args:
-        train_x: Training features.
-        train_y: Training targets.
-        test_x: Test features.
-        test_y: Test targets.
+        train_x, train_y: Training features and targets.
+        test_x, test_y: Test features and targets.
         **kwargs: Keyword arguments of :func:`fit_regressor` (``kind``, ``solver``, ...).
 
     Shape:
         - train_x: ``(N, D)``; train_y: ``(N,)`` or ``(N, K)``
         - test_x: ``(N', D)``; test_y: like ``train_y`` with ``N'`` rows
     """
-    _check_test_set(train_x, test_x, test_y, _check_targets)
-    model = fit_regressor(train_x, train_y, **kwargs)  # type: ignore[arg-type]
-    return _train_test_scores(
-        model, lambda pred, y: r2_score(y, pred), train_x, train_y, test_x, test_y
+
+    def fit() -> nn.Module:
+        return fit_regressor(train_x, train_y, **kwargs)  # type: ignore[arg-type]
+
+    return _probe(
+        fit, lambda pred, y: r2_score(y, pred), _check_targets, (train_x, train_y), (test_x, test_y)
     )
 
 
@@ -479,12 +417,9 @@ def equivariance_r2(
     """Equivariance: R² of predicting the relative action from ``[f(x₁); f(x₂)]`` (SIE protocol).
 
     Args:
-        train_z1: Encoder outputs of the first views (training set).
-        train_z2: Encoder outputs of the second views.
+        train_z1, train_z2: Encoder outputs of the first and second views (training set).
         train_actions: Relative actions from view 1 to view 2.
-        test_z1: Test-set first views.
-        test_z2: Test-set second views.
-        test_actions: Test-set relative actions.
+        test_z1, test_z2, test_actions: The same for the test set.
         regressor: ``"mlp"`` (rotation, crop, jitter in the paper) or ``"linear"`` (colour, blur,
             position).
         **kwargs: Keyword arguments of :func:`fit_regressor`.
@@ -494,8 +429,8 @@ def equivariance_r2(
         - test_z1, test_z2: ``(N', D)``; test_actions: ``(N', A)``
     """
     for name, a, b in (("train", train_z1, train_z2), ("test", test_z1, test_z2)):
-        _check_features(a, f"{name}_z1")
-        _check_features(b, f"{name}_z2")
+        check_matrix(a, f"{name}_z1")
+        check_matrix(b, f"{name}_z2")
         if a.shape != b.shape:
             raise ValueError(
                 f"{name}_z1 and {name}_z2 must have the same shape, got {tuple(a.shape)} "
@@ -568,10 +503,8 @@ def leakage(
     ``regressor`` (``"linear"`` by default, ``"mlp"`` for the SIE protocol).
 
     Args:
-        train: Training-split features.
-        test: Test-split features.
-        solver: Solver of the class probes.
-        regressor: Regressor of the main equivariance probe.
+        train, test: Features of the training and test splits.
+        solver, regressor: Solver of the class probes, regressor of the main equivariance probe.
         **regressor_kwargs: Passed to :func:`fit_regressor` for the main equivariance probe.
     """
     for name, f in (("train", train), ("test", test)):
@@ -606,15 +539,14 @@ def probes_per_num_views(
     """A separate linear probe on the aggregate for each number of observed views ``M_val``.
 
     The paper's heatmaps (accuracy vs ``M_tr`` and ``M_val``) train one classifier per prefix
-    length on ``z_AGG`` built from the first ``M_val`` views (reference notes §6.2; the older
-    upstream engine kept in ``kaikun213/seq-jepa`` does this with ``agg_classifier[j]``). Build
-    the features with :meth:`ViewSequence.prefix <jepa_blocks.data.ViewSequence.prefix>`.
+    length on ``z_AGG`` of the first ``M_val`` views (as ``agg_classifier[j]`` in the upstream
+    engine kept in ``kaikun213/seq-jepa``). Build the features with
+    :meth:`ViewSequence.prefix <jepa_blocks.data.ViewSequence.prefix>`.
 
     Args:
-        train_features: ``{M_val: z_agg (N, E)}`` of the training split.
-        train_labels: Training class indices ``(N,)``.
-        test_features: ``{M_val: z_agg (N', E)}`` of the test split (same keys).
-        test_labels: Test class indices ``(N',)``.
+        train_features, train_labels: ``{M_val: z_agg (N, E)}`` and class indices ``(N,)`` of the
+            training split.
+        test_features, test_labels: The same for the test split (same keys).
         **kwargs: Keyword arguments of :func:`fit_linear_classifier`.
 
     Returns:

@@ -2,17 +2,13 @@
 
 * :func:`effective_rank`: RankMe (Garrido, Balestriero, Najman, LeCun, "RankMe: Assessing the
   downstream performance of pretrained self-supervised representations by their rank", ICML
-  2023): ``exp`` of the entropy of the normalised singular values; a collapse monitor.
-* :func:`covariance_spectrum`, :func:`delta_spectrum`, :func:`topk_variance_fraction`: the
-  eigenvalues of the covariance of ``z`` or of ``Δz = z₂ − z₁`` (the change caused by an action)
-  and the share of variance in the top ``k`` directions; a transformation that lives in a
-  ``k``-dimensional subspace puts (almost) all of ``Δz``'s variance there.
-* :func:`principal_subspace`, :func:`subspace_explained_variance`: bases of such subspaces and the
-  fraction of another set's variance they capture (the subspace metrics of the follow-up repository
-  ``kaikun213/seq-jepa``, ``experiments/eval/subspace_metrics.py``).
-* :func:`spectrum_effective_rank`: the RankMe-style effective rank read off a covariance spectrum.
-* :func:`rotation_delta_spectrum`: :func:`delta_spectrum` of an encoder on pure-rotation pairs of
-  images (does a rotation act on its own 2-D subspace of the representation?).
+  2023), a collapse monitor; :func:`spectrum_effective_rank` reads it off a covariance spectrum.
+* :func:`covariance_spectrum`, :func:`delta_spectrum` (of ``Δz = z₂ − z₁``, the change caused by
+  an action), :func:`topk_variance_fraction`: a transformation that lives in a ``k``-dimensional
+  subspace puts (almost) all of ``Δz``'s variance in the top ``k`` directions.
+* :func:`principal_subspace`, :func:`subspace_explained_variance`: the subspace metrics of the
+  follow-up repository ``kaikun213/seq-jepa`` (``experiments/eval/subspace_metrics.py``).
+* :func:`rotation_delta_spectrum`: :func:`delta_spectrum` of an encoder on pure-rotation pairs.
 
 Computations run in float64 on the features' device; scalars come back as Python floats.
 """
@@ -25,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_floating_tensor, check_positive
+from jepa_blocks._validation import check_floating_tensor, check_int, check_positive
 
 __all__ = [
     "covariance_spectrum",
@@ -39,7 +35,7 @@ __all__ = [
 ]
 
 
-def _check_matrix(z: Tensor, name: str, *, min_rows: int = 1) -> Tensor:
+def check_matrix(z: Tensor, name: str, *, min_rows: int = 1) -> Tensor:
     check_floating_tensor(z, name, min_ndim=2, shape_doc="(N, D)")
     if z.ndim != 2 or z.shape[0] < min_rows or z.shape[1] < 1:
         raise ValueError(
@@ -48,13 +44,24 @@ def _check_matrix(z: Tensor, name: str, *, min_rows: int = 1) -> Tensor:
     return z
 
 
+def check_spectrum(spectrum: Tensor, name: str = "spectrum") -> None:
+    check_floating_tensor(spectrum, name, min_ndim=1)
+    if spectrum.ndim != 1 or spectrum.numel() < 1:
+        raise ValueError(f"{name} must have shape (D,) with D >= 1, got {tuple(spectrum.shape)}")
+
+
+def _float64(z: Tensor, center: bool) -> Tensor:
+    """``z`` detached in float64, minus its mean row when ``center``."""
+    x = z.detach().double()
+    return x - x.mean(dim=0, keepdim=True) if center else x
+
+
 def effective_rank(z: Tensor, *, eps: float = 1e-7, center: bool = False) -> float:
     """RankMe effective rank ``exp(−Σ_k p_k log p_k)``, ``p_k = σ_k / Σ_j σ_j + ε``.
 
-    ``σ`` are the singular values of the ``(N, D)`` embedding matrix. The value lies in
-    ``[1, min(N, D)]`` (up to ``ε``): about ``D`` for isotropic features and about ``k`` for features
-    confined to ``k`` equally-used directions. RankMe does not centre the embeddings
-    (``center=False``); centring measures the rank of the covariance instead.
+    ``σ`` are the singular values of the embedding matrix; the value lies in ``[1, min(N, D)]``
+    (up to ``ε``), about ``k`` for features confined to ``k`` equally-used directions. RankMe does
+    not centre (``center=False``); centring measures the rank of the covariance instead.
 
     Args:
         z: Embeddings, one row per sample.
@@ -64,11 +71,8 @@ def effective_rank(z: Tensor, *, eps: float = 1e-7, center: bool = False) -> flo
     Shape:
         - z: ``(N, D)``
     """
-    _check_matrix(z, "z")
-    x = z.detach().double()
-    if center:
-        x = x - x.mean(dim=0, keepdim=True)
-    s = torch.linalg.svdvals(x)
+    check_matrix(z, "z")
+    s = torch.linalg.svdvals(_float64(z, center))
     total = s.sum()
     if float(total) == 0.0:
         return 1.0
@@ -87,16 +91,11 @@ def covariance_spectrum(z: Tensor, *, center: bool = True) -> Tensor:
         Non-negative eigenvalues, float64.
 
     Shape:
-        - z: ``(N, D)``
-        - output: ``(D,)``
+        - z: ``(N, D)``; output: ``(D,)``
     """
-    _check_matrix(z, "z", min_rows=2)
-    x = z.detach().double()
-    if center:
-        x = x - x.mean(dim=0, keepdim=True)
-        cov = x.T @ x / (x.shape[0] - 1)
-    else:
-        cov = x.T @ x / x.shape[0]
+    check_matrix(z, "z", min_rows=2)
+    x = _float64(z, center)
+    cov = x.T @ x / (x.shape[0] - 1 if center else x.shape[0])
     return torch.linalg.eigvalsh(cov).flip(0).clamp_min(0.0)
 
 
@@ -104,12 +103,10 @@ def delta_spectrum(z1: Tensor, z2: Tensor, *, center: bool = True) -> Tensor:
     """Covariance spectrum of ``Δz = z₂ − z₁``, the representation change caused by an action.
 
     Shape:
-        - z1: ``(N, D)``
-        - z2: ``(N, D)``
-        - output: ``(D,)``
+        - z1, z2: ``(N, D)``; output: ``(D,)``
     """
-    _check_matrix(z1, "z1", min_rows=2)
-    _check_matrix(z2, "z2", min_rows=2)
+    check_matrix(z1, "z1", min_rows=2)
+    check_matrix(z2, "z2", min_rows=2)
     if z1.shape != z2.shape:
         raise ValueError(
             f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
@@ -123,11 +120,8 @@ def topk_variance_fraction(spectrum: Tensor, k: int) -> float:
     Shape:
         - spectrum: ``(D,)``, non-negative (any order)
     """
-    check_floating_tensor(spectrum, "spectrum", min_ndim=1)
-    if spectrum.ndim != 1 or spectrum.numel() < 1:
-        raise ValueError(f"spectrum must have shape (D,) with D >= 1, got {tuple(spectrum.shape)}")
-    if isinstance(k, bool) or not isinstance(k, int) or not k >= 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    check_spectrum(spectrum)
+    check_int(k, "k")
     if bool((spectrum < 0).any()):
         raise ValueError("spectrum must be non-negative (variances)")
     s = spectrum.double().sort(descending=True).values
@@ -139,16 +133,13 @@ def principal_subspace(x: Tensor, k: int, *, center: bool = True) -> Tensor:
     """Orthonormal basis of the top-``k`` principal directions of ``x`` (as columns).
 
     Shape:
-        - x: ``(N, D)``
-        - output: ``(D, k)``
+        - x: ``(N, D)``; output: ``(D, k)``
     """
-    _check_matrix(x, "x", min_rows=2)
+    check_matrix(x, "x", min_rows=2)
     d = x.shape[1]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d:
         raise ValueError(f"k must be an int in [1, {d}], got {k!r}")
-    xd = x.detach().double()
-    if center:
-        xd = xd - xd.mean(dim=0, keepdim=True)
+    xd = _float64(x, center)
     _, vecs = torch.linalg.eigh(xd.T @ xd)
     return vecs.flip(1)[:, :k].to(x.dtype)
 
@@ -161,18 +152,15 @@ def subspace_explained_variance(x: Tensor, basis: Tensor, *, center: bool = True
     ``topk_variance_fraction(covariance_spectrum(x), k)``.
 
     Shape:
-        - x: ``(N, D)``
-        - basis: ``(D, k)``
+        - x: ``(N, D)``; basis: ``(D, k)``
     """
-    _check_matrix(x, "x", min_rows=2)
+    check_matrix(x, "x", min_rows=2)
     check_floating_tensor(basis, "basis", min_ndim=2, shape_doc="(D, k)")
     if basis.ndim != 2 or basis.shape[0] != x.shape[1] or basis.shape[1] < 1:
         raise ValueError(
             f"basis must have shape ({x.shape[1]}, k) with k >= 1, got {tuple(basis.shape)}"
         )
-    xd = x.detach().double()
-    if center:
-        xd = xd - xd.mean(dim=0, keepdim=True)
+    xd = _float64(x, center)
     q, _ = torch.linalg.qr(basis.detach().double().to(xd.device))
     total = xd.square().sum()
     return float((xd @ q).square().sum() / total) if float(total) > 0 else 0.0
@@ -181,11 +169,10 @@ def subspace_explained_variance(x: Tensor, basis: Tensor, *, center: bool = True
 def spectrum_effective_rank(spectrum: Tensor) -> float:
     r"""Effective rank of the samples behind a covariance spectrum: :math:`\exp H(p)`.
 
-    With :math:`\sigma_k = \sqrt{\lambda_k}` (the singular values of the centred samples, up to
-    scale) and :math:`p_k = \sigma_k / \sum_j \sigma_j`, the value is
-    :math:`\exp(-\sum_k p_k \log p_k)`: RankMe (:func:`effective_rank` with ``center=True``)
-    without its :math:`\varepsilon`, from the spectrum alone (e.g. of :func:`delta_spectrum`).
-    ``k`` equally-used directions give ``k``.
+    With :math:`\sigma_k = \sqrt{\lambda_k}` (the centred samples' singular values, up to scale)
+    and :math:`p_k = \sigma_k / \sum_j \sigma_j`, the value is :math:`\exp(-\sum_k p_k \log p_k)`:
+    RankMe (:func:`effective_rank`, ``center=True``) without its :math:`\varepsilon`, from the
+    spectrum alone (e.g. of :func:`delta_spectrum`).
 
     Args:
         spectrum: Covariance eigenvalues (negative round-off is clamped to 0).
@@ -196,9 +183,7 @@ def spectrum_effective_rank(spectrum: Tensor) -> float:
     Shape:
         - spectrum: ``(D,)``
     """
-    check_floating_tensor(spectrum, "spectrum", min_ndim=1)
-    if spectrum.ndim != 1 or spectrum.numel() < 1:
-        raise ValueError(f"spectrum must have shape (D,) with D >= 1, got {tuple(spectrum.shape)}")
+    check_spectrum(spectrum)
     sv = spectrum.double().clamp_min(0).sqrt()
     p = sv / sv.sum() if float(sv.sum()) > 0 else sv
     nz = p[p > 0]
@@ -218,19 +203,15 @@ def rotation_delta_spectrum(
 ) -> Tensor:
     r"""Covariance spectrum of :math:`\Delta z` on pure-rotation pairs of ``source``'s images.
 
-    Each image gives two views rotated by independent angles from :math:`\pm` ``angle_deg``
-    (bilinear; or independent quarter turns with ``discrete=True``), both encoded by
-    ``model.encode`` in eval mode; :math:`\Delta z = z_2 - z_1` and the result is
-    :func:`delta_spectrum`. A representation in which rotation acts on its own 2-D subspace puts
-    all of the variance of :math:`\Delta z` in the top two components
-    (:func:`topk_variance_fraction` ``(spectrum, 2)`` = 1).
+    Each image gives two views rotated by independent angles within :math:`\pm` ``angle_deg``
+    (bilinear; or quarter turns with ``discrete=True``), encoded by ``model.encode`` in eval mode.
+    If rotation acts on its own 2-D subspace, :math:`\Delta z = z_2 - z_1` has all its variance
+    in the top two components (:func:`topk_variance_fraction` ``(spectrum, 2)`` = 1).
 
     Args:
-        model: A model with ``encode(views) → z``, views ``(B, 2, C, H, W)`` to ``(B, 2, D)``
-            (e.g. a :class:`~jepa_blocks.SeqJEPA`).
+        model: ``encode(views)`` maps ``(B, 2, C, H, W)`` to ``(B, 2, D)`` (e.g. a SeqJEPA).
         source: Labelled images (:class:`~jepa_blocks.data.LabelledImages`).
-        angle_deg: Angle range in degrees (continuous rotations).
-        discrete: Quarter turns instead of continuous angles.
+        angle_deg, discrete: Angle range in degrees; quarter turns instead (``discrete=True``).
         batch_size: Images per forward pass.
         seed: Seed of the angles.
         device: Where to run.
@@ -242,6 +223,7 @@ def rotation_delta_spectrum(
         - output: ``(D,)``
     """
     from jepa_blocks.data import SequenceLoader, rotation_views
+    from jepa_blocks.metrics.evaluation import eval_mode
 
     check_positive(angle_deg, "angle_deg")
     angle = math.radians(angle_deg)
@@ -255,14 +237,10 @@ def rotation_delta_spectrum(
         shuffle=False,
         seed=seed,
     )
-    was_training = model.training
-    model.eval()
     z1, z2 = [], []
-    try:
+    with eval_mode(model):
         for batch in loader:
             z = model.encode(batch.views)  # type: ignore[operator]
             z1.append(z[:, 0].float().cpu())
             z2.append(z[:, 1].float().cpu())
-    finally:
-        model.train(was_training)
     return delta_spectrum(torch.cat(z1), torch.cat(z2))

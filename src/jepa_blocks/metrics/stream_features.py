@@ -1,13 +1,11 @@
 r"""Frozen features of streamed aggregates: :math:`z_\text{AGG}` at several sequence lengths.
 
-A seq-JEPA with a streaming aggregator
-(:class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator`) gives :math:`z_\text{AGG}` after
-every view of a stream. :func:`extract_stream_features` encodes the probe sequences once and
-keeps the aggregate of several prefix lengths ``M_val`` from one streaming pass
-(:func:`~jepa_blocks.seq.streaming_aggregator.stream_aggregates`), checking it against the
-full-sequence aggregate; :meth:`StreamFeatures.at` hands one length to the probe suite
-(:func:`~jepa_blocks.metrics.evaluate`), and :func:`linacc_by_length` fits the linear class probe
-at every length. Other aggregators are run once per length, so the same code compares them.
+:func:`extract_stream_features` encodes the probe sequences once and keeps :math:`z_\text{AGG}`
+of several prefix lengths ``M_val``: from one streaming pass of a
+:class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator` (checked against the full-sequence
+aggregate), or from one aggregator call per length for other aggregators, so the same code
+compares them. :meth:`StreamFeatures.at` hands one length to :func:`~jepa_blocks.metrics.evaluate`;
+:func:`linacc_by_length` fits the linear class probe at every length.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks.metrics.evaluation import EvalConfig, FeatureSet
+from jepa_blocks.metrics.evaluation import EvalConfig, FeatureSet, classifier_kwargs, eval_mode
 from jepa_blocks.metrics.probes import linear_probe_accuracy
 from jepa_blocks.runtime import num_threads
 
@@ -36,11 +34,10 @@ class StreamFeatures(NamedTuple):
         labels: Class indices, ``(N,)``.
         actions: The first relative action, ``(N, 1, A)``.
         max_abs_diff: Largest difference between the streamed and the full-sequence
-            :math:`z_\text{AGG}` at the longest length, in the model's dtype, over all
-            sequences (``0.0`` for an aggregator that is not streamed).
+            :math:`z_\text{AGG}` at the longest length, in the model's dtype, over all sequences
+            (``0.0`` for an aggregator that is not streamed).
         max_abs_diff_f64: The same for a float64 copy of the model on the first batch, at every
-            length: the exactness of the recurrence without float32 rounding (``0.0`` for an
-            aggregator that is not streamed).
+            length: the exactness of the recurrence itself (``0.0`` if not streamed).
     """
 
     z: Tensor
@@ -57,20 +54,12 @@ class StreamFeatures(NamedTuple):
         Args:
             m: One of :attr:`lengths`.
 
-        Returns:
-            The features for :func:`~jepa_blocks.metrics.evaluate`.
-
         Shape:
             - output.z: ``(N, 2, D)``; output.z_agg: ``(N, D+E)``; output.actions: ``(N, 1, A)``
         """
         if m not in self.lengths:
             raise ValueError(f"m={m} is not one of the extracted lengths {self.lengths}")
         return FeatureSet(self.z, self.z_agg[:, self.lengths.index(m)], self.labels, self.actions)
-
-
-def _check_lengths(values: Sequence[int], name: str) -> None:
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of ints >= 1, got {values!r}")
 
 
 @torch.no_grad()
@@ -80,16 +69,14 @@ def extract_stream_features(
     r"""Encode the sequences of ``loader`` and aggregate each prefix length of ``lengths``.
 
     With a :class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator` the aggregates come from
-    one streaming pass (:func:`~jepa_blocks.seq.streaming_aggregator.stream_aggregates`), and the
-    full-sequence aggregate of the longest prefix is computed too, to check the two agree (in the
-    model's dtype on every batch; in float64, on a copy of the model, at every length on the
-    first batch). Other aggregators are run once per length.
+    one streaming pass (:func:`~jepa_blocks.seq.streaming_aggregator.stream_aggregates`), checked
+    against the full-sequence aggregate (longest prefix, model's dtype, every batch; float64 copy
+    of the model, every length, first batch). Other aggregators are run once per length.
 
     Float32 differences can exceed rounding: the causal TSSA normaliser
     :math:`w_t^2 / \max(\sum_{s \le t} w_s^2, 10^{-12})` is ill-conditioned where a coordinate's
-    projections are near zero in the first positions, so the two paths' different matmul
-    roundings can move the memberships there. The float64 check shows the recurrence itself is
-    exact.
+    first projections are near zero, so the two paths' matmul roundings can move the memberships
+    there; the float64 check shows the recurrence itself is exact.
 
     Args:
         model: A :class:`~jepa_blocks.SeqJEPA` (put in eval mode here, restored after).
@@ -105,23 +92,19 @@ def extract_stream_features(
         ValueError: A length below 1, or longer than the loader's sequences.
 
     Shape:
-        - output.z: ``(N, 2, D)``; output.z_agg: ``(N, len(lengths), D+E)``;
-          output.actions: ``(N, 1, A)``
+        - output.z: ``(N, 2, D)``; output.z_agg: ``(N, L, D+E)``; output.actions: ``(N, 1, A)``
     """
     from jepa_blocks.seq.streaming_aggregator import ToSTAggregator, stream_aggregates
 
     lengths = tuple(sorted(set(lengths)))
-    _check_lengths(lengths, "lengths")
+    if not lengths or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in lengths):
+        raise ValueError(f"lengths must be a non-empty list of ints >= 1, got {lengths!r}")
     streaming = isinstance(getattr(model, "aggregator", None), ToSTAggregator)
-    was_training = model.training
-    model.eval()
     zs: list[Tensor] = []
-    aggs: list[Tensor] = []
-    labels: list[Tensor] = []
-    actions: list[Tensor] = []
+    aggs, labels, actions = [], [], []
     diff = torch.zeros(())
     diff64 = 0.0
-    try:
+    with eval_mode(model):
         for k in range(passes):
             loader.set_epoch(k)
             for batch in loader:
@@ -145,17 +128,8 @@ def extract_stream_features(
                 aggs.append(agg.float().cpu())
                 labels.append(batch.labels.cpu())
                 actions.append(batch.actions[:, :1].float().cpu())
-    finally:
-        model.train(was_training)
-    return StreamFeatures(
-        torch.cat(zs),
-        torch.cat(aggs),
-        lengths,
-        torch.cat(labels),
-        torch.cat(actions),
-        float(diff),
-        diff64,
-    )
+    z, agg, lab, act = map(torch.cat, (zs, aggs, labels, actions))
+    return StreamFeatures(z, agg, lengths, lab, act, float(diff), diff64)
 
 
 def _float64_check(model: nn.Module, z: Tensor, actions: Tensor, lengths: Sequence[int]) -> float:
@@ -177,13 +151,11 @@ def linacc_by_length(
 ) -> dict[int, float]:
     r"""Test accuracy of the linear class probe on :math:`z_\text{AGG}` at every length.
 
-    The probe of :func:`~jepa_blocks.metrics.evaluate`'s ``linacc`` (``config.classifier`` and its
-    settings, seeded by ``config.seed``, on ``config.probe_threads`` threads), fitted once per
-    ``M_val``.
+    The probe of :func:`~jepa_blocks.metrics.evaluate`'s ``linacc`` (``config``'s classifier
+    settings, seed and threads), fitted once per ``M_val``.
 
     Args:
-        train: Features of the probes' training split.
-        test: Features of the test split (the same lengths).
+        train, test: Features of the probes' training and test splits (the same lengths).
         config: Probe settings.
 
     Returns:
@@ -196,14 +168,6 @@ def linacc_by_length(
     out = {}
     with num_threads(config.probe_threads):
         for i, m in enumerate(train.lengths):
-            kw: dict[str, Any] = {"solver": config.classifier}
-            if config.classifier == "adam":
-                kw.update(epochs=config.classifier_epochs, standardize=False)
-            else:
-                kw["weight_decay"] = config.classifier_weight_decay
-            kw["generator"] = torch.Generator().manual_seed(config.seed)
-            res = linear_probe_accuracy(
-                train.z_agg[:, i], train.labels, test.z_agg[:, i], test.labels, **kw
-            )
-            out[m] = float(res.test)
+            tr, te, kw = train.z_agg[:, i], test.z_agg[:, i], classifier_kwargs(config)
+            out[m] = linear_probe_accuracy(tr, train.labels, te, test.labels, **kw).test
     return out

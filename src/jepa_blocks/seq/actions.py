@@ -1,18 +1,33 @@
 r"""Action encoder :math:`e(\cdot)`: a bias-free linear map followed by a non-affine BatchNorm.
 
-seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176, §2.2) embeds every relative action with one
-learnable linear projector of width 128 (16/64/256 ablated in Table 4). The official code
-(``hafezgh/seq-jepa``, ``src/models.py``, ``SeqJEPA_Transforms.action_proj``) uses
-``Linear(d_a, 128, bias=False)`` then ``BatchNorm1d(128, affine=False)``; the same projector embeds
-the sequence-token actions and the predictor's action.
+seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176, §2.2; width 128, Table 4 ablates 16/64/256);
+official code ``hafezgh/seq-jepa``, ``src/models.py``, ``SeqJEPA_Transforms.action_proj``:
+``Linear(d_a, 128, bias=False)`` then ``BatchNorm1d(128, affine=False)``, for the token actions
+and the predictor's action alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from einops import pack, unpack
 from torch import Tensor, nn
 
+from jepa_blocks._validation import check_int
+
 __all__ = ["ActionEncoder"]
+
+
+def over_leading_dims(fn: Callable[[Tensor], Tensor], x: Tensor, dim: int, name: str) -> Tensor:
+    """``fn`` of ``x`` ``(..., dim)`` with every leading dimension flattened into one batch."""
+    if x.ndim < 2 or x.shape[-1] != dim:
+        raise ValueError(
+            f"{name} must have shape (..., {dim}) with at least one leading dimension, got "
+            f"{tuple(x.shape)}"
+        )
+    flat, packed_shape = pack([x], "* d")
+    [out] = unpack(fn(flat), packed_shape, "* d")
+    return out
 
 
 class ActionEncoder(nn.Module):
@@ -24,42 +39,26 @@ class ActionEncoder(nn.Module):
     Args:
         action_dim: Action dimension ``A`` (e.g. 9 for crop+jitter+blur, 4 for a quaternion).
         embed_dim: Embedding dimension ``E`` (paper: 128).
-        momentum: BatchNorm running-statistics momentum (PyTorch default 0.1).
-        eps: BatchNorm epsilon (PyTorch default 1e-5).
+        momentum, eps: BatchNorm's running-statistics momentum and epsilon (PyTorch defaults).
 
     Shape:
-        - input: ``(..., A)`` with at least one leading dimension
-        - output: ``(..., E)``
+        - input: ``(..., A)`` with at least one leading dimension; output: ``(..., E)``
     """
 
     def __init__(
-        self,
-        *,
-        action_dim: int,
-        embed_dim: int = 128,
-        momentum: float = 0.1,
-        eps: float = 1e-5,
+        self, *, action_dim: int, embed_dim: int = 128, momentum: float = 0.1, eps: float = 1e-5
     ) -> None:
         super().__init__()
-        for name, value in (("action_dim", action_dim), ("embed_dim", embed_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        self.action_dim = action_dim
-        self.embed_dim = embed_dim
+        self.action_dim = check_int(action_dim, "action_dim")
+        self.embed_dim = check_int(embed_dim, "embed_dim")
         self.proj = nn.Linear(action_dim, embed_dim, bias=False)
         self.norm = nn.BatchNorm1d(embed_dim, eps=eps, momentum=momentum, affine=False)
 
     def forward(self, actions: Tensor) -> Tensor:
         """Return the embeddings of ``actions``."""
-        if actions.ndim < 2 or actions.shape[-1] != self.action_dim:
-            raise ValueError(
-                f"actions must have shape (..., {self.action_dim}) with at least one leading "
-                f"dimension, got {tuple(actions.shape)}"
-            )
-        flat, packed_shape = pack([actions], "* a")
-        out = self.norm(self.proj(flat))
-        [out] = unpack(out, packed_shape, "* e")
-        return out
+        return over_leading_dims(
+            lambda a: self.norm(self.proj(a)), actions, self.action_dim, "actions"
+        )
 
     def extra_repr(self) -> str:
         return f"action_dim={self.action_dim}, embed_dim={self.embed_dim}"

@@ -1,13 +1,12 @@
 r"""Aggregator :math:`g_\phi`: a learnable [AGG] token prepended to the tokens, a block stack, a norm.
 
-seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176, §2.2): a transformer encoder (3 layers, 4 heads,
-post-norm) reads the tokens :math:`u_i = [z_i; e(a_i)]` after a learnable [AGG] token, and
+seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176, §2.2) reads the tokens
+:math:`u_i = [z_i; e(a_i)]` after a learnable [AGG] token with a post-norm transformer encoder;
 :math:`z_\text{AGG}` is its output at position 0. Official code (``hafezgh/seq-jepa``,
-``src/models.py``, ``TransformerEncoder_`` and ``SeqJEPA_Transforms``):
-``nn.TransformerEncoderLayer(d_model, nhead=4, dim_feedforward=4·d_model, batch_first=True)``
-with PyTorch defaults (dropout 0.1, ReLU, post-norm), cloned 3 times by ``nn.TransformerEncoder``
-(so the layers start from **identical** weights), then ``LayerNorm(d_model)``; the [AGG] token is
-``zeros(1, 1, d_model)``; no positional embedding and no attention mask.
+``src/models.py``, ``TransformerEncoder_``): ``nn.TransformerEncoderLayer(d_model, nhead=4,
+dim_feedforward=4·d_model, batch_first=True)`` (dropout 0.1, ReLU) cloned 3 times by
+``nn.TransformerEncoder`` (identical initial weights), then ``LayerNorm(d_model)``; [AGG] is
+``zeros(1, 1, d_model)``; no positional embedding, no attention mask.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_int
+from jepa_blocks._validation import check_choice, check_int, check_probability
 
 __all__ = ["Aggregator", "transformer_blocks"]
 
@@ -42,15 +41,13 @@ def transformer_blocks(
 
     Args:
         dim: Token dimension (paper: 640); must be divisible by ``heads``.
-        depth: Number of layers.
-        heads: Attention heads.
+        depth, heads: Number of layers and of attention heads.
         mlp_ratio: Feed-forward width as a multiple of ``dim``.
         dropout: Dropout probability of every layer.
         activation: ``"relu"`` (PyTorch default, official code) or ``"gelu"``.
         norm_first: ``False`` for post-norm (paper), ``True`` for pre-norm.
-        shared_init: ``True`` (default, official code): initialise one layer and deep-copy it
-            ``depth`` times, exactly as ``nn.TransformerEncoder`` does, so all layers start equal;
-            ``False``: initialise each layer independently.
+        shared_init: Initialise one layer and deep-copy it ``depth`` times, as
+            ``nn.TransformerEncoder`` does (official code); ``False``: initialise each layer.
 
     Returns:
         The layers, to pass as ``blocks`` to :class:`Aggregator`.
@@ -64,10 +61,8 @@ def transformer_blocks(
     check_int(mlp_ratio, "mlp_ratio", minimum=1)
     if dim % heads:
         raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
-    if not (0.0 <= float(dropout) < 1.0):
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    if activation not in ("relu", "gelu"):
-        raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}")
+    check_probability(dropout, "dropout")
+    check_choice(activation, "activation", ("relu", "gelu"))
 
     def make() -> nn.Module:
         return nn.TransformerEncoderLayer(
@@ -89,17 +84,15 @@ def transformer_blocks(
 class Aggregator(nn.Module):
     r"""Aggregate a token sequence into :math:`z_\text{AGG}` through a learnable [AGG] token.
 
-    ``[AGG]`` (initialised to zeros, as in the official code) is prepended at position 0, the
-    optional ``pos_embedding`` is added to the whole sequence, the ``blocks`` run in order, the
-    optional final LayerNorm is applied, and the output at position 0 is returned.
+    ``[AGG]`` (zeros at first, as in the official code) is prepended at position 0, the optional
+    ``pos_embedding`` is added, the ``blocks`` run in order, the optional final LayerNorm is
+    applied, and the output at position 0 is returned. Without a positional embedding the output
+    is invariant to permuting the tokens; order reaches the model only through the tokens'
+    contents (seq-JEPA: the action embeddings).
 
-    Without a positional embedding the output is invariant to permuting the tokens (attention is
-    permutation-equivariant and [AGG] is a fixed query); order then reaches the model only
-    through the tokens' contents (seq-JEPA: the action embeddings).
-
-    **Blocks.** Any modules mapping ``(B, N, dim)`` to ``(B, N, dim)``. Without a mask they are
-    called as ``block(x)``; with a mask as ``block(x, src_key_padding_mask=mask)`` (the keyword of
-    ``nn.TransformerEncoderLayer``; ``mask`` is ``(B, N)`` boolean, ``True`` = ignore).
+    **Blocks.** Modules mapping ``(B, N, dim)`` to ``(B, N, dim)``, called as ``block(x)``, or with
+    a mask as ``block(x, src_key_padding_mask=mask)`` (``nn.TransformerEncoderLayer``'s keyword;
+    ``(B, N)`` boolean, ``True`` = ignore).
 
     Args:
         dim: Token dimension (paper: 640 = 512 + 128).
@@ -146,19 +139,17 @@ class Aggregator(nn.Module):
         x = torch.cat([self.agg_token.expand(b, -1, -1).to(tokens.dtype), tokens], dim=1)
         if self.pos_embedding is not None:
             x = self.pos_embedding(x)
-        if padding_mask is None:
-            for block in self.blocks:
-                x = block(x)
-        else:
+        kw: dict[str, Tensor] = {}
+        if padding_mask is not None:
             if padding_mask.dtype != torch.bool or padding_mask.shape != tokens.shape[:2]:
                 raise ValueError(
                     f"padding_mask must be a bool tensor of shape (B, N) = "
                     f"{tuple(tokens.shape[:2])}, got {padding_mask.dtype} "
                     f"{tuple(padding_mask.shape)}"
                 )
-            mask = torch.cat([padding_mask.new_zeros(b, 1), padding_mask], dim=1)
-            for block in self.blocks:
-                x = block(x, src_key_padding_mask=mask)
+            kw["src_key_padding_mask"] = torch.cat([padding_mask.new_zeros(b, 1), padding_mask], 1)
+        for block in self.blocks:
+            x = block(x, **kw)
         return self.norm(x[:, 0])
 
     def extra_repr(self) -> str:

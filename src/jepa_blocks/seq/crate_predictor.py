@@ -1,17 +1,10 @@
 r"""Two-token CRATE predictor: :math:`z_\text{AGG}` and the action as tokens of a CRATE stack.
 
-Step 3 of the follow-up repository ``kaikun213/seq-jepa`` (plan documents only, no code there)
-replaces seq-JEPA's MLP predictor (Ghaemi et al., 2025, arXiv:2505.03176, §2.2) by CRATE blocks
-(Yu et al., NeurIPS 2023, "White-Box Transformers via Sparse Rate Reduction"; official code
-``Ma-Lab-Berkeley/CRATE``). The design here is ours (derived): the predictor input
-:math:`[z_\text{AGG}; e(a_M)]` is split back into its two parts, each is mapped by its own linear
-projection to one token of width ``dim``, the two tokens go through ``depth`` CRATE layers
-(:func:`jepa_blocks.blocks.crate_blocks`), and a LayerNorm plus a linear read-out of the state
-token gives the prediction. MSSA lets the state token attend to the action token within each
-head's subspace; ISTA sparsifies both tokens.
-
-The call is that of :class:`jepa_blocks.seq.Predictor` (``(..., in_dim) → (..., out_dim)``), so
-the predictor is selected by passing the part to :class:`jepa_blocks.seq.SeqJEPA`::
+Step 3 of the follow-up plan ``kaikun213/seq-jepa`` (plan documents only) replaces seq-JEPA's MLP
+predictor (Ghaemi et al., 2025, arXiv:2505.03176, §2.2) by CRATE blocks (Yu et al., NeurIPS
+2023; official code ``Ma-Lab-Berkeley/CRATE``); the design here is ours (derived). It is called
+as :class:`jepa_blocks.seq.Predictor` and selected by passing it to
+:class:`jepa_blocks.seq.SeqJEPA`::
 
     predictor = CRATEPredictor(in_dim=640 + 128, out_dim=512, action_embed_dim=128)
     model = SeqJEPA(encoder=..., target=..., action_encoder=..., aggregator=...,
@@ -46,15 +39,11 @@ class CRATEPredictor(nn.Module):
         T^{\ell + 1} = \operatorname{CRATE}_\ell(T^\ell), \qquad
         \hat z = W \operatorname{LN}(T^L_0) + b,
 
-    with ``readout="state"`` (default). ``"concat"`` reads out both tokens concatenated,
-    ``"mean"`` their mean. With ``action_embed_dim=0`` (an unconditioned predictor) there is
-    only the state token.
-
-    The layers are :class:`~jepa_blocks.blocks.CRATELayer` by default (pre-norm MSSA with a
-    residual, then ISTA replacing the stream; official CRATE code), or any layer class accepted
-    by :func:`~jepa_blocks.blocks.crate_blocks` (e.g. :class:`~jepa_blocks.blocks.CRATEAlphaLayer`).
-    Unlike the MLP predictor there is no BatchNorm, so the output does not depend on the other
-    rows of the batch. Every leading dimension is flattened into the batch.
+    with ``readout="state"`` (default); ``"concat"`` reads out both tokens concatenated,
+    ``"mean"`` their mean. With ``action_embed_dim=0`` there is only the state token. MSSA lets
+    the state token attend to the action token within each head's subspace; ISTA sparsifies
+    both. Unlike the MLP predictor there is no BatchNorm: the output of a row does not depend on
+    the other rows. Every leading dimension is flattened into the batch.
 
     Args:
         in_dim: Input dimension :math:`S + E` (paper sizes: 640 + 128 = 768).
@@ -65,8 +54,9 @@ class CRATEPredictor(nn.Module):
         depth: Number of CRATE layers.
         heads: MSSA subspaces per layer; ``dim`` must be divisible by ``heads`` unless
             ``dim_head`` is passed in ``layer_kwargs``.
-        layer: The CRATE layer class (see :func:`~jepa_blocks.blocks.crate_blocks`).
-        readout: ``"state"`` (default), ``"concat"`` or ``"mean"``, see above.
+        layer: The CRATE layer class (see :func:`~jepa_blocks.blocks.crate_blocks`), e.g.
+            :class:`~jepa_blocks.blocks.CRATELayer` or :class:`~jepa_blocks.blocks.CRATEAlphaLayer`.
+        readout: ``"state"``, ``"concat"`` or ``"mean"``, see above.
         **layer_kwargs: Further keywords of every layer (``eta``, ``lambd``, ``tie_out``,
             ``dropout``, ``dim_head``, ...), validated by the layer.
 
@@ -95,17 +85,15 @@ class CRATEPredictor(nn.Module):
         **layer_kwargs: Any,
     ) -> None:
         super().__init__()
-        check_int(in_dim, "in_dim", minimum=1)
-        check_int(out_dim, "out_dim", minimum=1)
+        check_int(in_dim, "in_dim")
+        check_int(out_dim, "out_dim")
         check_int(action_embed_dim, "action_embed_dim", minimum=0)
         if action_embed_dim >= in_dim:
             raise ValueError(
                 f"action_embed_dim must be smaller than in_dim (the state part needs at least one "
                 f"feature), got action_embed_dim={action_embed_dim}, in_dim={in_dim}"
             )
-        dim = out_dim if dim is None else check_int(dim, "dim", minimum=1)
-        check_int(depth, "depth", minimum=1)
-        check_int(heads, "heads", minimum=1)
+        dim = out_dim if dim is None else check_int(dim, "dim")
         check_choice(readout, "readout", ("state", "concat", "mean"))
         self.readout: Readout = readout
         self.in_dim = in_dim
@@ -124,13 +112,7 @@ class CRATEPredictor(nn.Module):
         self.head = nn.Linear(width, out_dim)
 
     def tokens(self, x: Tensor) -> Tensor:
-        """The input tokens :math:`T^0` of flat inputs ``x``.
-
-        Args:
-            x: Predictor inputs :math:`[z_\\text{AGG}; e(a_M)]`.
-
-        Returns:
-            The state token (and the action token).
+        """The input tokens :math:`T^0`: the state token (and the action token).
 
         Shape:
             - x: ``(B, in_dim)``
@@ -161,8 +143,7 @@ class CRATEPredictor(nn.Module):
             h = t.mean(dim=1)
         else:
             h = rearrange(t, "b t d -> b (t d)")
-        [out] = unpack(self.head(h), packed_shape, "* d")
-        return out
+        return unpack(self.head(h), packed_shape, "* d")[0]
 
     def extra_repr(self) -> str:
         return (

@@ -21,12 +21,13 @@ The invariant representation is ``z_agg``; the equivariant one is ``z``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from jepa_blocks._validation import check_choice, check_int, check_positive
 from jepa_blocks.losses import CosineLoss, linear_warmup, regularized_objective
 from jepa_blocks.seq.actions import ActionEncoder
 from jepa_blocks.seq.aggregator import Aggregator, transformer_blocks
@@ -46,8 +47,7 @@ class SeqJEPAOutput(NamedTuple):
 
     Attributes:
         loss: The objective to minimise, ``prediction_loss − rate_weight · rate``, shape ``()``.
-        prediction_loss: The prediction loss; with ``symmetric=True`` the mean of the forward
-            and reverse losses. Shape ``()``.
+        prediction_loss: The prediction loss (``symmetric=True``: mean of both directions), ``()``.
         z_agg: Aggregate (invariant) representation of the forward sequence, ``(B, D+E)``.
         z: Encoder (equivariant) representations of the observed views, ``(B, M, D)``.
         prediction: Predicted target embedding of the forward task, ``(B, D)``.
@@ -55,8 +55,7 @@ class SeqJEPAOutput(NamedTuple):
         rate: Total rate ``rate_z_agg + rate_z`` (``None`` without a regularizer), ``()``.
         rate_z_agg: Rate of ``z_agg`` (``None`` unless regularised), ``()``.
         rate_z: Rate of the flattened ``z`` (``None`` unless regularised), ``()``.
-        rate_weight: The weight :math:`\\lambda` after warm-up (``None`` without a regularizer),
-            ``()``.
+        rate_weight: :math:`\\lambda` after warm-up (``None`` without a regularizer), ``()``.
         reverse_loss: Prediction loss of the reverse task (``None`` unless symmetric), ``()``.
     """
 
@@ -73,84 +72,66 @@ class SeqJEPAOutput(NamedTuple):
     reverse_loss: Tensor | None = None
 
 
-def _dim_attr(module: Any, *names: str) -> int | None:
-    for name in names:
-        value = getattr(module, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+def declared_dim(module: Any, name: str) -> int | None:
+    """``module.name`` if it is an int (a declared dimension), else ``None``."""
+    value = getattr(module, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class SeqJEPA(nn.Module):
     r"""seq-JEPA assembled from parts: encoder, target, action encoder, aggregator, predictor.
 
-    **Inputs.** ``views`` ``(B, M+1, C, H, W)`` holds :math:`x_1, \dots, x_{M+1}`; the last view is
-    the prediction target. ``actions`` ``(B, M, A)`` holds :math:`a_1, \dots, a_M`, where
-    :math:`a_i` maps view :math:`i` to view :math:`i+1` (for parameterised transformations
-    :math:`a_i = t_{i+1} - t_i`). This is the official pairing (``SeqJEPA_Transforms.forward``):
-    token :math:`i < M` is :math:`[z_i; e(a_i)]`, the last observed token is :math:`[z_M; 0]`
-    (its action embedding zeroed *after* the action encoder), and the predictor receives
-    :math:`[z_\text{AGG}; e(a_M)]`, :math:`a_M` leading from the last observed view to the target.
+    **Inputs.** ``views`` holds :math:`x_1, \dots, x_{M+1}` (the last one is the target),
+    ``actions`` :math:`a_1, \dots, a_M` (:math:`a_i` maps view :math:`i` to :math:`i+1`, e.g.
+    :math:`t_{i+1} - t_i`), paired as in the official ``SeqJEPA_Transforms.forward`` (see the module
+    docstring; the last token's action embedding is zeroed *after* the action encoder).
 
-    **Action batching options** (they only matter in training mode, where the action encoder's
-    BatchNorm uses batch statistics; in eval mode all choices give the same result):
+    **Action batching options** (they differ only in training mode, through the action encoder's
+    BatchNorm batch statistics):
 
-    * ``last_token_action="action"`` (default): the last token slot's action input is :math:`a_M`
-      (official 3DIEBench path, ``rel_latents``); ``"zeros"``: a zero vector (official
-      augmentation/saccade path). Either way the slot's embedding is zeroed afterwards.
-    * ``predictor_action="separate"`` (default, official): :math:`e(a_M)` for the predictor is
-      computed by a second action-encoder call on the ``B`` vectors :math:`a_M`; ``"shared"``:
-      reuse the embedding from the token call (one BatchNorm pass; needs
-      ``last_token_action="action"``).
+    * ``last_token_action``: the last slot's action input is :math:`a_M` (``"action"``, official
+      3DIEBench path) or zero (``"zeros"``, official augmentation/saccade path); its embedding is
+      zeroed afterwards either way.
+    * ``predictor_action``: :math:`e(a_M)` for the predictor comes from a second action-encoder
+      call (``"separate"``, official) or from the token call (``"shared"``, one BatchNorm pass;
+      needs ``last_token_action="action"``).
 
-    **Regularizer.** Any callable mapping ``(n, d)`` samples to a scalar rate (larger = more
-    spread), e.g. :class:`jepa_blocks.rate.CodingRate`. It is applied to ``z_agg`` ``(B, D+E)``,
-    to all observed encodings ``z`` flattened to ``(B·M, D)``, or to both (their rates summed),
-    and subtracted with weight :math:`\lambda\cdot\min(1, s/S)` (linear warm-up over ``S`` steps).
-    ``λ = 0`` or ``regularizer=None`` is the paper's objective.
+    **Regularizer.** A callable mapping ``(n, d)`` samples to a scalar rate (larger = more spread,
+    e.g. :class:`jepa_blocks.rate.CodingRate`), applied to ``z_agg``, to ``z`` flattened to
+    ``(B·M, D)``, or to both (summed), and subtracted with weight :math:`\lambda\cdot\min(1, s/S)`.
+    ``regularizer=None`` is the paper's objective.
 
     **Symmetric variant** (``symmetric=True``): also predict :math:`x_1` from the time-reversed
     sequence :math:`x_{M+1}, \dots, x_2` with actions ``invert_action`` applied and reversed
-    (:func:`jepa_blocks.seq.reverse_sequence`), and average the two losses. All ``M+1`` views go
-    through the encoder in one pass, both targets through the target in one call, and both
-    directions through the aggregator and predictor as one ``2B`` batch. The outputs ``z_agg``,
-    ``z``, ``prediction``, ``target`` and the rates are those of the forward direction.
+    (:func:`jepa_blocks.seq.reverse_sequence`), and average the two losses; both directions run
+    as one ``2B`` batch. The outputs other than the losses are those of the forward direction.
 
-    **Steps.** Call :meth:`update` exactly once after every optimizer step (or :meth:`attach` it
-    to the optimizer): it updates the target and increments the ``step`` buffer, which drives the
-    warm-up when ``forward`` gets no ``step``. An EMA target's parameters belong to the model
-    (``requires_grad=False``): build the optimizer from the parameters that require gradients.
+    **Steps.** Call :meth:`update` once after every optimizer step (or :meth:`attach` it): it
+    updates the target and the ``step`` buffer that drives the warm-up. An EMA target's parameters
+    belong to the model (``requires_grad=False``): optimise only those that require gradients.
 
     Args:
         encoder: Online encoder :math:`f_\theta`, ``(N, C, H, W)`` → ``(N, D)``.
-        target: A :class:`jepa_blocks.targets.Target` (e.g. ``EMATarget(encoder, ...)`` or
-            ``StopGradTarget()``).
+        target: A :class:`jepa_blocks.targets.Target` (e.g. ``EMATarget(encoder, ...)``).
         action_encoder: :math:`e`, ``(..., A)`` → ``(..., E)``, e.g.
             :class:`jepa_blocks.seq.ActionEncoder`; ``None`` disables action conditioning.
-        aggregator: :class:`jepa_blocks.seq.Aggregator` (or any module with the same call),
-            ``(B, M, D+E)`` → ``(B, D+E)``.
-        predictor: :math:`h_\psi`, ``(B, D+2E)`` → ``(B, D)``, e.g.
-            :class:`jepa_blocks.seq.Predictor`.
+        aggregator: ``(B, M, D+E)`` → ``(B, D+E)``, e.g. :class:`jepa_blocks.seq.Aggregator`.
+        predictor: :math:`h_\psi` ``(B, D+2E)`` → ``(B, D)`` (:class:`jepa_blocks.seq.Predictor`).
         loss: Prediction loss ``(pred, target) → ()``; default
             :class:`jepa_blocks.losses.CosineLoss` (paper).
         target_transform: Optional module applied to the detached target before the loss, e.g.
             :class:`jepa_blocks.targets.CenterSharpen`.
         regularizer: Optional rate ``(n, d) → ()``.
         regularize_on: ``"z_agg"`` (default), ``"z"`` or ``"both"``.
-        regularizer_weight: :math:`\lambda \ge 0`.
-        regularizer_warmup_steps: :math:`S \ge 0`; 0 means no warm-up.
-        condition_tokens: Concatenate action embeddings to the tokens (paper: yes; Table 4
-            ablates it).
+        regularizer_weight, regularizer_warmup_steps: :math:`\lambda \ge 0`, :math:`S \ge 0`.
+        condition_tokens: Concatenate action embeddings to the tokens (paper: yes; Table 4).
         condition_predictor: Concatenate :math:`e(a_M)` to the predictor input (paper: yes).
-        last_token_action: ``"action"`` (default) or ``"zeros"``, see above.
-        predictor_action: ``"separate"`` (default) or ``"shared"``, see above.
+        last_token_action, predictor_action: See above.
         symmetric: Add the reverse-direction task (default ``False``).
-        invert_action: Inverse of one action for the reverse task (default
-            :func:`jepa_blocks.seq.negate_actions`).
+        invert_action: Inverse of one action for the reverse task (default: negate).
 
     Shape:
-        - views: ``(B, M+1, C, H, W)`` with ``M ≥ 1``
-        - actions: ``(B, M, A)``
+        - views: ``(B, M+1, C, H, W)`` with ``M ≥ 1``; actions: ``(B, M, A)``
         - output: :class:`SeqJEPAOutput`
     """
 
@@ -178,11 +159,8 @@ class SeqJEPA(nn.Module):
         invert_action: Callable[[Tensor], Tensor] = negate_actions,
     ) -> None:
         super().__init__()
-        for name, part in (
-            ("encoder", encoder),
-            ("aggregator", aggregator),
-            ("predictor", predictor),
-        ):
+        parts = {"encoder": encoder, "aggregator": aggregator, "predictor": predictor}
+        for name, part in parts.items():
             if not isinstance(part, nn.Module):
                 raise TypeError(f"{name} must be an nn.Module, got {type(part).__name__}")
         if not isinstance(target, Target):
@@ -194,38 +172,16 @@ class SeqJEPA(nn.Module):
             raise TypeError(
                 f"action_encoder must be an nn.Module or None, got {type(action_encoder).__name__}"
             )
-        if loss is not None and not callable(loss):
-            raise TypeError(f"loss must be callable, got {type(loss).__name__}")
-        if regularizer is not None and not callable(regularizer):
-            raise TypeError(f"regularizer must be callable, got {type(regularizer).__name__}")
+        for name, fn in (("loss", loss), ("regularizer", regularizer)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         if not callable(invert_action):
             raise TypeError(f"invert_action must be callable, got {type(invert_action).__name__}")
-        if regularize_on not in ("z_agg", "z", "both"):
-            raise ValueError(f"regularize_on must be 'z_agg', 'z' or 'both', got {regularize_on!r}")
-        if isinstance(regularizer_weight, bool) or not isinstance(regularizer_weight, (int, float)):
-            raise TypeError(
-                f"regularizer_weight must be a real number, got {type(regularizer_weight).__name__}"
-            )
-        if not (float(regularizer_weight) >= 0.0 and float(regularizer_weight) < float("inf")):
-            raise ValueError(
-                f"regularizer_weight must be a finite number >= 0, got {regularizer_weight!r}"
-            )
-        if (
-            isinstance(regularizer_warmup_steps, bool)
-            or not isinstance(regularizer_warmup_steps, int)
-            or regularizer_warmup_steps < 0
-        ):
-            raise ValueError(
-                f"regularizer_warmup_steps must be an int >= 0, got {regularizer_warmup_steps!r}"
-            )
-        if last_token_action not in ("action", "zeros"):
-            raise ValueError(
-                f"last_token_action must be 'action' or 'zeros', got {last_token_action!r}"
-            )
-        if predictor_action not in ("separate", "shared"):
-            raise ValueError(
-                f"predictor_action must be 'separate' or 'shared', got {predictor_action!r}"
-            )
+        check_choice(regularize_on, "regularize_on", get_args(RegularizeOn))
+        check_positive(regularizer_weight, "regularizer_weight", allow_zero=True)
+        check_int(regularizer_warmup_steps, "regularizer_warmup_steps", minimum=0)
+        check_choice(last_token_action, "last_token_action", get_args(LastTokenAction))
+        check_choice(predictor_action, "predictor_action", get_args(PredictorAction))
         if predictor_action == "shared" and last_token_action != "action":
             raise ValueError(
                 "predictor_action='shared' reuses the last token slot's embedding of a_M, so it "
@@ -239,9 +195,7 @@ class SeqJEPA(nn.Module):
         self.action_encoder = action_encoder
         self.aggregator = aggregator
         self.predictor = predictor
-        self.loss_fn: Callable[[Tensor, Tensor], Tensor] = (
-            loss if loss is not None else CosineLoss()
-        )
+        self.loss_fn = loss if loss is not None else CosineLoss()
         self.target_transform = target_transform
         self.regularizer = regularizer
         self.regularize_on: RegularizeOn = regularize_on
@@ -256,14 +210,12 @@ class SeqJEPA(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self._check_dims()
 
-    # -- construction helpers -------------------------------------------------------------------
-
     def _check_dims(self) -> None:
         """Check the parts' declared dimensions against each other (when they declare them)."""
-        e = _dim_attr(self.action_encoder, "embed_dim") if self.action_encoder is not None else 0
-        agg = _dim_attr(self.aggregator, "dim")
-        p_in = _dim_attr(self.predictor, "in_dim")
-        p_out = _dim_attr(self.predictor, "out_dim")
+        e = declared_dim(self.action_encoder, "embed_dim") if self.action_encoder is not None else 0
+        agg = declared_dim(self.aggregator, "dim")
+        p_in = declared_dim(self.predictor, "in_dim")
+        p_out = declared_dim(self.predictor, "out_dim")
         if e is None or agg is None:
             return
         e_pred = e if self.condition_predictor else 0
@@ -300,27 +252,22 @@ class SeqJEPA(nn.Module):
     ) -> SeqJEPA:
         """Assemble the paper's seq-JEPA around ``encoder`` (defaults: Ghaemi et al., 2025).
 
-        Builds :class:`ActionEncoder` ``(action_dim → action_embed_dim)``, an
-        :class:`Aggregator` over :func:`transformer_blocks` of width
-        ``encoder_dim + action_embed_dim`` and a :class:`Predictor`
-        ``(width + action_embed_dim → predictor_hidden → encoder_dim)``. Paper dimensions:
-        ``encoder_dim=512``, ``action_embed_dim=128`` → tokens 640, predictor input 768.
+        Builds :class:`ActionEncoder` ``(action_dim → action_embed_dim)``, an :class:`Aggregator`
+        over :func:`transformer_blocks` of width ``encoder_dim + action_embed_dim`` and a
+        :class:`Predictor` ``(width + action_embed_dim → predictor_hidden → encoder_dim)``; the
+        paper's ``encoder_dim=512``, ``action_embed_dim=128`` give tokens 640, predictor input 768.
 
         Args:
             encoder: Online encoder with output dimension ``encoder_dim``.
             target: The target (e.g. ``EMATarget(encoder, total_steps=...)``).
-            encoder_dim: ``D``.
-            action_dim: ``A``.
+            encoder_dim, action_dim: ``D`` and ``A``.
             action_embed_dim: ``E`` (paper: 128).
             predictor_hidden: Predictor hidden width (paper: 1024; ``None``: one layer).
-            predictor_norm: The predictor's ``norm`` (``"batch"``, paper; ``"none"``: no
-                BatchNorm, an ablation).
-            depth: Aggregator layers (paper: 3).
-            heads: Attention heads (paper: 4).
-            mlp_ratio: Feed-forward width ratio (paper: 4).
+            predictor_norm: The predictor's ``norm`` (``"batch"``, paper; ``"none"``, an ablation).
+            depth, heads, mlp_ratio: The aggregator's layers, attention heads and feed-forward
+                width ratio (paper: 3, 4, 4).
             dropout: Aggregator dropout (PyTorch default 0.1, as in the official code).
-            condition_tokens: See :class:`SeqJEPA`.
-            condition_predictor: See :class:`SeqJEPA`.
+            condition_tokens, condition_predictor: See :class:`SeqJEPA`.
             **kwargs: Further keyword arguments of :class:`SeqJEPA` (loss, regularizer, ...).
 
         Returns:
@@ -328,12 +275,10 @@ class SeqJEPA(nn.Module):
         """
         action_encoder = ActionEncoder(action_dim=action_dim, embed_dim=action_embed_dim)
         width = encoder_dim + (action_embed_dim if condition_tokens else 0)
-        aggregator = Aggregator(
-            dim=width,
-            blocks=transformer_blocks(
-                dim=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout
-            ),
+        blocks = transformer_blocks(
+            dim=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout
         )
+        aggregator = Aggregator(dim=width, blocks=blocks)
         predictor = Predictor(
             in_dim=width + (action_embed_dim if condition_predictor else 0),
             out_dim=encoder_dim,
@@ -351,14 +296,11 @@ class SeqJEPA(nn.Module):
             **kwargs,
         )
 
-    # -- building blocks of the forward pass ----------------------------------------------------
-
     def encode(self, views: Tensor) -> Tensor:
         """Encode every view with the online encoder in one batched pass.
 
         Shape:
-            - views: ``(B, M, C, H, W)``
-            - output: ``(B, M, D)``
+            - views: ``(B, M, C, H, W)``; output: ``(B, M, D)``
         """
         if views.ndim != 5:
             raise ValueError(f"views must have shape (B, M, C, H, W), got {tuple(views.shape)}")
@@ -377,10 +319,7 @@ class SeqJEPA(nn.Module):
         e_pred: Tensor | None = None
         if self.predictor_action == "shared":
             e_all = self.action_encoder(actions)
-            e_pred = e_all[:, -1]
-            if self.condition_tokens:
-                e_tok = e_all * keep_e.to(e_all.dtype)
-            return e_tok, e_pred
+            return (e_all * keep_e.to(e_all.dtype) if self.condition_tokens else None), e_all[:, -1]
         if self.condition_tokens:
             a_in = actions if self.last_token_action == "action" else actions * keep_e
             e_all = self.action_encoder(a_in)
@@ -390,9 +329,7 @@ class SeqJEPA(nn.Module):
         return e_tok, e_pred
 
     def _tokens(self, z: Tensor, e_tok: Tensor | None) -> Tensor:
-        if e_tok is None:
-            return z
-        return torch.cat([z, e_tok.to(z.dtype)], dim=-1)
+        return z if e_tok is None else torch.cat([z, e_tok.to(z.dtype)], dim=-1)
 
     @staticmethod
     def _keep_last_zeroed(m: int, like: Tensor) -> Tensor:
@@ -404,13 +341,13 @@ class SeqJEPA(nn.Module):
     ) -> Tensor:
         r"""Aggregate encodings and actions into :math:`z_\text{AGG}` (no prediction).
 
-        For probes on :math:`z_\text{AGG}` with any number ``M`` of observed views (the paper's
-        ``M_val``). ``actions[:, j]`` is the action leaving observed view ``j``; the last observed
-        slot's embedding is zeroed as in training. ``M - 1`` actions are accepted (then a zero
-        action fills the last slot). With ``padding_mask``, padded slots are ignored by the
-        aggregator and the last *observed* slot of each row gets the zeroed action; padded slots'
-        actions still enter the action encoder's BatchNorm statistics in training mode, so probe
-        in eval mode. Padding must be trailing (observed views first).
+        For probes with any number ``M`` of observed views (the paper's ``M_val``).
+        ``actions[:, j]`` leaves observed view ``j``; the last observed slot's embedding is zeroed
+        as in training, and ``M - 1`` actions are accepted (a zero action fills the last slot).
+        With ``padding_mask`` (trailing padding only), padded slots are ignored by the aggregator
+        and the last *observed* slot of each row gets the zeroed action; padded slots' actions
+        still enter the action encoder's BatchNorm statistics in training mode, so probe in eval
+        mode.
 
         Args:
             z: Encodings of the observed views.
@@ -490,7 +427,7 @@ class SeqJEPA(nn.Module):
             )
         if not actions.is_floating_point():
             raise TypeError(f"actions must have a floating dtype, got {actions.dtype}")
-        a = _dim_attr(self.action_encoder, "action_dim")
+        a = declared_dim(self.action_encoder, "action_dim")
         if a is not None and actions.shape[2] != a:
             raise ValueError(
                 f"actions must have A = action_encoder.action_dim = {a} features, got "
@@ -498,16 +435,13 @@ class SeqJEPA(nn.Module):
             )
         return m
 
-    # -- forward --------------------------------------------------------------------------------
-
     def forward(
         self, views: Tensor, actions: Tensor, *, step: int | Tensor | None = None
     ) -> SeqJEPAOutput:
         """Run one seq-JEPA step (see the class docstring); returns :class:`SeqJEPAOutput`.
 
         Args:
-            views: ``(B, M+1, C, H, W)``.
-            actions: ``(B, M, A)``.
+            views, actions: ``(B, M+1, C, H, W)`` and ``(B, M, A)``.
             step: Optimizer steps done so far, for the regularizer warm-up; ``None`` uses the
                 ``step`` buffer advanced by :meth:`update`.
         """
@@ -540,22 +474,16 @@ class SeqJEPA(nn.Module):
         if self.symmetric:
             forward_loss = self.loss_fn(pred_all[:b], target[:b])
             reverse_loss = self.loss_fn(pred_all[b:], target[b:])
-            prediction_loss = 0.5 * (forward_loss + reverse_loss)
+            pred_loss = 0.5 * (forward_loss + reverse_loss)
         else:
-            prediction_loss = self.loss_fn(pred_all, target)
+            pred_loss = self.loss_fn(pred_all, target)
         z_agg, prediction, target = z_agg_all[:b], pred_all[:b], target[:b]
 
+        out = SeqJEPAOutput(
+            pred_loss, pred_loss, z_agg, z, prediction, target, reverse_loss=reverse_loss
+        )
         if self.regularizer is None:
-            return SeqJEPAOutput(
-                loss=prediction_loss,
-                prediction_loss=prediction_loss,
-                z_agg=z_agg,
-                z=z,
-                prediction=prediction,
-                target=target,
-                reverse_loss=reverse_loss,
-            )
-
+            return out
         rate_z_agg = rate_z = None
         if self.regularize_on in ("z_agg", "both"):
             rate_z_agg = self.regularizer(z_agg)
@@ -568,22 +496,10 @@ class SeqJEPA(nn.Module):
         )
         weight = torch.as_tensor(factor, dtype=torch.float32, device=rate.device)
         weight = self.regularizer_weight * weight
-        loss = regularized_objective(prediction_loss, rate, weight=weight)
-        return SeqJEPAOutput(
-            loss=loss,
-            prediction_loss=prediction_loss,
-            z_agg=z_agg,
-            z=z,
-            prediction=prediction,
-            target=target,
-            rate=rate,
-            rate_z_agg=rate_z_agg,
-            rate_z=rate_z,
-            rate_weight=weight,
-            reverse_loss=reverse_loss,
+        loss = regularized_objective(pred_loss, rate, weight=weight)
+        return out._replace(
+            loss=loss, rate=rate, rate_z_agg=rate_z_agg, rate_z=rate_z, rate_weight=weight
         )
-
-    # -- per-step bookkeeping -------------------------------------------------------------------
 
     @torch.no_grad()
     def update(self) -> None:
@@ -607,18 +523,13 @@ class SeqJEPA(nn.Module):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
-
-        def hook(*_: Any, **__: Any) -> None:
-            self.update()
-
-        return optimizer.register_step_post_hook(hook)
+        return optimizer.register_step_post_hook(lambda *_, **__: self.update())
 
     def extra_repr(self) -> str:
         return (
             f"regularize_on={self.regularize_on!r}, regularizer_weight={self.regularizer_weight}, "
-            f"regularizer_warmup_steps={self.regularizer_warmup_steps}, "
-            f"condition_tokens={self.condition_tokens}, "
-            f"condition_predictor={self.condition_predictor}, "
-            f"last_token_action={self.last_token_action!r}, "
-            f"predictor_action={self.predictor_action!r}, symmetric={self.symmetric}"
+            f"regularizer_warmup_steps={self.regularizer_warmup_steps}, condition_tokens="
+            f"{self.condition_tokens}, condition_predictor={self.condition_predictor}, "
+            f"last_token_action={self.last_token_action!r}, predictor_action="
+            f"{self.predictor_action!r}, symmetric={self.symmetric}"
         )

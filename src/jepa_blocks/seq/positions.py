@@ -1,8 +1,7 @@
 r"""Optional positional embeddings for the aggregator's token sequence.
 
 seq-JEPA's aggregator uses **none** (Ghaemi et al., 2025, arXiv:2505.03176; official code
-``hafezgh/seq-jepa``, ``src/models.py``): the order of the observed views is known only through the
-action embeddings, and the [AGG] output is invariant to permuting the observed tokens. These
+``hafezgh/seq-jepa``, ``src/models.py``): order is known only through the action embeddings. These
 modules add positions for experiments that want order information.
 """
 
@@ -12,6 +11,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from jepa_blocks._validation import check_int
 
 __all__ = ["PositionalEmbedding", "sinusoidal_positions"]
 
@@ -31,9 +32,8 @@ def sinusoidal_positions(n: int, dim: int) -> Tensor:
     Shape:
         - output: ``(n, dim)``
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
+    check_int(n, "n")
+    if check_int(dim, "dim", minimum=2) % 2:
         raise ValueError(f"dim must be an even int >= 2, got {dim!r}")
     pos = torch.arange(n, dtype=torch.float64)[:, None]
     freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)
@@ -47,27 +47,21 @@ class PositionalEmbedding(nn.Module):
     """Add a position vector to each token: ``x[:, i] + P[i]``.
 
     Args:
-        max_len: Longest sequence, counting the [AGG] token at position 0 (so ``M + 1`` for ``M``
-            observed views).
+        max_len: Longest sequence, counting the [AGG] token (``M + 1`` for ``M`` observed views).
         dim: Token dimension.
-        learnable: ``True`` (default): a learned table initialised with a truncated normal of
-            std 0.02; ``False``: the fixed :func:`sinusoidal_positions` (a non-persistent buffer).
+        learnable: A learned table (truncated normal, std 0.02); ``False``: the fixed
+            :func:`sinusoidal_positions` (a non-persistent buffer).
 
     Shape:
-        - input: ``(B, N, dim)`` with ``N ≤ max_len``
-        - output: ``(B, N, dim)``
+        - input: ``(B, N, dim)`` with ``N ≤ max_len``; output: ``(B, N, dim)``
     """
 
     table: Tensor
 
     def __init__(self, *, max_len: int, dim: int, learnable: bool = True) -> None:
         super().__init__()
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-            raise ValueError(f"max_len must be an int >= 1, got {max_len!r}")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be an int >= 1, got {dim!r}")
-        self.max_len = max_len
-        self.dim = dim
+        self.max_len = check_int(max_len, "max_len")
+        self.dim = check_int(dim, "dim")
         self.learnable = bool(learnable)
         if self.learnable:
             self.table = nn.Parameter(torch.empty(max_len, dim))

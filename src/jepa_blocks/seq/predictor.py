@@ -5,18 +5,17 @@ seq-JEPA (Ghaemi et al., 2025, arXiv:2505.03176, §2.2 and A.3): a 2-layer MLP w
 (``hafezgh/seq-jepa``, ``src/models.py``, ``SeqJEPA_Transforms.predictor``): ``Linear(in, 1024,
 bias=False)`` → ``BatchNorm1d(1024)`` → ``ReLU`` → ``Linear(1024, 512)``; with ``pred_hidden <= 0``
 it is ``Linear(in, 512, bias=False)`` → ``BatchNorm1d(512)`` (``hidden=None`` here).
-``norm="none"`` drops the BatchNorm (the first linear layer then has a bias): an ablation, e.g.
-to study collapse without batch statistics.
+``norm="none"`` (an ablation: collapse without batch statistics) drops the BatchNorm.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from einops import pack, unpack
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice
+from jepa_blocks._validation import check_choice, check_int
+from jepa_blocks.seq.actions import over_leading_dims
 
 __all__ = ["Predictor"]
 
@@ -31,12 +30,10 @@ class Predictor(nn.Module):
         out_dim: Output dimension, the target's dimension (paper: 512).
         hidden: Hidden width (paper: 1024); ``None`` gives the official code's one-layer fallback
             ``Linear(in_dim, out_dim, bias=False) → BatchNorm1d(out_dim)``.
-        norm: ``"batch"`` (paper) or ``"none"``: no BatchNorm, and a bias on the first linear
-            layer instead.
+        norm: ``"batch"`` (paper) or ``"none"`` (no BatchNorm; a bias on the first layer instead).
 
     Shape:
-        - input: ``(..., in_dim)`` with at least one leading dimension
-        - output: ``(..., out_dim)``
+        - input: ``(..., in_dim)`` with at least one leading dimension; output: ``(..., out_dim)``
     """
 
     def __init__(
@@ -49,14 +46,9 @@ class Predictor(nn.Module):
     ) -> None:
         super().__init__()
         check_choice(norm, "norm", ("batch", "none"))
-        for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)):
-            if name == "hidden" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        self.in_dim = in_dim
-        self.out_dim = out_dim
-        self.hidden = hidden
+        self.in_dim = check_int(in_dim, "in_dim")
+        self.out_dim = check_int(out_dim, "out_dim")
+        self.hidden = None if hidden is None else check_int(hidden, "hidden")
         self.norm = norm
         batch = norm == "batch"
         first = out_dim if hidden is None else hidden
@@ -69,14 +61,7 @@ class Predictor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the prediction for ``x``."""
-        if x.ndim < 2 or x.shape[-1] != self.in_dim:
-            raise ValueError(
-                f"predictor input must have shape (..., {self.in_dim}) with at least one leading "
-                f"dimension, got {tuple(x.shape)}"
-            )
-        flat, packed_shape = pack([x], "* d")
-        [out] = unpack(self.net(flat), packed_shape, "* d")
-        return out
+        return over_leading_dims(self.net, x, self.in_dim, "predictor input")
 
     def extra_repr(self) -> str:
         return (

@@ -1,39 +1,27 @@
 r"""A streaming ToST aggregator for seq-JEPA: causal TSSA blocks with an :math:`O(D)` state.
 
-seq-JEPA's aggregator (Ghaemi et al., 2025, arXiv:2505.03176) is a bidirectional transformer: a
-new view changes every token's representation, so a stream must re-run the whole sequence, at a
-cost and memory that grow with its length. :class:`ToSTAggregator` replaces it by causal ToST
-blocks (Wu et al., ICLR 2025, "Token Statistics Transformer: Linear-Time Attention via
-Variational Rate Reduction", arXiv:2412.17810; :class:`jepa_blocks.blocks.tost.CausalTSSA`):
-tokens interact only through per-head prefix statistics, so the aggregator is an exact
-recurrence. Trained with the same call as :class:`jepa_blocks.seq.Aggregator` (all tokens at
-once, prefix sums), it runs at inference one token at a time with a state of
-:math:`O(\text{depth}\cdot D)` numbers per sequence, and :math:`z_\text{AGG}` can be read after
-any token. Both paths give the same values up to rounding.
+seq-JEPA's bidirectional aggregator (Ghaemi et al., 2025, arXiv:2505.03176) must re-run the
+whole sequence for each new view. :class:`ToSTAggregator` uses causal ToST blocks (Wu et al.,
+ICLR 2025, arXiv:2412.17810; :class:`jepa_blocks.blocks.tost.CausalTSSA`), an exact recurrence:
+trained like :class:`jepa_blocks.seq.Aggregator`, it streams one token at a time with
+:math:`O(\text{depth}\cdot D)` numbers per sequence, giving the same values.
 
-**Read-out.** In a causal stack the output at position 0 (where :class:`~jepa_blocks.seq.Aggregator`
-puts ``[AGG]``) sees only itself, so the read-out is one of:
+**Read-out.** In a causal stack the output at position 0 (where
+:class:`~jepa_blocks.seq.Aggregator` puts ``[AGG]``) sees only itself, so the read-out is one of:
 
-* ``"mean"`` (default): the LayerNorm of the mean of the last block's outputs over all tokens
-  (with ``decay`` λ the weights are :math:`\lambda^{n-1-t}`). State: a running sum and count.
-* ``"agg"``: a learnable ``[AGG]`` token placed **after** the tokens; its output reads the
-  statistics of every token. Reading it from a stream is a peek: the token goes through the
-  blocks from the current state, and the state is left unchanged.
+* ``"mean"`` (default): the mean of the last block's outputs (with ``decay`` λ, weights
+  :math:`\lambda^{n-1-t}`), the read-out that pools the tokens' contents: TSSA mixes tokens only
+  through statistics, each output being its token's rescaled projection :math:`-\pi_t w_t /
+  (1 + m_t)`.
+* ``"agg"``: a learnable ``[AGG]`` token **after** the tokens, reading the statistics through a
+  fixed query; a stream peeks it through the blocks without changing the state.
 * ``"last"``: the output at the last token.
 
-TSSA mixes tokens only through second-moment statistics: each token's output is its own
-projection rescaled by gains computed from the statistics (:math:`-\pi_t w_t / (1 + m_t)`), so
-no token's output is a weighted sum of the others' contents (the vision ToST adds softmax
-class-attention blocks to pool). The ``"mean"`` read-out pools the contents; ``"agg"`` reads the
-statistics through a fixed query; ``"last"`` is dominated by the last token.
-
-**seq-JEPA's last token.** In training the last observed token is :math:`[z_M; 0]` (its action
-embedding zeroed) while earlier tokens are :math:`[z_i; e(a_i)]`. In a stream, the newest view's
-token is therefore *pending*: :meth:`ToSTAggregator.read` takes it as ``pending=`` and peeks it
-through the blocks, and it is committed with its action once the next view and that action
-arrive. :class:`AggregateStream` does this bookkeeping for a :class:`~jepa_blocks.seq.SeqJEPA`;
-:func:`stream_aggregates` returns :math:`z_\text{AGG}` after every prefix, equal to
-``SeqJEPA.aggregate`` on each prefix.
+seq-JEPA's last token is :math:`[z_M; 0]` (action zeroed), earlier ones :math:`[z_i; e(a_i)]`,
+so in a stream the newest token is *pending*: peeked by :meth:`ToSTAggregator.read`, committed
+with its action once the next view arrives. :class:`AggregateStream` does this bookkeeping for
+a :class:`~jepa_blocks.seq.SeqJEPA`; :func:`stream_aggregates` gives :math:`z_\text{AGG}` after
+every prefix.
 """
 
 from __future__ import annotations
@@ -44,7 +32,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+from jepa_blocks._validation import check_bool, check_choice, check_floating_tensor, check_int
+from jepa_blocks.blocks._heads import check_padding, check_tokens
 from jepa_blocks.blocks.tost import CausalTSSA, ToSTBlock, ToSTStack, TSSAState, tost_blocks
 
 __all__ = [
@@ -61,24 +50,10 @@ READOUTS = ("mean", "agg", "last")
 COUNT_EPS = 1e-12
 
 
-def _check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
-    return value
-
-
 class ToSTAggregatorState(NamedTuple):
     r"""Streaming state of a :class:`ToSTAggregator`: :math:`O(\text{depth}\cdot D)` per sequence.
 
-    Everything is float32 (float64 for a float64 module), whatever autocast does.
+    Everything is float32 (float64 for a float64 module).
 
     Attributes:
         layers: One :class:`~jepa_blocks.blocks.tost.TSSAState` per block (:math:`2D + K + 1`
@@ -151,45 +126,34 @@ def _summarise(
 class ToSTAggregator(nn.Module):
     r"""seq-JEPA aggregator made of causal ToST blocks, with a streaming state (ToST, ICLR 2025).
 
-    Training uses the call of :class:`jepa_blocks.seq.Aggregator`: ``forward(tokens,
-    padding_mask=...)`` → :math:`z_\text{AGG}`, over all tokens at once (prefix sums, linear in
-    the number of tokens). Inference can stream:
-
-    * :meth:`init_state` → an empty :class:`ToSTAggregatorState`;
-    * :meth:`push` (one token) or :meth:`scan` (a chunk) → the new state;
-    * :meth:`read` → :math:`z_\text{AGG}` of everything consumed (plus an optional pending token),
-      at any time, without changing the state.
-
+    :meth:`forward` is the call of :class:`jepa_blocks.seq.Aggregator` (all tokens at once,
+    prefix sums); a stream uses :meth:`init_state`, then :meth:`push` (one token) or
+    :meth:`scan` (a chunk), and :meth:`read` (:math:`z_\text{AGG}` of everything consumed, plus
+    an optional pending token, state unchanged) at any time.
     ``read(scan(init_state(B), tokens[:, :-1]), pending=tokens[:, -1])`` equals
-    ``forward(tokens)`` up to rounding, and so does pushing the tokens one by one.
+    ``forward(tokens)`` up to rounding.
 
-    The blocks are :func:`jepa_blocks.blocks.tost.tost_blocks` with ``causal=True`` (pre-norm
-    :class:`~jepa_blocks.blocks.tost.CausalTSSA` and MLP, LayerScale); then the read-out (see the
-    module docstring) and an optional final ``LayerNorm(dim)`` as in the paper's aggregator.
-
-    **Padding** (``padding_mask``, ``True`` = ignore; trailing, as in
-    :meth:`jepa_blocks.seq.SeqJEPA.aggregate`): padded tokens are left out of every statistic and
-    of the read-out. Without ``decay`` and ``max_len`` the result equals streaming only the
-    unpadded tokens; with them, padded positions still advance the position and age the sums.
+    The blocks are :func:`~jepa_blocks.blocks.tost.tost_blocks` with ``causal=True``, then the
+    read-out (see the module docstring) and an optional ``LayerNorm(dim)`` (paper aggregator).
+    Padded tokens (``padding_mask``, ``True`` = ignore; trailing, as in
+    :meth:`jepa_blocks.seq.SeqJEPA.aggregate`) are left out of every statistic and of the
+    read-out; with ``decay`` or ``max_len`` they still advance the position and age the sums.
 
     Args:
-        dim: Token dimension ``D`` (seq-JEPA: encoder dim + action embedding dim), divisible by
-            ``heads``.
+        dim: Token dimension ``D`` (encoder dim + action embedding dim), divisible by ``heads``.
         depth: Number of ToST blocks.
         heads: TSSA heads :math:`K`.
         mlp_ratio: MLP width multiple.
-        readout: ``"mean"`` (default), ``"agg"`` or ``"last"`` (see the module docstring).
-        max_len: Length of the learned positional bias of each
-            :class:`~jepa_blocks.blocks.tost.CausalTSSA` (``None``, default: no bias, so the
-            aggregator sees order only through the tokens and the causal statistics).
+        readout: ``"mean"``, ``"agg"`` or ``"last"`` (see the module docstring).
+        max_len: Positional-bias length of each :class:`~jepa_blocks.blocks.tost.CausalTSSA`
+            (``None``: no bias, order is seen through the tokens and the causal statistics).
         beyond_max_len: ``"clamp"`` or ``"zero"``: the bias past ``max_len``.
         decay: Forgetting factor λ in (0, 1] of the statistics and of the ``"mean"`` read-out
             (``None`` or 1: none).
-        layer_scale_init: Initial LayerScale of the blocks; ``None`` gives
-            :func:`~jepa_blocks.blocks.tost.tost_blocks`' preset for causal stacks (1e-5, the
-            official causal language models). The default 1.0 lets a shallow aggregator mix from
-            the first step (official vision presets of depth 12).
-        qkv_bias: Bias on the TSSA input projection (ToST: ``True``).
+        layer_scale_init: Initial LayerScale of the blocks; ``None``: the causal preset of
+            :func:`~jepa_blocks.blocks.tost.tost_blocks` (1e-5). The default 1.0 (vision presets
+            of depth 12) lets a shallow aggregator mix from the first step.
+        qkv_bias: Bias on the TSSA input projection.
         dropout: MLP dropout (training only).
         final_norm: Apply ``LayerNorm(dim)`` to the read-out (paper aggregator: yes).
 
@@ -229,15 +193,10 @@ class ToSTAggregator(nn.Module):
         final_norm: bool = True,
     ) -> None:
         super().__init__()
-        self.dim = _check_int(dim, "dim")
-        _check_int(depth, "depth")
-        _check_int(heads, "heads")
-        if dim % heads:
-            raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
-        check_positive(mlp_ratio, "mlp_ratio")
+        self.dim = check_int(dim, "dim")
         self.readout = check_choice(readout, "readout", READOUTS)
-        _check_bool(qkv_bias, "qkv_bias")
-        _check_bool(final_norm, "final_norm")
+        check_bool(final_norm, "final_norm")
+        # the blocks check the other arguments
         self.blocks: ToSTStack = tost_blocks(
             dim=dim,
             depth=depth,
@@ -263,34 +222,10 @@ class ToSTAggregator(nn.Module):
             self.register_parameter("agg_token", None)
         self.norm: nn.Module = nn.LayerNorm(dim) if final_norm else nn.Identity()
 
-    # -- helpers --------------------------------------------------------------------------------
-
     def _state_dtype(self) -> torch.dtype:
         first = self.blocks[0].attn
         assert isinstance(first, CausalTSSA)
         return torch.promote_types(first.qkv.weight.dtype, torch.float32)
-
-    def _check_tokens(self, tokens: Any, name: str, ndim: int) -> Tensor:
-        shape = f"(B, N, {self.dim})" if ndim == 3 else f"(B, {self.dim})"
-        check_floating_tensor(tokens, name, min_ndim=ndim, shape_doc=shape)
-        if tokens.ndim != ndim or tokens.shape[-1] != self.dim:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(tokens.shape)}")
-        return tokens
-
-    @staticmethod
-    def _check_mask(mask: Any, tokens: Tensor) -> Tensor | None:
-        if mask is None:
-            return None
-        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-            raise TypeError(
-                f"padding_mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}"
-            )
-        if tuple(mask.shape) != tuple(tokens.shape[:2]):
-            raise ValueError(
-                f"padding_mask must have shape (B, N) = {tuple(tokens.shape[:2])}, "
-                f"got {tuple(mask.shape)}"
-            )
-        return mask
 
     def _check_state(self, state: Any, batch: int | None = None) -> ToSTAggregatorState:
         if not isinstance(state, ToSTAggregatorState):
@@ -315,8 +250,6 @@ class ToSTAggregator(nn.Module):
             return out_sum / count.clamp_min(COUNT_EPS)[:, None]
         return last
 
-    # -- training / full-sequence path ----------------------------------------------------------
-
     def forward(self, tokens: Tensor, *, padding_mask: Tensor | None = None) -> Tensor:
         r"""Return :math:`z_\text{AGG}` of whole sequences (the training path).
 
@@ -324,15 +257,11 @@ class ToSTAggregator(nn.Module):
             tokens: The tokens :math:`u_1, \dots, u_N` in order.
             padding_mask: Optional, ``True`` for padded (unobserved) tokens.
 
-        Returns:
-            :math:`z_\text{AGG}`.
-
         Shape:
-            - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)``
-            - output: ``(B, dim)``
+            - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)``; output: ``(B, dim)``
         """
-        self._check_tokens(tokens, "tokens", 3)
-        mask = self._check_mask(padding_mask, tokens)
+        check_tokens(tokens, self.dim, "tokens", ndim=3)
+        mask = check_padding(padding_mask, tokens, "padding_mask")
         b = tokens.shape[0]
         x = tokens
         if self.agg_token is not None:
@@ -346,8 +275,6 @@ class ToSTAggregator(nn.Module):
         s = _summarise(h, valid, self.decay, self._state_dtype())
         return self.norm(self._pooled(s.out_sum, s.weight, s.last).to(h.dtype))
 
-    # -- streaming path -------------------------------------------------------------------------
-
     def init_state(
         self,
         batch: int,
@@ -355,29 +282,16 @@ class ToSTAggregator(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> ToSTAggregatorState:
-        """An empty state for ``batch`` sequences.
+        """The zero state for ``batch`` sequences.
 
         Args:
             batch: Number of sequences ``B ≥ 1``.
             device: Defaults to the module's device.
-            dtype: State dtype; defaults to float32 (float64 for a float64 module).
-
-        Returns:
-            The zero :class:`ToSTAggregatorState`.
+            dtype: Defaults to float32 (float64 for a float64 module).
         """
-        _check_int(batch, "batch")
-        first = self.blocks[0].attn
-        assert isinstance(first, CausalTSSA)
-        device = first.qkv.weight.device if device is None else device
-        dtype = self._state_dtype() if dtype is None else dtype
         layers = self.blocks.init_state(batch, device=device, dtype=dtype)
-        zeros = torch.zeros(batch, self.dim, device=device, dtype=dtype)
-        return ToSTAggregatorState(
-            layers=layers,
-            out_sum=zeros,
-            out_weight=torch.zeros(batch, device=device, dtype=dtype),
-            last=zeros.clone(),
-        )
+        new = layers[0].sum_pi.new_zeros  # the device and dtype of the layer states
+        return ToSTAggregatorState(layers, new(batch, self.dim), new(batch), new(batch, self.dim))
 
     def scan(
         self,
@@ -386,21 +300,18 @@ class ToSTAggregator(nn.Module):
         *,
         padding_mask: Tensor | None = None,
     ) -> ToSTAggregatorState:
-        """Consume a chunk of tokens after ``state``; return the new state.
+        """Return the state after consuming a chunk of tokens (``state`` is not modified).
 
         Args:
             state: The state after the previous tokens (:meth:`init_state` for none).
             tokens: The next tokens, in order.
             padding_mask: Optional, ``True`` for tokens to leave out.
 
-        Returns:
-            The new state (``state`` is not modified).
-
         Shape:
             - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)``
         """
-        self._check_tokens(tokens, "tokens", 3)
-        mask = self._check_mask(padding_mask, tokens)
+        check_tokens(tokens, self.dim, "tokens", ndim=3)
+        mask = check_padding(padding_mask, tokens, "padding_mask")
         self._check_state(state, tokens.shape[0])
         if tokens.shape[1] == 0:  # an empty chunk (a shape, not a value): nothing to consume
             return state
@@ -418,19 +329,8 @@ class ToSTAggregator(nn.Module):
             )
 
     def push(self, state: ToSTAggregatorState, token: Tensor) -> ToSTAggregatorState:
-        """Consume one token per sequence: constant time and memory in the stream length.
-
-        Args:
-            state: The current state.
-            token: The next token of each sequence.
-
-        Returns:
-            The new state.
-
-        Shape:
-            - token: ``(B, dim)``
-        """
-        self._check_tokens(token, "token", 2)
+        """Return the state after one more token ``(B, dim)`` per sequence (constant cost)."""
+        check_tokens(token, self.dim, "token", ndim=2)
         return self.scan(state, token[:, None, :])
 
     def read(self, state: ToSTAggregatorState, *, pending: Tensor | None = None) -> Tensor:
@@ -438,16 +338,13 @@ class ToSTAggregator(nn.Module):
 
         Args:
             state: The current state.
-            pending: An optional last token, peeked (seq-JEPA's :math:`[z_M; 0]`) but not
-                committed.
+            pending: An optional last token, peeked (seq-JEPA's :math:`[z_M; 0]`), not committed.
 
         Returns:
-            :math:`z_\text{AGG}`, as :meth:`forward` of the consumed tokens followed by
-            ``pending``.
+            :math:`z_\text{AGG}`, as :meth:`forward` of the consumed tokens and ``pending``.
 
         Shape:
-            - pending: ``(B, dim)``
-            - output: ``(B, dim)``
+            - pending: ``(B, dim)``; output: ``(B, dim)``
         """
         self._check_state(state)
         if pending is not None:
@@ -455,13 +352,12 @@ class ToSTAggregator(nn.Module):
         if self.agg_token is None:
             with torch.autocast(device_type=state.out_sum.device.type, enabled=False):
                 return self.norm(self._pooled(state.out_sum, state.out_weight, state.last))
-        assert self.agg_token is not None
         b = state.out_sum.shape[0]
         h, _ = self.blocks.scan(self._agg_tokens(b, self.agg_token.dtype), state.layers)
         return self.norm(h[:, -1])
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names to exclude from weight decay: TSSA temperatures and the read-out token."""
+        """Parameter names excluded from weight decay: TSSA temperatures and the read-out token."""
         names = {
             f"blocks.{i}.{n}"
             for i, block in enumerate(self.blocks)
@@ -479,16 +375,13 @@ class ToSTAggregator(nn.Module):
 class AggregateStream:
     r"""Streaming seq-JEPA context: views arrive one at a time; read :math:`z_\text{AGG}` any time.
 
-    Follows :meth:`jepa_blocks.seq.SeqJEPA.aggregate`'s token convention: token :math:`i` is
-    :math:`[z_i; e(a_i)]` with :math:`a_i` the action from view :math:`i` to view :math:`i+1`, and
-    the newest view's token is :math:`[z_M; 0]`. :meth:`observe` therefore keeps the newest
-    encoding pending and commits the previous one when the action that left it arrives; :meth:`read`
+    Token :math:`i` is :math:`[z_i; e(a_i)]`, :math:`a_i` the action from view :math:`i` to
+    :math:`i+1`, and the newest view's token is :math:`[z_M; 0]`
+    (:meth:`jepa_blocks.seq.SeqJEPA.aggregate`): :meth:`observe` keeps the newest encoding
+    pending and commits the previous one when the action that left it arrives; :meth:`read`
     peeks the pending token. After :math:`M` views, :meth:`read` equals
-    ``model.aggregate(z[:, :M], actions[:, :M])``. Memory: the aggregator's
-    :class:`ToSTAggregatorState` plus one pending encoding, constant in the stream length.
-
-    Put the model in eval mode first: in training mode the action encoder's BatchNorm normalises
-    each call's batch.
+    ``model.aggregate(z[:, :M], actions[:, :M])``, with a memory constant in the stream length.
+    Use eval mode: in training mode the action encoder's BatchNorm normalises each call's batch.
 
     Args:
         aggregator: The :class:`ToSTAggregator`.
@@ -517,7 +410,7 @@ class AggregateStream:
         if not isinstance(aggregator, ToSTAggregator):
             raise TypeError(f"aggregator must be a ToSTAggregator, got {type(aggregator).__name__}")
         self.aggregator = aggregator
-        self.batch = _check_int(batch, "batch")
+        self.batch = check_int(batch, "batch")
         for name, module in (
             ("action_encoder", action_encoder),
             ("predictor", predictor),
@@ -534,15 +427,12 @@ class AggregateStream:
 
     @classmethod
     def from_model(cls, model: nn.Module, *, batch: int, **kwargs: Any) -> AggregateStream:
-        """A stream for a :class:`~jepa_blocks.seq.SeqJEPA` whose aggregator is a ToSTAggregator.
+        """A stream for an eval-mode :class:`~jepa_blocks.seq.SeqJEPA` with a ToSTAggregator.
 
         Args:
-            model: The model (in eval mode).
+            model: The model, whose action encoder and predictor the stream uses.
             batch: Number of parallel streams.
             **kwargs: Further arguments of :class:`AggregateStream` (``device``).
-
-        Returns:
-            The stream, with the model's action encoder and predictor.
         """
         aggregator = getattr(model, "aggregator", None)
         if not isinstance(aggregator, ToSTAggregator):
@@ -589,11 +479,7 @@ class AggregateStream:
         self.num_observed += 1
 
     def read(self) -> Tensor:
-        r"""Return :math:`z_\text{AGG}` of the views observed so far.
-
-        Shape:
-            - output: ``(B, dim)``
-        """
+        r"""Return :math:`z_\text{AGG}` ``(B, dim)`` of the views observed so far."""
         pending = None if self.pending is None else self._token(self.pending, None)
         return self.aggregator.read(self.state, pending=pending)
 
@@ -601,8 +487,7 @@ class AggregateStream:
         r"""Predict the embedding of the view reached by ``action`` from the latest view.
 
         Args:
-            action: The action from the latest view to the predicted one (``None`` when the
-                predictor takes no action).
+            action: The action from the latest view (``None`` if the predictor takes none).
 
         Returns:
             :math:`\hat z = h([z_\text{AGG}; e(a)])`.
@@ -627,8 +512,7 @@ class AggregateStream:
 def stream_aggregates(model: nn.Module, z: Tensor, actions: Tensor) -> Tensor:
     r""":math:`z_\text{AGG}` after every prefix, streaming the views one at a time.
 
-    ``out[:, m-1]`` equals ``model.aggregate(z[:, :m], actions[:, :m])`` for every ``m`` (in eval
-    mode), at the cost of one pass.
+    ``out[:, m-1]`` equals ``model.aggregate(z[:, :m], actions[:, :m])`` (eval mode), in one pass.
 
     Args:
         model: A :class:`~jepa_blocks.seq.SeqJEPA` with a :class:`ToSTAggregator` (eval mode).

@@ -1,11 +1,9 @@
 r"""Time reversal of a view sequence, for the symmetric (bidirectional) seq-JEPA objective.
 
-The forward task predicts :math:`x_{M+1}` from :math:`x_1, \dots, x_M` and the actions
-:math:`a_1, \dots, a_M` (:math:`a_i` maps view :math:`i` to view :math:`i+1`). The reverse task
-predicts :math:`x_1` from :math:`x_{M+1}, \dots, x_2` with the inverse actions in reverse order,
-:math:`a'_i = a_{M+1-i}^{-1}`. The symmetric objective averages the two (the "symmetric
-prediction" experiment C of the kaikun213/seq-jepa follow-up, whose code left it as a TODO,
-``experiments/models_teacherless.py``).
+The reverse task predicts :math:`x_1` from :math:`x_{M+1}, \dots, x_2` with the inverse actions
+in reverse order, :math:`a'_i = a_{M+1-i}^{-1}` (:math:`a_i` maps view :math:`i` to :math:`i+1`);
+the symmetric objective averages it with the forward task (experiment C, "symmetric prediction",
+of the kaikun213/seq-jepa follow-up, left as a TODO in ``experiments/models_teacherless.py``).
 """
 
 from __future__ import annotations
@@ -26,17 +24,13 @@ def negate_actions(actions: Tensor) -> Tensor:
     :math:`(\sin(-\theta), \cos\theta)` for a rotation encoded as :math:`(\sin\theta, \cos\theta)`).
 
     Shape:
-        - actions: ``(..., A)``
-        - output: ``(..., A)``
+        - actions: ``(..., A)``; output: ``(..., A)``
     """
     return -actions
 
 
 def reverse_sequence(
-    views: Tensor,
-    actions: Tensor,
-    *,
-    invert: Callable[[Tensor], Tensor] = negate_actions,
+    views: Tensor, actions: Tensor, *, invert: Callable[[Tensor], Tensor] = negate_actions
 ) -> tuple[Tensor, Tensor]:
     r"""Reverse a sequence in time: views :math:`x_{M+1}, \dots, x_1`, actions :math:`a^{-1}_M, \dots, a^{-1}_1`.
 
@@ -44,10 +38,8 @@ def reverse_sequence(
 
     Args:
         views: Views :math:`x_1, \dots, x_{M+1}` along dimension 1.
-        actions: Actions :math:`a_1, \dots, a_M`, :math:`a_i` mapping view :math:`i` to
-            :math:`i+1`.
-        invert: Inverse of one action, applied along the last dimension (default
-            :func:`negate_actions`).
+        actions: Actions :math:`a_1, \dots, a_M`, :math:`a_i` mapping view :math:`i` to :math:`i+1`.
+        invert: Inverse of one action, along the last dimension (default :func:`negate_actions`).
 
     Returns:
         ``(reversed_views, reversed_actions)``.

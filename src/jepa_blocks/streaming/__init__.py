@@ -1,26 +1,12 @@
 """Streaming continual self-supervised learning: protocols, replay, consolidation, evaluation.
 
-* :mod:`~jepa_blocks.streaming.protocols`: stream plans (stationary single pass,
-  class-incremental splits, transformation-regime shifts, blurred boundaries) and the batched
-  :class:`SequenceStream` over any sequence source;
-* :mod:`~jepa_blocks.streaming.buffers`: FIFO, reservoir and MinRed replay buffers with a fixed
-  memory budget (Purushwalkam, Morgado & Gupta, 2022);
-* :mod:`~jepa_blocks.streaming.regularizers`: EWC (Kirkpatrick et al., 2017) and SI (Zenke et al.,
-  2017) on the online encoder;
-* :mod:`~jepa_blocks.streaming.driver`: single-pass training with the library's one loop
-  (:func:`train_stream` = :func:`jepa_blocks.train.fit` over a :class:`RepeatedStream` with the
-  :func:`stream_step_fn` and the replay, regulariser and checkpoint callbacks);
-* :mod:`~jepa_blocks.streaming.evaluation`: probes at checkpoints, accuracy matrix, forgetting
-  and transfer (Lopez-Paz & Ranzato, 2017), forgetting-curve plots.
-
-The step-5 experiment (protocols, replay ablation, report) is the recipe
-``examples/step5_streaming_continual.py``.
-
-Importing this package imports neither matplotlib nor scikit-learn.
-
-**Experimental** (``__experimental__ = True``): this package and its modules may change or
-be removed in any release without a deprecation period; the API audit
-(``tests/test_api_audit.py``) records them as experimental.
+Stream plans and the batched :class:`SequenceStream` (:mod:`~jepa_blocks.streaming.protocols`),
+FIFO, reservoir and MinRed replay (:mod:`~jepa_blocks.streaming.buffers`), EWC and SI
+(:mod:`~jepa_blocks.streaming.regularizers`), single-pass training with the library's one loop
+(:mod:`~jepa_blocks.streaming.driver`), probes, forgetting and transfer
+(:mod:`~jepa_blocks.streaming.evaluation`). The step-5 recipe is
+``examples/step5_streaming_continual.py``. Importing this package imports neither matplotlib nor
+scikit-learn. **Experimental**: it may change in any release without a deprecation period.
 """
 
 from jepa_blocks.streaming.buffers import (

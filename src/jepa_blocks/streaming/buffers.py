@@ -1,25 +1,14 @@
 r"""Replay buffers with a fixed memory budget: FIFO, reservoir and minimum-redundancy (MinRed).
 
-A buffer holds at most ``capacity`` items. An *item* is one row of a mapping of batch-first
-tensors, e.g. ``{"index": (B,), "regime": (B,)}`` to store source indices (views are regenerated
-on replay, with new augmentations) or the fields of a
-:class:`~jepa_blocks.data.ViewSequence` to store the sequences themselves (views + actions).
-Storage is allocated on the first :meth:`ReplayBuffer.add`, on the device of the items.
+A buffer holds at most ``capacity`` items; an *item* is one row of a mapping of batch-first
+tensors, e.g. ``{"index": (B,), "regime": (B,)}`` (views are regenerated on replay) or the fields
+of a :class:`~jepa_blocks.data.ViewSequence`. Storage is allocated on the first
+:meth:`ReplayBuffer.add`, on the items' device. The mixing ratio of replayed to fresh items is the
+caller's (:func:`replay_count`). Every buffer's state, its random generator included, is a
+``state_dict()`` of tensors and numbers, so a checkpoint restores it exactly.
 
-* :class:`FIFOBuffer` keeps the ``capacity`` most recent items.
-* :class:`ReservoirBuffer` keeps a uniform random subset of everything offered so far
-  (Vitter's Algorithm R: item ``t`` replaces a random slot with probability ``capacity / (t+1)``).
-* :class:`MinRedBuffer` keeps the least redundant items: when it overflows it evicts, one at a
-  time, the item whose feature is closest (cosine) to its nearest neighbour in the buffer, and it
-  can retire items that were replayed ``max_uses`` times. This is the minimum-redundancy buffer
-  of Purushwalkam, Morgado & Gupta (2022), "The Challenges of Continuous Self-Supervised
-  Learning" (ECCV), §4; features are refreshed after every replay (:meth:`ReplayBuffer.update`).
-
-The mixing ratio of replayed to fresh items per training batch is chosen by the caller
-(:func:`replay_count`; :class:`~jepa_blocks.streaming.StreamConfig` ``replay_ratio``).
-
-Every buffer's state, including its random generator, is a ``state_dict()`` of tensors and
-numbers, so a checkpoint restores it exactly.
+MinRed is the minimum-redundancy buffer of Purushwalkam, Morgado & Gupta (2022), "The Challenges
+of Continuous Self-Supervised Learning" (ECCV), §4.
 """
 
 from __future__ import annotations
@@ -31,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_int, check_positive
 
 __all__ = [
     "BUFFER_KINDS",
@@ -45,14 +34,6 @@ __all__ = [
 
 #: Names accepted by :func:`build_buffer`.
 BUFFER_KINDS = ("fifo", "reservoir", "minred")
-
-
-def _check_capacity(capacity: Any) -> int:
-    if isinstance(capacity, bool) or not isinstance(capacity, int):
-        raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
-    if capacity < 1:
-        raise ValueError(f"capacity must be >= 1, got {capacity}")
-    return capacity
 
 
 def replay_count(num_fresh: int, *, ratio: float, available: int) -> int:
@@ -86,7 +67,7 @@ class ReplayBuffer:
     kind = "base"
 
     def __init__(self, capacity: int, *, seed: int = 0) -> None:
-        self.capacity = _check_capacity(capacity)
+        self.capacity = check_int(capacity, "capacity")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self.generator = torch.Generator().manual_seed(seed)
@@ -94,8 +75,6 @@ class ReplayBuffer:
         self._store: dict[str, Tensor] = {}
         self._valid = torch.zeros(capacity, dtype=torch.bool)
         self._uses = torch.zeros(capacity, dtype=torch.long)
-
-    # ---------------------------------------------------------------------------------- basics
 
     def __len__(self) -> int:
         return int(self._valid.sum())
@@ -124,8 +103,6 @@ class ReplayBuffer:
         if s.numel() and not bool(self._valid[s].all()):
             raise IndexError(f"slots {s[~self._valid[s]].tolist()} are empty")
         return {k: v[s.to(v.device)] for k, v in self._store.items()}
-
-    # ----------------------------------------------------------------------------------- input
 
     def _check_items(self, items: Mapping[str, Tensor]) -> int:
         if not isinstance(items, Mapping) or not items:
@@ -167,6 +144,11 @@ class ReplayBuffer:
         self._valid[slots] = True
         self._uses[slots] = 0
 
+    def _free(self, slots: Tensor) -> None:
+        """Empty ``slots`` (indices or a mask)."""
+        self._valid[slots] = False
+        self._uses[slots] = 0
+
     def add(self, items: Mapping[str, Tensor], *, features: Tensor | None = None) -> Tensor:
         """Offer a batch of items; the policy decides which are kept and where.
 
@@ -188,8 +170,6 @@ class ReplayBuffer:
     def _place(self, n: int, items: Mapping[str, Tensor], features: Tensor | None) -> Tensor:
         raise NotImplementedError
 
-    # ---------------------------------------------------------------------------------- output
-
     def sample(self, n: int) -> tuple[dict[str, Tensor], Tensor]:
         """Draw ``min(n, len(self))`` distinct items uniformly at random.
 
@@ -200,8 +180,7 @@ class ReplayBuffer:
             ``(items, slots)``: the items ``{field: (n', ...)}`` and their slots ``(n',)``
             (pass the slots to :meth:`update` after training on them).
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        check_int(n, "n", minimum=0)
         occupied = self.slots
         k = min(n, occupied.numel())
         chosen = occupied[torch.randperm(occupied.numel(), generator=self.generator)[:k]]
@@ -217,8 +196,6 @@ class ReplayBuffer:
         s = torch.as_tensor(slots, dtype=torch.long).flatten()
         if s.numel():
             self._uses[s] += 1
-
-    # ----------------------------------------------------------------------------- checkpoint
 
     def state_dict(self) -> dict[str, Any]:
         """The whole state: items, occupancy, use counts, counters and the generator."""
@@ -249,9 +226,8 @@ class ReplayBuffer:
 class FIFOBuffer(ReplayBuffer):
     """First in, first out: keeps the ``capacity`` most recently offered items.
 
-    The FIFO baseline of Purushwalkam et al. (2022); on temporally correlated streams it holds
-    only the recent past (SOLAR reports it nevertheless beating reservoir sampling in online
-    continual SSL).
+    The FIFO baseline of Purushwalkam et al. (2022); on correlated streams it holds only the
+    recent past.
 
     Args:
         capacity: Maximum number of items held.
@@ -337,11 +313,7 @@ class MinRedBuffer(ReplayBuffer):
 
     def __init__(self, capacity: int, *, max_uses: int | None = None, seed: int = 0) -> None:
         super().__init__(capacity, seed=seed)
-        if max_uses is not None and (
-            isinstance(max_uses, bool) or not isinstance(max_uses, int) or max_uses < 1
-        ):
-            raise ValueError(f"max_uses must be an int >= 1 or None, got {max_uses!r}")
-        self.max_uses = max_uses
+        self.max_uses = None if max_uses is None else check_int(max_uses, "max_uses")
         self._features: Tensor | None = None
 
     @property
@@ -374,9 +346,7 @@ class MinRedBuffer(ReplayBuffer):
         if excess > 0:
             alive = torch.from_numpy(_greedy_min_redundancy(cand, excess))
         n_old = old.numel()
-        evicted_old = old[~alive[:n_old]]
-        self._valid[evicted_old] = False
-        self._uses[evicted_old] = 0
+        self._free(old[~alive[:n_old]])
         kept_new = torch.nonzero(alive[n_old:], as_tuple=False).flatten()
         free = torch.nonzero(~self._valid, as_tuple=False).flatten()[: kept_new.numel()]
         self._write(free, kept_new, items)
@@ -394,9 +364,7 @@ class MinRedBuffer(ReplayBuffer):
             assert self._features is not None
             self._features[s] = f
         if self.max_uses is not None:
-            retired = self._valid & (self._uses >= self.max_uses)
-            self._valid[retired] = False
-            self._uses[retired] = 0
+            self._free(self._valid & (self._uses >= self.max_uses))
 
     def state_dict(self) -> dict[str, Any]:
         """See :meth:`ReplayBuffer.state_dict`; adds the features and ``max_uses``."""

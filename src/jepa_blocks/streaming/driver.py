@@ -1,24 +1,8 @@
 r"""Single-pass training: a stream is a batch iterable of :func:`jepa_blocks.train.fit`.
 
-:func:`train_stream` walks a :class:`~jepa_blocks.streaming.SequenceStream` exactly once, with the
-library's one loop. Each incoming batch of fresh sequences is yielded ``K = repeats`` times by
-:class:`RepeatedStream` (the "number of updates per incoming batch" of the buffer literature,
-Purushwalkam, Morgado & Gupta, 2022); each of those optimizer steps trains on the fresh sequences
-plus ``round(replay_ratio · B)`` items replayed from a buffer, then the fresh items are offered to
-the buffer. The parts, each usable with :func:`~jepa_blocks.train.fit` directly:
-
-* :func:`stream_step_fn`, the ``step_fn``: fresh + replayed items, forward under
-  ``state.autocast()``, finite-loss check, ``backward``, then the EWC / SI penalty's ``backward``;
-* :class:`ReplayCallback`: draws the replayed items (in the step) and, after the step, updates the
-  MinRed statistics of the replayed rows and adds the fresh items after the ``K``-th repeat;
-* :class:`RegularizerCallback`: the penalty (in the step), ``after_step()`` and consolidation at
-  the plan's nominal split boundaries (``consolidate="boundaries"``, task-aware) or every
-  ``consolidate_every`` steps (``"every"``, task-free);
-* :class:`StreamCheckpoints`: evaluates after the batch that reaches each fraction of the stream
-  (default 25 / 50 / 75 / 100 %, Purushwalkam et al.'s protocol; ``0.0`` evaluates the initial
-  network) and, with ``out_dir``, saves the loop's full state to ``stream-025.pt`` … .
-
-One step:
+:func:`train_stream` walks a :class:`~jepa_blocks.streaming.SequenceStream` once with the
+library's one loop; :class:`RepeatedStream` yields each incoming batch ``K = repeats`` times (the
+"updates per incoming batch" of Purushwalkam, Morgado & Gupta, 2022). One step:
 
 .. code-block:: text
 
@@ -31,11 +15,9 @@ One step:
     (after the K-th step) buffer.add(fresh items, features = z_agg of the fresh rows)
     (after the K-th step) consolidate; evaluate and save at the checkpoint fractions
 
-The callbacks' states (buffer, regulariser, evaluations) go into the loop's checkpoints, so
-``train_stream(..., resume_from=out_dir / "stream-050.pt")`` resumes exactly. Every random draw
-comes from a seeded generator (views of batch ``b``: ``mix_seed(seed, b)``; replayed views of
-repeat ``r``: ``mix_seed(seed, b, 1 + r)``; the buffer's own generator; the global generator,
-seeded with ``train.seed`` at the start, for dropout), so a run is deterministic under its seeds.
+The callbacks' states go into the loop's checkpoints, so resuming is exact. Every random draw is
+seeded (views of batch ``b``: ``mix_seed(seed, b)``; replayed views of repeat ``r``:
+``mix_seed(seed, b, 1 + r)``; the buffer's generator; the global one, seeded with ``train.seed``).
 """
 
 from __future__ import annotations
@@ -44,14 +26,14 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_positive
+from jepa_blocks._validation import check_choice, check_int, check_positive
 from jepa_blocks.data.sequences import ViewSequence
 from jepa_blocks.streaming.buffers import ReplayBuffer, replay_count
 from jepa_blocks.streaming.protocols import SequenceStream, StreamBatch
@@ -83,23 +65,36 @@ __all__ = [
 #: ``(model, info) → metrics``; ``info`` has ``fraction``, ``progress``, ``position``, ``step``.
 EvalFn = Callable[[nn.Module, Mapping[str, Any]], Mapping[str, Any]]
 
-_SEQ_FIELDS = ViewSequence._fields
+
+def _check_type(value: Any, cls: type, name: str) -> None:
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+
+
+def _check_fractions(values: Iterable[float], name: str) -> tuple[float, ...]:
+    """Sorted, distinct fractions in ``[0, 1]``."""
+    fr = sorted({float(f) for f in values})
+    if any(not (math.isfinite(f) and 0.0 <= f <= 1.0) for f in fr):
+        raise ValueError(f"{name} must be fractions in [0, 1], got {tuple(values)}")
+    return tuple(fr)
+
+
+def _check_consolidation(consolidate: str, every: int) -> None:
+    check_choice(consolidate, "consolidate", ("boundaries", "every"))
+    check_int(every, "consolidate_every", minimum=0)
+    if consolidate == "every" and every < 1:
+        raise ValueError(f"consolidate='every' needs consolidate_every >= 1, got {every}")
 
 
 @dataclasses.dataclass
 class StreamConfig:
     """What a stream adds to the loop's :class:`~jepa_blocks.train.TrainConfig`.
 
-    The optimizer, learning-rate schedule (``schedule="constant"`` or ``"cosine"`` over the
-    stream, ``warmup_steps``), gradient clipping, seed, device, AMP, logging and ``out_dir`` are
-    the loop's (:class:`~jepa_blocks.train.TrainConfig`).
-
     Attributes:
-        repeats: ``K``, optimizer steps per incoming batch (``1``: each batch once).
+        repeats: ``K``, optimizer steps per incoming batch.
         replay_ratio: Replayed items per fresh item in every step (with a buffer).
-        store: What the buffer keeps: ``"indices"`` (source index, regime and split; views are
-            regenerated, with new augmentations, when replayed) or ``"sequences"`` (the views,
-            parameters and actions themselves).
+        store: What the buffer keeps: ``"indices"`` (views are regenerated when replayed) or
+            ``"sequences"`` (the views, parameters and actions themselves).
         checkpoints: Fractions of the stream after which to evaluate (and save), in ``[0, 1]``.
         consolidate: When the regulariser consolidates: ``"boundaries"`` (nominal split ends
             of the plan) or ``"every"`` (every ``consolidate_every`` steps).
@@ -117,22 +112,11 @@ class StreamConfig:
     save_checkpoints: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"repeats must be an int >= 1, got {self.repeats!r}")
-        v = self.consolidate_every
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"consolidate_every must be an int >= 0, got {v!r}")
+        check_int(self.repeats, "repeats")
         check_positive(self.replay_ratio, "replay_ratio", allow_zero=True)
         check_choice(self.store, "store", ("indices", "sequences"))
-        check_choice(self.consolidate, "consolidate", ("boundaries", "every"))
-        if self.consolidate == "every" and self.consolidate_every < 1:
-            raise ValueError(
-                f"consolidate='every' needs consolidate_every >= 1, got {self.consolidate_every}"
-            )
-        fr = tuple(float(f) for f in self.checkpoints)
-        if any(not (math.isfinite(f) and 0.0 <= f <= 1.0) for f in fr):
-            raise ValueError(f"checkpoints must be fractions in [0, 1], got {self.checkpoints}")
-        self.checkpoints = tuple(sorted(set(fr)))
+        _check_consolidation(self.consolidate, self.consolidate_every)
+        self.checkpoints = _check_fractions(self.checkpoints, "checkpoints")
 
 
 @dataclasses.dataclass
@@ -163,13 +147,9 @@ class StreamResult:
 
 
 class StreamStep(NamedTuple):
-    """One item of :class:`RepeatedStream`: repeat ``repeat`` of incoming batch ``number``.
+    """One item of :class:`RepeatedStream`: repeat ``repeat`` (``0 … K-1``) of batch ``number``.
 
-    Attributes:
-        number: Batch number ``b`` of the stream.
-        repeat: ``0 … K-1``.
-        batch: The :class:`~jepa_blocks.streaming.StreamBatch` (the same object for every
-            repeat of a batch).
+    ``batch`` is the :class:`~jepa_blocks.streaming.StreamBatch`, one object for all repeats.
     """
 
     number: int
@@ -178,11 +158,10 @@ class StreamStep(NamedTuple):
 
 
 class RepeatedStream:
-    """A stream as a batch iterable of :func:`~jepa_blocks.train.fit`: each batch ``repeats``
-    times.
+    """A stream as a batch iterable of :func:`~jepa_blocks.train.fit`.
 
-    Every batch is fetched once (``stream.batch(b)``) and yielded as ``repeats`` consecutive
-    :class:`StreamStep` items, so ``len(self) = len(stream) · repeats`` optimizer steps.
+    Every batch is fetched once and yielded as ``repeats`` consecutive :class:`StreamStep` items,
+    so ``len(self) = len(stream) · repeats`` optimizer steps.
 
     Args:
         stream: The stream.
@@ -190,12 +169,9 @@ class RepeatedStream:
     """
 
     def __init__(self, stream: SequenceStream, *, repeats: int = 1) -> None:
-        if not isinstance(stream, SequenceStream):
-            raise TypeError(f"stream must be a SequenceStream, got {type(stream).__name__}")
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+        _check_type(stream, SequenceStream, "stream")
         self.stream = stream
-        self.repeats = repeats
+        self.repeats = check_int(repeats, "repeats")
 
     def __len__(self) -> int:
         return len(self.stream) * self.repeats
@@ -207,23 +183,12 @@ class RepeatedStream:
                 yield StreamStep(number, repeat, batch)
 
 
-def _cat(a: ViewSequence, b: ViewSequence) -> ViewSequence:
-    return ViewSequence(*(torch.cat((x, y.to(x.device)), dim=0) for x, y in zip(a, b)))
-
-
-def _features(out: Any) -> Tensor | None:
-    feats = getattr(out, "z_agg", None)
-    return feats.detach() if isinstance(feats, Tensor) else None
-
-
 class ReplayCallback(Callback):
     """Experience replay: mixes buffer items into every step, then feeds the buffer.
 
-    :meth:`mix` (called by :func:`stream_step_fn`) returns the fresh sequences of a
-    :class:`StreamStep` followed by ``replay_count(B, ratio=replay_ratio)`` items sampled from
-    the buffer; after the step, :meth:`after_step` updates the buffer's statistics of the
-    replayed rows (MinRed: their ``z_agg``) and, after the ``K``-th repeat of a batch, offers
-    the fresh items to the buffer (with their ``z_agg`` as features).
+    :meth:`mix` (called by :func:`stream_step_fn`) appends ``replay_count(B, ratio=replay_ratio)``
+    buffer items to the fresh sequences; :meth:`after_step` updates the replayed rows' statistics
+    (MinRed: their ``z_agg``) and, after the ``K``-th repeat, offers the fresh items to the buffer.
 
     Args:
         buffer: The replay buffer (its state goes into the loop's checkpoints).
@@ -243,8 +208,7 @@ class ReplayCallback(Callback):
         store: Literal["indices", "sequences"] = "indices",
         repeats: int = 1,
     ) -> None:
-        if not isinstance(buffer, ReplayBuffer):
-            raise TypeError(f"buffer must be a ReplayBuffer, got {type(buffer).__name__}")
+        _check_type(buffer, ReplayBuffer, "buffer")
         self.buffer = buffer
         self.stream = stream
         self.replay_ratio = check_positive(replay_ratio, "replay_ratio", allow_zero=True)
@@ -255,32 +219,26 @@ class ReplayCallback(Callback):
 
     def mix(self, step: StreamStep, device: torch.device) -> ViewSequence:
         """The fresh sequences of ``step`` on ``device``, followed by the replayed ones."""
-        fresh = step.batch.sequences.to(device)
-        self._fresh = fresh
+        fresh = self._fresh = step.batch.sequences.to(device)
         self._slots = torch.empty(0, dtype=torch.long)
-        if self.replay_ratio > 0 and len(self.buffer):
-            n_fresh = int(fresh.views.shape[0])
-            k = replay_count(n_fresh, ratio=self.replay_ratio, available=len(self.buffer))
-            if k:
-                items, self._slots = self.buffer.sample(k)
-                return _cat(fresh, self._replayed(items, step))
-        return fresh
-
-    def _replayed(self, items: Mapping[str, Tensor], step: StreamStep) -> ViewSequence:
+        n = int(fresh.views.shape[0])
+        k = replay_count(n, ratio=self.replay_ratio, available=len(self.buffer))
+        if not k:
+            return fresh
+        items, self._slots = self.buffer.sample(k)
         if self.store == "indices":
             gen = self.stream.generator(step.number, 1 + step.repeat)
-            return self.stream.maker(items["index"], items["regime"], gen)
-        return ViewSequence(*(items[k] for k in _SEQ_FIELDS))
+            replayed = self.stream.maker(items["index"], items["regime"], gen)
+        else:
+            replayed = ViewSequence(*(items[f] for f in ViewSequence._fields))
+        return ViewSequence(*(torch.cat((x, y.to(x.device))) for x, y in zip(fresh, replayed)))
 
     def _items(self, fresh: ViewSequence, batch: StreamBatch) -> dict[str, Tensor]:
         meta = {"regime": batch.regimes.cpu(), "split": batch.splits.cpu()}
         if self.store == "indices":
             return {"index": fresh.indices.cpu(), **meta}
-        dev = fresh.views.device
-        return {
-            **{k: v.detach() for k, v in fresh._asdict().items()},
-            **{k: v.to(dev) for k, v in meta.items()},
-        }
+        items = {k: v.detach() for k, v in fresh._asdict().items()}
+        return items | {k: v.to(fresh.views.device) for k, v in meta.items()}
 
     def after_step(self, state: LoopState, batch: Any, out: Any) -> Mapping[str, float]:
         """Update the replayed slots; after the ``K``-th repeat, add the fresh items."""
@@ -291,15 +249,15 @@ class ReplayCallback(Callback):
                 "ReplayCallback.mix was not called in this step (use stream_step_fn)"
             )
         n_fresh = int(fresh.views.shape[0])
-        feats = _features(out)
+        feats = getattr(out, "z_agg", None)
+        feats = feats.detach() if isinstance(feats, Tensor) else None
         replayed = int(self._slots.numel())
         if replayed:
             self.buffer.update(self._slots, features=None if feats is None else feats[n_fresh:])
         record = {"replayed": replayed, "buffer_size": len(self.buffer)}
         if step.repeat == self.repeats - 1:
             self.buffer.add(
-                self._items(fresh, step.batch),
-                features=None if feats is None else feats[:n_fresh],
+                self._items(fresh, step.batch), features=None if feats is None else feats[:n_fresh]
             )
         self._fresh = None
         return record
@@ -316,11 +274,9 @@ class ReplayCallback(Callback):
 class RegularizerCallback(Callback):
     """EWC / SI in a stream: the penalty's backward, ``after_step()`` and consolidation.
 
-    :meth:`backward` (called by :func:`stream_step_fn` right after the loss's backward) lets the
-    regulariser read the gradients of the self-supervised loss (``observe()``), then
-    back-propagates its penalty. After every step :meth:`after_step` calls the regulariser's
-    ``after_step()`` and, after the ``K``-th repeat of a batch, consolidates at the plan's
-    nominal split boundaries or every ``consolidate_every`` steps.
+    :meth:`backward` is called by :func:`stream_step_fn` right after the loss's backward;
+    :meth:`after_step` consolidates, after the ``K``-th repeat of a batch, at the plan's nominal
+    split boundaries or every ``consolidate_every`` steps.
 
     Args:
         regularizer: :class:`~jepa_blocks.streaming.EWC` or :class:`~jepa_blocks.streaming.SI`.
@@ -339,16 +295,10 @@ class RegularizerCallback(Callback):
         consolidate_every: int = 0,
         repeats: int = 1,
     ) -> None:
-        if not isinstance(regularizer, WeightRegularizer):
-            raise TypeError(
-                f"regularizer must be a WeightRegularizer, got {type(regularizer).__name__}"
-            )
+        _check_type(regularizer, WeightRegularizer, "regularizer")
+        _check_consolidation(consolidate, consolidate_every)
         self.regularizer = regularizer
-        self.consolidate = check_choice(consolidate, "consolidate", ("boundaries", "every"))
-        if consolidate == "every" and consolidate_every < 1:
-            raise ValueError(
-                f"consolidate='every' needs consolidate_every >= 1, got {consolidate_every}"
-            )
+        self.consolidate = consolidate
         self.consolidate_every = consolidate_every
         self.boundaries = set(stream.plan.boundaries)
         self.repeats = repeats
@@ -368,8 +318,7 @@ class RegularizerCallback(Callback):
         self.regularizer.after_step()
         if step.repeat == self.repeats - 1:
             if self.consolidate == "boundaries":
-                start, stop = step.batch.start, step.batch.stop
-                due = any(start < b <= stop for b in self.boundaries)
+                due = any(step.batch.start < b <= step.batch.stop for b in self.boundaries)
             else:
                 every = self.consolidate_every
                 due = state.step // every > (state.step - self.repeats) // every
@@ -389,11 +338,10 @@ class RegularizerCallback(Callback):
 class StreamCheckpoints(Callback):
     """Evaluate (and save) after the batch that reaches each fraction of the stream.
 
-    Fraction ``f`` is due once the stream position reaches ``round(f · N)`` items; fractions
-    due at the start (``0.0``) are evaluated in ``on_fit_start``. At a checkpoint ``eval_fn``
-    runs once in eval mode, one record per due fraction is appended to :attr:`evaluations`, and
-    with ``save`` and the loop's ``out_dir`` the loop's full state is saved to
-    ``out_dir/stream-<percent>.pt`` after each record (resuming from it is exact).
+    Fraction ``f`` is due once the stream position reaches ``round(f · N)`` items (``0.0``: in
+    ``on_fit_start``). ``eval_fn`` then runs once in eval mode, one record per due fraction is
+    appended to :attr:`evaluations` and, with ``save`` and the loop's ``out_dir``, the loop's
+    state is saved to ``out_dir/stream-<percent>.pt`` after each record.
 
     Args:
         stream: The stream.
@@ -404,8 +352,7 @@ class StreamCheckpoints(Callback):
         log: Called with one line per checkpoint (e.g. ``print``).
 
     Attributes:
-        evaluations: The checkpoint records (``fraction``, ``progress``, ``position``,
-            ``step`` and the metrics).
+        evaluations: The checkpoint records (as :attr:`StreamResult.evaluations`).
         saved: Paths written by this run.
         eval_seconds: Time spent in ``eval_fn`` by this run.
     """
@@ -420,11 +367,8 @@ class StreamCheckpoints(Callback):
         save: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        fr = sorted({float(f) for f in fractions})
-        if any(not (math.isfinite(f) and 0.0 <= f <= 1.0) for f in fr):
-            raise ValueError(f"fractions must be in [0, 1], got {tuple(fractions)}")
+        self.fractions = _check_fractions(fractions, "fractions")
         self.num_items = len(stream.plan)
-        self.fractions = tuple(fr)
         self.repeats = repeats
         self.eval_fn = eval_fn
         self.save = save
@@ -434,16 +378,13 @@ class StreamCheckpoints(Callback):
         self.saved: list[Path] = []
         self.eval_seconds = 0.0
 
-    def _due(self) -> list[float]:
+    def _fire(self, state: LoopState) -> None:
         done = {float(e["fraction"]) for e in self.evaluations}
-        return [
+        due = [
             f
             for f in self.fractions
             if f not in done and round(f * self.num_items) <= self.position
         ]
-
-    def _fire(self, state: LoopState) -> None:
-        due = self._due()
         if not due:
             return
         t0 = time.perf_counter()
@@ -464,9 +405,8 @@ class StreamCheckpoints(Callback):
         for fraction in due:
             self.evaluations.append({"fraction": fraction, **info, **metrics})
             if self.save and state.out_dir is not None:
-                path = state.save_checkpoint(
-                    state.out_dir / f"stream-{round(100 * fraction):03d}.pt"
-                )
+                name = f"stream-{round(100 * fraction):03d}.pt"
+                path = state.save_checkpoint(state.out_dir / name)
                 if path is not None:
                     self.saved.append(path)
         self.eval_seconds += time.perf_counter() - t0
@@ -506,9 +446,8 @@ def stream_step_fn(
         regularizer: Back-propagates the EWC / SI penalty after the loss.
 
     Returns:
-        A ``step_fn`` for :func:`~jepa_blocks.train.fit` over a :class:`RepeatedStream`: the
-        forward pass under ``state.autocast()``, the finite-loss check and ``loss.backward()``
-        of :func:`~jepa_blocks.train.default_step_fn`, then ``regularizer.backward()``.
+        A ``step_fn`` for :func:`~jepa_blocks.train.fit` over a :class:`RepeatedStream`:
+        :func:`~jepa_blocks.train.default_step_fn`'s, then ``regularizer.backward()``.
     """
     forward_backward = default_step_fn()
 
@@ -541,30 +480,22 @@ def train_stream(
 ) -> StreamResult:
     """Train ``model`` in a single pass over ``stream`` with :func:`~jepa_blocks.train.fit`.
 
-    A composition of the module's parts: :class:`RepeatedStream` as the loader,
-    :func:`stream_step_fn`, and the callbacks :class:`ReplayCallback` (with a buffer),
-    :class:`RegularizerCallback` (with a regulariser) and :class:`StreamCheckpoints`. The global
-    generators are seeded with ``train.seed`` first.
+    :class:`RepeatedStream`, :func:`stream_step_fn`, :class:`ReplayCallback` (with a buffer),
+    :class:`RegularizerCallback` (with a regulariser) and :class:`StreamCheckpoints`, after
+    seeding the global generators with ``train.seed``.
 
     Args:
-        model: A module called as ``model(views, actions)`` returning an output with a scalar
-            ``loss`` and a ``z_agg`` ``(B, F)`` used as the buffer features (e.g.
-            :class:`~jepa_blocks.SeqJEPA`); its ``update()`` runs after every optimizer step.
+        model: ``model(views, actions)`` returns a scalar ``loss`` and a ``z_agg`` ``(B, F)`` (the
+            buffer features), e.g. :class:`~jepa_blocks.SeqJEPA`.
         stream: The stream; each batch is fetched once.
-        train: The loop's config (default ``TrainConfig(schedule="constant",
-            warmup_steps=0)``). A stream is one pass: ``epochs`` is set to 1, and
-            ``warmup_steps=None`` means no warm-up (``warmup_epochs`` is not used).
-            ``schedule="constant"`` keeps ``lr`` after the warm-up (a stream has no natural
-            end), ``"cosine"`` decays it to ``final_lr`` over the stream.
+        train: The loop's config (default ``TrainConfig(schedule="constant", warmup_steps=0)``);
+            ``epochs`` is set to 1 and ``warmup_steps=None`` means no warm-up.
         stream_config: The stream's settings (default :class:`StreamConfig`).
         buffer: Replay buffer (``None``: no replay).
-        regularizer: :class:`~jepa_blocks.streaming.EWC` / :class:`~jepa_blocks.streaming.SI`
-            on (part of) the model, usually ``model.encoder``.
-        optimizer: Default: :func:`~jepa_blocks.train.build_optimizer` of ``train.recipe``
-            (``"paper"``: AdamW).
+        regularizer: :class:`~jepa_blocks.streaming.EWC` / :class:`~jepa_blocks.streaming.SI`.
+        optimizer: Default: :func:`~jepa_blocks.train.build_optimizer` of ``train.recipe``.
         eval_fn: ``(model, info) → metrics`` at every checkpoint, model in eval mode.
-        resume_from: A checkpoint written by an earlier call with the same arguments (e.g.
-            ``out_dir/stream-050.pt``).
+        resume_from: A checkpoint of an earlier call with the same arguments.
         log: Called with one line per checkpoint (e.g. ``print``).
 
     Returns:
@@ -576,48 +507,24 @@ def train_stream(
     t0 = time.perf_counter()
     train = TrainConfig(schedule="constant", warmup_steps=0) if train is None else train
     config = StreamConfig() if stream_config is None else stream_config
-    if not isinstance(train, TrainConfig):
-        raise TypeError(f"train must be a TrainConfig, got {type(train).__name__}")
-    if not isinstance(config, StreamConfig):
-        raise TypeError(f"stream_config must be a StreamConfig, got {type(config).__name__}")
-    if not isinstance(stream, SequenceStream):
-        raise TypeError(f"stream must be a SequenceStream, got {type(stream).__name__}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if buffer is not None and not isinstance(buffer, ReplayBuffer):
-        raise TypeError(f"buffer must be a ReplayBuffer or None, got {type(buffer).__name__}")
-    if regularizer is not None and not isinstance(regularizer, WeightRegularizer):
-        raise TypeError(
-            f"regularizer must be a WeightRegularizer or None, got {type(regularizer).__name__}"
-        )
-    train = dataclasses.replace(
-        train, epochs=1, warmup_steps=0 if train.warmup_steps is None else train.warmup_steps
-    )
+    _check_type(train, TrainConfig, "train")
+    _check_type(config, StreamConfig, "stream_config")
+    _check_type(model, nn.Module, "model")
     k = config.repeats
-    seed_everything(train.seed)
-    device = resolve_device(train.device)
-    model = model.to(device)
-    if regularizer is not None:
-        regularizer.to(device)
-
-    replay = (
-        ReplayCallback(
+    loader = RepeatedStream(stream, repeats=k)
+    replay = consolidation = None
+    if buffer is not None:
+        replay = ReplayCallback(
             buffer, stream, replay_ratio=config.replay_ratio, store=config.store, repeats=k
         )
-        if buffer is not None
-        else None
-    )
-    consolidation = (
-        RegularizerCallback(
+    if regularizer is not None:
+        consolidation = RegularizerCallback(
             regularizer,
             stream,
             consolidate=config.consolidate,
             consolidate_every=config.consolidate_every,
             repeats=k,
         )
-        if regularizer is not None
-        else None
-    )
     checkpoints = StreamCheckpoints(
         stream,
         fractions=config.checkpoints,
@@ -626,14 +533,19 @@ def train_stream(
         save=config.save_checkpoints,
         log=log,
     )
-    callbacks = [cb for cb in (replay, consolidation, checkpoints) if cb is not None]
+    train = dataclasses.replace(train, epochs=1, warmup_steps=train.warmup_steps or 0)
+    seed_everything(train.seed)
+    device = resolve_device(train.device)
+    model = model.to(device)
+    if regularizer is not None:
+        regularizer.to(device)
     result = fit(
         model,
-        RepeatedStream(stream, repeats=k),
+        loader,
         train,
         optimizer=optimizer,
         step_fn=stream_step_fn(replay, consolidation),
-        callbacks=callbacks,
+        callbacks=[cb for cb in (replay, consolidation, checkpoints) if cb is not None],
         full_config={"train": config_to_dict(train), "stream": dataclasses.asdict(config)},
         resume_from=resume_from,
     )

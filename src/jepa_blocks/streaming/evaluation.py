@@ -1,24 +1,11 @@
 r"""Continual evaluation: probes at checkpoints, accuracy matrix, forgetting and transfer, plots.
 
-**Probes at checkpoints.** :class:`StreamEvaluator` is the ``eval_fn`` of
-:func:`~jepa_blocks.streaming.train_stream`. At each checkpoint it encodes fixed probe sequences
-of every :class:`ProbeTask` (one task per split: the classes of a class-incremental split, or
-the views of a transformation regime) with the frozen model and reports
-
-* ``linacc``: one linear classifier over all classes, trained on all tasks' probe-training
-  data (the offline linear evaluation of CaSSLe, Fini et al. 2022), on :math:`z_\text{AGG}`
-  and/or on the encoder output :math:`z_1` (``representations``);
-* ``r2``: the equivariance R² of the relative action :math:`a_1` from :math:`[z_1; z_2]`
-  (linear least squares);
-* ``task_acc[j]`` and ``task_r2[j]``: the same on task ``j``'s test items, from the joint
-  classifier (``per_task="joint"``) or from a classifier of task ``j`` alone
-  (``per_task="separate"``).
-
-**Accuracy matrix and forgetting.** With checkpoints at the split ends, the task accuracies form
-the matrix :math:`R \in [0, 1]^{T\times T}`, :math:`R_{i,j}` = accuracy on task :math:`j` after
-training through task :math:`i` (:func:`accuracy_matrix`). From it (Lopez-Paz & Ranzato, 2017,
-"Gradient Episodic Memory for Continual Learning", NeurIPS, §4; Chaudhry et al., 2018,
-"Riemannian Walk for Incremental Learning", ECCV, for the forgetting measure):
+:class:`StreamEvaluator` (the ``eval_fn`` of :func:`~jepa_blocks.streaming.train_stream`) probes
+fixed sequences of every :class:`ProbeTask` at each checkpoint. With checkpoints at the split ends
+the task accuracies form the matrix :math:`R \in [0, 1]^{T\times T}`, :math:`R_{i,j}` = accuracy
+on task :math:`j` after training through task :math:`i` (:func:`accuracy_matrix`), and (Lopez-Paz
+& Ranzato, 2017, "Gradient Episodic Memory for Continual Learning", NeurIPS, §4; Chaudhry et al.,
+2018, "Riemannian Walk for Incremental Learning", ECCV, for the forgetting measure):
 
 .. math::
 
@@ -28,12 +15,8 @@ training through task :math:`i` (:func:`accuracy_matrix`). From it (Lopez-Paz & 
     f_j = \max_{j \le l < T-1} R_{l,j} - R_{T-1,j},\qquad
     \text{FWT} = \frac{1}{T-1}\sum_{j\ge1} \bigl(R_{j-1,j} - b_j\bigr),
 
-where :math:`b_j` is the accuracy of the randomly initialised encoder on task :math:`j` (the
-reference CaSSLe's maintainers use for forward transfer). Forgetting is positive when accuracy
-was lost; BWT is negative then.
-
-Plots (:func:`plot_accuracy_curves`, :func:`plot_forgetting_curves`) import matplotlib when
-called.
+where :math:`b_j` is the accuracy of the randomly initialised encoder on task :math:`j` (CaSSLe's
+reference for forward transfer). The plots import matplotlib when called.
 """
 
 from __future__ import annotations
@@ -45,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_positive
+from jepa_blocks._validation import check_choice, check_int, check_positive
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -67,6 +50,10 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
+def _accuracy(pred: Tensor, labels: Tensor) -> float:
+    return float((pred == labels).double().mean())
+
+
 class ProbeTask(NamedTuple):
     """Probe data of one task (split).
 
@@ -84,18 +71,20 @@ class ProbeTask(NamedTuple):
 
 
 class StreamEvaluator:
-    """Linear probe and equivariance R² at a checkpoint, overall and per task.
+    r"""Linear probe and equivariance R² at a checkpoint, overall and per task.
 
-    The class probes run on each representation of ``representations``: ``"z_agg"`` (the
-    invariant aggregate :math:`z_\text{AGG}`) and/or ``"z"`` (the encoder output of the first
-    view, :math:`z_1`, the backbone that buffer studies probe). The first one fills ``linacc``
-    and ``task_acc``; every one fills ``linacc_<name>`` and ``task_acc_<name>``.
+    ``linacc`` is one linear classifier over all classes, trained on all tasks' probe data (the
+    offline linear evaluation of CaSSLe, Fini et al. 2022), ``r2`` the equivariance R² of the
+    relative action :math:`a_1` from :math:`[z_1; z_2]` (linear least squares), ``task_acc[j]``
+    and ``task_r2[j]`` the same on task ``j``'s test items. The class probes run on each of
+    ``representations`` (``z_agg`` or ``z``, the first view's encoder output), filling
+    ``linacc_<name>`` and ``task_acc_<name>``; the first also fills ``linacc`` and ``task_acc``.
 
     Args:
         tasks: One :class:`ProbeTask` per split (at least one).
         representations: Features of the class probes, ``"z_agg"`` and/or ``"z"``.
-        per_task: ``"joint"`` (task accuracy from the classifier over all classes) or
-            ``"separate"`` (a classifier per task, on that task's data only).
+        per_task: ``"joint"`` (task accuracies from the joint classifier) or ``"separate"``
+            (one classifier per task).
         classifier: Solver of :func:`~jepa_blocks.metrics.fit_linear_classifier`
             (``"lbfgs"``, ``"ridge"`` or ``"adam"``).
         weight_decay: L2 strength of the classifier.
@@ -135,9 +124,7 @@ class StreamEvaluator:
         self.classifier = check_choice(classifier, "classifier", ("lbfgs", "ridge", "adam"))
         self.weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
         self.r2 = bool(r2)
-        if threads is not None and (isinstance(threads, bool) or threads < 1):
-            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
-        self.threads = threads
+        self.threads = None if threads is None else check_int(threads, "threads")
         self.seed = int(seed)
 
     @property
@@ -146,10 +133,7 @@ class StreamEvaluator:
         return [t.name for t in self.tasks]
 
     def features(self, model: nn.Module) -> list[tuple[Any, Any]]:
-        """Frozen features ``(train, test)`` of every task.
-
-        Uses :func:`~jepa_blocks.metrics.extract_features`.
-        """
+        """Features ``(train, test)`` per task: :func:`~jepa_blocks.metrics.extract_features`."""
         from jepa_blocks.metrics import extract_features
 
         return [
@@ -203,14 +187,13 @@ class StreamEvaluator:
             task_acc: list[float] = []
             for j, part in enumerate(parts):
                 if self.per_task == "joint" or len(feats) == 1:
-                    task_acc.append(float((pred[part] == y_te[part]).double().mean()))
+                    task_acc.append(_accuracy(pred[part], y_te[part]))
                     continue
                 tr, te = feats[j]
                 probe = fit_linear_classifier(x(tr), tr.labels, num_classes=num_classes, **kw)
                 with torch.no_grad():
-                    p = probe(x(te)).argmax(dim=1)
-                task_acc.append(float((p == te.labels).double().mean()))
-            out[f"linacc_{rep}"] = float((pred == y_te).double().mean())
+                    task_acc.append(_accuracy(probe(x(te)).argmax(dim=1), te.labels))
+            out[f"linacc_{rep}"] = _accuracy(pred, y_te)
             out[f"task_acc_{rep}"] = task_acc
         first = self.representations[0]
         out["linacc"], out["task_acc"] = out[f"linacc_{first}"], out[f"task_acc_{first}"]
@@ -222,9 +205,6 @@ class StreamEvaluator:
             out["r2"] = r2_score(a_te, a_hat)
             out["task_r2"] = [r2_score(a_te[part], a_hat[part]) for part in parts]
         return out
-
-
-# --------------------------------------------------------------------------- matrix metrics
 
 
 def accuracy_matrix(
@@ -270,13 +250,16 @@ def accuracy_matrix(
     return torch.tensor([[float(v) for v in e[key]] for e in rows], dtype=torch.float64)
 
 
-def _square(matrix: Tensor, name: str = "matrix") -> Tensor:
+def _square(matrix: Tensor, needs: str = "") -> Tensor:
+    """The ``(T, T)`` float64 matrix; with ``needs`` (what is computed), ``T >= 2``."""
     m = torch.as_tensor(matrix, dtype=torch.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 1:
         raise ValueError(
-            f"{name} must be a square (T, T) accuracy matrix (row i: after task i), got shape "
+            "matrix must be a square (T, T) accuracy matrix (row i: after task i), got shape "
             f"{tuple(m.shape)}"
         )
+    if needs and m.shape[0] < 2:
+        raise ValueError(f"{needs} needs at least 2 tasks")
     return m
 
 
@@ -286,7 +269,7 @@ def forgetting(matrix: Tensor) -> Tensor:
     Chaudhry et al. (2018); positive values mean accuracy was lost.
 
     Args:
-        matrix: Accuracy matrix :math:`R`, row ``i`` measured after task ``i``.
+        matrix: Accuracy matrix :math:`R`, row ``i`` after task ``i``.
 
     Returns:
         ``(T-1,)`` float64 (empty for ``T = 1``).
@@ -309,10 +292,8 @@ def backward_transfer(matrix: Tensor) -> float:
     Shape:
         - matrix: ``(T, T)`` with ``T ≥ 2``
     """
-    m = _square(matrix)
+    m = _square(matrix, "backward transfer")
     t = m.shape[0]
-    if t < 2:
-        raise ValueError("backward transfer needs at least 2 tasks")
     return float((m[t - 1, : t - 1] - m.diagonal()[: t - 1]).mean())
 
 
@@ -327,12 +308,10 @@ def forward_transfer(matrix: Tensor, baseline: Sequence[float] | Tensor) -> floa
         - matrix: ``(T, T)`` with ``T ≥ 2``; baseline: ``(T,)``
     """
     m = _square(matrix)
-    t = m.shape[0]
     b = torch.as_tensor(baseline, dtype=torch.float64).flatten()
-    if b.numel() != t:
-        raise ValueError(f"baseline must have one value per task ({t}), got {b.numel()}")
-    if t < 2:
-        raise ValueError("forward transfer needs at least 2 tasks")
+    if b.numel() != m.shape[0]:
+        raise ValueError(f"baseline must have one value per task ({m.shape[0]}), got {b.numel()}")
+    _square(m, "forward transfer")
     return float((m.diagonal(offset=1) - b[1:]).mean())
 
 
@@ -342,8 +321,7 @@ def average_accuracy(matrix: Tensor) -> float:
     Shape:
         - matrix: ``(T, T)``
     """
-    m = _square(matrix)
-    return float(m[-1].mean())
+    return float(_square(matrix)[-1].mean())
 
 
 class ContinualMetrics(NamedTuple):
@@ -392,10 +370,28 @@ def continual_metrics(
     )
 
 
-# --------------------------------------------------------------------------- plots
+def _curves_figure(
+    curves: list[tuple[str, list[float], list[float]]],
+    boundaries: Sequence[float] | None,
+    labels: tuple[str, str],
+    figsize: tuple[float, float],
+    path: PathLike | None,
+    dpi: int,
+) -> Figure:
+    """Lines ``(label, progress fractions, values)`` against ``stream seen (%)``; ``labels`` are
+    the title and y label."""
+    from matplotlib.figure import Figure
 
-
-def _finish(fig: Figure, path: PathLike | None, dpi: int) -> Figure:
+    fig = Figure(figsize=figsize)
+    ax = fig.add_subplot()
+    for b in boundaries or ():
+        ax.axvline(100 * float(b), color="grey", linewidth=0.8, linestyle=":")
+    for label, xs, ys in curves:
+        ax.plot([100 * x for x in xs], ys, marker="o", markersize=3, label=label)
+    ax.set_xlabel("stream seen (%)")
+    ax.set_ylabel(labels[1])
+    ax.legend(fontsize="small", ncol=2)
+    ax.set_title(labels[0])
     fig.tight_layout()
     if path is not None:
         fig.savefig(os.fspath(path), dpi=dpi, format="png")
@@ -428,30 +424,18 @@ def plot_accuracy_curves(
     Shape:
         - progress: ``(R,)``; accuracies: ``(R, T)``
     """
-    from matplotlib.figure import Figure
-
     acc = torch.as_tensor(accuracies, dtype=torch.float64)
     xs = [float(p) for p in progress]
     if acc.ndim != 2 or acc.shape[0] != len(xs):
         raise ValueError(
             f"accuracies must have shape (len(progress)={len(xs)}, T), got {tuple(acc.shape)}"
         )
-    names = (
-        list(task_names) if task_names is not None else [f"task {j}" for j in range(acc.shape[1])]
-    )
-    if len(names) != acc.shape[1]:
-        raise ValueError(f"task_names must have {acc.shape[1]} entries, got {len(names)}")
-    fig = Figure(figsize=(5.5, 3.6))
-    ax = fig.add_subplot()
-    for b in boundaries or ():
-        ax.axvline(100 * float(b), color="grey", linewidth=0.8, linestyle=":")
-    for j, name in enumerate(names):
-        ax.plot([100 * x for x in xs], acc[:, j].tolist(), marker="o", markersize=3, label=name)
-    ax.set_xlabel("stream seen (%)")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize="small", ncol=2)
-    ax.set_title(title)
-    return _finish(fig, path, dpi)
+    t = acc.shape[1]
+    names = list(task_names) if task_names is not None else [f"task {j}" for j in range(t)]
+    if len(names) != t:
+        raise ValueError(f"task_names must have {t} entries, got {len(names)}")
+    curves = [(name, xs, acc[:, j].tolist()) for j, name in enumerate(names)]
+    return _curves_figure(curves, boundaries, (title, ylabel), (5.5, 3.6), path, dpi)
 
 
 def plot_forgetting_curves(
@@ -473,26 +457,11 @@ def plot_forgetting_curves(
         ylabel: Y-axis label.
         dpi: Resolution of the saved PNG.
     """
-    from matplotlib.figure import Figure
-
     if not curves:
         raise ValueError("curves must hold at least one run")
-    fig = Figure(figsize=(6.0, 3.8))
-    ax = fig.add_subplot()
-    for b in boundaries or ():
-        ax.axvline(100 * float(b), color="grey", linewidth=0.8, linestyle=":")
+    lines = []
     for label, (xs, ys) in curves.items():
         if len(xs) != len(ys):
             raise ValueError(f"curves[{label!r}]: {len(xs)} progress values but {len(ys)} values")
-        ax.plot(
-            [100 * float(x) for x in xs],
-            [float(y) for y in ys],
-            marker="o",
-            markersize=3,
-            label=label,
-        )
-    ax.set_xlabel("stream seen (%)")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize="small", ncol=2)
-    ax.set_title(title)
-    return _finish(fig, path, dpi)
+        lines.append((label, [float(x) for x in xs], [float(y) for y in ys]))
+    return _curves_figure(lines, boundaries, (title, ylabel), (6.0, 3.8), path, dpi)

@@ -1,27 +1,11 @@
 r"""Stream protocols: the order in which a single pass visits a sequence source.
 
-A stream is defined in two layers, so that every protocol works over *any* sequence source:
-
-1. A :class:`StreamPlan` says **which item comes when**: ``order[p]`` is the source index visited
-   at stream position ``p``, ``splits[p]`` the split (task) it belongs to and ``regimes[p]`` the
-   transformation regime (view generator) it is seen under. Plans are pure functions of their
-   arguments and a seed:
-
-   * :func:`stationary_stream`: one i.i.d. single pass (a random permutation; protocol A);
-   * :func:`class_incremental_stream`: the classes arrive in disjoint splits, each split's items
-     shuffled (new objects; protocol B);
-   * :func:`regime_shift_stream`: the items are i.i.d. but the transformation regime changes
-     (e.g. the rotation range or the action set; new actions / new lighting);
-   * :func:`blur_boundaries`: any plan with its split boundaries blurred (items around each
-     boundary shuffled together, the ``seq-bl`` streams of SCALE, Yu et al. 2023).
-
-   Every plan visits each of its items exactly once, in the declared ``order``.
-
-2. A :class:`SequenceStream` turns a plan into batches of :class:`~jepa_blocks.data.ViewSequence`
-   through a *maker* ``(indices, regimes, generator) → ViewSequence``, e.g.
-   :class:`ImageSequenceMaker` over a :class:`~jepa_blocks.data.LabelledImages` split with one
-   :class:`~jepa_blocks.data.SequenceViews` per regime. The randomness of batch ``b`` comes from
-   ``mix_seed(seed, b)``, so any batch can be regenerated without replaying the stream.
+A :class:`StreamPlan` says which source item comes at each stream position, in which split (task)
+and transformation regime (view generator); plans are pure functions of their arguments and a
+seed, and visit each item exactly once. A :class:`SequenceStream` turns a plan into batches of
+:class:`~jepa_blocks.data.ViewSequence` through a *maker* ``(indices, regimes, generator) →
+ViewSequence`` such as :class:`ImageSequenceMaker`; batch ``b`` draws from ``mix_seed(seed, b)``,
+so any batch can be regenerated on its own.
 
 The protocols follow the single-pass setting of Purushwalkam, Morgado & Gupta (2022), "The
 Challenges of Continuous Self-Supervised Learning" (ECCV), and the boundary-free streams of SCALE
@@ -38,7 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_positive
+from jepa_blocks._validation import check_int, check_positive
 from jepa_blocks.data.sequences import ViewSequence, mix_seed
 from jepa_blocks.data.sources import LabelledImages
 from jepa_blocks.data.views import SequenceViews
@@ -60,20 +44,14 @@ __all__ = [
 SequenceMaker = Callable[[Tensor, Tensor, torch.Generator], ViewSequence]
 
 
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _as_index_tensor(x: Sequence[int] | Tensor, name: str) -> Tensor:
+def _as_index_tensor(x: Sequence[int] | Tensor, name: str, *, nonempty: bool = False) -> Tensor:
     t = torch.as_tensor(x)
     if t.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
     if t.numel() and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise TypeError(f"{name} must hold integers, got dtype {t.dtype}")
+    if nonempty and t.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
     return t.to(dtype=torch.long, device="cpu")
 
 
@@ -100,9 +78,9 @@ class StreamPlan:
     name: str = ""
 
     def __post_init__(self) -> None:
-        order = _as_index_tensor(self.order, "order")
-        splits = _as_index_tensor(self.splits, "splits")
-        regimes = _as_index_tensor(self.regimes, "regimes")
+        order, splits, regimes = (
+            _as_index_tensor(getattr(self, k), k) for k in ("order", "splits", "regimes")
+        )
         n = order.numel()
         if n == 0:
             raise ValueError("a stream plan needs at least one item, got an empty order")
@@ -120,9 +98,8 @@ class StreamPlan:
             raise ValueError(
                 f"boundaries must increase strictly and end at N = {n}, got {self.boundaries}"
             )
-        object.__setattr__(self, "order", order)
-        object.__setattr__(self, "splits", splits)
-        object.__setattr__(self, "regimes", regimes)
+        for k, v in (("order", order), ("splits", splits), ("regimes", regimes)):
+            object.__setattr__(self, k, v)
         object.__setattr__(self, "boundaries", bounds)
 
     def __len__(self) -> int:
@@ -158,7 +135,7 @@ class StreamPlan:
             align_to_boundaries: Start a new batch at every nominal boundary, so that no batch
                 straddles two splits.
         """
-        _check_int(batch_size, "batch_size", minimum=1)
+        check_int(batch_size, "batch_size")
         cuts = (0, *self.boundaries) if align_to_boundaries else (0, len(self))
         slices = []
         for a, b in itertools.pairwise(cuts):
@@ -174,15 +151,13 @@ class StreamPlan:
 
 def _items(num_items: int | None, indices: Sequence[int] | Tensor | None) -> Tensor:
     if indices is not None:
-        items = _as_index_tensor(indices, "indices")
-        if items.numel() == 0:
-            raise ValueError("indices must not be empty")
+        items = _as_index_tensor(indices, "indices", nonempty=True)
         if torch.unique(items).numel() != items.numel():
             raise ValueError("indices must be distinct")
         return items
     if num_items is None:
         raise ValueError("pass num_items or indices")
-    return torch.arange(_check_int(num_items, "num_items", minimum=1))
+    return torch.arange(check_int(num_items, "num_items"))
 
 
 def _perm(n: int, seed: int, *salt: int) -> Tensor:
@@ -217,8 +192,8 @@ def even_class_splits(num_classes: int, num_splits: int) -> tuple[tuple[int, ...
 
     ``even_class_splits(10, 5)`` is Split-MNIST's ``((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))``.
     """
-    _check_int(num_classes, "num_classes", minimum=1)
-    _check_int(num_splits, "num_splits", minimum=1)
+    check_int(num_classes, "num_classes")
+    check_int(num_splits, "num_splits")
     if num_splits > num_classes:
         raise ValueError(f"num_splits must be <= num_classes ({num_classes}), got {num_splits}")
     bounds = [round(k * num_classes / num_splits) for k in range(num_splits + 1)]
@@ -265,25 +240,18 @@ def class_incremental_stream(
             raise ValueError(
                 f"regimes must give one id >= 0 per split ({len(groups)}), got {regimes!r}"
             )
-    orders, split_ids, regime_ids, bounds = [], [], [], []
-    total = 0
+    orders = []
     for k, group in enumerate(groups):
         members = torch.nonzero(torch.isin(lab, torch.tensor(group)), as_tuple=False).flatten()
         if members.numel() == 0:
             raise ValueError(f"split {k} (classes {group}) has no items")
-        if shuffle:
-            members = members[_perm(members.numel(), seed, k)]
-        orders.append(members)
-        split_ids.append(torch.full_like(members, k))
-        regime_ids.append(torch.full_like(members, regime_of[k]))
-        total += members.numel()
-        bounds.append(total)
+        orders.append(members[_perm(members.numel(), seed, k)] if shuffle else members)
+    sizes = [o.numel() for o in orders]
+    split_ids = torch.repeat_interleave(torch.arange(len(orders)), torch.tensor(sizes))
+    bounds = tuple(itertools.accumulate(sizes))
+    name = f"class-incremental({len(groups)})"
     return StreamPlan(
-        torch.cat(orders),
-        torch.cat(split_ids),
-        torch.cat(regime_ids),
-        tuple(bounds),
-        name=f"class-incremental({len(groups)})",
+        torch.cat(orders), split_ids, torch.tensor(regime_of)[split_ids], bounds, name=name
     )
 
 
@@ -297,10 +265,9 @@ def regime_shift_stream(
     """Transformation-regime shifts: i.i.d. items, the view generator changes over time.
 
     The items are visited in a seeded random order, cut into ``num_regimes`` consecutive
-    segments of (nearly) equal length; segment ``r`` is seen under regime ``r`` (e.g. a wider
-    rotation range, a different action set or new lighting: pass one
-    :class:`~jepa_blocks.data.SequenceViews` per regime to :class:`ImageSequenceMaker`). The
-    split of a position is its regime.
+    segments of (nearly) equal length; segment ``r`` is seen under regime ``r`` (e.g. new
+    actions or lighting: one :class:`~jepa_blocks.data.SequenceViews` per regime in
+    :class:`ImageSequenceMaker`), which is also its split.
 
     Args:
         num_items: Stream over ``range(num_items)`` …
@@ -310,7 +277,7 @@ def regime_shift_stream(
     """
     items = _items(num_items, indices)
     n = items.numel()
-    r = _check_int(num_regimes, "num_regimes", minimum=1)
+    r = check_int(num_regimes, "num_regimes")
     if r > n:
         raise ValueError(f"num_regimes must be <= the number of items ({n}), got {r}")
     order = items[_perm(n, seed, 1)]
@@ -322,11 +289,10 @@ def regime_shift_stream(
 def blur_boundaries(plan: StreamPlan, *, width: float, seed: int = 0) -> StreamPlan:
     """Blur the split boundaries of ``plan``: shuffle the items around each boundary together.
 
-    Around the boundary between split ``k`` and ``k+1``, the last ``width · n_k`` positions of
-    split ``k`` and the first ``width · n_{k+1}`` positions of split ``k+1`` are shuffled
-    together (each item keeps its split and regime), so the two distributions overlap for a
-    while instead of switching at once (SCALE's ``seq-bl`` streams, Yu et al. 2023). Every item
-    is still visited exactly once; the nominal boundaries are kept.
+    The last ``width · n_k`` positions of split ``k`` and the first ``width · n_{k+1}`` of split
+    ``k+1`` are shuffled together (each item keeps its split and regime), so the distributions
+    overlap instead of switching at once (SCALE's ``seq-bl`` streams, Yu et al. 2023). The
+    nominal boundaries are kept.
 
     Args:
         plan: The plan to blur.
@@ -339,21 +305,15 @@ def blur_boundaries(plan: StreamPlan, *, width: float, seed: int = 0) -> StreamP
     w = check_positive(width, "width", allow_zero=True)
     if w > 0.5:
         raise ValueError(f"width must be in [0, 0.5] so that windows do not overlap, got {width}")
-    starts = (0, *plan.boundaries[:-1])
-    sizes = [b - a for a, b in zip(starts, plan.boundaries)]
+    sizes = [b - a for a, b in itertools.pairwise((0, *plan.boundaries))]
     perm = torch.arange(len(plan))
     for k in range(len(sizes) - 1):
         b = plan.boundaries[k]
         lo, hi = b - round(w * sizes[k]), b + round(w * sizes[k + 1])
         if hi - lo > 1:
             perm[lo:hi] = perm[lo:hi][_perm(hi - lo, seed, 2, k)]
-    return StreamPlan(
-        plan.order[perm],
-        plan.splits[perm],
-        plan.regimes[perm],
-        plan.boundaries,
-        name=f"{plan.name}+blur({w:g})",
-    )
+    order, splits, regimes = (t[perm] for t in (plan.order, plan.splits, plan.regimes))
+    return StreamPlan(order, splits, regimes, plan.boundaries, name=f"{plan.name}+blur({w:g})")
 
 
 class ImageSequenceMaker:
@@ -399,7 +359,7 @@ class ImageSequenceMaker:
                     f"but views[0] has {first.param_names} / {first.action_dim}; all regimes "
                     "must share them"
                 )
-        self.num_observed = _check_int(num_observed, "num_observed", minimum=1)
+        self.num_observed = check_int(num_observed, "num_observed")
         self.device = torch.device(device) if device is not None else source.images.device
         self.source = source.to(self.device)
         self.views = per_regime
@@ -425,9 +385,7 @@ class ImageSequenceMaker:
         self, indices: Tensor, regimes: Tensor | None, generator: torch.Generator
     ) -> ViewSequence:
         """Return the view sequences of ``indices`` (see the class docstring)."""
-        idx = _as_index_tensor(indices, "indices")
-        if idx.numel() == 0:
-            raise ValueError("indices must not be empty")
+        idx = _as_index_tensor(indices, "indices", nonempty=True)
         if int(idx.max()) >= len(self.source) or int(idx.min()) < 0:
             raise IndexError(f"indices must be in [0, {len(self.source)}), got {idx.tolist()}")
         reg = torch.zeros_like(idx) if regimes is None else _as_index_tensor(regimes, "regimes")
@@ -438,19 +396,16 @@ class ImageSequenceMaker:
                 f"regime ids must be in [0, {self.num_regimes}) (one SequenceViews each), got "
                 f"{sorted(set(reg.tolist()))}"
             )
-        views_out: Tensor | None = None
-        params_out: Tensor | None = None
         dev_idx = idx.to(self.device)
+        rows, views, params = [], [], []
         for r in torch.unique(reg).tolist():
-            rows = torch.nonzero(reg == r, as_tuple=False).flatten()
-            images = self.source.images[dev_idx[rows.to(self.device)]].float().div_(255.0)
+            rows.append(torch.nonzero(reg == r, as_tuple=False).flatten().to(self.device))
+            images = self.source.images[dev_idx[rows[-1]]].float().div_(255.0)
             v, p = self.views[r](images, num_views=self.num_observed + 1, generator=generator)
-            if views_out is None or params_out is None:
-                views_out = v.new_empty((idx.numel(), *v.shape[1:]))
-                params_out = p.new_empty((idx.numel(), *p.shape[1:]))
-            views_out[rows.to(self.device)] = v
-            params_out[rows.to(self.device)] = p
-        assert views_out is not None and params_out is not None
+            views.append(v)
+            params.append(p)
+        order = torch.argsort(torch.cat(rows))  # back to the order of ``indices``
+        views_out, params_out = torch.cat(views)[order], torch.cat(params)[order]
         if self.normalize:
             views_out = (views_out - self._mean) / self._std
         actions = self.views[0].actions(params_out)
@@ -514,7 +469,7 @@ class SequenceStream:
             )
         self.plan = plan
         self.maker = maker
-        self.batch_size = _check_int(batch_size, "batch_size", minimum=1)
+        self.batch_size = check_int(batch_size, "batch_size")
         self.seed = int(seed)
         self.slices = plan.batch_slices(batch_size, align_to_boundaries=align_to_boundaries)
 

@@ -1,8 +1,8 @@
 r"""Weight-consolidation regularisers on the online encoder: EWC and SI.
 
-Both add a quadratic pull towards anchor weights :math:`\theta^*` saved at *consolidation*
-points (task boundaries when the stream declares them, else every few steps), weighted per
-parameter by an importance estimate:
+Both pull the weights towards anchors :math:`\theta^*` saved at *consolidation* points (task
+boundaries when the stream declares them, else every few steps), weighted per parameter by an
+importance estimate:
 
 .. math::
 
@@ -11,30 +11,21 @@ parameter by an importance estimate:
     \text{SI:}\quad P(\theta) = c \sum_k \Omega_k\,(\theta_k - \theta^*_k)^2 .
 
 * **EWC** (Kirkpatrick et al., 2017, "Overcoming catastrophic forgetting in neural networks",
-  PNAS): :math:`F` is a diagonal Fisher estimate. Without labels we use the *empirical* Fisher of
-  the self-supervised loss: the mean of the squared mini-batch gradients :math:`g_k^2` since the
-  last consolidation (a batch-gradient approximation, not per-sample). Consolidations accumulate
-  :math:`F \leftarrow \gamma F + F_\text{new}` (``decay`` :math:`\gamma = 1`: the sum of the
-  tasks' penalties' curvatures; :math:`\gamma < 1`: "online EWC", Schwarz et al., 2018).
+  PNAS): :math:`F` is the *empirical* Fisher of the self-supervised loss, the mean of the squared
+  mini-batch gradients since the last consolidation, accumulated as
+  :math:`F \leftarrow \gamma F + F_\text{new}` (:math:`\gamma < 1`: "online EWC", Schwarz et al.,
+  2018).
 * **SI** (Zenke, Poole & Ganguli, 2017, "Continual Learning Through Synaptic Intelligence",
   ICML): the path integral :math:`\omega_k \mathrel{+}= -g_k\,\Delta\theta_k` of the
-  *unregularised* loss gradient along the parameter updates; at a consolidation
+  *unregularised* loss gradient along the updates; at a consolidation
   :math:`\Omega_k \mathrel{+}= \max(0, \omega_k) / (\Delta_k^2 + \xi)` with :math:`\Delta_k` the
-  change since the previous consolidation, then :math:`\omega = 0`. (Clamping :math:`\omega` at
-  zero keeps the penalty a convex quadratic; it is our choice, not the paper's.)
+  change since the previous one, then :math:`\omega = 0` (clamping :math:`\omega` at zero keeps
+  the penalty convex; our choice, not the paper's).
 
-Protocol per optimizer step (what :func:`~jepa_blocks.streaming.train_stream` does)::
-
-    loss.backward()                  # gradients of the self-supervised loss only
-    reg.observe()                    # read them (EWC: g², SI: g and θ before the step)
-    reg.penalty().backward()         # add the penalty's gradients
-    optimizer.step()
-    reg.after_step()                 # SI: ω += −g·Δθ
-    ...
-    reg.consolidate()                # at a boundary: new importances and anchors
-
-Only parameters that require gradients are regularised; their state is keyed by parameter name
-(``state_dict()``/``load_state_dict()``), so a checkpoint restores it exactly.
+Per optimizer step: ``loss.backward()``, ``observe()`` (read the loss's gradients),
+``penalty().backward()``, ``optimizer.step()``, ``after_step()``; ``consolidate()`` at a boundary
+(:func:`~jepa_blocks.streaming.train_stream` does this). Only parameters that require gradients
+are regularised; their state is keyed by parameter name.
 """
 
 from __future__ import annotations
@@ -50,6 +41,10 @@ from jepa_blocks._validation import check_positive
 __all__ = ["EWC", "SI", "WeightRegularizer"]
 
 
+def _copy(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {n: t.clone() for n, t in tensors.items()}
+
+
 class WeightRegularizer:
     """Base class: a quadratic pull of ``module``'s parameters towards anchors.
 
@@ -63,6 +58,10 @@ class WeightRegularizer:
     """
 
     kind = "base"
+    # The state: attributes holding tensors keyed by parameter name, and numbers with their type
+    # (``state_dict`` keys drop the leading underscore).
+    _tensor_state: tuple[str, ...] = ("anchor", "importance")
+    _number_state: tuple[tuple[str, type], ...] = (("weight", float), ("consolidations", int))
 
     def __init__(self, module: nn.Module, *, weight: float) -> None:
         if not isinstance(module, nn.Module):
@@ -92,7 +91,7 @@ class WeightRegularizer:
         return torch.zeros_like(p) if p.grad is None else p.grad.detach()
 
     def _state_dicts(self) -> list[dict[str, Tensor]]:
-        return [self.anchor, self.importance]
+        return [getattr(self, attr) for attr in self._tensor_state]
 
     def to(self, device: torch.device | str) -> WeightRegularizer:
         """Move the anchors, importances and accumulators to ``device`` (in place); returns self."""
@@ -134,28 +133,26 @@ class WeightRegularizer:
 
     def state_dict(self) -> dict[str, Any]:
         """Anchors, importances, accumulators and counters (tensors keyed by parameter name)."""
-        return {
-            "kind": self.kind,
-            "weight": self.weight,
-            "consolidations": self.consolidations,
-            "anchor": {n: t.clone() for n, t in self.anchor.items()},
-            "importance": {n: t.clone() for n, t in self.importance.items()},
-        }
+        state: dict[str, Any] = {"kind": self.kind}
+        state.update({a.lstrip("_"): getattr(self, a) for a, _ in self._number_state})
+        state.update({a.lstrip("_"): _copy(getattr(self, a)) for a in self._tensor_state})
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state written by :meth:`state_dict` of the same kind and parameters."""
         if state.get("kind") != self.kind:
             raise ValueError(f"cannot load a {state.get('kind')!r} state into {self.kind!r}")
-        for key in ("anchor", "importance"):
+        for attr in self._tensor_state:
+            key = attr.lstrip("_")
             names = set(state[key])
             if names and names != set(self.params):
                 raise ValueError(
                     f"state[{key!r}] has parameters {sorted(names)}, expected {sorted(self.params)}"
                 )
-        self.weight = float(state["weight"])
-        self.consolidations = int(state["consolidations"])
-        self.anchor = {n: t.clone() for n, t in state["anchor"].items()}
-        self.importance = {n: t.clone() for n, t in state["importance"].items()}
+        for attr, kind in self._number_state:
+            setattr(self, attr, kind(state[attr.lstrip("_")]))
+        for attr in self._tensor_state:
+            setattr(self, attr, _copy(state[attr.lstrip("_")]))
 
     def __repr__(self) -> str:
         return (
@@ -167,9 +164,8 @@ class WeightRegularizer:
 class EWC(WeightRegularizer):
     r"""Elastic weight consolidation (Kirkpatrick et al., 2017) with an empirical SSL Fisher.
 
-    :math:`P = \frac{\lambda}{2}\sum_k F_k(\theta_k - \theta^*_k)^2`, where :math:`F` is the mean
-    squared gradient of the self-supervised loss over the steps observed since the last
-    consolidation, accumulated as :math:`F \leftarrow \gamma F + F_\text{new}`.
+    :math:`P = \frac{\lambda}{2}\sum_k F_k(\theta_k - \theta^*_k)^2`, :math:`F \leftarrow \gamma F +
+    \operatorname{mean}(g^2)` over the steps observed since the last consolidation.
 
     Args:
         module: The regularised module (e.g. the online encoder).
@@ -179,6 +175,8 @@ class EWC(WeightRegularizer):
     """
 
     kind = "ewc"
+    _tensor_state = (*WeightRegularizer._tensor_state, "_fisher_sum")
+    _number_state = (*WeightRegularizer._number_state, ("decay", float), ("_count", int))
 
     def __init__(self, module: nn.Module, *, weight: float, decay: float = 1.0) -> None:
         super().__init__(module, weight=weight)
@@ -187,9 +185,6 @@ class EWC(WeightRegularizer):
             raise ValueError(f"decay must be in [0, 1], got {decay}")
         self._fisher_sum = self._zeros()
         self._count = 0
-
-    def _state_dicts(self) -> list[dict[str, Tensor]]:
-        return [*super()._state_dicts(), self._fisher_sum]
 
     def observe(self) -> None:
         """Accumulate the squared gradients of the unregularised loss."""
@@ -215,31 +210,12 @@ class EWC(WeightRegularizer):
     def _coefficient(self) -> float:
         return 0.5 * self.weight
 
-    def state_dict(self) -> dict[str, Any]:
-        """See :meth:`WeightRegularizer.state_dict`; adds the Fisher accumulator."""
-        return {
-            **super().state_dict(),
-            "decay": self.decay,
-            "fisher_sum": {n: t.clone() for n, t in self._fisher_sum.items()},
-            "count": self._count,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """See :meth:`WeightRegularizer.load_state_dict`."""
-        super().load_state_dict(state)
-        self.decay = float(state["decay"])
-        self._fisher_sum = {n: t.clone() for n, t in state["fisher_sum"].items()}
-        self._count = int(state["count"])
-
 
 class SI(WeightRegularizer):
     r"""Synaptic intelligence (Zenke, Poole & Ganguli, 2017).
 
-    During training :math:`\omega_k \mathrel{+}= -g_k\,\Delta\theta_k` with :math:`g` the
-    unregularised gradient and :math:`\Delta\theta` the parameter update of the step; at a
-    consolidation :math:`\Omega_k \mathrel{+}= \max(0,\omega_k)/(\Delta_k^2 + \xi)` with
-    :math:`\Delta_k` the change since the previous consolidation. Penalty
-    :math:`c\sum_k\Omega_k(\theta_k - \theta^*_k)^2`.
+    Penalty :math:`c\sum_k\Omega_k(\theta_k - \theta^*_k)^2` with the path-integral importances
+    :math:`\Omega` of the module docstring.
 
     Args:
         module: The regularised module (e.g. the online encoder).
@@ -248,6 +224,8 @@ class SI(WeightRegularizer):
     """
 
     kind = "si"
+    _tensor_state = (*WeightRegularizer._tensor_state, "_omega", "_start")
+    _number_state = (*WeightRegularizer._number_state, ("damping", float))
 
     def __init__(self, module: nn.Module, *, weight: float, damping: float = 1e-3) -> None:
         super().__init__(module, weight=weight)
@@ -258,7 +236,7 @@ class SI(WeightRegularizer):
         self._before: dict[str, Tensor] = {}
 
     def _state_dicts(self) -> list[dict[str, Tensor]]:
-        return [*super()._state_dicts(), self._omega, self._start, self._grad_now, self._before]
+        return [*super()._state_dicts(), self._grad_now, self._before]
 
     def observe(self) -> None:
         """Keep the unregularised gradient and the parameters before the step."""
@@ -282,27 +260,15 @@ class SI(WeightRegularizer):
             self.importance[n] = self.importance[n] + contrib if n in self.importance else contrib
         self._omega = self._zeros()
         self._start = current
-        self.anchor = {n: t.clone() for n, t in current.items()}
+        self.anchor = _copy(current)
         self.consolidations += 1
 
     @property
     def omega(self) -> dict[str, Tensor]:
         """The running path integrals :math:`\\omega` (copies)."""
-        return {n: t.clone() for n, t in self._omega.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        """See :meth:`WeightRegularizer.state_dict`; adds ω, the start point and ξ."""
-        return {
-            **super().state_dict(),
-            "damping": self.damping,
-            "omega": {n: t.clone() for n, t in self._omega.items()},
-            "start": {n: t.clone() for n, t in self._start.items()},
-        }
+        return _copy(self._omega)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """See :meth:`WeightRegularizer.load_state_dict`."""
         super().load_state_dict(state)
-        self.damping = float(state["damping"])
-        self._omega = {n: t.clone() for n, t in state["omega"].items()}
-        self._start = {n: t.clone() for n, t in state["start"].items()}
         self._grad_now, self._before = {}, {}
