@@ -861,12 +861,12 @@ class CRATEAlpha(_PatchEncoder):
     def __init__(
         self,
         *,
-        image_size: int | tuple[int, int] = 224,
-        patch_size: int | tuple[int, int] = 16,
-        in_channels: int = 3,
         dim: int = 768,
         depth: int = 12,
         heads: int = 12,
+        image_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 16,
+        in_channels: int = 3,
         dim_head: int | None = None,
         num_classes: int = 0,
         pool: str = "cls",
@@ -879,10 +879,10 @@ class CRATEAlpha(_PatchEncoder):
         emb_dropout: float = 0.0,
     ) -> None:
         layers = crate_blocks(
+            layer=CRATEAlphaLayer,
             dim=dim,
             depth=depth,
             heads=heads,
-            layer=CRATEAlphaLayer,
             dim_head=dim_head,
             ratio=ratio,
             n_steps=n_steps,

@@ -424,12 +424,12 @@ class CausalTSSA(_TSSABase):
         dim: int,
         *,
         heads: int = 8,
-        qkv_bias: bool = True,
-        tie_out: bool = False,
-        out_bias: bool | None = None,
         max_len: int | None = None,
         beyond_max_len: str = "clamp",
         decay: float | None = None,
+        qkv_bias: bool = True,
+        tie_out: bool = False,
+        out_bias: bool | None = None,
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__(dim, heads, qkv_bias, tie_out, out_bias, proj_drop)

@@ -23,14 +23,14 @@ from jepa_blocks.data import (
     transforms,
     views,
 )
-from jepa_blocks.data.actions import *  # noqa: F403
-from jepa_blocks.data.diebench import *  # noqa: F403
-from jepa_blocks.data.geometric import *  # noqa: F403
-from jepa_blocks.data.photometric import *  # noqa: F403
-from jepa_blocks.data.sequences import *  # noqa: F403
-from jepa_blocks.data.sources import *  # noqa: F403
-from jepa_blocks.data.transforms import *  # noqa: F403
-from jepa_blocks.data.views import *  # noqa: F403
+from jepa_blocks.data.actions import *
+from jepa_blocks.data.diebench import *
+from jepa_blocks.data.geometric import *
+from jepa_blocks.data.photometric import *
+from jepa_blocks.data.sequences import *
+from jepa_blocks.data.sources import *
+from jepa_blocks.data.transforms import *
+from jepa_blocks.data.views import *
 
 __all__ = [
     *actions.__all__,

@@ -56,10 +56,10 @@ def warmup_cosine_lr(
 def lr_at(
     step: int,
     *,
-    recipe: str,
+    recipe: Recipe,
+    base_lr: float,
     total_steps: int,
     warmup_steps: int,
-    base_lr: float,
     warmup_start_lr: float = 1e-5,
     final_lr: float = 1e-5,
 ) -> float:
