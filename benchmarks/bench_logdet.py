@@ -10,11 +10,15 @@ Compares, in one run and on one device:
     forms a Gram can beat it.
 
 Reports median fwd+bwd times, the ratios naive/ours and ours/floor, and each method's relative
-error against a float64 reference. Usage::
+error against a float64 reference. The methods are timed **interleaved** (every repeat runs each
+method once, in rotating order), so load from other processes on a shared machine hits all of
+them alike; ``--rounds R`` repeats the whole measurement per shape and reports the median of the
+per-round medians, with the spread of ``naive/ours`` over the rounds in the JSON. Usage::
 
     python benchmarks/bench_logdet.py                  # device auto, table on stdout
     python benchmarks/bench_logdet.py --json out.json  # also write the results
     python benchmarks/bench_logdet.py --quick          # fewer repeats (CI smoke)
+    python benchmarks/bench_logdet.py --shapes 64x256x32,32x128x16 --rounds 5
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ SHAPES: list[tuple[int, int, int]] = [
     (1, 4096, 512),
     (8, 512, 64),
     (16, 1024, 64),
+    (64, 256, 32),
+    (32, 128, 16),
     (1, 256, 4096),
     (1, 2048, 8192),
 ]
@@ -107,6 +113,34 @@ def time_fwd_bwd(
     return statistics.median(times)
 
 
+def time_interleaved(
+    methods: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+    z: torch.Tensor,
+    repeats: int,
+    warmup: int,
+    stat: str = "median",
+) -> dict[str, float]:
+    """Median (or minimum) wall time in ms of ``fn(z).backward()`` per method, interleaved.
+
+    Repeat ``i`` runs every method once, starting at method ``i mod len(methods)``, so slow
+    phases of a shared machine are spread evenly over the methods.
+    """
+    names = list(methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(warmup + repeats):
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            z.grad = None
+            _sync(z.device)
+            t0 = time.perf_counter()
+            methods[name](z).backward()
+            _sync(z.device)
+            if i >= warmup:
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    reduce = min if stat == "min" else statistics.median
+    return {name: reduce(t) for name, t in times.items()}
+
+
 def rel_error(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, ref: float) -> float:
     with torch.no_grad():
         v = float(fn(z))
@@ -114,7 +148,14 @@ def rel_error(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, ref: 
 
 
 def run(
-    device: torch.device, repeats: int, warmup: int, shapes: list[tuple[int, int, int]]
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    shapes: list[tuple[int, int, int]],
+    rounds: int = 1,
+    device_label: str | None = None,
+    stat: str = "median",
+    note: str = "",
 ) -> dict:
     rows = []
     for h, n, d in shapes:
@@ -134,10 +175,16 @@ def run(
             if n * d * min(n, d) * h > 2e9 and device.type == "cpu"
             else repeats
         )
+        per_round = [time_interleaved(METHODS, z, reps, warmup, stat) for _ in range(rounds)]
         for name, fn in METHODS.items():
-            row[f"{name}_ms"] = time_fwd_bwd(fn, z, reps, warmup)
+            row[f"{name}_ms"] = statistics.median(r[name] for r in per_round)
             if name != "floor":
                 row[f"{name}_relerr"] = rel_error(fn, z, ref)
+        if rounds > 1:
+            ratios = [r["naive"] / r["ours"] for r in per_round]
+            row["naive_over_ours_rounds"] = ratios
+            row["naive_over_ours_min"] = min(ratios)
+            row["naive_over_ours_max"] = max(ratios)
         row["naive_over_ours"] = row["naive_ms"] / row["ours_ms"]
         row["best_ab_over_ours"] = min(row["naive_ms"], row["chol_dxd_ms"]) / row["ours_ms"]
         row["ours_over_floor"] = row["ours_ms"] / row["floor_ms"]
@@ -146,12 +193,15 @@ def run(
     return {
         "benchmark": "bench_logdet",
         "date": _dt.date.today().isoformat(),
-        "device": _device_name(device),
+        "device": device_label or _device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "eps": EPS,
         "repeats": repeats,
+        "rounds": rounds,
+        "stat": stat,
+        "note": note,
         "rows": rows,
     }
 
@@ -188,14 +238,22 @@ def _format_row(r: dict) -> str:
     )
 
 
+def _rounds_note(result: dict) -> str:
+    rounds = result.get("rounds", 1)
+    note = f"{result['stat']} per round, " if result.get("stat", "median") != "median" else ""
+    return f" (interleaved; {note}median of {rounds} rounds)" if rounds > 1 else ""
+
+
 def to_markdown(result: dict) -> str:
     """Render a result dict as a Markdown table (times in ms)."""
     lines = [
         f"# bench_logdet — {result['device']}",
         "",
         f"date {result['date']}, torch {result['torch']}, python {result['python']}, "
-        f"threads {result['threads']}, eps {result['eps']}, median of {result['repeats']} fwd+bwd",
+        f"threads {result['threads']}, eps {result['eps']}, median of {result['repeats']} fwd+bwd"
+        + _rounds_note(result),
         "",
+        *([result["note"], ""] if result.get("note") else []),
         "| h | n | d | naive (a) ms | chol d×d (b) ms | ours (c) ms | floor (d) ms | a/c | "
         "min(a,b)/c | c/d | rel.err a | rel.err c |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -216,7 +274,7 @@ def to_rst(result: dict) -> str:
     cols += ["a/c", "min(a,b)/c", "c/d", "rel.err a", "rel.err c"]
     lines = [
         f".. list-table:: {result['device']} — {result['date']}, torch {result['torch']}, "
-        f"median of {result['repeats']} fwd+bwd",
+        f"median of {result['repeats']} fwd+bwd{_rounds_note(result)}",
         "   :header-rows: 1",
         "",
         "   * - " + "\n     - ".join(cols),
@@ -230,6 +288,17 @@ def to_rst(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    shapes = []
+    for item in text.split(","):
+        parts = item.lower().split("x")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise argparse.ArgumentTypeError(f"shape {item!r} is not HxNxD, e.g. 64x256x32")
+        h, n, d = (int(p) for p in parts)
+        shapes.append((h, n, d))
+    return shapes
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -241,6 +310,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=None, help="write results as JSON here")
     p.add_argument("--markdown", type=Path, default=None, help="write a Markdown table here")
     p.add_argument("--rst", type=Path, default=None, help="write a reST table here (docs)")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="repeat each shape's measurement (median of rounds)"
+    )
+    p.add_argument(
+        "--shapes",
+        type=_parse_shapes,
+        default=None,
+        help="comma-separated HxNxD shapes instead of the built-in list, e.g. 64x256x32,8x512x64",
+    )
+    p.add_argument(
+        "--device-label", default=None, help="device name to record (default: auto-detected)"
+    )
+    p.add_argument("--note", default="", help="free-text note recorded with the results")
+    p.add_argument(
+        "--stat",
+        choices=("median", "min"),
+        default="median",
+        help="per-round statistic of the repeats (min: robust to load from other processes)",
+    )
     args = p.parse_args(argv)
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -249,10 +337,19 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         # TF32 would degrade every Gram equally; keep the comparison in true fp32.
         torch.backends.cuda.matmul.allow_tf32 = False
-    shapes = SHAPES[:3] if args.quick else SHAPES
+    shapes = args.shapes or (SHAPES[:3] if args.quick else SHAPES)
     repeats = 3 if args.quick else args.repeats
     print(HEADER)
-    result = run(device, repeats, 1 if args.quick else args.warmup, shapes)
+    result = run(
+        device,
+        repeats,
+        1 if args.quick else args.warmup,
+        shapes,
+        rounds=max(1, args.rounds),
+        device_label=args.device_label,
+        stat=args.stat,
+        note=args.note,
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

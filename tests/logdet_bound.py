@@ -31,11 +31,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from jepa_blocks.linalg import _FP32_COND_LIMIT, gram, resolve_form
+from jepa_blocks.linalg import gram, resolve_form
 
 U32 = 2.0**-24
 U64 = 2.0**-53
 QR_C = 4  # the "small integer constant" of Higham's γ̃ for Householder QR
+# The documented fallback threshold on 1 + α·tr(Ĝ) ≥ cond(A) (docs: "Coding rate", Accuracy).
+FP32_COND_LIMIT = 2.0**20
 
 
 def gamma(j: int, u: float) -> float:
@@ -95,7 +97,7 @@ def derived_bound(z: Tensor, alpha: float | Tensor, form: str = "auto") -> Bound
     chol_path = sk * pert32 + log64
     # The library's check reads 1 + α·tr(Ĝ) with tr(Ĝ) ≥ (1 − γ_m)·tr(G).
     forced = 1.0 + a * g.diagonal(dim1=-2, dim2=-1).sum(-1) * (1 - gamma(m, U32)) > (
-        _FP32_COND_LIMIT * (1 + 1e-6)
+        FP32_COND_LIMIT * (1 + 1e-6)
     )
     fwd = torch.where(forced, qr_path, torch.maximum(chol_path, qr_path))
     fp32 = fwd + U32 * (ref.abs() + qr_path + fwd)  # |R̂₆₄| ≤ |ref| + |ref − R| + |R̂₆₄ − R|

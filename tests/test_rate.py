@@ -21,6 +21,7 @@ from jepa_blocks import (
     total_coding_rate,
 )
 from jepa_blocks.linalg import half_logdet_i_plus_gram
+from logdet_bound import derived_bound
 from reference import ref_coding_rate, ref_half_logdet, ref_rate_reduction
 
 shapes = st.tuples(
@@ -212,8 +213,11 @@ def test_never_nan_for_finite_input(norm, n, d):
         (gr,) = torch.autograd.grad(r, z)
         assert torch.isfinite(r) and r >= 0
         assert torch.isfinite(gr).all()
-        ref = ref_coding_rate(z.detach(), 0.5)
-        torch.testing.assert_close(r.double(), ref, rtol=1e-4, atol=1e-5)
+        # The derived bound for this input (docs: "Coding rate", Accuracy; tests/logdet_bound.py),
+        # not a fixed tolerance: e.g. duplicate rows of norm 1 have cond(A) ≈ 1.7e4.
+        bound = derived_bound(z.detach(), d / (n * 0.25))
+        assert bool(bound.valid)
+        assert abs(float(r.double() - bound.reference)) <= float(bound.fp32 + bound.reference_error)
 
 
 def test_fallback_gradient_accurate():
