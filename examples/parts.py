@@ -116,6 +116,10 @@ class ModelConfig:
         rate_normalize: L2-normalise each sample before the rate (as MCR² and EMP-SSL do), so
             that the rate cannot grow by scaling the features up.
         rate_warmup_epochs: Linear warm-up of λ, in epochs.
+        last_token_action: ``"action"`` (official 3DIEBench path) or ``"zeros"`` (official
+            augmentation path): the last token slot's action input
+            (:class:`~jepa_blocks.SeqJEPA`).
+        predictor_action: ``"separate"`` (official) or ``"shared"``.
         symmetric: Add the time-reversed prediction task (experiment C).
         sharpen: DINO centering + sharpening of the targets (experiment D).
         sharpen_temperature: Teacher temperature of the sharpening.
@@ -145,6 +149,8 @@ class ModelConfig:
     rate_center: bool = False
     rate_normalize: bool = True
     rate_warmup_epochs: float = 0.0
+    last_token_action: Literal["action", "zeros"] = "action"
+    predictor_action: Literal["separate", "shared"] = "separate"
     symmetric: bool = False
     sharpen: bool = False
     sharpen_temperature: float = 0.04
@@ -352,5 +358,7 @@ def build_model(
         mlp_ratio=config.mlp_ratio,
         dropout=config.dropout,
         symmetric=config.symmetric,
+        last_token_action=config.last_token_action,
+        predictor_action=config.predictor_action,
         **kwargs,
     )

@@ -73,6 +73,11 @@ def test_build_model_passes_the_encoder_and_predictor_norm_options():
         in_channels=1, action_dim=5, total_steps=10, steps_per_epoch=5,
     )  # fmt: skip
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in no_bn.predictor.modules())
+    official = build_model(
+        _tiny_model_config(last_token_action="zeros", predictor_action="separate"),
+        in_channels=1, action_dim=5, total_steps=10, steps_per_epoch=5,
+    )  # fmt: skip
+    assert official.last_token_action == "zeros" and default.last_token_action == "action"
     with pytest.raises(ValueError, match="small-cnn encoder only"):
         build_model(
             ModelConfig(encoder="resnet18", encoder_dim=512, cnn_grid=7),

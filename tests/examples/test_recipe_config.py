@@ -42,6 +42,8 @@ def test_paper_preset_is_the_paper_configuration():
     assert (c.model.depth, c.model.heads, c.model.predictor_hidden) == (3, 4, 1024)
     assert (c.model.ema_base, c.model.ema_final, c.model.target) == (0.996, 1.0, "ema")
     assert c.model.regularizer == "none"
+    assert c.model.last_token_action == "zeros"  # the official CIFAR (augmentation) path
+    assert c.data.action_norm == "official"
     t = c.train
     assert (t.epochs, t.recipe, t.lr, t.weight_decay, t.warmup_epochs) == (
         2000,

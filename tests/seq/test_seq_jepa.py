@@ -65,10 +65,10 @@ def reference_forward(model: SeqJEPA, views, actions):
             target = model.target.encoder(views[:, m])
         else:
             target = model.encoder(views[:, m])
+    e_pred = model.action_encoder(actions[:, -1])  # a separate call, first, as the official code
     e_tok = model.action_encoder(actions).clone()
     e_tok[:, -1] = 0.0  # the last observed slot has no action
     z_agg = model.aggregator(torch.cat([z, e_tok], dim=-1))
-    e_pred = model.action_encoder(actions[:, -1])  # separate call, as the official code
     pred = model.predictor(torch.cat([z_agg, e_pred], dim=-1))
     loss = 1 - F.cosine_similarity(pred, target, dim=-1).mean()
     return loss, z_agg, z, pred, target

@@ -542,7 +542,8 @@ class CRATEDecoderLayer(nn.Module):
         tie_out: MSSA form (see :class:`MSSA`).
         out_bias: MSSA output bias; ``None``: ``not tie_out``.
         dropout: MSSA dropout.
-        norm_eps: LayerNorm epsilon (CRATE-MAE: 1e-6).
+        norm_eps: LayerNorm epsilon (1e-5, as the official decoder's ``PreNorm``:
+            ``nn.LayerNorm(dim)`` in ``model/crate_ae/crate_decoder.py``).
 
     Shape:
         as :class:`MSSA`, with ``(B, N, dim)`` tokens ``y``.
@@ -558,7 +559,7 @@ class CRATEDecoderLayer(nn.Module):
         tie_out: bool = False,
         out_bias: bool | None = None,
         dropout: float = 0.0,
-        norm_eps: float = 1e-6,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         norm_eps = check_positive(norm_eps, "norm_eps")

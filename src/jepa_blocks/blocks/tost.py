@@ -748,6 +748,7 @@ def tost_blocks(
     beyond_max_len: str = "clamp",
     decay: float | None = None,
     layer_scale_init: float | None = None,
+    norm_eps: float | None = None,
     qkv_bias: bool = True,
     memory_efficient: bool = False,
     dropout: float = 0.0,
@@ -769,6 +770,9 @@ def tost_blocks(
         decay: Forgetting factor of :class:`CausalTSSA` (``None``: none).
         layer_scale_init: LayerScale init; ``None`` follows the official presets: 1e-5 for
             causal stacks or ``depth > 12``, else 1.0.
+        norm_eps: LayerNorm epsilon; ``None`` follows the official code: 1e-5 for causal stacks
+            (``tost_lang/model_TSSA.py``'s ``LayerNorm``), 1e-6 for vision stacks
+            (``tost_vision/tost.py``'s ``partial(nn.LayerNorm, eps=1e-6)``).
         qkv_bias: Bias on the TSSA input projection.
         memory_efficient: Recomputing backward for the vision :class:`TSSA`.
         dropout: MLP dropout.
@@ -783,6 +787,8 @@ def tost_blocks(
     check_bool(causal, "causal")
     if layer_scale_init is None:
         layer_scale_init = 1e-5 if (causal or depth > 12) else 1.0
+    if norm_eps is None:
+        norm_eps = 1e-5 if causal else 1e-6
 
     def attn() -> nn.Module:
         if causal:
@@ -802,6 +808,7 @@ def tost_blocks(
             attn=attn(),
             mlp_ratio=mlp_ratio,
             layer_scale_init=layer_scale_init,
+            norm_eps=norm_eps,
             dropout=dropout,
         )
         for _ in range(depth)

@@ -92,9 +92,11 @@ class SeqJEPA(nn.Module):
     * ``last_token_action``: the last slot's action input is :math:`a_M` (``"action"``, official
       3DIEBench path) or zero (``"zeros"``, official augmentation/saccade path); its embedding is
       zeroed afterwards either way.
-    * ``predictor_action``: :math:`e(a_M)` for the predictor comes from a second action-encoder
-      call (``"separate"``, official) or from the token call (``"shared"``, one BatchNorm pass;
-      needs ``last_token_action="action"``).
+    * ``predictor_action``: :math:`e(a_M)` for the predictor comes from its own action-encoder
+      call made *before* the token call, as the official code orders them (``"separate"``: the
+      BatchNorm running statistics are updated by the ``B`` vectors :math:`a_M`, then by the
+      ``B·M`` token actions), or from the token call (``"shared"``, one BatchNorm pass; needs
+      ``last_token_action="action"``).
 
     **Regularizer.** A callable mapping ``(n, d)`` samples to a scalar rate (larger = more spread,
     e.g. :class:`jepa_blocks.rate.CodingRate`), applied to ``z_agg``, to ``z`` flattened to
@@ -310,7 +312,9 @@ class SeqJEPA(nn.Module):
             raise ValueError(f"the encoder must return (N, D) vectors, got shape {tuple(z.shape)}")
         return rearrange(z, "(b m) d -> b m d", b=b)
 
-    def _embed_actions(self, actions: Tensor, keep: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def _embed_actions(
+        self, actions: Tensor, keep: Tensor, *, predictor: bool = True
+    ) -> tuple[Tensor | None, Tensor | None]:
         """Token action embeddings ``(N, M, E)`` (masked by ``keep``) and ``e(a_M)`` ``(N, E)``."""
         if self.action_encoder is None:
             return None, None
@@ -320,12 +324,12 @@ class SeqJEPA(nn.Module):
         if self.predictor_action == "shared":
             e_all = self.action_encoder(actions)
             return (e_all * keep_e.to(e_all.dtype) if self.condition_tokens else None), e_all[:, -1]
+        if self.condition_predictor and predictor:  # first, as the official forward does
+            e_pred = self.action_encoder(actions[:, -1])
         if self.condition_tokens:
             a_in = actions if self.last_token_action == "action" else actions * keep_e
             e_all = self.action_encoder(a_in)
             e_tok = e_all * keep_e.to(e_all.dtype)
-        if self.condition_predictor:
-            e_pred = self.action_encoder(actions[:, -1])
         return e_tok, e_pred
 
     def _tokens(self, z: Tensor, e_tok: Tensor | None) -> Tensor:
@@ -383,7 +387,11 @@ class SeqJEPA(nn.Module):
             observed = ~padding_mask
             next_observed = torch.cat([observed[:, 1:], observed.new_zeros(b, 1)], dim=1)
             keep = (observed & next_observed).to(z.dtype)
-        e_tok, _ = self._embed_actions(actions, keep) if self.condition_tokens else (None, None)
+        e_tok = (
+            self._embed_actions(actions, keep, predictor=False)[0]
+            if self.condition_tokens
+            else None
+        )
         return self.aggregator(self._tokens(z, e_tok), padding_mask=padding_mask)
 
     def context(
