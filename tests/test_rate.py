@@ -403,7 +403,7 @@ def test_modules_pass_every_option_and_show_theirs():
     assert repr(rr) == "RateReduction(eps=0.4, gamma=0.5, num_classes=2)"
     tcr = TotalCodingRate(eps=0.6, precision="float64")
     torch.testing.assert_close(tcr(z), total_coding_rate(z, eps=0.6, precision="float64"))
-    assert repr(tcr) == "TotalCodingRate(eps=0.6, precision='float64', distributed='none')"
+    assert repr(tcr) == "TotalCodingRate(eps=0.6, precision='float64', distributed='auto')"
     sd = SimDINOExpansion(eps=0.6, distributed="none", official_local_scale=True, balance=False)
     expected = simdino_expansion(
         z, eps=0.6, distributed="none", official_local_scale=True, balance=False

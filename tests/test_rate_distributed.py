@@ -1,4 +1,10 @@
-"""Two gloo processes, each with half the batch, reproduce the single-process rate and gradients."""
+"""Two gloo processes, each with half the batch: the global rate, and the DDP-convention gradients.
+
+Every rank computes the single-process value of the global batch. Each rank's rows receive the
+sum over ranks of the gradients sent by the ranks' copies of the term (``W ×`` the single-process
+gradient of those rows when every rank computes the same term), which DDP's averaging turns into
+the full-batch parameter gradient (``tests/test_ddp_convention.py``).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ def _worker(rank: int, init_file: str, out_dir: str, n: int, d: int) -> None:
         results[("simdino", False)] = (s.detach(), gs)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
+        dist.barrier()  # no rank tears the group down while another still uses it
         dist.destroy_process_group()
 
 
@@ -62,7 +69,7 @@ def test_two_ranks_equal_single_process(n, d):
                 value, grad = res[(strategy, center)]
                 torch.testing.assert_close(value, ref.detach(), rtol=1e-6, atol=0)
                 torch.testing.assert_close(
-                    grad, gref[:, rank * n : (rank + 1) * n], rtol=1e-6, atol=1e-12
+                    grad, WORLD * gref[:, rank * n : (rank + 1) * n], rtol=1e-6, atol=1e-12
                 )
     # SimDINO with the global Gram: N = 2 ranks, m = n local samples, scale p / (N m ε²).
     z = full.clone().requires_grad_(True)
@@ -72,4 +79,6 @@ def test_two_ranks_equal_single_process(n, d):
     for rank, res in enumerate(per_rank):
         value, grad = res[("simdino", False)]
         torch.testing.assert_close(value, ref.detach(), rtol=1e-6, atol=0)
-        torch.testing.assert_close(grad, gref[:, rank * n : (rank + 1) * n], rtol=1e-6, atol=1e-12)
+        torch.testing.assert_close(
+            grad, WORLD * gref[:, rank * n : (rank + 1) * n], rtol=1e-6, atol=1e-12
+        )

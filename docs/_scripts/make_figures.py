@@ -4,7 +4,7 @@ Run from the repository root (needs matplotlib, e.g. the ``docs`` extra)::
 
     python docs/_scripts/make_figures.py
 
-Reads ``benchmarks/results/logdet_cpu.json`` and ``benchmarks/results/attention_cpu.json`` and
+Reads ``benchmarks/results/logdet_cpu_amd.json`` and ``benchmarks/results/attention_cpu.json`` and
 writes ``docs/_figures/logdet_speedup.png`` (landing page, benchmarks page) and
 ``docs/_figures/attention_scaling.png`` (benchmarks page). Commit the PNGs with the results.
 """
@@ -36,7 +36,7 @@ def logdet_figure(data: dict[str, Any], out: Path) -> None:
     """Forward+backward time of the coding rate per shape: published forms, ours, the floor.
 
     Args:
-        data: The content of ``logdet_cpu.json``.
+        data: The content of ``logdet_cpu_amd.json``.
         out: PNG path.
     """
     rows = sorted(data["rows"], key=lambda r: r["naive_ms"])
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=FIGURES, help="output directory")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    logdet_figure(_load("logdet_cpu.json"), args.out / "logdet_speedup.png")
+    logdet_figure(_load("logdet_cpu_amd.json"), args.out / "logdet_speedup.png")
     attention_figure(_load("attention_cpu.json"), args.out / "attention_scaling.png")
     print(f"wrote {args.out}/logdet_speedup.png and attention_scaling.png")
 

@@ -4,6 +4,7 @@ The top-level namespace re-exports the stable API. Sub-packages (``jepa_blocks.d
 ``jepa_blocks.metrics``, ...) hold the rest.
 """
 
+from jepa_blocks._validation import NonFiniteError
 from jepa_blocks._version import __version__
 from jepa_blocks.blocks import (
     CRATE,
@@ -83,6 +84,7 @@ __all__ = [
     "CosineLoss",
     "EMATarget",
     "LocalCodingRate",
+    "NonFiniteError",
     "Predictor",
     "RateReduction",
     "RateReductionParts",

@@ -8,11 +8,16 @@ from typing import Any
 from torch import Tensor
 
 __all__ = [
+    "NonFiniteError",
     "check_choice",
     "check_floating_tensor",
     "check_positive",
     "check_samples",
 ]
+
+
+class NonFiniteError(ValueError):
+    """An input that must be finite holds NaN or inf (raised before any state changes)."""
 
 
 def check_floating_tensor(x: Any, name: str, *, min_ndim: int = 0, shape_doc: str = "") -> Tensor:

@@ -44,8 +44,10 @@ in eager mode (it is detected only on this path, so it costs nothing on the happ
 propagates NaN under ``torch.compile``.
 
 **Distributed.** ``all_reduce=True`` sums the ``d×d`` Gram over a process group inside the
-forward; the backward returns each rank's *local* gradient ``α·z_local·A⁻¹`` (identity backward of
-the all-reduce), which is exactly the single-process gradient with respect to that rank's rows.
+forward; the backward sums the incoming gradient over the ranks before returning
+``α·z_local·A⁻¹`` times it, the DDP convention of :mod:`jepa_blocks.distributed`: every rank's
+copy of the term sends its gradient to every rank's rows, so DDP's averaging yields the
+full-batch gradient.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+
+from jepa_blocks._validation import NonFiniteError
 
 __all__ = [
     "Form",
@@ -222,7 +226,7 @@ def _factorize(
         return factor, torch.where(failed, fb_half, half), fb_factor, False
     if bool(failed):
         if not bool(torch.isfinite(z).all()):
-            raise ValueError(
+            raise NonFiniteError(
                 "z contains NaN or inf entries; the coding rate is defined for finite input "
                 f"only (z.shape={tuple(z.shape)})"
             )
@@ -276,9 +280,12 @@ class _AttachLogdetGrad(torch.autograd.Function):
         fb_factor: Tensor | None,
         exact: bool,
         form: str,
+        reduce: bool = False,
+        group: Any = None,
     ) -> Tensor:
         ctx.form = form
         ctx.exact = exact
+        ctx.reduce, ctx.group = reduce, group
         ctx.has_fallback = fb_factor is not None
         if fb_factor is None:
             ctx.save_for_backward(z, scale, factor)
@@ -289,10 +296,13 @@ class _AttachLogdetGrad(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        none = (None, None, None, None, None, None)
+        none = (None, None, None, None, None, None, None, None)
         if not ctx.needs_input_grad[0]:
             return (None, *none)
         z, scale, factor = ctx.saved_tensors[:3]
+        if ctx.reduce:  # the summed Gram's backward: every rank's gradient reaches its rows
+            grad_out = grad_out.contiguous().clone()
+            torch.distributed.all_reduce(grad_out, group=ctx.group)
         # d(½ logdet A)/dZ = scale·Z·A⁻¹ (dxd) or scale·A⁻¹·Z (nxn); A is symmetric.
         coef = grad_out * scale  # in scale's (the factor's) dtype, which is the wider one
         # The backward may run under the caller's autocast: keep the GEMM in z's dtype.
@@ -338,7 +348,8 @@ def half_logdet_i_plus_gram(
         precision: ``"float32"`` or ``"float64"``: the least precision of the computation.
         all_reduce: Sum the ``d×d`` Gram over the ranks of ``group`` before factoring
             (requires ``form="dxd"`` and an initialised process group). All ranks must call with
-            the same batch shape and ``d``. Gradients are local (see the module docstring).
+            the same batch shape and ``d``. Gradients follow the DDP convention of
+            :mod:`jepa_blocks.distributed` (see the module docstring).
         group: ``torch.distributed`` process group for ``all_reduce`` (``None``: the world).
         fallback: Recompute in float64 (QR) when the factorisation fails or the input is too
             ill-conditioned for an fp32 Gram (default). Turning it off removes the eager-mode
@@ -368,4 +379,6 @@ def half_logdet_i_plus_gram(
             factor, half, fb_factor, exact = _factorize(
                 zc.detach(), s, resolved, all_reduce, group, fallback
             )
-        return _AttachLogdetGrad.apply(zc, s, factor, half, fb_factor, exact, resolved)
+        return _AttachLogdetGrad.apply(
+            zc, s, factor, half, fb_factor, exact, resolved, all_reduce, group
+        )

@@ -10,7 +10,8 @@ Conventions (library-wide):
 * Rates are returned as **positive** numbers (:math:`R \ge 0`); objectives negate explicitly.
 
 All log-determinants go through :func:`jepa_blocks.linalg.half_logdet_i_plus_gram`
-(Sylvester-min form, fp32 Cholesky island, Cholesky-solve backward, float64 fallback).
+(Sylvester-min form, fp32 Gram, float64 Cholesky of the k×k matrix, custom backward, float64
+QR fallback).
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ def coding_rate(
         distributed: Under an initialised ``torch.distributed`` job with more than one rank:
             ``"auto"`` (default: the cheaper of the next two), ``"gram"`` (all-reduce the
             ``d×d`` Gram), ``"gather"`` (all-gather the rows), or ``"none"`` (local batch only).
-            ``n`` is then the global number of samples and each rank gets the exact
-            single-process gradient for its rows (see :mod:`jepa_blocks.distributed`).
+            ``n`` is then the global number of samples, and gradients follow the DDP convention
+            of :mod:`jepa_blocks.distributed`: under DDP's averaging one step equals the
+            single-process step on the concatenated batch.
         form: ``"auto"`` (smaller Gram), ``"dxd"`` or ``"nxn"``; the value is the same.
         group: Process group for the collectives (default: the world).
 
@@ -232,6 +234,8 @@ def rate_reduction(
     num_classes: int | None = None,
     precision: str = "float32",
     return_parts: bool = False,
+    distributed: str = "auto",
+    group: Any = None,
 ) -> Tensor | RateReductionParts:
     r"""MCR² rate reduction :math:`\Delta R = \gamma R(Z) - R^c(Z \mid \Pi)`.
 
@@ -259,6 +263,12 @@ def rate_reduction(
             ``None`` (a host sync: pass it under ``torch.compile``).
         precision: ``"float32"`` or ``"float64"``.
         return_parts: Return a :class:`RateReductionParts` instead of ``ΔR`` alone.
+        distributed: ``"auto"`` (default): under a multi-rank ``torch.distributed`` job, the
+            rows and memberships of every rank are gathered and ``ΔR`` is that of the global
+            batch, with the DDP convention of :mod:`jepa_blocks.distributed` (one DDP step
+            equals the single-process step on the concatenated batch); ``"none"``: the local
+            batch only.
+        group: Process group (default: the world).
 
     Returns:
         ``ΔR`` of shape ``(...)``, or its parts.
@@ -272,6 +282,13 @@ def rate_reduction(
     check_positive(eps, "eps")
     check_positive(gamma, "gamma", allow_zero=True)
     check_choice(precision, "precision", _PRECISIONS)
+    check_choice(distributed, "distributed", ("auto", "none"))
+    if distributed == "auto" and is_distributed(group) and isinstance(membership, Tensor):
+        z = all_gather_rows(z, group)
+        if membership.is_floating_point():
+            membership = all_gather_rows(membership, group)
+        else:
+            membership = all_gather_rows(membership[..., None], group)[..., 0]
     n, d = z.shape[-2], z.shape[-1]
     dtype = compute_dtype(z.dtype, precision)
     with torch.autocast(device_type=z.device.type, enabled=False):
@@ -312,7 +329,7 @@ def total_coding_rate(
     *,
     eps: float = 0.2**0.5,
     precision: str = "float32",
-    distributed: str = "none",
+    distributed: str = "auto",
     group: Any = None,
 ) -> Tensor:
     r"""EMP-SSL total coding rate: the mean over views (patch chunks) of :math:`R(Z_v)`.
@@ -329,7 +346,9 @@ def total_coding_rate(
         z: Stacked views ``(..., V, n, d)`` or a list of ``V`` tensors ``(..., n, d)``.
         eps: :math:`\varepsilon` (EMP-SSL default :math:`\sqrt{0.2}`).
         precision: ``"float32"`` or ``"float64"``.
-        distributed: As in :func:`coding_rate` (EMP-SSL itself is local: default ``"none"``).
+        distributed: As in :func:`coding_rate`: ``"auto"`` (default) rates each view over the
+            global batch with the library's DDP convention; ``"none"`` rates each rank's local
+            chunk, as the official EMP-SSL code does on each GPU.
         group: Process group.
 
     Returns:
@@ -368,7 +387,8 @@ def simdino_expansion(
     ``eps = sqrt(0.05)``. The official default ``reduce_cov = 0`` keeps a *local* Gram but still
     divides by :math:`Nm` (SimDINO#43): reproduce it with ``distributed="none",
     official_local_scale=True``. Our default (``distributed="auto"``) is the paper's global rate
-    (official ``reduce_cov = 1``), with exact per-rank gradients.
+    (official ``reduce_cov = 1``, whose gradient it equals), with the DDP convention of
+    :mod:`jepa_blocks.distributed`.
 
     Args:
         z: L2-normalised features, stacked ``(..., V, m, d)`` or a list of ``V`` tensors.
@@ -452,13 +472,14 @@ class RateReduction(FunctionModule):
         num_classes: ``K`` for hard labels (``None``: inferred, eager only).
         precision: ``"float32"`` or ``"float64"``.
         return_parts: Return :class:`RateReductionParts`.
+        distributed: ``"auto"`` (global batch under ``torch.distributed``) or ``"none"``.
 
     Shape:
         - z: ``(..., n, d)``; membership: ``(..., n)`` or ``(..., n, K)``
         - output: ``(...)``
     """
 
-    _options = ("eps", "gamma", "num_classes", "precision", "return_parts")
+    _options = ("eps", "gamma", "num_classes", "precision", "return_parts", "distributed")
     _shown = ("eps", "gamma", "num_classes")
 
     def __init__(
@@ -469,10 +490,12 @@ class RateReduction(FunctionModule):
         num_classes: int | None = None,
         precision: str = "float32",
         return_parts: bool = False,
+        distributed: str = "auto",
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")
         self.gamma = check_positive(gamma, "gamma", allow_zero=True)
+        self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
         if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
         self.num_classes = num_classes
@@ -490,7 +513,8 @@ class TotalCodingRate(FunctionModule):
     Args:
         eps: :math:`\varepsilon` (default :math:`\sqrt{0.2}`, EMP-SSL's ``--eps 0.2``).
         precision: ``"float32"`` or ``"float64"``.
-        distributed: As in :func:`coding_rate` (default ``"none"`` as in EMP-SSL).
+        distributed: As in :func:`coding_rate` (default ``"auto"``; ``"none"``: local chunks, as
+            the official EMP-SSL code).
 
     Shape:
         - input: ``(..., V, n, d)`` or a list of ``V`` tensors ``(..., n, d)``
@@ -500,7 +524,7 @@ class TotalCodingRate(FunctionModule):
     _options = ("eps", "precision", "distributed")
 
     def __init__(
-        self, *, eps: float = 0.2**0.5, precision: str = "float32", distributed: str = "none"
+        self, *, eps: float = 0.2**0.5, precision: str = "float32", distributed: str = "auto"
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")

@@ -24,6 +24,7 @@ from jepa_blocks._validation import (
     check_positive,
     check_samples,
 )
+from jepa_blocks.distributed import global_sum, is_distributed, world_size
 from jepa_blocks.linalg import compute_dtype
 
 __all__ = ["VariationalRate", "variational_rate"]
@@ -67,6 +68,8 @@ def variational_rate(
     eps: float = 0.5,
     num_classes: int | None = None,
     precision: str = "float32",
+    distributed: str = "auto",
+    group: Any = None,
 ) -> Tensor:
     r"""ToST's variational (diagonal) upper bound of the compression term :math:`R^c`.
 
@@ -104,6 +107,10 @@ def variational_rate(
         eps: Distortion :math:`\varepsilon > 0` (papers' convention).
         num_classes: ``K`` for hard labels when ``projections`` is ``None``.
         precision: ``"float32"`` or ``"float64"``.
+        distributed: ``"auto"`` (default): under a multi-rank ``torch.distributed`` job the
+            class moments and masses are summed over ranks (the bound of the global batch,
+            with the DDP convention of :mod:`jepa_blocks.distributed`); ``"none"``: local.
+        group: Process group (default: the world).
 
     Returns:
         :math:`R^{c,\mathrm{var}} \ge 0`, float32 (float64 if requested or for float64 input).
@@ -125,6 +132,7 @@ def variational_rate(
     check_samples(z)
     eps = check_positive(eps, "eps")
     check_choice(precision, "precision", _PRECISIONS)
+    check_choice(distributed, "distributed", ("auto", "none"))
     if num_classes is not None and (
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
     ):
@@ -153,6 +161,9 @@ def variational_rate(
             coords = torch.einsum("...nd,...kdp->...knp", zc, projections.to(dtype))
             moments = torch.einsum("...nk,...knp->...kp", pi, coords.square())
         n_k = pi.sum(-2)  # (..., K)
+        if distributed == "auto" and is_distributed(group):
+            moments, n_k = global_sum(moments, group), global_sum(n_k, group)
+            n = n * world_size(group)
         diag = moments / n_k.clamp_min(MASS_FLOOR)[..., None]
         per_class = 0.5 * torch.log1p(diag * (d / eps**2)).sum(-1)
         return (n_k / n * per_class).sum(-1)
@@ -162,9 +173,10 @@ class VariationalRate(nn.Module):
     r"""Module form of :func:`variational_rate` (ToST's diagonal bound of :math:`R^c`).
 
     Args:
-        eps: :math:`\varepsilon > 0` (papers' convention).
         num_classes: ``K`` for hard labels without projections.
+        eps: :math:`\varepsilon > 0` (papers' convention).
         precision: ``"float32"`` or ``"float64"``.
+        distributed: ``"auto"`` (global batch under ``torch.distributed``) or ``"none"``.
 
     Shape:
         - z: ``(..., n, d)``; membership: ``(..., n, K)`` or ``(..., n)``;
@@ -173,10 +185,16 @@ class VariationalRate(nn.Module):
     """
 
     def __init__(
-        self, *, eps: float = 0.5, num_classes: int | None = None, precision: str = "float32"
+        self,
+        *,
+        num_classes: int | None = None,
+        eps: float = 0.5,
+        precision: str = "float32",
+        distributed: str = "auto",
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")
+        self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
         if num_classes is not None and (
             isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
         ):
@@ -193,6 +211,7 @@ class VariationalRate(nn.Module):
             eps=self.eps,
             num_classes=self.num_classes,
             precision=self.precision,
+            distributed=self.distributed,
         )
 
     def extra_repr(self) -> str:

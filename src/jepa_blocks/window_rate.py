@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from jepa_blocks._validation import check_choice, check_positive, check_samples
+from jepa_blocks.distributed import all_gather_rows, is_distributed
 from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
 
 __all__ = ["LocalCodingRate"]
@@ -35,7 +36,7 @@ class LocalCodingRate(nn.Module):
         R_\mathrm{local} = \tfrac12 \log\det\Big(I + \frac{d}{(b + w)\,\varepsilon^2}
             \big(Z_t^\top Z_t + \bar Z^\top \bar Z\big)\Big),
 
-    computed by :func:`jepa_blocks.linalg.half_logdet_i_plus_gram` (smaller Gram, fp32 Cholesky
+    computed by :func:`jepa_blocks.linalg.half_logdet_i_plus_gram` (smaller Gram, float64 Cholesky
     island). The gradient flows into :math:`Z_t` only; the window acts as a fixed context that
     the current batch should expand away from, as a memory bank does for contrastive losses.
     The window is uncentred, as the official SSL rates are.
@@ -44,7 +45,9 @@ class LocalCodingRate(nn.Module):
     write pointer (``pointer``) are registered buffers: they move with ``.to()``, are saved in
     ``state_dict`` and restored exactly on resume. Unfilled rows are zero and not counted in
     :math:`b + w`, so the value is exact from the first call and there is no data-dependent
-    branch. The buffer is per process (not synchronised across ranks).
+    branch. Under a multi-rank ``torch.distributed`` job (``distributed="auto"``) the current
+    batch is gathered from every rank (the DDP convention of :mod:`jepa_blocks.distributed`) and
+    the gathered rows are pushed, so every rank holds the same window.
 
     **Updates.** By default (``update=None``) a call pushes the detached batch into the window
     in training mode only; pass ``update=True``/``False`` to override. If a batch has more rows
@@ -55,6 +58,7 @@ class LocalCodingRate(nn.Module):
         window: Ring-buffer length :math:`W \ge 1` (rows).
         eps: :math:`\varepsilon > 0` (papers' convention).
         precision: ``"float32"`` or ``"float64"``.
+        distributed: ``"auto"`` (global batch under ``torch.distributed``) or ``"none"``.
 
     Shape:
         - z: ``(b, dim)``
@@ -73,7 +77,13 @@ class LocalCodingRate(nn.Module):
     pointer: Tensor
 
     def __init__(
-        self, dim: int, *, window: int = 512, eps: float = 0.5, precision: str = "float32"
+        self,
+        dim: int,
+        *,
+        window: int = 512,
+        eps: float = 0.5,
+        precision: str = "float32",
+        distributed: str = "auto",
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("window", window)):
@@ -85,6 +95,7 @@ class LocalCodingRate(nn.Module):
         self.window = window
         self.eps = check_positive(eps, "eps")
         self.precision = check_choice(precision, "precision", _PRECISIONS)
+        self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
         self.register_buffer("memory", torch.zeros(window, dim))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
@@ -100,10 +111,21 @@ class LocalCodingRate(nn.Module):
     def push(self, z: Tensor) -> None:
         """Append the (detached) rows of ``z`` to the window, overwriting the oldest rows.
 
+        Raises:
+            ValueError: If ``z`` holds NaN or inf (the window is left unchanged).
+
         Shape:
             - z: ``(b, dim)``
         """
         self._check(z)
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError(
+                f"z contains NaN or inf entries (shape {tuple(z.shape)}); the window is unchanged"
+            )
+        self._push(z)
+
+    @torch.no_grad()
+    def _push(self, z: Tensor) -> None:
         rows = z.detach()[-self.window :]
         m = rows.shape[0]
         idx = (self.pointer + torch.arange(m, device=self.pointer.device)) % self.window
@@ -120,6 +142,8 @@ class LocalCodingRate(nn.Module):
     def forward(self, z: Tensor, *, update: bool | None = None) -> Tensor:
         """Return the rate of ``z`` together with the window, then (optionally) push ``z``."""
         self._check(z)
+        if self.distributed == "auto" and is_distributed():
+            z = all_gather_rows(z)
         dtype = compute_dtype(z.dtype, self.precision)
         context = self.memory.detach().to(device=z.device, dtype=dtype)
         rows = torch.cat([z.to(dtype), context], dim=0)
@@ -128,8 +152,11 @@ class LocalCodingRate(nn.Module):
             rows, self.dim / (n_eff * self.eps**2), precision=self.precision
         )
         if self.training if update is None else update:
-            self.push(z)
+            self._push(z)  # finite: the rate above refuses non-finite z (eager mode)
         return rate
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, window={self.window}, eps={self.eps}, precision={self.precision!r}"
+        return (
+            f"dim={self.dim}, window={self.window}, eps={self.eps}, precision={self.precision!r}, "
+            f"distributed={self.distributed!r}"
+        )

@@ -63,7 +63,7 @@ def test_flipped_bytes_are_detected(tmp_path, where):
     path = tmp_path / "ck.pt"
     save_checkpoint(path, {"w": torch.arange(4096, dtype=torch.float32), "step": 3})
     _flip(path, int(where * path.stat().st_size))
-    with pytest.raises(CheckpointError, match="corrupted|unreadable"):
+    with pytest.raises(CheckpointError, match=r"corrupted|unreadable"):
         load_checkpoint(path)
 
 
@@ -203,7 +203,7 @@ def test_finite_loss_with_infinite_gradient_is_stopped_before_the_step(tmp_path)
 
 
 def test_huge_lr_is_caught_by_the_guard_not_deep_inside(tmp_path):
-    with pytest.raises(NonFiniteLossError, match="non-finite parameters after the optimizer step"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite (parameters|values in the forward)"):
         fit(tiny_seq_jepa(), ToyLoader(), cfg(tmp_path, lr=1e30, warmup_epochs=0))
     assert not (tmp_path / "checkpoint.pt").exists()
 

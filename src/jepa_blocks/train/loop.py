@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jepa_blocks._validation import NonFiniteError
 from jepa_blocks.distributed import is_distributed
 from jepa_blocks.train.checkpoint import (
     load_latest_checkpoint,
@@ -662,7 +663,14 @@ def fit(
                     break
                 lr = state.lr = _set_lr(optimizer, config, state)
                 optimizer.zero_grad(set_to_none=True)
-                out = step_fn(state.train_model, batch, state)
+                try:
+                    out = step_fn(state.train_model, batch, state)
+                except NonFiniteError as e:  # a part refused non-finite activations
+                    raise NonFiniteLossError(
+                        f"non-finite values in the forward pass at step {state.step} (epoch "
+                        f"{state.epoch}, batch {state.batch_in_epoch}): {e}; training stopped "
+                        f"before the optimizer step"
+                    ) from e
                 state.check_finite(loss_of(out), where="the optimizer step")
                 norm = _grad_norm(params, config.grad_clip)
                 if not math.isfinite(float(norm)):
