@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -39,12 +40,14 @@ from jepa_blocks.metrics import (
     plot_spectrum,
 )
 from jepa_blocks.runtime import environment, write_json
-from jepa_blocks.train import GateResult, Gates, TrainConfig, check_gates
+from jepa_blocks.train import TrainConfig
 from jepa_blocks.train.config import apply_overrides, config_from_dict, config_to_dict
 from parts import DataConfig, ModelConfig
 
 __all__ = [
     "CONFIG_DIR",
+    "GateResult",
+    "Gates",
     "RecipeConfig",
     "check_gate",
     "format_probe_table",
@@ -383,19 +386,105 @@ def gate_metrics(
     return flat
 
 
+@dataclasses.dataclass(frozen=True)
+class Gates:
+    """Named lower (``minimum``) and upper (``maximum``) bounds on final metrics.
+
+    The gates of the follow-up repository ``kaikun213/seq-jepa`` (``train.py``
+    ``evaluate_gates``): a run passes when every gated metric is a finite number within its
+    bounds (inclusive). Accuracies are fractions (that repository's 12.0 is 0.12 here). Its
+    CIFAR-10-rotation tiers are the presets of ``configs/gates/tiers.yaml`` (``smoke``, ``quick``,
+    ``baseline-lite``).
+    """
+
+    name: str = "custom"
+    minimum: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    maximum: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for label, bounds in (("minimum", self.minimum), ("maximum", self.maximum)):
+            for key, v in bounds.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"gate {label}[{key!r}] must be a finite number, got {v!r}")
+        for key in set(self.minimum) & set(self.maximum):
+            if self.minimum[key] > self.maximum[key]:
+                raise ValueError(f"gate {key!r}: minimum {self.minimum[key]} above its maximum")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Gates:
+        """From ``{name, description, min, max}``, the flat ``<metric>_min`` / ``_max`` keys of the
+        follow-up repository, or just ``{name: <preset>}`` (``configs/gates/tiers.yaml``)."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"gates must be a mapping, got {type(data).__name__}")
+        presets = _read_yaml(CONFIG_DIR / "gates" / "tiers.yaml")
+        if set(data) == {"name"} and data["name"] in presets:
+            return cls.from_dict({"name": data["name"], **presets[data["name"]]})
+        minimum, maximum = dict(data.get("min") or {}), dict(data.get("max") or {})
+        for key, value in data.items():
+            if key.endswith("_min"):
+                minimum[key[:-4]] = value
+            elif key.endswith("_max"):
+                maximum[key[:-4]] = value
+            elif key not in ("name", "description", "min", "max"):
+                raise ValueError(
+                    f"unknown gate key {key!r}: name, description, min, max, *_min, *_max"
+                )
+        return cls(
+            str(data.get("name") or "custom"), minimum, maximum, str(data.get("description") or "")
+        )
+
+    def check(self, metrics: Mapping[str, Any], *, missing: str = "fail") -> GateResult:
+        """Compare ``metrics``; ``missing="skip"`` ignores gated metrics that are absent."""
+        reasons: list[str] = []
+        for key in sorted(set(self.minimum) | set(self.maximum)):
+            if metrics.get(key) is None:
+                if missing == "fail":
+                    reasons.append(f"{key}: missing")
+                continue
+            try:
+                value = float(metrics[key])
+            except (TypeError, ValueError):
+                reasons.append(f"{key}: not a number ({metrics[key]!r})")
+                continue
+            lo, hi = self.minimum.get(key), self.maximum.get(key)
+            if not math.isfinite(value):
+                reasons.append(f"{key} = {value}: not finite")
+            elif key.endswith("linacc") and not 0.0 <= value <= 1.0:
+                reasons.append(f"{key} = {value:g}: accuracies are fractions in [0, 1]")
+            elif lo is not None and value < lo:
+                reasons.append(f"{key} = {value:.4g} < minimum {lo:g}")
+            elif hi is not None and value > hi:
+                reasons.append(f"{key} = {value:.4g} > maximum {hi:g}")
+        return GateResult(self.name, not reasons, tuple(reasons))
+
+
+@dataclasses.dataclass(frozen=True)
+class GateResult:
+    """A gate verdict, truthy when it passed, with one reason per failure."""
+
+    name: str
+    passed: bool
+    reasons: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        head = f"gates {self.name!r}: {'PASS' if self.passed else 'FAIL'}"
+        return head if self.passed else head + "\n  " + "\n  ".join(self.reasons)
+
+
 def check_gate(config: RecipeConfig, flat: Mapping[str, float]) -> GateResult | None:
     """Check the config's gates on ``flat`` metrics (``None`` without gates)."""
-    if not config.gates:
-        return None
-    gates = Gates.from_dict(config.gates, name=config.gates.get("name"))
-    return check_gates(dict(flat), gates)
+    return Gates.from_dict(config.gates).check(flat) if config.gates else None
 
 
 def gate_record(config: RecipeConfig, gate: GateResult | None) -> dict[str, Any] | None:
     """The gate verdict as stored in metrics.json."""
     if gate is None:
         return None
-    gates = Gates.from_dict(config.gates, name=config.gates.get("name"))
+    gates = Gates.from_dict(config.gates)
     return {
         "name": gate.name,
         "passed": gate.passed,

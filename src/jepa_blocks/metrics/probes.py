@@ -484,7 +484,7 @@ class LeakageReport(NamedTuple):
     r2_gap: float
 
     def as_dict(self) -> dict[str, float]:
-        """The fields as a plain dictionary (e.g. for :func:`~jepa_blocks.train.check_gates`)."""
+        """The fields as a plain dictionary (e.g. for the recipes' gates)."""
         return dict(self._asdict())
 
 

@@ -1,4 +1,4 @@
-"""Training: the shared loop, configs, schedules, checkpoints and metric gates."""
+"""Training: the one loop, its config, schedules and checkpoints."""
 
 from jepa_blocks.train.checkpoint import load_checkpoint, save_checkpoint
 from jepa_blocks.train.config import (
@@ -7,14 +7,6 @@ from jepa_blocks.train.config import (
     config_from_dict,
     config_to_dict,
     load_config,
-)
-from jepa_blocks.train.gates import (
-    GATE_PRESETS,
-    GateResult,
-    Gates,
-    check_gates,
-    get_gates,
-    register_gates,
 )
 from jepa_blocks.train.loop import (
     Callback,
@@ -29,27 +21,21 @@ from jepa_blocks.train.loop import (
 from jepa_blocks.train.schedule import build_optimizer, lr_at, warmup_cosine_lr
 
 __all__ = [
-    "GATE_PRESETS",
     "Callback",
     "FitResult",
-    "GateResult",
-    "Gates",
     "LoopState",
     "NonFiniteLossError",
     "StepFn",
     "TrainConfig",
     "apply_overrides",
     "build_optimizer",
-    "check_gates",
     "config_from_dict",
     "config_to_dict",
     "default_step_fn",
     "fit",
-    "get_gates",
     "load_checkpoint",
     "load_config",
     "lr_at",
-    "register_gates",
     "save_checkpoint",
     "seed_everything",
     "warmup_cosine_lr",
