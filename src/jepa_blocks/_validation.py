@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 __all__ = [
     "NonFiniteError",
@@ -13,6 +14,7 @@ __all__ = [
     "check_floating_tensor",
     "check_positive",
     "check_samples",
+    "membership_matrix",
 ]
 
 
@@ -92,3 +94,59 @@ def check_probability(value: Any, name: str) -> float:
     if v >= 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return v
+
+
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def membership_matrix(
+    membership: Any, n: int, num_classes: int | None, dtype: torch.dtype, *, infer: bool = True
+) -> Tensor:
+    """Hard labels ``(..., n)`` or soft memberships ``(..., n, K)`` → float ``(..., n, K)``.
+
+    Labels must lie in ``[0, K)``; soft memberships must be finite, non-negative, with rows
+    summing to 1 (±1e-3). The value checks need one host sync and run in eager mode only.
+    ``K`` is inferred from the largest label when ``num_classes`` is ``None`` and ``infer``.
+    """
+    if not isinstance(membership, Tensor):
+        raise TypeError(f"membership must be a torch.Tensor, got {type(membership).__name__}")
+    if num_classes is not None:
+        check_int(num_classes, "num_classes")
+    eager = not torch.compiler.is_compiling()
+    if membership.dtype in _INT_DTYPES:
+        if membership.ndim < 1 or membership.shape[-1] != n:
+            raise ValueError(
+                f"membership (hard labels) must have shape (..., n) with n={n} samples, "
+                f"got {tuple(membership.shape)}"
+            )
+        if num_classes is None:
+            if not infer:
+                raise ValueError("hard-label membership needs num_classes (or projections)")
+            num_classes = int(membership.max()) + 1 if membership.numel() else 1
+        if eager and membership.numel():
+            lo, hi = int(membership.min()), int(membership.max())
+            if lo < 0 or hi >= num_classes:
+                raise ValueError(
+                    f"membership labels must lie in [0, num_classes={num_classes}), got values "
+                    f"in [{lo}, {hi}]"
+                )
+        return nn.functional.one_hot(membership.long(), num_classes).to(dtype)
+    check_floating_tensor(membership, "membership", min_ndim=2, shape_doc="(..., n, K)")
+    k = membership.shape[-1]
+    if membership.shape[-2] != n or (num_classes is not None and k != num_classes):
+        expected = f"(..., n={n}, {num_classes if num_classes is not None else 'K'})"
+        raise ValueError(
+            f"membership (soft) must have shape {expected}, got {tuple(membership.shape)}"
+        )
+    if eager and membership.numel():
+        if not bool(torch.isfinite(membership).all()):
+            raise NonFiniteError("membership (soft) contains NaN or inf entries")
+        if bool((membership < 0).any()):
+            raise ValueError(f"membership (soft) must be >= 0, got min {float(membership.min())}")
+        sums = membership.sum(-1)
+        if not bool(((sums - 1).abs() <= 1e-3).all()):
+            raise ValueError(
+                "membership (soft) rows must sum to 1 (±1e-3), got row sums in "
+                f"[{float(sums.min()):.4g}, {float(sums.max()):.4g}]"
+            )
+    return membership.to(dtype)

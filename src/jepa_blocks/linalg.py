@@ -58,7 +58,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import NonFiniteError
+from jepa_blocks._validation import (
+    NonFiniteError,
+    check_bool,
+    check_positive,
+    check_samples,
+)
 
 __all__ = [
     "Form",
@@ -363,7 +368,25 @@ def half_logdet_i_plus_gram(
         - z: ``(..., n, d)``
         - scale: broadcastable to ``(...)``
         - output: ``(...)``
+
+    Raises:
+        ValueError: Negative or non-finite ``scale``, an empty ``z``, an unknown ``form`` or
+            ``precision``; :class:`~jepa_blocks.NonFiniteError` for NaN/inf in ``z`` (eager).
+        TypeError: A non-floating ``z`` or ``scale``, non-bool flags.
     """
+    check_samples(z)
+    check_bool(all_reduce, "all_reduce")
+    check_bool(fallback, "fallback")
+    if not torch.compiler.is_compiling():  # value checks (a host sync for tensors): eager only
+        if isinstance(scale, Tensor):
+            if not scale.is_floating_point():
+                raise TypeError(f"scale must be a float or a floating tensor, got {scale.dtype}")
+            if not bool((torch.isfinite(scale) & (scale >= 0)).all()):
+                raise ValueError(f"scale must be finite and >= 0, got {scale}")
+        elif isinstance(scale, (int, float)) and not isinstance(scale, bool):
+            check_positive(scale, "scale", allow_zero=True)
+        else:
+            raise TypeError(f"scale must be a float or a tensor, got {type(scale).__name__}")
     resolved = resolve_form(z.shape[-2], z.shape[-1], form)
     if all_reduce and resolved != "dxd":
         raise ValueError(f"all_reduce needs form='dxd' (the Gram that is summed), got {form!r}")

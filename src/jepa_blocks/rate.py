@@ -24,10 +24,12 @@ from torch import Tensor, nn
 
 from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import (
+    check_bool,
     check_choice,
     check_floating_tensor,
     check_positive,
     check_samples,
+    membership_matrix,
 )
 from jepa_blocks.distributed import all_gather_rows, all_reduce_sum, is_distributed, world_size
 from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
@@ -138,6 +140,7 @@ def coding_rate(
         True
     """
     check_samples(z)
+    check_bool(center, "center")
     check_choice(precision, "precision", _PRECISIONS)
     check_choice(form, "form", _FORMS)
     if scale is None:
@@ -193,36 +196,6 @@ def _safe_sqrt(x: Tensor) -> Tensor:
     """``√x`` with a zero (not infinite) gradient at ``x = 0``."""
     positive = x > 0
     return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
-
-
-def _membership_matrix(membership: Tensor, z: Tensor, num_classes: int | None) -> Tensor:
-    """Hard labels ``(..., n)`` or soft memberships ``(..., n, K)`` → float ``(..., n, K)``."""
-    n = z.shape[-2]
-    if not isinstance(membership, Tensor):
-        raise TypeError(f"membership must be a torch.Tensor, got {type(membership).__name__}")
-    if membership.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
-        if membership.ndim < 1 or membership.shape[-1] != n:
-            raise ValueError(
-                f"membership (hard labels) must have shape (..., n) with n={n} samples as in "
-                f"z.shape={tuple(z.shape)}, got shape {tuple(membership.shape)}"
-            )
-        if num_classes is None:
-            # Eager convenience (one host sync); pass num_classes under torch.compile.
-            num_classes = int(membership.max()) + 1 if membership.numel() else 1
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        return nn.functional.one_hot(membership.long(), num_classes).to(z.dtype)
-    check_floating_tensor(membership, "membership", min_ndim=2, shape_doc="(..., n, K)")
-    if membership.shape[-2] != n:
-        raise ValueError(
-            f"membership (soft) must have shape (..., n, K) with n={n} samples as in "
-            f"z.shape={tuple(z.shape)}, got shape {tuple(membership.shape)}"
-        )
-    if num_classes is not None and membership.shape[-1] != num_classes:
-        raise ValueError(
-            f"membership has K={membership.shape[-1]} columns but num_classes={num_classes}"
-        )
-    return membership.to(z.dtype)
 
 
 def rate_reduction(
@@ -293,7 +266,7 @@ def rate_reduction(
     dtype = compute_dtype(z.dtype, precision)
     with torch.autocast(device_type=z.device.type, enabled=False):
         zc = z.to(dtype)
-        pi = _membership_matrix(membership, zc, num_classes).mT  # (..., K, n)
+        pi = membership_matrix(membership, n, num_classes, zc.dtype).mT  # (..., K, n)
         batch = torch.broadcast_shapes(zc.shape[:-2], pi.shape[:-2])
         zc = zc.expand(*batch, n, d)
         pi = pi.expand(*batch, *pi.shape[-2:])
@@ -453,7 +426,7 @@ class CodingRate(FunctionModule):
         super().__init__()
         self.eps = check_positive(eps, "eps")
         self.scale = None if scale is None else check_positive(scale, "scale", allow_zero=True)
-        self.center = bool(center)
+        self.center = check_bool(center, "center")
         self.precision = check_choice(precision, "precision", _PRECISIONS)
         self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
         self.form = check_choice(form, "form", _FORMS)
@@ -500,7 +473,7 @@ class RateReduction(FunctionModule):
             raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
         self.num_classes = num_classes
         self.precision = check_choice(precision, "precision", _PRECISIONS)
-        self.return_parts = bool(return_parts)
+        self.return_parts = check_bool(return_parts, "return_parts")
 
     def forward(self, z: Tensor, membership: Tensor) -> Tensor | RateReductionParts:
         """Return ``ΔR`` (or its parts) for ``z`` and ``membership``."""
@@ -566,8 +539,8 @@ class SimDINOExpansion(FunctionModule):
         super().__init__()
         self.eps = check_positive(eps, "eps")
         self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
-        self.official_local_scale = bool(official_local_scale)
-        self.balance = bool(balance)
+        self.official_local_scale = check_bool(official_local_scale, "official_local_scale")
+        self.balance = check_bool(balance, "balance")
         self.precision = check_choice(precision, "precision", _PRECISIONS)
 
     def forward(self, z: Tensor | list[Tensor]) -> Tensor:

@@ -23,6 +23,7 @@ from jepa_blocks._validation import (
     check_floating_tensor,
     check_positive,
     check_samples,
+    membership_matrix,
 )
 from jepa_blocks.distributed import global_sum, is_distributed, world_size
 from jepa_blocks.linalg import compute_dtype
@@ -30,34 +31,8 @@ from jepa_blocks.linalg import compute_dtype
 __all__ = ["VariationalRate", "variational_rate"]
 
 _PRECISIONS = ("float32", "float64")
-_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 #: Floor of the class mass :math:`n_k` (as :func:`jepa_blocks.rate.rate_reduction`).
 MASS_FLOOR = 1e-8
-
-
-def _memberships(membership: Any, n: int, k: int | None, dtype: torch.dtype) -> Tensor:
-    """Hard labels ``(..., n)`` or soft memberships ``(..., n, K)`` → float ``(..., n, K)``."""
-    if not isinstance(membership, Tensor):
-        raise TypeError(f"membership must be a torch.Tensor, got {type(membership).__name__}")
-    if membership.dtype in _INT_DTYPES:
-        if membership.ndim < 1 or membership.shape[-1] != n:
-            raise ValueError(
-                f"membership (hard labels) must have shape (..., n) with n={n}, "
-                f"got {tuple(membership.shape)}"
-            )
-        if k is None:
-            raise ValueError(
-                "hard-label membership needs the number of classes: pass projections of shape "
-                "(K, d, p) or num_classes"
-            )
-        return nn.functional.one_hot(membership.long(), k).to(dtype)
-    check_floating_tensor(membership, "membership", min_ndim=2, shape_doc="(..., n, K)")
-    if membership.shape[-2] != n or (k is not None and membership.shape[-1] != k):
-        expected = f"(..., {n}, {k if k is not None else 'K'})"
-        raise ValueError(
-            f"membership (soft) must have shape {expected}, got {tuple(membership.shape)}"
-        )
-    return membership.to(dtype)
 
 
 def variational_rate(
@@ -154,7 +129,7 @@ def variational_rate(
     dtype = compute_dtype(z.dtype, precision)
     with torch.autocast(device_type=z.device.type, enabled=False):
         zc = z.to(dtype)
-        pi = _memberships(membership, n, k, dtype)  # (..., n, K)
+        pi = membership_matrix(membership, n, k, dtype, infer=False)  # (..., n, K)
         if projections is None:
             moments = torch.einsum("...nk,...nd->...kd", pi, zc.square())
         else:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_positive, check_samples
+from jepa_blocks._validation import NonFiniteError, check_choice, check_positive, check_samples
 from jepa_blocks.distributed import all_gather_rows, is_distributed
 from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
 
@@ -112,14 +112,14 @@ class LocalCodingRate(nn.Module):
         """Append the (detached) rows of ``z`` to the window, overwriting the oldest rows.
 
         Raises:
-            ValueError: If ``z`` holds NaN or inf (the window is left unchanged).
+            NonFiniteError: If ``z`` holds NaN or inf (the window is left unchanged).
 
         Shape:
             - z: ``(b, dim)``
         """
         self._check(z)
         if not bool(torch.isfinite(z).all()):
-            raise ValueError(
+            raise NonFiniteError(
                 f"z contains NaN or inf entries (shape {tuple(z.shape)}); the window is unchanged"
             )
         self._push(z)

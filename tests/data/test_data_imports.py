@@ -8,7 +8,7 @@ import sys
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, jepa_blocks.data, jepa_blocks.metrics, jepa_blocks.train.gates\n"
+        "import sys, jepa_blocks.data, jepa_blocks.metrics, jepa_blocks.train\n"
         "heavy = ('torchvision', 'matplotlib', 'sklearn', 'mlxtend', 'scipy', 'PIL', 'yaml')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
     )

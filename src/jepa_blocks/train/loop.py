@@ -508,8 +508,21 @@ def fit(
         CheckpointError: When no trustworthy checkpoint can be read.
     """
     t_start = time.perf_counter()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not (hasattr(loader, "__iter__") and hasattr(loader, "__len__")):
+        raise TypeError(f"loader must be an iterable with a length, got {type(loader).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    for name, fn in (("step_fn", step_fn), ("batch_fn", batch_fn), ("eval_fn", eval_fn)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    if len(loader) < 1:  # type: ignore[arg-type]
+        raise ValueError("loader must yield at least one batch per epoch, got len(loader) = 0")
     callbacks = tuple(callbacks)
     for cb in callbacks:
         if not isinstance(cb, Callback):
