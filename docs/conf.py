@@ -21,6 +21,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.doctest",
     "sphinx.ext.viewcode",
+    "sphinx_copybutton",
 ]
 
 napoleon_google_docstring = True
@@ -43,7 +44,13 @@ templates_path: list[str] = []
 exclude_patterns = ["_build"]
 html_theme = "furo"
 html_title = f"jepa-blocks {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+# MathJax is vendored (docs/_static/mathjax, v3.2.2): maths renders offline, no CDN.
+mathjax_path = "mathjax/tex-mml-chtml.js"
+# The copy button copies code without prompts ('>>> ', '... ') or outputs.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = False
 
 
 def _skip_namedtuple_fields(

@@ -82,6 +82,22 @@ CASES: list[Case] = [
     ),
     Case("TrainConfig-amp", lambda: TrainConfig(amp="fp16"), match="TrainConfig.amp"),
     Case("TrainConfig-resume-str", lambda: TrainConfig(resume="no"), match="TrainConfig.resume"),
+    Case(
+        "TrainConfig-warmup-longer-than-training",
+        lambda: TrainConfig(epochs=10, warmup_epochs=20),
+        match=r"warmup_epochs \(20\) must not exceed TrainConfig.epochs \(10\)",
+    ),
+    Case(
+        "TrainConfig-warmup_steps-over-max_steps",
+        lambda: TrainConfig(max_steps=5, warmup_steps=9),
+        match="warmup_steps",
+    ),
+    Case(
+        "TrainConfig-defaults-consistent",
+        lambda: TrainConfig().warmup_epochs,
+        raises=None,
+        check=lambda v: v <= TrainConfig().epochs,
+    ),
     Case("TrainConfig-device-empty", lambda: TrainConfig(device=""), match="TrainConfig.device"),
     Case(
         "config_from_dict-unknown",

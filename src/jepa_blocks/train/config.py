@@ -39,7 +39,8 @@ class TrainConfig:
             constant, as ``main_transformed_views.py``); see :mod:`jepa_blocks.train.schedule`.
         lr: Peak learning rate (paper 4e-4).
         weight_decay: AdamW weight decay on ≥ 2-D parameters (paper 1e-3).
-        warmup_epochs: Linear warm-up length in epochs (paper 20; fractional allowed).
+        warmup_epochs: Linear warm-up length in epochs (paper 20 of 2000; fractional allowed;
+            at most ``epochs``).
         warmup_steps: Linear warm-up length in optimizer steps; when set it replaces
             ``warmup_epochs`` (streams have no epochs).
         warmup_start_lr: Learning rate at step 0 (paper 1e-5).
@@ -69,7 +70,7 @@ class TrainConfig:
     recipe: Literal["paper", "official"] = "paper"
     lr: float = 4e-4
     weight_decay: float = 1e-3
-    warmup_epochs: float = 20.0
+    warmup_epochs: float = 1.0
     warmup_steps: int | None = None
     warmup_start_lr: float = 1e-5
     final_lr: float = 1e-5
@@ -119,6 +120,16 @@ class TrainConfig:
         number("grad_clip", positive=True, optional=True)
         for name in ("weight_decay", "warmup_epochs", "warmup_start_lr", "final_lr"):
             number(name, positive=False)
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"TrainConfig.warmup_epochs ({self.warmup_epochs}) must not exceed TrainConfig.epochs"
+                f" ({self.epochs}): the warm-up would never end"
+            )
+        steps, cap = self.warmup_steps, self.max_steps
+        if steps is not None and cap is not None and steps > cap:
+            raise ValueError(
+                f"TrainConfig.warmup_steps ({steps}) must not exceed TrainConfig.max_steps ({cap})"
+            )
         for name, choices in (
             ("recipe", ("paper", "official")),
             ("schedule", ("recipe", "cosine", "constant")),
