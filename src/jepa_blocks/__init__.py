@@ -63,7 +63,10 @@ from jepa_blocks.seq import (
     SeqJEPAOutput,
     transformer_blocks,
 )
+from jepa_blocks.sigreg import SIGReg, sigreg
+from jepa_blocks.subspace import SubspaceProjection, subspace_compression
 from jepa_blocks.targets import CenterSharpen, EMATarget, StopGradTarget, Target, cosine_momentum
+from jepa_blocks.vicreg import VICRegRegularizer, vicreg_covariance, vicreg_variance
 from jepa_blocks.window_rate import LocalCodingRate
 
 __all__ = [
@@ -88,6 +91,7 @@ __all__ = [
     "Predictor",
     "RateReduction",
     "RateReductionParts",
+    "SIGReg",
     "SeqJEPA",
     "SeqJEPAOutput",
     "SequenceDataset",
@@ -95,11 +99,13 @@ __all__ = [
     "SimDINOExpansion",
     "SmallCNN",
     "StopGradTarget",
+    "SubspaceProjection",
     "TSSAState",
     "Target",
     "ToSTBlock",
     "TotalCodingRate",
     "UnitNormRate",
+    "VICRegRegularizer",
     "VariationalRate",
     "ViewSequence",
     "__version__",
@@ -119,9 +125,13 @@ __all__ = [
     "r2_score",
     "rate_reduction",
     "resnet18_encoder",
+    "sigreg",
     "simdino_expansion",
+    "subspace_compression",
     "tost_blocks",
     "total_coding_rate",
     "transformer_blocks",
     "variational_rate",
+    "vicreg_covariance",
+    "vicreg_variance",
 ]

@@ -40,6 +40,7 @@ from jepa_blocks.metrics.stream_features import (
     extract_stream_features,
     linacc_by_length,
 )
+from jepa_blocks.metrics.subspace import subspace_diagnostics, subspace_leakage
 
 __all__ = [
     "EvalConfig",
@@ -74,6 +75,8 @@ __all__ = [
     "regression_r2",
     "rotation_delta_spectrum",
     "spectrum_effective_rank",
+    "subspace_diagnostics",
     "subspace_explained_variance",
+    "subspace_leakage",
     "topk_variance_fraction",
 ]
