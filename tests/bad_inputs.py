@@ -7,8 +7,8 @@ a handled result (a predicate on the returned value). :func:`run_case` runs one 
 :func:`classify` says what a call does, for the audit counts
 (``python tests/bad_inputs.py`` prints them over every table).
 
-Outcomes: ``clear`` (a ``ValueError``/``TypeError``/``NonFiniteError`` whose message names the
-argument), ``handled`` (a valid, finite result), ``cryptic`` (any other exception, or a message
+Outcomes: ``clear`` (the expected exception, e.g. ``ValueError``/``TypeError``/``NonFiniteError``,
+whose message names the argument), ``handled`` (a valid, finite result), ``cryptic`` (any other exception, or a message
 that does not name the argument), ``silent-nonfinite`` (NaN/inf returned), ``silent-wrong`` (a
 result the row says is wrong).
 """
@@ -84,12 +84,9 @@ def classify(case: Case) -> str:
     """``clear``, ``handled``, ``cryptic``, ``silent-nonfinite`` or ``silent-wrong``."""
     try:
         value = case.call()
-    except (ValueError, TypeError) as e:
-        if case.raises is None:
-            return "cryptic"
-        return "clear" if re.search(case.match, str(e)) else "cryptic"
-    except Exception:
-        return "cryptic"
+    except Exception as e:
+        expected = case.raises is not None and isinstance(e, case.raises)
+        return "clear" if expected and re.search(case.match, str(e)) else "cryptic"
     if not _finite(value):
         return "silent-nonfinite"
     if case.raises is not None or (case.check is not None and not case.check(value)):
@@ -101,6 +98,7 @@ def _tables(root: Path) -> Iterable[tuple[str, list[Case]]]:
     sys.path.insert(0, str(root))
     for path in sorted(root.rglob("test_bad_inputs*.py")):
         rel = path.relative_to(root).with_suffix("")
+        sys.path.insert(0, str(path.parent))  # tables may import their folder's helpers
         if rel.parts[0] == "examples":
             sys.path.insert(0, str(root.parent / "examples"))
         module = importlib.import_module(".".join(rel.parts))

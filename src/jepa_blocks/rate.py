@@ -17,7 +17,7 @@ QR fallback).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 from torch import Tensor, nn
@@ -196,6 +196,36 @@ def _safe_sqrt(x: Tensor) -> Tensor:
     """``√x`` with a zero (not infinite) gradient at ``x = 0``."""
     positive = x > 0
     return torch.where(positive, torch.where(positive, x, 1.0).sqrt(), 0.0)
+
+
+@overload
+def rate_reduction(
+    z: Tensor,
+    membership: Tensor,
+    *,
+    eps: float = ...,
+    gamma: float = ...,
+    num_classes: int | None = ...,
+    precision: str = ...,
+    return_parts: Literal[False] = ...,
+    distributed: str = ...,
+    group: Any = ...,
+) -> Tensor: ...
+
+
+@overload
+def rate_reduction(
+    z: Tensor,
+    membership: Tensor,
+    *,
+    eps: float = ...,
+    gamma: float = ...,
+    num_classes: int | None = ...,
+    precision: str = ...,
+    return_parts: Literal[True],
+    distributed: str = ...,
+    group: Any = ...,
+) -> RateReductionParts: ...
 
 
 def rate_reduction(
