@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_int
+from jepa_blocks._validation import (
+    NonFiniteError,
+    check_bool,
+    check_choice,
+    check_floating_tensor,
+    check_int,
+)
 
 __all__ = ["SmallCNN", "resnet18_encoder"]
 
@@ -78,11 +85,19 @@ class SmallCNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return one ``out_dim`` vector per image."""
+        """Return one ``out_dim`` vector per image.
+
+        Raises:
+            NonFiniteError: NaN or inf in ``x`` in training mode (eager), before BatchNorm updates
+                its running statistics.
+        """
+        check_floating_tensor(x, "x")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"images must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
+        if self.training and not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+            raise NonFiniteError("x must be finite in training mode, got NaN or inf values")
         return self.norm(self.head(self.pool(self.features(x)).flatten(1)))
 
     def extra_repr(self) -> str:
@@ -116,6 +131,8 @@ def resnet18_encoder(
         - output: ``(N, 512)``
     """
     check_int(in_channels, "in_channels", minimum=1)
+    check_bool(cifar_stem, "cifar_stem")
+    check_bool(zero_init_residual, "zero_init_residual")
     import torchvision  # lazy: torchvision is an optional dependency
 
     model = torchvision.models.resnet18(weights=None, zero_init_residual=zero_init_residual)

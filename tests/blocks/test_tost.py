@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from jepa_blocks._validation import NonFiniteError
 from jepa_blocks.blocks.tost import (
     TSSA,
     CausalTSSA,
@@ -177,6 +178,84 @@ def test_attention_dropout_same_in_both_paths() -> None:
     b = fast(x)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, plain.eval()(x))
+
+
+class OfficialAttentionTSSA(nn.Module):
+    """``tost_vision/tost.py::AttentionTSSA`` of ``RobinWu218/ToST``, its forward re-typed."""
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float) -> None:
+        super().__init__()
+        self.heads = num_heads
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.qkv = nn.Linear(dim, dim, bias=True)
+        self.temp = nn.Parameter(torch.ones(num_heads, 1))
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        w = self.qkv(x).reshape(b, n, self.heads, -1).permute(0, 2, 1, 3)  # b h n d
+        pi = torch.softmax((nn.functional.normalize(w, dim=-2) ** 2).sum(-1) * self.temp, dim=1)
+        dots = (pi / (pi.sum(dim=-1, keepdim=True) + 1e-8)).unsqueeze(-2) @ w**2
+        attn = self.attn_drop(1.0 / (1 + dots))  # (b, h, 1, d): one draw per head, coordinate
+        out = -(w * pi.unsqueeze(-1)) * attn
+        return self.to_out(out.permute(0, 2, 1, 3).reshape(b, n, -1))
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+@pytest.mark.parametrize(("batch", "heads"), [(3, 4), (4, 4), (5, 2), (1, 2)])
+def test_attention_dropout_matches_the_official_code(memory_efficient, batch, heads) -> None:
+    official = OfficialAttentionTSSA(16, heads, attn_drop=0.3).double().train()
+    ours = TSSA(16, heads=heads, attn_drop=0.3, memory_efficient=memory_efficient)
+    ours = _randomise(ours.double()).train()
+    with torch.no_grad():
+        for a, b in ((official.qkv, ours.qkv), (official.to_out, ours.to_out)):
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+        official.temp.copy_(ours.temperature)
+    x = _x(batch, 7, 16)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    torch.manual_seed(5)
+    a = official(xa)
+    torch.manual_seed(5)
+    b = ours(xb)
+    torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(b, ours.eval()(x))  # the dropout acted
+    (a * x).sum().backward()
+    (b * x).sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(ours.temperature.grad, official.temp.grad, rtol=1e-9, atol=1e-11)
+
+
+def _flat(states) -> list[torch.Tensor]:
+    states = (
+        states if isinstance(states, tuple) and not isinstance(states, TSSAState) else (states,)
+    )
+    return [t.clone() for s in states for t in s]
+
+
+@pytest.mark.parametrize("where", ["attn", "block", "stack"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_token_raises_and_leaves_the_state(where: str, bad: float) -> None:
+    torch.manual_seed(0)
+    stack = _randomise(tost_blocks(dim=8, depth=2, heads=2, causal=True, decay=0.9).double())
+    layer = {"attn": stack[0].attn, "block": stack[0], "stack": stack}[where]
+    x = _x(2, 5, 8)
+    state = layer.init_state(2, dtype=F64)
+    ys = []
+    for t in range(5):
+        if t == 2:
+            before = _flat(state)
+            poisoned = x[:, t].clone()
+            poisoned[1, 3] = bad
+            with pytest.raises(NonFiniteError, match="x_t"):
+                layer.step(state, poisoned)
+            with pytest.raises(NonFiniteError, match="x"):
+                layer.scan(poisoned[:, None], state)
+            assert all(torch.equal(a, b) for a, b in zip(before, _flat(state)))
+        y, state = layer.step(state, x[:, t])
+        ys.append(y)
+    # the stream after the rejected tokens is the stream without them
+    torch.testing.assert_close(torch.stack(ys, 1), layer(x), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("memory_efficient", [False, True])

@@ -31,7 +31,13 @@ from jepa_blocks._validation import (
     check_positive,
     check_probability,
 )
-from jepa_blocks.blocks._heads import HeadProjection, check_tokens, layer_scales, scaled
+from jepa_blocks.blocks._heads import (
+    HeadProjection,
+    check_padding,
+    check_tokens,
+    layer_scales,
+    scaled,
+)
 
 __all__ = [
     "CRATE",
@@ -58,6 +64,8 @@ def _dictionary(dim: int, atoms: int) -> nn.Parameter:
 class _TokenLayer(nn.Module):
     """Base of :class:`MSSA` and the CRATE layers: the masked ``forward`` of all of them."""
 
+    dim: int
+
     def forward(
         self,
         x: Tensor,
@@ -65,7 +73,13 @@ class _TokenLayer(nn.Module):
         src_key_padding_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
-        """Apply the module to the tokens ``x`` (for :class:`MSSA`: already normalised)."""
+        """Apply the module to the tokens ``x`` (for :class:`MSSA`: already normalised).
+
+        Raises:
+            ValueError: A mask of the wrong shape, or (softmax, eager) one that leaves a query
+                with no key to attend to (its softmax would be NaN).
+        """
+        check_tokens(x, self.dim)
         return self._forward(x, src_key_padding_mask, attn_mask)
 
     def _forward(self, x: Tensor, key_padding: Tensor | None, attn_mask: Tensor | None) -> Tensor:
@@ -134,24 +148,25 @@ class MSSA(_TokenLayer, HeadProjection):
         #: Hook point: receives the per-head outputs ``(..., K, N, p)`` before the output map.
         self.head_tap = nn.Identity()
 
-    def _mask(self, attn_mask: Tensor | None, key_padding: Tensor | None) -> Tensor | None:
+    def _mask(self, x: Tensor, attn_mask: Any, key_padding: Any) -> Tensor | None:
         mask = None
-        if key_padding is not None:
-            if key_padding.dtype != torch.bool:
-                raise TypeError(
-                    f"src_key_padding_mask must be a bool tensor, got {key_padding.dtype}"
-                )
+        if check_padding(key_padding, x, "src_key_padding_mask") is not None:
             mask = ~key_padding[..., None, None, :]
         if attn_mask is not None:
-            if attn_mask.dtype != torch.bool:
-                raise TypeError(f"attn_mask must be a bool tensor, got {attn_mask.dtype}")
+            scores = (*x.shape[:-2], self.heads, x.shape[-2], x.shape[-2])
+            if not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool:
+                raise TypeError(f"attn_mask must be a bool tensor, got {attn_mask!r}")
+            if _broadcast(attn_mask.shape, scores) != scores:
+                raise ValueError(f"attn_mask must broadcast to {scores}, got {attn_mask.shape}")
             mask = attn_mask if mask is None else mask & attn_mask
+        compiling = torch.compiler.is_compiling()
+        if mask is not None and self.use_softmax and not compiling and not mask.any(-1).all():
+            raise ValueError("src_key_padding_mask/attn_mask leave a query with no key (NaN)")
         return mask
 
     def _forward(self, x: Tensor, key_padding: Tensor | None, attn_mask: Tensor | None) -> Tensor:
-        check_tokens(x, self.dim)
         w = self._split(x)
-        mask = self._mask(attn_mask, key_padding)
+        mask = self._mask(x, attn_mask, key_padding)
         p_drop = self.dropout if self.training else 0.0
         if self.use_softmax:
             heads = F.scaled_dot_product_attention(
@@ -171,6 +186,19 @@ class MSSA(_TokenLayer, HeadProjection):
         )
 
 
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast of ``shapes``, or ``None`` if they do not broadcast."""
+    try:
+        return tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        return None
+
+
+def _check_last(x: Tensor, dim: int) -> None:
+    if check_floating_tensor(x, "x", min_ndim=1).shape[-1] != dim:
+        raise ValueError(f"x must have shape (..., {dim}), got {tuple(x.shape)}")
+
+
 def _check_dictionary_shapes(z: Tensor, dictionary: Tensor, codes: Tensor | None) -> None:
     check_floating_tensor(z, "z", min_ndim=1, shape_doc="(..., d)")
     check_floating_tensor(dictionary, "dictionary", min_ndim=2, shape_doc="(d, m)")
@@ -182,8 +210,11 @@ def _check_dictionary_shapes(z: Tensor, dictionary: Tensor, codes: Tensor | None
         )
     if codes is not None:
         check_floating_tensor(codes, "codes", min_ndim=1, shape_doc="(..., m)")
-        if codes.shape[-1] != m:
-            raise ValueError(f"codes must have shape (..., m) with m={m}, got {tuple(codes.shape)}")
+        if codes.shape[-1] != m or _broadcast(codes.shape[:-1], z.shape[:-1]) is None:
+            raise ValueError(
+                f"codes must have shape (..., m) with m={m}, broadcasting with z "
+                f"{tuple(z.shape)}, got {tuple(codes.shape)}"
+            )
 
 
 def ista_step(
@@ -226,6 +257,7 @@ def ista_step(
         - output: ``(..., m)``
     """
     _check_dictionary_shapes(z, dictionary, codes)
+    check_bool(nonneg, "nonneg")
     eta = check_positive(eta, "eta")
     threshold = eta * check_positive(lambd, "lambd", allow_zero=True)
     if codes is None:
@@ -266,7 +298,8 @@ def lasso_objective(
         - z: ``(..., d)``; dictionary: ``(d, m)``; codes: ``(..., m)``
         - output: ``(...)``
     """
-    _check_dictionary_shapes(z, dictionary, codes)
+    _check_dictionary_shapes(z, dictionary, check_floating_tensor(codes, "codes"))
+    check_bool(nonneg, "nonneg")
     lam = check_positive(lambd, "lambd", allow_zero=True)
     residual = z - codes @ dictionary.t()
     value = 0.5 * residual.pow(2).sum(-1) + lam * codes.abs().sum(-1)
@@ -309,6 +342,7 @@ class ISTA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the sparse codes of ``x``."""
+        _check_last(x, self.dim)
         return ista_step(x, self.weight, x, eta=self.eta, lambd=self.lambd, nonneg=self.nonneg)
 
     def extra_repr(self) -> str:
@@ -369,6 +403,7 @@ class OvercompleteISTA(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Return the sparse codes :math:`a_T` of ``x``."""
+        _check_last(x, self.dim)
         codes = None
         for _ in range(self.n_steps):
             codes = ista_step(
@@ -403,6 +438,7 @@ class _PreNormMSSA(_TokenLayer):
         dropout: float,
     ) -> None:
         super().__init__()
+        self.dim = check_int(dim, "dim")
         norm_eps = check_positive(norm_eps, "norm_eps")
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = MSSA(
@@ -562,6 +598,7 @@ class CRATEDecoderLayer(nn.Module):
         norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        self.dim = check_int(dim, "dim")
         norm_eps = check_positive(norm_eps, "norm_eps")
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.weight = _dictionary(dim, dim)
@@ -584,7 +621,7 @@ class CRATEDecoderLayer(nn.Module):
         attn_mask: Tensor | None = None,
     ) -> Tensor:
         """Apply the decoder layer."""
-        h = F.linear(self.norm1(y), self.weight)
+        h = F.linear(self.norm1(check_tokens(y, self.dim, "y")), self.weight)
         return h - self.attn(
             self.norm2(h), src_key_padding_mask=src_key_padding_mask, attn_mask=attn_mask
         )

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from jepa_blocks._validation import check_bool, check_floating_tensor, check_int, check_positive
+from jepa_blocks.blocks._heads import check_finite
 from jepa_blocks.blocks.crate import ISTA, LAYER_TYPES, MSSA, OvercompleteISTA
 from jepa_blocks.metrics.rank import effective_rank
 from jepa_blocks.rate import coding_rate
@@ -60,6 +61,8 @@ def project_heads(tokens: Tensor, bases: Tensor) -> Tensor:
             f"bases must have shape (K, d, p) with d={tokens.shape[-1]} = tokens.shape[-1], "
             f"got {tuple(bases.shape)}"
         )
+    check_finite(tokens, "tokens")
+    check_finite(bases, "bases")
     dtype = torch.promote_types(torch.promote_types(tokens.dtype, bases.dtype), torch.float32)
     with torch.autocast(device_type=tokens.device.type, enabled=False):
         return torch.einsum("...nd,kdp->...knp", tokens.to(dtype), bases.to(dtype))
@@ -101,6 +104,8 @@ def subspace_coding_rate(
         - output: ``(...)``, or ``(..., K)`` with ``per_head=True``
     """
     check_positive(eps, "eps")
+    check_bool(normalize, "normalize")
+    check_bool(per_head, "per_head")
     w = project_heads(tokens, bases)
     if normalize:
         w = F.normalize(w, dim=-1)
@@ -121,15 +126,19 @@ def code_sparsity(codes: Tensor, *, dim: int | tuple[int, ...] | None = None) ->
     Shape:
         - codes: any; output: ``()`` with ``dim=None``, else ``codes`` without ``dim``
     """
-    check_floating_tensor(codes, "codes")
-    zeros = (codes == 0).to(torch.float32)
-    return zeros.mean() if dim is None else zeros.mean(dim=dim)
+    if check_floating_tensor(codes, "codes").numel() == 0:
+        raise ValueError(f"codes must be non-empty, got shape {tuple(codes.shape)}")
+    zeros = (check_finite(codes, "codes") == 0).to(torch.float32)
+    try:
+        return zeros.mean() if dim is None else zeros.mean(dim=dim)
+    except (IndexError, RuntimeError, TypeError):
+        raise ValueError(f"dim must be None or dims of codes {codes.shape}, got {dim!r}") from None
 
 
 def _check_head_regression(features: Tensor, actions: Tensor, names: tuple[str, str]) -> None:
     f, a = names
-    check_floating_tensor(features, f, min_ndim=3, shape_doc="(S, K, p)")
-    check_floating_tensor(actions, a, min_ndim=2, shape_doc="(S, A)")
+    check_finite(check_floating_tensor(features, f, min_ndim=3, shape_doc="(S, K, p)"), f)
+    check_finite(check_floating_tensor(actions, a, min_ndim=2, shape_doc="(S, A)"), a)
     if features.ndim != 3 or actions.ndim != 2 or features.shape[0] != actions.shape[0]:
         raise ValueError(
             f"{f} must be (S, K, p) and {a} (S, A) with the same number of samples S, got "
@@ -226,7 +235,7 @@ def specialization_score(r2: Tensor) -> Tensor:
     Shape:
         - r2: ``(..., K, A)``; output: ``(..., A)``
     """
-    check_floating_tensor(r2, "r2", min_ndim=2, shape_doc="(..., K, A)")
+    check_finite(check_floating_tensor(r2, "r2", min_ndim=2, shape_doc="(..., K, A)"), "r2")
     k = r2.shape[-2]
     if k < 2:
         return torch.zeros_like(r2[..., 0, :])
@@ -400,8 +409,10 @@ def weighted_specialization(head_r2: Tensor, scores: Tensor) -> float:
     Shape:
         - head_r2: ``(K, A)``; scores: ``(A,)``
     """
-    check_floating_tensor(head_r2, "head_r2", min_ndim=2, shape_doc="(K, A)")
-    check_floating_tensor(scores, "scores", min_ndim=1, shape_doc="(A,)")
+    check_finite(
+        check_floating_tensor(head_r2, "head_r2", min_ndim=2, shape_doc="(K, A)"), "head_r2"
+    )
+    check_finite(check_floating_tensor(scores, "scores", min_ndim=1, shape_doc="(A,)"), "scores")
     if head_r2.ndim != 2 or scores.shape != head_r2.shape[-1:]:
         raise ValueError(
             f"head_r2 must be (K, A) and scores (A,), got {tuple(head_r2.shape)} and "
@@ -482,6 +493,8 @@ def crate_stack_diagnostics(
     """
     check_positive(eps, "eps")
     check_positive(ridge, "ridge")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if max_samples is not None:
         check_int(max_samples, "max_samples", minimum=1)
     stacks = _crate_stacks(model)
@@ -570,6 +583,8 @@ def crate_monitor(
     """
     check_positive(eps, "eps")
     check_positive(ridge, "ridge")
+    if not (hasattr(batch, "views") and hasattr(batch, "actions")):
+        raise TypeError(f"batch must have views and actions, got {type(batch).__name__}")
 
     def monitor(model: nn.Module, epoch: int) -> dict[str, float]:
         del epoch

@@ -31,6 +31,7 @@ from jepa_blocks._validation import (
 )
 from jepa_blocks.blocks._heads import (
     HeadProjection,
+    check_finite,
     check_padding,
     check_tokens,
     layer_scales,
@@ -344,10 +345,8 @@ class TSSA(_TSSABase):
         valid = None if mask is None else (~mask).to(dtype)[..., None, :, None]
         drop = None
         if self.training and self.attn_drop > 0:
-            keep = torch.full(
-                (*w.shape[:-2], 1, w.shape[-1]), 1.0 - self.attn_drop, device=w.device, dtype=dtype
-            )
-            drop = torch.bernoulli(keep) / (1.0 - self.attn_drop)
+            # the official nn.Dropout on 1/(1+m) (b, h, 1, d): one draw per sample, head, coordinate
+            drop = F.dropout(w.new_ones((*w.shape[:-2], w.shape[-1]), dtype=dtype), self.attn_drop)
         if self.memory_efficient:
             y, pi = _VisionTSSAFunction.apply(w, self.temperature, valid, drop)
         else:
@@ -456,6 +455,8 @@ class CausalTSSA(_TSSABase):
             dtype: Defaults to float32, or float64 for a float64 module.
         """
         check_int(batch, "batch")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         weight = self.qkv.weight
         device = weight.device if device is None else device
         dtype = _stat_dtype(weight.dtype) if dtype is None else dtype
@@ -480,11 +481,12 @@ class CausalTSSA(_TSSABase):
     def _check_state(self, state: Any, batch: int) -> TSSAState:
         if not isinstance(state, TSSAState):
             raise TypeError(f"state must be a TSSAState, got {type(state).__name__}")
-        shape = (batch, self.heads, self.dim_head)
-        if tuple(state.sum_w2.shape) != shape or tuple(state.position.shape) != (batch,):
+        k, p = self.heads, self.dim_head
+        want = {"sum_w2": (batch, k, p), "sum_pi_w2": (batch, k, p), "sum_pi": (batch, k)}
+        got = {name: tuple(getattr(state, name).shape) for name in want}
+        if got != want or tuple(state.position.shape) != (batch,):
             raise ValueError(
-                f"state does not match a batch of {batch} for this layer: expected sum_w2 of "
-                f"shape {shape}, got {tuple(state.sum_w2.shape)}"
+                f"state must match a batch of {batch} for this layer: {want}, got {got}"
             )
         return state
 
@@ -505,12 +507,23 @@ class CausalTSSA(_TSSABase):
         Returns:
             ``(y, new_state)``.
 
+        Raises:
+            NonFiniteError: NaN or inf in ``x`` (eager mode), which would poison the state.
+
         Shape:
             - x: ``(B, N, dim)``; output: ``(B, N, dim)``
         """
         check_tokens(x, self.dim, ndim=3)
-        mask = check_padding(src_key_padding_mask, x, "src_key_padding_mask")
+        return self._scan(x, state, src_key_padding_mask, "x")
+
+    def _scan(
+        self, x: Tensor, state: TSSAState, mask: Any, name: str | None
+    ) -> tuple[Tensor, TSSAState]:
+        """:meth:`scan` of checked tokens; ``name``: check them finite under that name."""
+        mask = check_padding(mask, x, "src_key_padding_mask")
         self._check_state(state, x.shape[0])
+        if name is not None:
+            check_finite(x, name)
         w = self._split(x)  # (B, K, N, p)
         sdtype = state.sum_w2.dtype
         with torch.autocast(device_type=w.device.type, enabled=False):
@@ -525,7 +538,7 @@ class CausalTSSA(_TSSABase):
         """Causal TSSA over a whole sequence from an empty state (see :meth:`scan`)."""
         check_tokens(x, self.dim, ndim=3)
         state = self.init_state(x.shape[0], device=x.device)
-        return self.scan(x, state, src_key_padding_mask=src_key_padding_mask)[0]
+        return self._scan(x, state, src_key_padding_mask, None)[0]  # no state kept: no sync
 
     def step(self, state: TSSAState, x_t: Tensor) -> tuple[Tensor, TSSAState]:
         """Consume one token per sequence: :math:`O(D)` work on the statistics, :math:`O(D^2)` maps.
@@ -537,11 +550,14 @@ class CausalTSSA(_TSSABase):
         Returns:
             ``(y_t, new_state)``.
 
+        Raises:
+            NonFiniteError: NaN or inf in ``x_t`` (eager mode), which would poison the state.
+
         Shape:
             - x_t: ``(B, dim)``; y_t: ``(B, dim)``
         """
         check_tokens(x_t, self.dim, "x_t", ndim=2)
-        y, new_state = self.scan(x_t[:, None, :], state)
+        y, new_state = self._scan(x_t[:, None, :], state, None, "x_t")
         return y[:, 0], new_state
 
     def extra_repr(self) -> str:
@@ -649,12 +665,14 @@ class ToSTBlock(nn.Module):
     ) -> tuple[Tensor, TSSAState]:
         """Process a chunk ``(B, N, dim)`` after ``state`` (see :meth:`CausalTSSA.scan`)."""
         attn = self._streaming_attn()
+        check_tokens(x, self.dim, ndim=3)
         h, state = attn.scan(self.norm1(x), state, src_key_padding_mask=src_key_padding_mask)
         return self._residuals(x, h), state
 
     def step(self, state: TSSAState, x_t: Tensor) -> tuple[Tensor, TSSAState]:
         """Consume one token ``(B, dim)`` per sequence (see :meth:`CausalTSSA.step`)."""
-        h, state = self._streaming_attn().step(state, self.norm1(x_t))
+        attn = self._streaming_attn()
+        h, state = attn.step(state, self.norm1(check_tokens(x_t, self.dim, "x_t", ndim=2)))
         return self._residuals(x_t, h), state
 
     def no_weight_decay(self) -> set[str]:

@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepa_blocks._validation import check_choice, check_floating_tensor
+from jepa_blocks._validation import (
+    NonFiniteError,
+    check_bool,
+    check_choice,
+    check_floating_tensor,
+    check_positive,
+)
 
 __all__ = [
     "affine_action",
@@ -45,6 +51,13 @@ def check_last_dim(x: Any, name: str, size: int, doc: str = "") -> Tensor:
     check_floating_tensor(x, name, min_ndim=1)
     if x.shape[-1] != size:
         raise ValueError(f"{name} must have shape (..., {size}){doc}, got {tuple(x.shape)}")
+    return x
+
+
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (a host sync: eager code only)."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"{name} must be finite, got NaN or inf values")
     return x
 
 
@@ -130,7 +143,7 @@ def normalize_across_views(params: Tensor, *, eps: float = 1e-12) -> Tensor:
         - output: ``(..., V, P)``
     """
     _check_views(params, "params", min_views=1)
-    return F.normalize(params, p=2.0, dim=-2, eps=eps)
+    return F.normalize(params, p=2.0, dim=-2, eps=check_positive(eps, "eps"))
 
 
 def relative_differences(
@@ -161,12 +174,11 @@ def relative_differences(
     _check_views(params, "params")
     check_choice(normalize, "normalize", ("none", "official"))
     p = params.shape[-1]
-    bad = [d for d in angle_dims if not -p <= int(d) < p]
-    if bad:
-        raise ValueError(
-            f"angle_dims entries must lie in [-{p}, {p}) for {p} parameters, got {bad}"
-        )
-    dims = sorted({int(d) % p for d in angle_dims})
+    if not isinstance(angle_dims, (tuple, list, range)) or any(
+        type(d) is not int or not -p <= d < p for d in angle_dims
+    ):
+        raise ValueError(f"angle_dims must hold ints in [-{p}, {p}), got {angle_dims!r}")
+    dims = sorted({d % p for d in angle_dims})
     if normalize == "official":
         params = normalize_across_views(params)
         dims = []
@@ -217,6 +229,10 @@ def quaternion_multiply(p: Tensor, q: Tensor) -> Tensor:
     """
     check_last_dim(p, "p", 4, " (x, y, z, w)")
     check_last_dim(q, "q", 4, " (x, y, z, w)")
+    try:
+        torch.broadcast_shapes(p.shape, q.shape)
+    except RuntimeError:
+        raise ValueError(f"p and q must broadcast, got {p.shape} and {q.shape}") from None
     pv, pw = p[..., :3], p[..., 3:]
     qv, qw = q[..., :3], q[..., 3:]
     vec = pw * qv + qw * pv + torch.linalg.cross(pv, qv, dim=-1)
@@ -285,6 +301,7 @@ def relative_quaternions(angles: Tensor, *, canonical: bool = False) -> Tensor:
         - output: ``(..., V − 1, 4)``
     """
     _check_views(angles, "angles", last=3)
+    check_bool(canonical, "canonical")
     q = euler_xyz_to_quaternion(angles)
     rel = quaternion_multiply(quaternion_conjugate(q[..., :-1, :]), q[..., 1:, :])
     return canonicalize_quaternion(rel) if canonical else rel

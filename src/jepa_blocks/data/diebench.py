@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_choice, check_int
+from jepa_blocks._validation import check_bool, check_choice, check_int
 from jepa_blocks.data.actions import relative_quaternions
-from jepa_blocks.data.sequences import ViewSequence, mix_seed, standardize
+from jepa_blocks.data.sequences import ViewSequence, check_index, mix_seed, standardize
 
 __all__ = ["DIEBENCH_STATS", "ThreeDIEBench"]
 
@@ -67,12 +67,16 @@ class ThreeDIEBench(torch.utils.data.Dataset):
         seed: int = 0,
     ) -> None:
         check_choice(latent, "latent", ("rot", "rotcolor"))
-        if check_int(num_observed, "num_observed") + 1 > views_per_object:
+        check_int(views_per_object, "views_per_object")
+        if check_int(num_observed, "num_observed") >= views_per_object:
             raise ValueError(
                 f"num_observed + 1 = {num_observed + 1} views exceed the {views_per_object} "
                 "views per object"
             )
-        check_int(image_size, "image_size")
+        self.image_size = check_int(image_size, "image_size")
+        self.normalize = check_bool(normalize, "normalize")
+        self.canonical = check_bool(canonical, "canonical")
+        self.seed = check_int(seed, "seed", minimum=-(1 << 63))
         self.root = Path(root)
         index = Path(index_dir) if index_dir is not None else self.root
         images_file = index / f"{split}_images.npy"
@@ -90,11 +94,7 @@ class ThreeDIEBench(torch.utils.data.Dataset):
         self.split = split
         self.num_observed = num_observed
         self.latent = latent
-        self.image_size = image_size
-        self.normalize = bool(normalize)
-        self.canonical = bool(canonical)
-        self.views_per_object = int(views_per_object)
-        self.seed = int(seed)
+        self.views_per_object = views_per_object
         self.epoch = 0
 
     @property
@@ -104,7 +104,7 @@ class ThreeDIEBench(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the view draws of ``epoch``."""
-        self.epoch = int(epoch)
+        self.epoch = check_int(epoch, "epoch", minimum=0)
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -122,10 +122,7 @@ class ThreeDIEBench(torch.utils.data.Dataset):
         return TF.resize(img, [self.image_size, self.image_size], antialias=True)
 
     def __getitem__(self, index: int) -> ViewSequence:
-        n = len(self)
-        if not -n <= int(index) < n:
-            raise IndexError(f"index {index} is out of range for a dataset of {n} objects")
-        i = int(index) % n
+        i = check_index(index, len(self))
         gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
         chosen = torch.randperm(self.views_per_object, generator=gen)[: self.num_observed + 1]
         folder = self.object_dir(i)

@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import Tensor
 
 from jepa_blocks._validation import check_choice, check_floating_tensor, check_int
-from jepa_blocks.data.actions import check_last_dim
+from jepa_blocks.data.actions import check_finite, check_last_dim
 
 __all__ = [
     "affine_transform",
@@ -29,6 +29,8 @@ __all__ = [
     "rotate90",
     "sample_resized_crop_boxes",
 ]
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def check_image_batch(images: Any) -> Tensor:
@@ -44,15 +46,37 @@ def _check_images(images: Tensor) -> Tensor:
     return check_image_batch(images)
 
 
-def check_rows(params: Any, name: str, batch: int, width: int, doc: str) -> None:
-    """Raise unless ``params`` is a ``(batch, width)`` tensor: one row per image."""
-    if not isinstance(params, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(params).__name__}")
+def check_size(value: Any, name: str) -> tuple[int, int]:
+    """Return ``value`` as ``(H, W)``; raise unless it is a pair of positive ints."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a (height, width) pair of ints, got {value!r}")
+    return check_int(value[0], name), check_int(value[1], name)
+
+
+def check_interval(r: Any, name: str, *, low: float = -math.inf) -> tuple[float, float]:
+    """Return ``r`` as ``(min, max)``; raise unless finite numbers with ``low <= min <= max``."""
+    if not isinstance(r, (tuple, list)) or len(r) != 2 or not all(_is_number(v) for v in r):
+        raise TypeError(f"{name} must be a (min, max) pair of numbers, got {r!r}")
+    a, b = float(r[0]), float(r[1])
+    if not (math.isfinite(a) and math.isfinite(b) and low <= a <= b):
+        raise ValueError(f"{name} must satisfy {low} <= min <= max (finite), got {r!r}")
+    return a, b
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_rows(params: Any, name: str, batch: int, width: int, doc: str) -> Tensor:
+    """Raise unless ``params`` is a finite real ``(batch, width)`` tensor: one row per image."""
+    if not isinstance(params, Tensor) or params.is_complex() or params.dtype == torch.bool:
+        raise TypeError(f"{name} must be a real tensor, got {getattr(params, 'dtype', params)!r}")
     if params.shape != (batch, width):
         raise ValueError(
             f"{name} must have shape ({batch}, {width}) {doc} for a batch of {batch} images, "
             f"got {tuple(params.shape)}"
         )
+    return check_finite(params, name)
 
 
 def affine_transform(images: Tensor, params: Tensor, *, interpolation: str = "bilinear") -> Tensor:
@@ -108,7 +132,7 @@ def invert_affine_params(params: Tensor, image_size: tuple[int, int]) -> Tensor:
         - output: ``(..., 4)``
     """
     check_last_dim(params, "params", 4)
-    h, w = image_size
+    h, w = check_size(image_size, "image_size")
     theta, log_s = params[..., 0], params[..., 3]
     tx, ty = params[..., 1] * w, params[..., 2] * h
     # p = R(−θ)(p' − t)/s  =>  t_inv = −R(−θ) t / s, with R(φ) = [[cos, sin], [−sin, cos]].
@@ -124,7 +148,10 @@ def rotate90(images: Tensor, k: Tensor) -> Tensor:
 
     Args:
         images: Square images.
-        k: Integer number of quarter turns per image (any integer; taken modulo 4).
+        k: Integer tensor of quarter turns per image, or one int for all (taken modulo 4).
+
+    Raises:
+        TypeError: ``k`` is not an int or an integer tensor (a float ``k`` is not rounded).
 
     Shape:
         - images: ``(B, C, H, H)``
@@ -133,11 +160,12 @@ def rotate90(images: Tensor, k: Tensor) -> Tensor:
     """
     if check_image_batch(images).shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be square for quarter turns, got {tuple(images.shape)}")
-    if not isinstance(k, Tensor) or k.shape != images.shape[:1]:
-        shape = tuple(k.shape) if isinstance(k, Tensor) else type(k).__name__
-        raise ValueError(f"k must be a tensor of shape ({images.shape[0]},), got {shape}")
-    if k.is_floating_point():
-        k = torch.round(k)
+    if type(k) is int:
+        k = torch.full(images.shape[:1], k)
+    if not isinstance(k, Tensor) or k.dtype not in _INT_DTYPES:
+        raise TypeError(f"k must be an int or an integer tensor, got {k!r}")
+    if k.shape != images.shape[:1]:
+        raise ValueError(f"k must have shape ({images.shape[0]},), got {tuple(k.shape)}")
     k = torch.remainder(k.to(device=images.device, dtype=torch.long), 4)
     out = images.clone()
     for r in (1, 2, 3):
@@ -179,13 +207,10 @@ def sample_resized_crop_boxes(
         - output: ``(batch_size, 4)``
     """
     check_int(batch_size, "batch_size", minimum=0)
-    h_img, w_img = (int(v) for v in image_size)
-    if h_img < 1 or w_img < 1:
-        raise ValueError(f"image_size must be positive (H, W), got {image_size!r}")
-    if not 0 < scale[0] <= scale[1]:
-        raise ValueError(f"scale must satisfy 0 < min <= max, got {scale!r}")
-    if not 0 < ratio[0] <= ratio[1]:
-        raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio!r}")
+    check_int(attempts, "attempts")
+    h_img, w_img = check_size(image_size, "image_size")
+    scale = check_interval(scale, "scale", low=1e-12)
+    ratio = check_interval(ratio, "ratio", low=1e-12)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     out_device = torch.device(device) if device is not None else gen_device
     area = h_img * w_img
@@ -260,6 +285,15 @@ def resample_matrix(
         - output: ``(B, out_size, in_size)``
     """
     check_choice(interpolation, "interpolation", ("bilinear", "bicubic"))
+    check_int(in_size, "in_size")
+    check_int(out_size, "out_size")
+    if not all(
+        isinstance(v, Tensor) and v.ndim == 1 and v.shape == start.shape for v in (start, length)
+    ):
+        got = [getattr(v, "shape", type(v).__name__) for v in (start, length)]
+        raise ValueError(f"start and length must be tensors of one shape (B,), got {got}")
+    if not bool(((length >= 1) & (start >= 0) & (start + length <= in_size)).all()):
+        raise ValueError(f"start and length must give windows inside [0, {in_size}), length >= 1")
     dtype = start.dtype if start.is_floating_point() else torch.float32
     start = start.to(dtype)[:, None, None]
     length = length.to(dtype)[:, None, None]
@@ -307,14 +341,10 @@ def resized_crop(
     """
     b, _, h, w = _check_images(images).shape
     check_rows(boxes, "boxes", b, 4, "(top, left, height, width)")
-    oh, ow = (int(v) for v in size)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"size must be positive (height, width), got {size!r}")
+    oh, ow = check_size(size, "size")
     bx = boxes.to(device=images.device, dtype=images.dtype)
-    if b and bool(
-        ((bx[:, 2] < 1) | (bx[:, 3] < 1) | (bx[:, 0] < 0) | (bx[:, 1] < 0)).any()
-        or ((bx[:, 0] + bx[:, 2] > h) | (bx[:, 1] + bx[:, 3] > w)).any()
-    ):
+    lo, ext = bx[:, :2], bx[:, 2:]
+    if not bool(((ext >= 1) & (lo >= 0) & (lo + ext <= bx.new_tensor([h, w]))).all()):
         raise ValueError(f"boxes must lie inside the {h}x{w} images with height, width >= 1")
     wy = resample_matrix(bx[:, 0], bx[:, 2], h, oh, interpolation=interpolation)
     wx = resample_matrix(bx[:, 1], bx[:, 3], w, ow, interpolation=interpolation)

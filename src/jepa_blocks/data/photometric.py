@@ -8,6 +8,7 @@ official seq-JEPA code (``hafezgh/seq-jepa``, ``src/augmentations.py``) inherits
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from jepa_blocks._validation import check_floating_tensor, check_int
+from jepa_blocks._validation import check_floating_tensor, check_int, check_positive
 from jepa_blocks.data.geometric import check_rows
 
 __all__ = [
@@ -42,25 +43,34 @@ def _check_images(images: Tensor) -> Tensor:
     return images
 
 
-def _per_image(values: Tensor, images: Tensor, name: str) -> Tensor:
-    if not isinstance(values, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B,), got {type(values).__name__}")
+def _per_image(
+    values: Tensor, images: Tensor, name: str, lo: float = -math.inf, hi: float = math.inf
+) -> Tensor:
+    if not isinstance(values, Tensor) or values.is_complex():
+        raise TypeError(f"{name} must be a real tensor of shape (B,), got {type(values).__name__}")
     if values.shape != images.shape[:1]:
         raise ValueError(
             f"{name} must have shape ({images.shape[0]},), one value per image, "
             f"got {tuple(values.shape)}"
         )
+    if not bool((torch.isfinite(values) & (values >= lo) & (values <= hi)).all()):
+        raise ValueError(f"{name} must hold finite values in [{lo}, {hi}], got {values}")
     return values.to(device=images.device, dtype=images.dtype)[:, None, None, None]
 
 
-def _factor(images: Tensor, factor: Tensor, name: str = "factor") -> Tensor:
+def _factor(
+    images: Tensor, factor: Tensor, name: str = "factor", lo: float = 0.0, hi: float = math.inf
+) -> Tensor:
     """Check ``images``, then return ``factor`` as one ``(B, 1, 1, 1)`` value per image."""
-    return _per_image(factor, _check_images(images), name)
+    return _per_image(factor, _check_images(images), name, lo, hi)
 
 
-def _selected(mask: Tensor, images: Tensor) -> Tensor:
+def check_mask(mask: Tensor, images: Tensor) -> Tensor:
     """The boolean ``(B,)`` selection of a 0/1 or boolean per-image ``mask``."""
-    return _per_image(mask, images, "mask")[:, 0, 0, 0] > 0.5
+    m = _per_image(mask, images, "mask", 0, 1)[:, 0, 0, 0]
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError(f"mask must be boolean or 0/1, got {mask}")
+    return m > 0.5
 
 
 def _luma(images: Tensor) -> Tensor:
@@ -132,7 +142,7 @@ def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
         - shift: ``(B,)``
         - output: ``(B, C, H, W)``
     """
-    f = _factor(images, shift, "shift")
+    f = _factor(images, shift, "shift", -0.5, 0.5)
     if images.shape[1] == 1:
         return images.clone()
     r, g, b = images.unbind(dim=1)
@@ -177,6 +187,8 @@ def color_jitter(images: Tensor, factors: Tensor, order: Tensor) -> Tensor:
     bsz = _check_images(images).shape[0]
     check_rows(factors, "factors", bsz, 4, "[brightness, contrast, saturation, hue]")
     check_rows(order, "order", bsz, 4, "(a permutation of 0..3 per image)")
+    if not bool((order.sort(dim=1).values == torch.arange(4, device=order.device)).all()):
+        raise ValueError(f"order must hold a permutation of (0, 1, 2, 3) per image, got {order}")
     order = order.to(device=images.device, dtype=torch.long)
     factors = factors.to(device=images.device, dtype=images.dtype)
     out = images.clone()
@@ -198,7 +210,7 @@ def grayscale(images: Tensor, mask: Tensor) -> Tensor:
     """
     from torchvision.transforms.v2 import functional as TF
 
-    m = _selected(mask, _check_images(images))
+    m = check_mask(mask, _check_images(images))
     if images.shape[1] == 1:
         return images.clone()
     return on_subset(images, m, lambda x: TF.rgb_to_grayscale(x, num_output_channels=3))
@@ -214,9 +226,9 @@ def solarize(images: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
     from torchvision.transforms.v2 import functional as TF
 
     _check_images(images)
-    if not 0.0 <= float(threshold) <= 1.0:
+    if check_positive(threshold, "threshold", allow_zero=True) > 1.0:
         raise ValueError(f"threshold must lie in [0, 1] for float images, got {threshold!r}")
-    m = _selected(mask, images)
+    m = check_mask(mask, images)
     return on_subset(images, m, lambda x: TF.solarize(x, threshold=float(threshold)))
 
 

@@ -8,13 +8,14 @@ sequence per index for ``DataLoader`` pipelines. Both are reproducible: the rand
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_int
+from jepa_blocks._validation import check_bool, check_int
 from jepa_blocks.data.sources import LabelledImages
 from jepa_blocks.data.views import SequenceViews
 
@@ -98,6 +99,17 @@ def standardize(views: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
     return (views - m) / torch.tensor(std, dtype=views.dtype, device=views.device)[:, None, None]
 
 
+def check_index(index: Any, n: int) -> int:
+    """``index`` in ``[0, n)``; ``TypeError`` unless an integer, ``IndexError`` out of range."""
+    try:
+        i = operator.index(index)
+    except TypeError:
+        raise TypeError(f"index must be an int, got {type(index).__name__}") from None
+    if not -n <= i < n:
+        raise IndexError(f"index {index} is out of range for a dataset of {n} items")
+    return i % n
+
+
 def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """``(rank, world_size)``, by default ``torch.distributed``'s when initialised, else 0/1."""
     dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -105,7 +117,8 @@ def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
         world_size = torch.distributed.get_world_size() if dist_on else 1
     if rank is None:
         rank = torch.distributed.get_rank() if dist_on else 0
-    if world_size < 1 or not 0 <= rank < world_size:
+    check_int(rank, "rank", minimum=-(1 << 63))
+    if check_int(world_size, "world_size", minimum=-(1 << 63)) < 1 or not 0 <= rank < world_size:
         raise ValueError(
             f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, "
             f"world_size={world_size}"
@@ -135,14 +148,14 @@ class _SequenceSource:
         self.source = source
         self.views = views
         self.num_observed = check_int(num_observed, "num_observed")
-        self.seed = int(seed)
-        self.normalize = bool(normalize)
+        self.seed = check_int(seed, "seed", minimum=-(1 << 63))
+        self.normalize = check_bool(normalize, "normalize")
         self.epoch = 0
         self.rank, self.world_size = _ranks(rank, world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffling and augmentation randomness of ``epoch`` for the next pass."""
-        self.epoch = int(epoch)
+        self.epoch = check_int(epoch, "epoch", minimum=0)
 
     def _view_sequences(
         self, images: Tensor, generator: torch.Generator
@@ -176,10 +189,7 @@ class SequenceDataset(_SequenceSource, torch.utils.data.Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> ViewSequence:
-        n = len(self.source)
-        if not -n <= int(index) < n:
-            raise IndexError(f"index {index} is out of range for a dataset of {n} items")
-        i = int(index) % n
+        i = check_index(index, len(self.source))
         gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
         views, params, actions = self._view_sequences(self.source.images[i : i + 1], gen)
         item = torch.tensor(i, device=self.source.labels.device)
@@ -238,9 +248,12 @@ class SequenceLoader(_SequenceSource):
             world_size=world_size,
         )
         self.batch_size = check_int(batch_size, "batch_size")
-        self.device = torch.device(device) if device is not None else source.images.device
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        try:
+            self.device = torch.device(device) if device is not None else source.images.device
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must name a torch device, got {device!r}") from None
+        self.shuffle = check_bool(shuffle, "shuffle")
+        self.drop_last = check_bool(drop_last, "drop_last")
         self.source = source.to(self.device)
 
     def _items_per_rank(self) -> int:

@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from jepa_blocks._validation import check_choice
+from jepa_blocks._validation import check_bool, check_choice, check_positive
 
 __all__ = [
     "CIFAR10_STATS",
@@ -74,16 +74,23 @@ class LabelledImages:
             )
         if self.images.ndim != 4:
             raise ValueError(f"images must have shape (N, C, H, W), got {tuple(self.images.shape)}")
-        if not isinstance(self.labels, Tensor) or self.labels.shape != self.images.shape[:1]:
+        labels, k = self.labels, len(self.classes)
+        if not isinstance(labels, Tensor) or labels.shape != self.images.shape[:1]:
             raise ValueError(
                 f"labels must be a tensor of shape ({self.images.shape[0]},), got "
-                f"{getattr(self.labels, 'shape', type(self.labels).__name__)}"
+                f"{getattr(labels, 'shape', type(labels).__name__)}"
             )
+        integer = not (
+            labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool
+        )
+        if not integer or not bool(((labels >= -1) & (labels < k)).all()):
+            raise ValueError(f"labels must be integers in [-1, {k}) for {k} classes, got {labels}")
         c = self.images.shape[1]
-        if len(self.mean) != c or len(self.std) != c:
-            raise ValueError(
-                f"mean and std must have one entry per channel ({c}), got {self.mean}, {self.std}"
-            )
+        for name, v in (("mean", self.mean), ("std", self.std)):
+            if not isinstance(v, (tuple, list)) or len(v) != c:
+                raise ValueError(f"{name} must hold one number per channel ({c}), got {v!r}")
+            for x in v:
+                check_positive(x, name, allow_zero=name == "mean")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -111,8 +118,23 @@ class LabelledImages:
         )
 
     def subset(self, indices: Sequence[int] | Tensor) -> LabelledImages:
-        """The images at ``indices`` (in that order)."""
-        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        """The images at ``indices`` (in that order; negative indices count from the end).
+
+        Raises:
+            TypeError: ``indices`` are not integers (floats and booleans are not indices).
+            ValueError: An index is outside ``[-N, N)``.
+        """
+        try:
+            idx = torch.as_tensor(indices, device=self.images.device)
+        except (TypeError, ValueError, RuntimeError):
+            idx = torch.zeros(())  # rejected below
+        idx = idx.long() if idx.numel() == 0 else idx  # [] is float32
+        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool or idx.ndim != 1:
+            raise TypeError(f"indices must be a sequence of ints, got {indices!r}")
+        n = len(self)
+        if not bool(((idx >= -n) & (idx < n)).all()):
+            raise ValueError(f"indices must lie in [-{n}, {n}), got {indices!r}")
+        idx = idx.long()
         return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])
 
 
@@ -198,6 +220,7 @@ def _cifar(
 ) -> LabelledImages:
     """Split ``split`` of ``torchvision.datasets.CIFAR10`` / ``CIFAR100`` (``kind``)."""
     check_choice(split, "split", ("train", "test"))
+    check_bool(download, "download")
     from torchvision import datasets
 
     cls = getattr(datasets, kind.upper())
@@ -257,6 +280,7 @@ def load_stl10(
         folds: One of torchvision's 10 predefined 1,000-image training folds, or ``None``.
     """
     check_choice(split, "split", ("train", "test", "unlabeled", "train+unlabeled"))
+    check_bool(download, "download")
     from torchvision.datasets import STL10
 
     ds = STL10(os.fspath(root), split=split, folds=folds, download=download)

@@ -20,15 +20,19 @@ import torch
 from torch import Tensor
 
 from jepa_blocks._validation import check_choice, check_int, check_positive
+from jepa_blocks.data.actions import check_finite
 from jepa_blocks.data.geometric import (
     affine_transform,
     check_image_batch,
+    check_interval,
+    check_size,
     resized_crop,
     rotate90,
     sample_resized_crop_boxes,
 )
 from jepa_blocks.data.photometric import (
     blur_kernel_size,
+    check_mask,
     color_jitter,
     gaussian_blur,
     grayscale,
@@ -59,21 +63,6 @@ def _probability(p: float, name: str) -> float:
     return float(p)
 
 
-def _interval(r: Sequence[float], name: str, *, low: float = -math.inf) -> tuple[float, float]:
-    if len(r) != 2:
-        raise ValueError(f"{name} must be a (min, max) pair, got {r!r}")
-    a, b = float(r[0]), float(r[1])
-    if not (math.isfinite(a) and math.isfinite(b) and low <= a <= b):
-        raise ValueError(f"{name} must satisfy {low} <= min <= max (finite), got {r!r}")
-    return a, b
-
-
-def _size(image_size: Sequence[int]) -> Size:
-    if len(image_size) != 2 or min(int(v) for v in image_size) < 1:
-        raise ValueError(f"image_size must be a positive (H, W) pair, got {tuple(image_size)!r}")
-    return int(image_size[0]), int(image_size[1])
-
-
 class ParamTransform:
     """Base class: a random image transform described by a parameter row per image.
 
@@ -98,7 +87,7 @@ class ParamTransform:
 
     def output_size(self, image_size: Size) -> Size:
         """Spatial size of the output for inputs of ``image_size`` (unchanged by default)."""
-        return _size(image_size)
+        return check_size(image_size, "image_size")
 
     def sample(
         self,
@@ -113,7 +102,8 @@ class ParamTransform:
         Shape:
             - output: ``(batch_size, num_params)``
         """
-        return self._sample(batch_size, image_size, generator, device)
+        check_int(batch_size, "batch_size", minimum=0)
+        return self._sample(batch_size, check_size(image_size, "image_size"), generator, device)
 
     def _sample(self, n: int, size: Size, gen: torch.Generator | None, device: Device) -> Tensor:
         if not self._uniforms:
@@ -134,7 +124,7 @@ class ParamTransform:
             - params: ``(B, num_params)``
             - output: ``(B, C, H', W')``
         """
-        self._check_params(params, images.shape[:1])
+        self._check_params(params, check_image_batch(images).shape[:1])
         return self._apply(images, params)
 
     def _apply(self, images: Tensor, params: Tensor) -> Tensor:
@@ -175,6 +165,7 @@ class ParamTransform:
                 f"{type(self).__name__} params must have shape {want} (columns "
                 f"{list(self.param_names)}), got {tuple(params.shape)}"
             )
+        check_finite(params, "params")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -208,9 +199,9 @@ class ParamAffine(ParamTransform):
         log_scale_range: tuple[float, float] = (math.log(0.8), math.log(1.2)),
         interpolation: str = "bilinear",
     ) -> None:
-        self.angle_range = _interval(angle_range, "angle_range")
-        self.translate_range = _interval(translate_range, "translate_range")
-        self.log_scale_range = _interval(log_scale_range, "log_scale_range")
+        self.angle_range = check_interval(angle_range, "angle_range")
+        self.translate_range = check_interval(translate_range, "translate_range")
+        self.log_scale_range = check_interval(log_scale_range, "log_scale_range")
         self.interpolation = check_choice(interpolation, "interpolation", ("bilinear", "nearest"))
 
     def _from_uniforms(self, u: Tensor) -> Tensor:
@@ -237,7 +228,10 @@ class ParamRotation90(ParamTransform):
         return torch.floor(u * 4).clamp_(max=3) * (math.pi / 2)
 
     def _apply(self, images: Tensor, params: Tensor) -> Tensor:
-        return rotate90(images, torch.round(params[:, 0] / (math.pi / 2)))
+        turns = params[:, 0] / (math.pi / 2)
+        if not bool((turns - turns.round()).abs().le(1e-4).all()):
+            raise ValueError(f"ParamRotation90 params must be multiples of pi/2, got {params}")
+        return rotate90(images, turns.round().long())
 
 
 class ParamResizedCrop(ParamTransform):
@@ -267,16 +261,16 @@ class ParamResizedCrop(ParamTransform):
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         interpolation: str = "bicubic",
     ) -> None:
-        self.size = _size((size, size) if isinstance(size, int) else size)
-        self.scale = _interval(scale, "scale", low=1e-12)
-        self.ratio = _interval(ratio, "ratio", low=1e-12)
+        self.size = check_size((size, size) if isinstance(size, int) else size, "size")
+        self.scale = check_interval(scale, "scale", low=1e-12)
+        self.ratio = check_interval(ratio, "ratio", low=1e-12)
         self.interpolation = check_choice(interpolation, "interpolation", ("bicubic", "bilinear"))
 
     def output_size(self, image_size: Size) -> Size:
         return self.size
 
     def _sample(self, n: int, size: Size, gen: torch.Generator | None, device: Device) -> Tensor:
-        h, w = _size(size)
+        h, w = check_size(size, "image_size")
         boxes = sample_resized_crop_boxes(
             n, (h, w), scale=self.scale, ratio=self.ratio, generator=gen
         )
@@ -312,8 +306,8 @@ class ParamHorizontalFlip(_CoinFlip):
     def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         from torchvision.transforms.v2 import functional as TF
 
-        m = params.to(images.device)[:, :, None, None] > 0.5
-        return torch.where(m, TF.horizontal_flip(images), images)
+        m = check_mask(params[:, 0], images)
+        return torch.where(m[:, None, None, None], TF.horizontal_flip(images), images)
 
 
 class ParamColorJitter(ParamTransform):
@@ -400,7 +394,7 @@ class ParamGaussianBlur(ParamTransform):
         p: float = 1.0,
         kernel_size: int | None = None,
     ) -> None:
-        self.sigma = _interval(sigma, "sigma", low=1e-12)
+        self.sigma = check_interval(sigma, "sigma", low=1e-12)
         self.p = _probability(p, "p")
         if kernel_size is not None and check_int(kernel_size, "kernel_size") % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd int or None, got {kernel_size!r}")
@@ -453,13 +447,13 @@ class ParamCompose(ParamTransform):
         ]
 
     def output_size(self, image_size: Size) -> Size:
-        size = _size(image_size)
+        size = check_size(image_size, "image_size")
         for t in self.transforms:
             size = t.output_size(size)
         return size
 
     def _sample(self, n: int, size: Size, gen: torch.Generator | None, device: Device) -> Tensor:
-        size = _size(size)
+        size = check_size(size, "image_size")
         parts = []
         for t in self.transforms:
             parts.append(t.sample(n, size, generator=gen, device=device))
@@ -468,7 +462,7 @@ class ParamCompose(ParamTransform):
 
     def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         for t, p in zip(self.transforms, params.split(self._splits, dim=1)):
-            images = t.apply(images, p)
+            images = t._apply(images, p)  # params checked as a whole
         return images
 
     def _action_columns(self) -> list[int]:

@@ -17,7 +17,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from jepa_blocks._validation import check_choice, check_int
+from jepa_blocks._validation import check_bool, check_choice, check_int
 from jepa_blocks.data.actions import (
     relative_affine_actions,
     relative_differences,
@@ -171,7 +171,7 @@ def rotation_views(
             else continuous angles ``~ U(angle_range)`` with bilinear resampling.
         angle_range: Range of the continuous angles in radians.
     """
-    if discrete:
+    if check_bool(discrete, "discrete"):
         return SequenceViews(ParamRotation90(), encoding=_rotation_encoding)
     still = (0.0, 0.0)
     affine = ParamAffine(angle_range=angle_range, translate_range=still, log_scale_range=still)
@@ -201,6 +201,8 @@ def cifar_augmentation_views(
             :func:`~jepa_blocks.data.actions.normalize_across_views`).
     """
     check_choice(action_norm, "action_norm", ("none", "official"))
+    check_int(image_size, "image_size")
+    check_bool(blur, "blur")
 
     def pipeline(blur_p: float, solarize_p: float) -> ParamCompose:
         parts: list[ParamTransform] = [

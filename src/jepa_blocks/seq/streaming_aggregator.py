@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from jepa_blocks._validation import check_bool, check_choice, check_floating_tensor, check_int
-from jepa_blocks.blocks._heads import check_padding, check_tokens
+from jepa_blocks.blocks._heads import check_finite, check_padding, check_tokens
 from jepa_blocks.blocks.tost import CausalTSSA, ToSTBlock, ToSTStack, TSSAState, tost_blocks
 
 __all__ = [
@@ -307,12 +307,20 @@ class ToSTAggregator(nn.Module):
             tokens: The next tokens, in order.
             padding_mask: Optional, ``True`` for tokens to leave out.
 
+        Raises:
+            NonFiniteError: NaN or inf in ``tokens`` (eager mode), which would poison the state.
+
         Shape:
             - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)``
         """
-        check_tokens(tokens, self.dim, "tokens", ndim=3)
+        return self._scan(state, check_tokens(tokens, self.dim, "tokens", ndim=3), padding_mask)
+
+    def _scan(
+        self, state: ToSTAggregatorState, tokens: Tensor, padding_mask: Any, name: str = "tokens"
+    ) -> ToSTAggregatorState:
         mask = check_padding(padding_mask, tokens, "padding_mask")
         self._check_state(state, tokens.shape[0])
+        check_finite(tokens, name)
         if tokens.shape[1] == 0:  # an empty chunk (a shape, not a value): nothing to consume
             return state
         h, layers = self.blocks.scan(tokens, state.layers, src_key_padding_mask=mask)
@@ -331,7 +339,7 @@ class ToSTAggregator(nn.Module):
     def push(self, state: ToSTAggregatorState, token: Tensor) -> ToSTAggregatorState:
         """Return the state after one more token ``(B, dim)`` per sequence (constant cost)."""
         check_tokens(token, self.dim, "token", ndim=2)
-        return self.scan(state, token[:, None, :])
+        return self._scan(state, token[:, None, :], None, "token")
 
     def read(self, state: ToSTAggregatorState, *, pending: Tensor | None = None) -> Tensor:
         r"""Return :math:`z_\text{AGG}` of the consumed tokens (and ``pending``), state unchanged.
@@ -348,7 +356,8 @@ class ToSTAggregator(nn.Module):
         """
         self._check_state(state)
         if pending is not None:
-            state = self.push(state, pending)
+            pending = check_tokens(pending, self.dim, "pending", ndim=2)
+            state = self._scan(state, pending[:, None, :], None, "pending")
         if self.agg_token is None:
             with torch.autocast(device_type=state.out_sum.device.type, enabled=False):
                 return self.norm(self._pooled(state.out_sum, state.out_weight, state.last))
@@ -459,6 +468,12 @@ class AggregateStream:
             return torch.cat([z, z.new_zeros(z.shape[0], e_dim)], dim=-1)
         return torch.cat([z, self.action_encoder(action).to(z.dtype)], dim=-1)
 
+    def _check_action(self, action: Any) -> None:
+        check_floating_tensor(action, "action", min_ndim=2, shape_doc="(B, A)")
+        if action.ndim != 2 or action.shape[0] != self.batch:
+            raise ValueError(f"action must have shape ({self.batch}, A), got {tuple(action.shape)}")
+        check_finite(action, "action")
+
     def observe(self, z: Tensor, action: Tensor | None = None) -> None:
         """Add the next view's encoding.
 
@@ -466,14 +481,26 @@ class AggregateStream:
             z: Encoding of the new view.
             action: The action from the previous view to this one (needed from the second
                 view on when tokens carry actions; ignored otherwise).
+
+        Raises:
+            NonFiniteError: NaN or inf in ``z`` or ``action``; the stream is left unchanged.
         """
         check_floating_tensor(z, "z", min_ndim=2, shape_doc="(B, D)")
-        if z.ndim != 2 or z.shape[0] != self.batch:
-            raise ValueError(f"z must have shape ({self.batch}, D), got {tuple(z.shape)}")
-        if self.pending is not None:
-            if self.action_encoder is not None and action is None:
-                raise ValueError("action (previous view → this view) is required after view 1")
-            token = self._token(self.pending, action)
+        dim, prev, enc = self.aggregator.dim, self.pending, self.action_encoder
+        wide = z.shape[1] >= dim if enc is not None else z.shape[1] != dim
+        same = prev is None or z.shape == prev.shape
+        if z.ndim != 2 or z.shape[0] != self.batch or wide or not same:
+            want = f"D < {dim}" if enc is not None else f"D = {dim}"
+            raise ValueError(
+                f"z must have shape ({self.batch}, D), {want}, as before, got {z.shape}"
+            )
+        check_finite(z, "z")
+        if prev is not None:
+            if self.action_encoder is not None:
+                if action is None:
+                    raise ValueError("action (previous view → this view) is required after view 1")
+                self._check_action(action)
+            token = self._token(prev, action)
             self.state = self.aggregator.push(self.state, token)
         self.pending = z
         self.num_observed += 1
@@ -500,6 +527,7 @@ class AggregateStream:
         z_agg = self.read()
         if self.predictor_action_encoder is None or action is None:
             return self.predictor(z_agg)
+        self._check_action(action)
         e = self.predictor_action_encoder(action).to(z_agg.dtype)
         return self.predictor(torch.cat([z_agg, e], dim=-1))
 
