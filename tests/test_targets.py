@@ -119,7 +119,9 @@ def test_ema_update_rejects_bad_input():
         ema_update_(a, a, 1.2)
     with pytest.raises(ValueError, match="same number of tensors"):
         ema_update_(a, [torch.zeros(2), torch.zeros(2)], 0.5)
-    with pytest.raises(ValueError, match=r"same shape, got \(2,\) and \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"same shape and dtype, got \(2,\) torch.float32 and \(3,\)"
+    ):
         ema_update_(a, [torch.zeros(3)], 0.5)
 
 
@@ -376,5 +378,5 @@ def test_center_sharpen_rejects_bad_input():
         CenterSharpen(3, temperature=0.0)
     with pytest.raises(ValueError, match="momentum"):
         CenterSharpen(3, momentum=1.5)
-    with pytest.raises(ValueError, match=r"\(\.\.\., n, 3\), got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"\(\.\.\., n, 3\), n >= 1, got \(2, 4\)"):
         CenterSharpen(3)(torch.zeros(2, 4))

@@ -2,7 +2,8 @@ r"""Prediction losses for joint-embedding predictive models, and the composed ob
 
 Each loss compares a prediction :math:`\hat z` with a detached target :math:`\bar z` vector by
 vector along the last dimension and reduces over the leading ones, in at least float32 outside
-autocast (a low-precision mean over a batch loses digits).
+autocast. Inputs must be floating tensors of one shape ``(..., d)``, ``d ≥ 1`` (else ``TypeError``
+/ ``ValueError``).
 
 * :func:`cosine_loss` — :math:`1 - \cos(\hat z, \bar z)`, the seq-JEPA loss (Ghaemi et al., 2025,
   "seq-JEPA", arXiv:2505.03176, §2; official code ``hafezgh/seq-jepa``, ``src/models.py``,
@@ -25,7 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepa_blocks._module_form import FunctionModule
-from jepa_blocks._validation import check_choice, check_int, check_positive
+from jepa_blocks._validation import (
+    NonFiniteError,
+    check_choice,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+)
 
 __all__ = [
     "CosineLoss",
@@ -46,16 +53,23 @@ _REDUCTIONS = get_args(Reduction)
 
 def _check(pred: Tensor, target: Tensor, reduction: str) -> None:
     for name, x in (("pred", pred), ("target", target)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim < 1:
-            raise ValueError(f"{name} must have shape (..., d) with at least 1 dimension, got ()")
-    if pred.shape != target.shape:
+        check_floating_tensor(x, name, min_ndim=1, shape_doc="(..., d)")
+    if pred.shape != target.shape or pred.shape[-1] < 1:
         raise ValueError(
-            f"pred and target must have the same shape (..., d), got pred {tuple(pred.shape)} "
-            f"and target {tuple(target.shape)}"
+            f"pred and target must have the same shape (..., d) with d >= 1, got pred "
+            f"{tuple(pred.shape)} and target {tuple(target.shape)}"
         )
     check_choice(reduction, "reduction", _REDUCTIONS)
+    if reduction == "mean" and pred.numel() == 0:
+        raise ValueError(f"reduction='mean' needs at least one vector, got {tuple(pred.shape)}")
+
+
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (eager mode only: a host sync)."""
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteError(f"{name} must be finite, got {bad} NaN/inf of {x.numel()} entries")
+    return x
 
 
 def upcast_float(x: Tensor) -> Tensor:
@@ -93,7 +107,26 @@ def cosine_loss(
     """
     _check(pred, target, reduction)
     check_positive(eps, "eps")
-    return _loss(pred, target, reduction, lambda p, t: 1.0 - F.cosine_similarity(p, t, -1, eps))
+    return _loss(pred, target, reduction, lambda p, t: 1.0 - _cosine(p, t, eps))
+
+
+def _cosine(p: Tensor, t: Tensor, eps: float) -> Tensor:
+    """``F.cosine_similarity`` along the last dim; a vector whose squared norm would over- or
+    underflow is divided by its largest entry first (``x / max(‖x‖, ε) = x' / max(‖x'‖, ε/s)``)."""
+    fi = torch.finfo(p.dtype)
+    lo, hi = (fi.tiny / fi.eps) ** 0.5, (fi.max / p.shape[-1]) ** 0.5
+    sp, st = (x.detach().abs().amax(-1, keepdim=True) for x in (p, t))
+    ok = (sp > lo) & (sp < hi) & (st > lo) & (st < hi)
+    one = torch.ones((), dtype=p.dtype, device=p.device)
+    plain = F.cosine_similarity(torch.where(ok, p, one), torch.where(ok, t, one), -1, eps)
+
+    def unit(x: Tensor, s: Tensor) -> Tensor:
+        s = torch.where(s > 0, s, one)
+        x = x / s
+        floor = s.new_tensor(eps) / s  # not eps / s: a scalar numerator divides by reciprocal
+        return x / torch.maximum(torch.linalg.vector_norm(x, dim=-1, keepdim=True), floor)
+
+    return torch.where(ok[..., 0], plain, (unit(p, sp) * unit(t, st)).sum(-1))
 
 
 def mse_loss(pred: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
@@ -163,11 +196,18 @@ def soft_cross_entropy(
     Returns:
         The cross-entropy (non-negative).
 
+    Raises:
+        ValueError: ``target`` is not a probability vector (checked in eager mode).
+
     Shape:
         - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
     """
     _check(pred, target, reduction)
     t = check_positive(temperature, "temperature")
+    if not torch.compiler.is_compiling() and target.numel():  # eager only: a host sync
+        q = upcast_float(target.detach())
+        if bool((q < 0).any() | ((q.sum(-1) - 1).abs() > 1e-2).any()):
+            raise ValueError("target must hold probabilities along d (>= 0, summing to 1)")
     return _loss(
         pred, target, reduction, lambda p, q: -(q * F.log_softmax(p / t, dim=-1)).sum(dim=-1)
     )
@@ -192,6 +232,8 @@ def linear_warmup(step: int | Tensor, *, warmup_steps: int) -> float | Tensor:
     """
     check_int(warmup_steps, "warmup_steps", minimum=0)
     if isinstance(step, Tensor):
+        if step.dtype == torch.bool or step.is_complex():
+            raise TypeError(f"step must be an integer or float tensor, got dtype {step.dtype}")
         if warmup_steps == 0:
             return torch.ones(step.shape, dtype=torch.float32, device=step.device)
         return (step.to(torch.float32) / warmup_steps).clamp(0.0, 1.0)
@@ -216,6 +258,8 @@ def regularized_objective(
     Shape:
         - prediction_loss, rate, weight: broadcastable (usually ``()``); output: broadcast shape
     """
+    for name, x in (("prediction_loss", prediction_loss), ("rate", rate)):
+        check_floating_tensor(x, name)
     if not isinstance(weight, Tensor):
         check_positive(weight, "weight", allow_zero=True)
     return prediction_loss - weight * rate

@@ -25,8 +25,9 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_int, check_positive
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_int, check_positive
 from jepa_blocks.distributed import all_reduce_sum
+from jepa_blocks.losses import check_finite
 
 __all__ = [
     "CenterSharpen",
@@ -100,8 +101,26 @@ def epoch_cosine_momentum(
     """
     step = check_int(step, "step", minimum=0)
     steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
+    check_int(total_epochs, "total_epochs", minimum=1)
     epoch = max(step - 1, 0) // steps_per_epoch
     return cosine_momentum(epoch, total_epochs, base=base, final=final)
+
+
+def check_pairs(target: Sequence[Tensor], online: Sequence[Tensor], what: str = "tensors") -> None:
+    """Raise unless ``target`` and ``online`` pair up tensors of one shape and dtype."""
+    if len(target) != len(online):
+        raise ValueError(
+            f"target and online must hold the same number of {what}, got {len(target)} and "
+            f"{len(online)}: pass the encoder the target was built from"
+        )
+    for i, (t, o) in enumerate(zip(target, online)):
+        if not (isinstance(t, Tensor) and isinstance(o, Tensor)):
+            raise TypeError(f"target and online {what} must be tensors, got {type(o).__name__}")
+        if t.shape != o.shape or t.dtype != o.dtype:
+            raise ValueError(
+                f"target and online {what}[{i}] must have the same shape and dtype, got "
+                f"{tuple(t.shape)} {t.dtype} and {tuple(o.shape)} {o.dtype}"
+            )
 
 
 def ema_update_(target: Sequence[Tensor], online: Sequence[Tensor], momentum: float) -> None:
@@ -120,17 +139,10 @@ def ema_update_(target: Sequence[Tensor], online: Sequence[Tensor], momentum: fl
     """
     momentum = _check_momentum(momentum, "momentum")
     target, online = list(target), list(online)
-    if len(target) != len(online):
-        raise ValueError(
-            f"target and online must hold the same number of tensors, got {len(target)} and "
-            f"{len(online)}"
-        )
-    for i, (t, o) in enumerate(zip(target, online)):
-        if t.shape != o.shape:
-            raise ValueError(
-                f"target[{i}] and online[{i}] must have the same shape, got {tuple(t.shape)} and "
-                f"{tuple(o.shape)}"
-            )
+    check_pairs(target, online)
+    for i, t in enumerate(target):
+        if not t.is_floating_point():
+            raise TypeError(f"target[{i}] must be floating-point for an EMA, got {t.dtype}")
     if not target or momentum == 1.0:
         return
     torch._foreach_lerp_(target, online, 1.0 - momentum)
@@ -280,34 +292,32 @@ class EMATarget(Target):
 
         Args:
             online: The online encoder (same architecture as the copied one).
-            step: Optional check: the 0-based index of the optimizer step just taken. A mismatch
-                with the internal counter (a skipped or doubled update) raises ``RuntimeError``.
+            step: Optional check: the 0-based index of the optimizer step just taken.
 
         Returns:
             The momentum :math:`\\tau` that was applied.
+
+        Raises:
+            ValueError: ``online``'s parameters (or copied buffers) differ from the copy's in
+                number, shape or dtype; nothing is updated.
+            RuntimeError: ``step`` differs from the internal counter (a skipped or doubled update).
         """
         if not isinstance(online, nn.Module):
             raise TypeError(f"online must be an nn.Module, got {type(online).__name__}")
         k, total = self._counters()
-        if step is not None and step != k:
+        if step is not None and check_int(step, "step", minimum=0) != k:
             raise RuntimeError(
                 f"EMATarget.update(step={step}) but {k} updates were done so far: the target must "
                 f"be updated exactly once per optimizer step"
             )
         tau = self.momentum_at(k)
         t_params, o_params = list(self.encoder.parameters()), list(online.parameters())
-        if len(t_params) != len(o_params):
-            raise ValueError(
-                f"online has {len(o_params)} parameters but the target copy has {len(t_params)}: "
-                f"pass the encoder this target was built from"
-            )
+        t_bufs, o_bufs = list(self.encoder.buffers()), list(online.buffers())
+        check_pairs(t_params, o_params, "parameters")  # before any update
+        if self.buffer_policy != "own":
+            check_pairs(t_bufs, o_bufs, "buffers")
         ema_update_(t_params, o_params, tau)
         if self.buffer_policy != "own":
-            t_bufs, o_bufs = list(self.encoder.buffers()), list(online.buffers())
-            if len(t_bufs) != len(o_bufs):
-                raise ValueError(
-                    f"online has {len(o_bufs)} buffers but the target copy has {len(t_bufs)}"
-                )
             ema = self.buffer_policy == "ema"
             floating = [(t, o) for t, o in zip(t_bufs, o_bufs) if ema and t.is_floating_point()]
             ema_update_([t for t, _ in floating], [o for _, o in floating], tau)
@@ -345,7 +355,9 @@ def center_sharpen(z: Tensor, center: Tensor, *, temperature: float = 0.04) -> T
         - output: ``(..., d)``
     """
     check_positive(temperature, "temperature")
-    if z.ndim < 1 or center.shape[-1:] != z.shape[-1:]:
+    check_floating_tensor(z, "z", min_ndim=1)
+    check_floating_tensor(center, "center", min_ndim=1)
+    if center.shape[-1:] != z.shape[-1:]:
         raise ValueError(
             f"center must have shape (d,) matching z (..., d), got center {tuple(center.shape)} "
             f"and z {tuple(z.shape)}"
@@ -369,10 +381,12 @@ def updated_center(center: Tensor, z: Tensor, *, momentum: float = 0.9) -> Tenso
         - output: ``(d,)``
     """
     momentum = _check_momentum(momentum, "momentum")
-    if z.ndim < 2 or center.shape != z.shape[-1:]:
+    check_floating_tensor(z, "z", min_ndim=2)
+    check_floating_tensor(center, "center")
+    if center.shape != z.shape[-1:] or z.numel() == 0:
         raise ValueError(
-            f"z must have shape (..., n, d) and center (d,), got z {tuple(z.shape)} and center "
-            f"{tuple(center.shape)}"
+            f"z must have shape (..., n, d) with n >= 1 and center (d,), got z {tuple(z.shape)} "
+            f"and center {tuple(center.shape)}"
         )
     mean = z.detach().reshape(-1, z.shape[-1]).mean(dim=0).to(center.dtype)
     return momentum * center + (1.0 - momentum) * mean
@@ -407,10 +421,14 @@ class CenterSharpen(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Centre and sharpen ``z``; update the centre in training mode."""
-        if z.ndim < 2 or z.shape[-1] != self.dim:
-            raise ValueError(f"z must have shape (..., n, {self.dim}), got {tuple(z.shape)}")
+        check_floating_tensor(z, "z", min_ndim=2)
+        if z.shape[-1] != self.dim or (self.training and z.numel() == 0):
+            raise ValueError(
+                f"z must have shape (..., n, {self.dim}), n >= 1, got {tuple(z.shape)}"
+            )
         out = center_sharpen(z, self.center, temperature=self.temperature)
         if self.training:
+            check_finite(z, "z")  # before the centre moves
             with torch.no_grad():
                 flat = z.detach().reshape(-1, self.dim)
                 stats = torch.cat([flat.sum(dim=0), flat.new_full((1,), flat.shape[0])])

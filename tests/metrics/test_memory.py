@@ -130,10 +130,12 @@ def test_peak_leaves_out_a_branch_freed_during_the_forward():
     """What the peak does not count: tensors saved by a graph branch dropped before the end (the
     old step-4 meter summed every storage ever saved; with the graph alive the two agree)."""
     x = torch.randn(64, 32, requires_grad=True)
+    kept = []  # h outlives its graph, so tanh(x) cannot reuse its address (the reference keys on it)
 
     def forward():
         h = x * 3  # a scalar multiplication saves nothing
         unused = (h * h).sum()  # saves h (8192 bytes); the branch is dropped
+        kept.append(h.detach())
         del unused, h
         return torch.tanh(x).sum()  # saves tanh(x), 8192 bytes
 

@@ -164,7 +164,7 @@ def test_stream_batches_are_reproducible():
     assert torch.equal(again.sequences.views, first[2].sequences.views)
     other = SequenceStream(plan, maker, batch_size=16, seed=6).batch(0)
     assert not torch.equal(other.sequences.views, first[0].sequences.views)
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match="number must be a batch number"):
         s1.batch(len(s1))
 
 

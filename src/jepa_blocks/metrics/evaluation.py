@@ -16,6 +16,14 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from jepa_blocks._validation import (
+    check_bool,
+    check_choice,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+)
+from jepa_blocks.losses import check_finite
 from jepa_blocks.metrics.probes import fit_regressor, linear_probe_accuracy, r2_score, regression_r2
 from jepa_blocks.metrics.rank import effective_rank
 from jepa_blocks.runtime import num_threads
@@ -64,6 +72,22 @@ class EvalConfig:
     plots: bool = True
     probe_threads: int | None = 1
 
+    def __post_init__(self) -> None:
+        optional = ("num_observed", "probe_threads")
+        for name in ("batch_size", "train_sequences_per_image", "classifier_epochs", *optional):
+            if name not in optional or getattr(self, name) is not None:
+                check_int(getattr(self, name), name)
+        for name in ("regressor_hidden", "regressor_epochs", "monitor_size"):
+            check_int(getattr(self, name), name)
+        check_int(self.seed, "seed", minimum=0)
+        check_int(self.regressor_depth, "regressor_depth", minimum=0)
+        check_choice(self.classifier, "classifier", ("lbfgs", "ridge", "adam"))
+        check_choice(self.regressor, "regressor", ("mlp", "linear"))
+        check_positive(self.classifier_weight_decay, "classifier_weight_decay", allow_zero=True)
+        check_positive(self.regressor_lr, "regressor_lr")
+        for name in ("baseline", "pixel_baseline", "plots"):
+            check_bool(getattr(self, name), name)
+
 
 class FeatureSet(NamedTuple):
     """Frozen features of one split, one sequence per row.
@@ -109,9 +133,15 @@ def extract_features(
     Returns:
         The features on the CPU, float32.
 
+    Raises:
+        NonFiniteError: The model returned NaN or inf features.
+
     Shape:
         - output.z: ``(N, M+1, D)``; output.z_agg: ``(N, D+E)``; output.actions: ``(N, M, A)``
     """
+    check_model(model)
+    check_int(passes, "passes")
+    check_bool(pixels, "pixels")
     zs, aggs, labels, actions, pix = [], [], [], [], []
     with eval_mode(model):
         for k in range(passes):
@@ -126,8 +156,34 @@ def extract_features(
                 actions.append(batch.actions.float().cpu())
                 if pixels:
                     pix.append(batch.views[:, 0].flatten(1).float().cpu())
+    if not zs:
+        raise ValueError("loader must yield at least one batch, got none")
     z, z_agg, lab, act = map(torch.cat, (zs, aggs, labels, actions))
+    check_finite(z, "the encoder's features z")
+    check_finite(z_agg, "the aggregate z_agg")
     return FeatureSet(z, z_agg, lab, act, torch.cat(pix) if pixels else None)
+
+
+def check_model(model: Any) -> None:
+    """Raise ``TypeError`` unless ``model`` has ``encode`` and ``aggregate`` (a SeqJEPA)."""
+    if not all(callable(getattr(model, f, None)) for f in ("encode", "aggregate", "eval")):
+        raise TypeError(f"model must be a SeqJEPA-like module, got {type(model).__name__}")
+
+
+def _check_features(f: Any, name: str) -> None:
+    if not isinstance(f, FeatureSet):
+        raise TypeError(f"{name} must be a FeatureSet, got {type(f).__name__}")
+    for field, ndim in (("z", 3), ("z_agg", 2), ("actions", 3), ("pixels", 2)):
+        x, key = getattr(f, field), f"{name}.{field}"
+        if x is None and field == "pixels":
+            continue
+        check_floating_tensor(x, key, min_ndim=ndim)
+        if x.ndim != ndim or x.shape[0] != f.z.shape[0] or (field == "z" and x.shape[1] < 2):
+            raise ValueError(
+                f"{key} must have {ndim} dimensions and N = {f.z.shape[0]} rows (z: M + 1 >= 2 "
+                f"views), got {tuple(x.shape)}"
+            )
+        check_finite(x, key)
 
 
 def evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:
@@ -152,12 +208,7 @@ def evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[st
     if not isinstance(config, EvalConfig):
         raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
     for name, f in (("train", train), ("test", test)):
-        if not isinstance(f, FeatureSet):
-            raise TypeError(f"{name} must be a FeatureSet, got {type(f).__name__}")
-        if f.z.ndim != 3 or f.z.shape[1] < 2:
-            raise ValueError(
-                f"{name}.z must have shape (N, M+1, D) with M >= 1, got {tuple(f.z.shape)}"
-            )
+        _check_features(f, name)
     with num_threads(config.probe_threads):
         return _evaluate(train, test, config)
 
@@ -235,9 +286,11 @@ def rank_monitor(batch: Any) -> Callable[[nn.Module, int], dict[str, float]]:
         ``(model, epoch) → {"rank_z_agg", "rank_z"}``: RankMe effective ranks of the aggregate
         of the ``M`` observed views and of the first view's encoding.
     """
-    m = batch.views.shape[1] - 1
-    if m < 1:
-        raise ValueError(f"batch.views must hold at least 2 views, got {tuple(batch.views.shape)}")
+    views = getattr(batch, "views", None)
+    if not isinstance(views, Tensor) or views.ndim < 2 or views.shape[1] < 2:
+        got = tuple(views.shape) if isinstance(views, Tensor) else type(views).__name__
+        raise ValueError(f"batch.views must hold at least 2 views (B, M+1, ...), got {got}")
+    m = views.shape[1] - 1
 
     def monitor(model: nn.Module, epoch: int) -> dict[str, float]:
         del epoch

@@ -63,6 +63,8 @@ class SavedTensorMeter:
     def __init__(self, *, exclude: Iterable[Tensor] = (), scope: nn.Module | None = None) -> None:
         if scope is not None and not isinstance(scope, nn.Module):
             raise TypeError(f"scope must be an nn.Module or None, got {type(scope).__name__}")
+        if isinstance(exclude, Tensor) or not isinstance(exclude, Iterable):
+            raise TypeError(f"exclude must be an iterable of tensors, got {type(exclude).__name__}")
         excluded: set[int] = set()
         for t in exclude:
             if not isinstance(t, Tensor):
@@ -178,7 +180,12 @@ def measure_peak_memory(
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    dev = torch.device(device) if device is not None else None
+    try:
+        dev = torch.device(device) if device is not None else None
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"device must be a torch.device, a device string or None, got {device!r}"
+        ) from e
     on_cuda = dev is not None and dev.type == "cuda"
     base = 0
     if on_cuda:

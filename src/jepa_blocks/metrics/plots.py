@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_floating_tensor
-from jepa_blocks.metrics.rank import check_spectrum, principal_subspace
+from jepa_blocks._validation import check_floating_tensor, check_int
+from jepa_blocks.losses import check_finite
+from jepa_blocks.metrics.rank import check_matrix, check_spectrum, principal_subspace
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,12 +57,9 @@ def plot_rotation_circle(
     """
     from matplotlib.figure import Figure
 
-    check_floating_tensor(features, "features", min_ndim=2, shape_doc="(N, D)")
-    if features.ndim != 2 or features.shape[1] < 2 or features.shape[0] < 2:
-        raise ValueError(
-            f"features must have shape (N, D) with N, D >= 2, got {tuple(features.shape)}"
-        )
-    check_floating_tensor(angles, "angles", min_ndim=1)
+    if check_matrix(features, "features", min_rows=2).shape[1] < 2:
+        raise ValueError(f"features must have D >= 2 columns, got {tuple(features.shape)}")
+    check_finite(check_floating_tensor(angles, "angles", min_ndim=1), "angles")
     if angles.shape != features.shape[:1]:
         raise ValueError(
             f"angles must have shape ({features.shape[0]},), got {tuple(angles.shape)}"
@@ -102,7 +100,11 @@ def plot_spectrum(
     """
     from matplotlib.figure import Figure
 
+    if not isinstance(spectra, (Tensor, Mapping)):
+        raise TypeError(f"spectra must be a tensor or a mapping, got {type(spectra).__name__}")
     items = {"spectrum": spectra} if isinstance(spectra, Tensor) else dict(spectra)
+    if top_k is not None:
+        check_int(top_k, "top_k")
     if not items:
         raise ValueError("spectra must hold at least one spectrum")
     fig = Figure(figsize=(8.0, 3.5))
@@ -149,8 +151,8 @@ def plot_rank_monitor(
     from matplotlib.figure import Figure
 
     xs = [float(s) for s in steps]
-    if not ranks:
-        raise ValueError("ranks must hold at least one series")
+    if not isinstance(ranks, Mapping) or not ranks:
+        raise ValueError(f"ranks must be a mapping {{label: ranks}} with a series, got {ranks!r}")
     fig = Figure(figsize=(5.0, 3.5))
     ax = fig.add_subplot()
     for label, series in ranks.items():

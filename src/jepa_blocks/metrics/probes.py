@@ -16,13 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from itertools import pairwise
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_floating_tensor, check_positive
+from jepa_blocks._validation import (
+    check_bool,
+    check_choice,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+)
+from jepa_blocks.losses import check_finite
 from jepa_blocks.metrics.rank import check_matrix
 
 __all__ = [
@@ -48,7 +55,7 @@ class ProbeResult(NamedTuple):
     test: float
 
 
-def _check_labels(y: Tensor, name: str, n: int) -> Tensor:
+def _check_labels(y: Tensor, name: str, n: int, num_classes: int | None = None) -> Tensor:
     if not isinstance(y, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
@@ -59,6 +66,10 @@ def _check_labels(y: Tensor, name: str, n: int) -> Tensor:
         )
     if n and int(y.min()) < 0:
         raise ValueError(f"{name} must hold class indices >= 0, got min {int(y.min())}")
+    if n and num_classes is not None and int(y.max()) >= num_classes:
+        raise ValueError(
+            f"{name} must hold class indices < {num_classes} (the classes), got max {int(y.max())}"
+        )
     return y
 
 
@@ -68,7 +79,17 @@ def _check_targets(y: Tensor, name: str, n: int) -> Tensor:
         raise ValueError(
             f"{name} must have shape ({n},) or ({n}, K) to match the features, got {tuple(y.shape)}"
         )
-    return y
+    return check_finite(y, name)
+
+
+def _check_fit_options(wd: float, std: bool, epochs: int, bs: int, lr: float, gen: Any) -> None:
+    check_positive(wd, "weight_decay", allow_zero=True)
+    check_bool(std, "standardize")
+    check_int(epochs, "epochs")
+    check_int(bs, "batch_size")
+    check_positive(lr, "lr")
+    if gen is not None and not isinstance(gen, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(gen).__name__}")
 
 
 class _Standardize(nn.Module):
@@ -96,6 +117,10 @@ def accuracy(predictions: Tensor, labels: Tensor) -> float:
 
     Shape:
         - predictions: ``(N, C)`` or ``(N,)``; labels: ``(N,)``
+
+    Raises:
+        NonFiniteError: NaN or inf scores (their argmax would be meaningless).
+        ValueError: Labels outside ``[0, C)``, or shapes that do not match.
     """
     if not isinstance(predictions, Tensor) or predictions.ndim not in (1, 2):
         raise ValueError(
@@ -105,8 +130,12 @@ def accuracy(predictions: Tensor, labels: Tensor) -> float:
     n = predictions.shape[0]
     if n < 1:
         raise ValueError("predictions must hold at least one sample, got N = 0")
-    _check_labels(labels, "labels", n)
-    pred = predictions.argmax(dim=1) if predictions.ndim == 2 else predictions
+    if predictions.ndim == 1:
+        pred = _check_labels(predictions, "predictions", n)
+    else:
+        check_matrix(predictions, "predictions")
+        pred = predictions.argmax(dim=1)
+    _check_labels(labels, "labels", n, predictions.shape[1] if predictions.ndim == 2 else None)
     return float((pred.to(labels.device) == labels).double().mean())
 
 
@@ -120,8 +149,8 @@ def r2_score(y_true: Tensor, y_pred: Tensor) -> float:
     Shape:
         - y_true: ``(N,)`` or ``(N, K)``; y_pred: same as ``y_true``
     """
-    check_floating_tensor(y_true, "y_true", min_ndim=1, shape_doc="(N,) or (N, K)")
-    check_floating_tensor(y_pred, "y_pred", min_ndim=1, shape_doc="(N,) or (N, K)")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        check_finite(check_floating_tensor(y, name, min_ndim=1, shape_doc="(N,) or (N, K)"), name)
     if y_true.shape != y_pred.shape or y_true.ndim > 2:
         raise ValueError(
             "y_true and y_pred must have the same shape (N,) or (N, K), got "
@@ -220,12 +249,12 @@ def fit_linear_classifier(
         - x: ``(N, D)``; y: ``(N,)``
     """
     check_matrix(x, "x")
-    _check_labels(y, "y", x.shape[0])
+    nc = None if num_classes is None else check_int(num_classes, "num_classes")
+    top = int(_check_labels(y, "y", x.shape[0], nc).max())
+    c = top + 1 if nc is None else nc
     check_choice(solver, "solver", ("lbfgs", "ridge", "adam"))
-    check_positive(weight_decay, "weight_decay", allow_zero=True)
-    c = int(y.max()) + 1 if num_classes is None else int(num_classes)
-    if c < int(y.max()) + 1:
-        raise ValueError(f"num_classes = {c} is smaller than max(y) + 1 = {int(y.max()) + 1}")
+    _check_fit_options(weight_decay, standardize, epochs, batch_size, lr, generator)
+    check_int(max_iter, "max_iter")
     x = x.detach()
     y = y.to(x.device)
     scaler = _Standardize(x) if standardize else nn.Identity()
@@ -265,11 +294,11 @@ def _probe(
     train: tuple[Tensor, Tensor],
     test: tuple[Tensor, Tensor],
 ) -> ProbeResult:
-    """Check the test set (targets by ``check_y``), call ``fit()``, and ``score(predictions,
+    """Check both sets (targets by ``check_y``), call ``fit()``, and ``score(predictions,
     targets)`` the fitted probe on the training and the test set."""
     (train_x, train_y), (test_x, test_y) = train, test
-    check_matrix(test_x, "test_x")
-    check_y(test_y, "test_y", test_x.shape[0])
+    for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        check_y(y, f"{name}_y", check_matrix(x, f"{name}_x").shape[0])
     if test_x.shape[1] != train_x.shape[1]:
         raise ValueError(
             f"test_x has {test_x.shape[1]} features but train_x has {train_x.shape[1]}"
@@ -295,12 +324,18 @@ def linear_probe_accuracy(
         - test_x: ``(N', D)``; test_y: ``(N',)``
     """
 
+    c = kwargs.get("num_classes")
+    c = None if c is None else check_int(c, "num_classes")
+
     def fit() -> nn.Module:
-        if "num_classes" not in kwargs:
+        if c is None:
             kwargs["num_classes"] = int(max(int(train_y.max()), int(test_y.max()))) + 1
         return fit_linear_classifier(train_x, train_y, **kwargs)  # type: ignore[arg-type]
 
-    return _probe(fit, accuracy, _check_labels, (train_x, train_y), (test_x, test_y))
+    def check_y(y: Tensor, name: str, n: int) -> Tensor:
+        return _check_labels(y, name, n, c)
+
+    return _probe(fit, accuracy, check_y, (train_x, train_y), (test_x, test_y))
 
 
 def _mlp(d_in: int, d_out: int, hidden: int, depth: int, like: Tensor) -> nn.Sequential:
@@ -354,7 +389,10 @@ def fit_regressor(
     check_choice(kind, "kind", ("linear", "mlp"))
     solver = solver or ("lstsq" if kind == "linear" else "adam")
     check_choice(solver, "solver", ("lstsq", "adam") if kind == "linear" else ("adam",))
-    check_positive(weight_decay, "weight_decay", allow_zero=True)
+    _check_fit_options(weight_decay, standardize, epochs, batch_size, lr, generator)
+    check_int(hidden, "hidden")
+    check_int(depth, "depth", minimum=0)
+    check_int(seed, "seed", minimum=0)
     x = x.detach()
     y2 = y.detach().to(device=x.device, dtype=x.dtype).reshape(x.shape[0], -1)
     scaler = _Standardize(x) if standardize else nn.Identity()
@@ -428,6 +466,7 @@ def equivariance_r2(
         - train_z1, train_z2: ``(N, D)``; train_actions: ``(N, A)``
         - test_z1, test_z2: ``(N', D)``; test_actions: ``(N', A)``
     """
+    check_choice(regressor, "regressor", ("mlp", "linear"))
     for name, a, b in (("train", train_z1, train_z2), ("test", test_z1, test_z2)):
         check_matrix(a, f"{name}_z1")
         check_matrix(b, f"{name}_z2")
@@ -552,6 +591,9 @@ def probes_per_num_views(
     Returns:
         ``{M_val: ProbeResult}`` sorted by ``M_val``.
     """
+    for name, f in (("train_features", train_features), ("test_features", test_features)):
+        if not isinstance(f, Mapping):
+            raise TypeError(f"{name} must be a mapping {{M_val: z_agg}}, got {type(f).__name__}")
     if set(train_features) != set(test_features):
         raise ValueError(
             "train_features and test_features must have the same M_val keys, got "

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_floating_tensor, check_int, check_positive
+from jepa_blocks._validation import check_bool, check_floating_tensor, check_int, check_positive
+from jepa_blocks.losses import check_finite
 
 __all__ = [
     "covariance_spectrum",
@@ -41,19 +42,20 @@ def check_matrix(z: Tensor, name: str, *, min_rows: int = 1) -> Tensor:
         raise ValueError(
             f"{name} must have shape (N, D) with N >= {min_rows} and D >= 1, got {tuple(z.shape)}"
         )
-    return z
+    return check_finite(z, name)
 
 
 def check_spectrum(spectrum: Tensor, name: str = "spectrum") -> None:
     check_floating_tensor(spectrum, name, min_ndim=1)
     if spectrum.ndim != 1 or spectrum.numel() < 1:
         raise ValueError(f"{name} must have shape (D,) with D >= 1, got {tuple(spectrum.shape)}")
+    check_finite(spectrum, name)
 
 
 def _float64(z: Tensor, center: bool) -> Tensor:
     """``z`` detached in float64, minus its mean row when ``center``."""
     x = z.detach().double()
-    return x - x.mean(dim=0, keepdim=True) if center else x
+    return x - x.mean(dim=0, keepdim=True) if check_bool(center, "center") else x
 
 
 def effective_rank(z: Tensor, *, eps: float = 1e-7, center: bool = False) -> float:
@@ -72,6 +74,7 @@ def effective_rank(z: Tensor, *, eps: float = 1e-7, center: bool = False) -> flo
         - z: ``(N, D)``
     """
     check_matrix(z, "z")
+    check_positive(eps, "eps", allow_zero=True)
     s = torch.linalg.svdvals(_float64(z, center))
     total = s.sum()
     if float(total) == 0.0:
@@ -161,6 +164,7 @@ def subspace_explained_variance(x: Tensor, basis: Tensor, *, center: bool = True
             f"basis must have shape ({x.shape[1]}, k) with k >= 1, got {tuple(basis.shape)}"
         )
     xd = _float64(x, center)
+    check_finite(basis, "basis")
     q, _ = torch.linalg.qr(basis.detach().double().to(xd.device))
     total = xd.square().sum()
     return float((xd @ q).square().sum() / total) if float(total) > 0 else 0.0
@@ -226,6 +230,9 @@ def rotation_delta_spectrum(
     from jepa_blocks.metrics.evaluation import eval_mode
 
     check_positive(angle_deg, "angle_deg")
+    if not callable(getattr(model, "encode", None)):
+        raise TypeError(f"model must have an encode(views) method, got {type(model).__name__}")
+    check_bool(discrete, "discrete")
     angle = math.radians(angle_deg)
     views = rotation_views(discrete=discrete, angle_range=(-angle, angle))
     loader = SequenceLoader(

@@ -17,7 +17,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks.metrics.evaluation import EvalConfig, FeatureSet, classifier_kwargs, eval_mode
+from jepa_blocks._validation import check_int
+from jepa_blocks.losses import check_finite
+from jepa_blocks.metrics.evaluation import (
+    EvalConfig,
+    FeatureSet,
+    check_model,
+    classifier_kwargs,
+    eval_mode,
+)
 from jepa_blocks.metrics.probes import linear_probe_accuracy
 from jepa_blocks.runtime import num_threads
 
@@ -96,6 +104,8 @@ def extract_stream_features(
     """
     from jepa_blocks.seq.streaming_aggregator import ToSTAggregator, stream_aggregates
 
+    check_model(model)
+    check_int(passes, "passes")
     lengths = tuple(sorted(set(lengths)))
     if not lengths or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in lengths):
         raise ValueError(f"lengths must be a non-empty list of ints >= 1, got {lengths!r}")
@@ -128,7 +138,11 @@ def extract_stream_features(
                 aggs.append(agg.float().cpu())
                 labels.append(batch.labels.cpu())
                 actions.append(batch.actions[:, :1].float().cpu())
+    if not zs:
+        raise ValueError("loader must yield at least one batch, got none")
     z, agg, lab, act = map(torch.cat, (zs, aggs, labels, actions))
+    check_finite(z, "the encoder's features z")
+    check_finite(agg, "the aggregates z_agg")
     return StreamFeatures(z, agg, lengths, lab, act, float(diff), diff64)
 
 
@@ -163,6 +177,9 @@ def linacc_by_length(
     """
     if not isinstance(config, EvalConfig):
         raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+    for name, f in (("train", train), ("test", test)):
+        if not isinstance(f, StreamFeatures):
+            raise TypeError(f"{name} must be a StreamFeatures, got {type(f).__name__}")
     if train.lengths != test.lengths:
         raise ValueError(f"train and test lengths differ: {train.lengths} vs {test.lengths}")
     out = {}

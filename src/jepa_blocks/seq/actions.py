@@ -13,18 +13,20 @@ from collections.abc import Callable
 from einops import pack, unpack
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_int
+from jepa_blocks._validation import check_floating_tensor, check_int, check_positive
 
 __all__ = ["ActionEncoder"]
 
 
-def over_leading_dims(fn: Callable[[Tensor], Tensor], x: Tensor, dim: int, name: str) -> Tensor:
-    """``fn`` of ``x`` ``(..., dim)`` with every leading dimension flattened into one batch."""
-    if x.ndim < 2 or x.shape[-1] != dim:
-        raise ValueError(
-            f"{name} must have shape (..., {dim}) with at least one leading dimension, got "
-            f"{tuple(x.shape)}"
-        )
+def over_leading_dims(
+    fn: Callable[[Tensor], Tensor], x: Tensor, dim: int, name: str, *, batch_norm: bool = False
+) -> Tensor:
+    """``fn`` of ``x`` ``(..., dim)`` with every leading dimension flattened into one batch
+    (of at least 2 vectors with ``batch_norm``: BatchNorm's batch statistics)."""
+    check_floating_tensor(x, name, min_ndim=2, shape_doc=f"(..., {dim}) (a leading dimension)")
+    if x.shape[-1] != dim or (batch_norm and x.numel() < 2 * dim):
+        at_least = " and at least 2 vectors (BatchNorm in training mode)" if batch_norm else ""
+        raise ValueError(f"{name} must have shape (..., {dim}){at_least}, got {tuple(x.shape)}")
     flat, packed_shape = pack([x], "* d")
     [out] = unpack(fn(flat), packed_shape, "* d")
     return out
@@ -51,14 +53,18 @@ class ActionEncoder(nn.Module):
         super().__init__()
         self.action_dim = check_int(action_dim, "action_dim")
         self.embed_dim = check_int(embed_dim, "embed_dim")
+        check_positive(eps, "eps")
+        if momentum is not None and check_positive(momentum, "momentum", allow_zero=True) > 1:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
         self.proj = nn.Linear(action_dim, embed_dim, bias=False)
         self.norm = nn.BatchNorm1d(embed_dim, eps=eps, momentum=momentum, affine=False)
 
     def forward(self, actions: Tensor) -> Tensor:
         """Return the embeddings of ``actions``."""
         return over_leading_dims(
-            lambda a: self.norm(self.proj(a)), actions, self.action_dim, "actions"
-        )
+            lambda a: self.norm(self.proj(a)), actions, self.action_dim, "actions",
+            batch_norm=self.training,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"action_dim={self.action_dim}, embed_dim={self.embed_dim}"

@@ -18,7 +18,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_int, check_probability
+from jepa_blocks._validation import (
+    check_bool,
+    check_choice,
+    check_floating_tensor,
+    check_int,
+    check_probability,
+)
 
 __all__ = ["Aggregator", "transformer_blocks"]
 
@@ -63,6 +69,8 @@ def transformer_blocks(
         raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
     check_probability(dropout, "dropout")
     check_choice(activation, "activation", ("relu", "gelu"))
+    check_bool(norm_first, "norm_first")
+    check_bool(shared_init, "shared_init")
 
     def make() -> nn.Module:
         return nn.TransformerEncoderLayer(
@@ -118,6 +126,11 @@ class Aggregator(nn.Module):
     ) -> None:
         super().__init__()
         self.dim = check_int(dim, "dim", minimum=1)
+        check_bool(final_norm, "final_norm")
+        if pos_embedding is not None and not isinstance(pos_embedding, nn.Module):
+            raise TypeError(
+                f"pos_embedding must be an nn.Module, got {type(pos_embedding).__name__}"
+            )
         if blocks is None:
             blocks = transformer_blocks(dim=dim)
         block_list = list(blocks)
@@ -131,9 +144,11 @@ class Aggregator(nn.Module):
 
     def forward(self, tokens: Tensor, *, padding_mask: Tensor | None = None) -> Tensor:
         """Return :math:`z_\\text{AGG}`, the output at the [AGG] position."""
+        check_floating_tensor(tokens, "tokens", min_ndim=3)
         if tokens.ndim != 3 or tokens.shape[-1] != self.dim:
             raise ValueError(
-                f"tokens must have shape (B, N, {self.dim}), got {tuple(tokens.shape)}"
+                f"tokens must have shape (B, N, dim) = (B, N, {self.dim}), got "
+                f"{tuple(tokens.shape)}"
             )
         b = tokens.shape[0]
         x = torch.cat([self.agg_token.expand(b, -1, -1).to(tokens.dtype), tokens], dim=1)
@@ -141,11 +156,11 @@ class Aggregator(nn.Module):
             x = self.pos_embedding(x)
         kw: dict[str, Tensor] = {}
         if padding_mask is not None:
-            if padding_mask.dtype != torch.bool or padding_mask.shape != tokens.shape[:2]:
+            got = getattr(padding_mask, "dtype", None), getattr(padding_mask, "shape", None)
+            if got != (torch.bool, tokens.shape[:2]):
                 raise ValueError(
                     f"padding_mask must be a bool tensor of shape (B, N) = "
-                    f"{tuple(tokens.shape[:2])}, got {padding_mask.dtype} "
-                    f"{tuple(padding_mask.shape)}"
+                    f"{tuple(tokens.shape[:2])}, got {got if got[0] else type(padding_mask)}"
                 )
             kw["src_key_padding_mask"] = torch.cat([padding_mask.new_zeros(b, 1), padding_mask], 1)
         for block in self.blocks:

@@ -27,8 +27,14 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_int, check_positive
-from jepa_blocks.losses import CosineLoss, linear_warmup, regularized_objective
+from jepa_blocks._validation import (
+    check_bool,
+    check_choice,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+)
+from jepa_blocks.losses import CosineLoss, check_finite, linear_warmup, regularized_objective
 from jepa_blocks.seq.actions import ActionEncoder
 from jepa_blocks.seq.aggregator import Aggregator, transformer_blocks
 from jepa_blocks.seq.predictor import Predictor
@@ -70,6 +76,10 @@ class SeqJEPAOutput(NamedTuple):
     rate_z: Tensor | None = None
     rate_weight: Tensor | None = None
     reverse_loss: Tensor | None = None
+
+
+def _shape(x: Any) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
 
 
 def declared_dim(module: Any, name: str) -> int | None:
@@ -179,6 +189,9 @@ class SeqJEPA(nn.Module):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         if not callable(invert_action):
             raise TypeError(f"invert_action must be callable, got {type(invert_action).__name__}")
+        flags = {"condition_tokens": condition_tokens, "condition_predictor": condition_predictor}
+        for name, flag in {**flags, "symmetric": symmetric}.items():
+            check_bool(flag, name)
         check_choice(regularize_on, "regularize_on", get_args(RegularizeOn))
         check_positive(regularizer_weight, "regularizer_weight", allow_zero=True)
         check_int(regularizer_warmup_steps, "regularizer_warmup_steps", minimum=0)
@@ -210,16 +223,16 @@ class SeqJEPA(nn.Module):
         self.symmetric = bool(symmetric)
         self.invert_action = invert_action
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._check_dims()
+        self._dim_z = self._check_dims()
 
-    def _check_dims(self) -> None:
-        """Check the parts' declared dimensions against each other (when they declare them)."""
+    def _check_dims(self) -> int | None:
+        """Check the parts' declared dimensions against each other; return the encoder's ``D``."""
         e = declared_dim(self.action_encoder, "embed_dim") if self.action_encoder is not None else 0
         agg = declared_dim(self.aggregator, "dim")
         p_in = declared_dim(self.predictor, "in_dim")
         p_out = declared_dim(self.predictor, "out_dim")
         if e is None or agg is None:
-            return
+            return None
         e_pred = e if self.condition_predictor else 0
         if p_in is not None and p_in != agg + e_pred:
             raise ValueError(
@@ -231,6 +244,14 @@ class SeqJEPA(nn.Module):
             raise ValueError(
                 f"predictor.out_dim must equal the encoder dimension D = aggregator.dim - "
                 f"embed_dim = {d}, got {p_out}"
+            )
+        return d
+
+    def _check_z(self, z: Tensor, what: str) -> None:
+        if self._dim_z is not None and z.shape[-1] != self._dim_z:
+            raise ValueError(
+                f"{what} has D = {z.shape[-1]} features, but the parts expect D = aggregator.dim - "
+                f"action embed_dim = {self._dim_z} (from_encoder's encoder_dim)"
             )
 
     @classmethod
@@ -275,6 +296,8 @@ class SeqJEPA(nn.Module):
         Returns:
             The assembled model.
         """
+        check_int(encoder_dim, "encoder_dim")
+        check_int(action_embed_dim, "action_embed_dim")
         action_encoder = ActionEncoder(action_dim=action_dim, embed_dim=action_embed_dim)
         width = encoder_dim + (action_embed_dim if condition_tokens else 0)
         blocks = transformer_blocks(
@@ -304,13 +327,17 @@ class SeqJEPA(nn.Module):
         Shape:
             - views: ``(B, M, C, H, W)``; output: ``(B, M, D)``
         """
+        check_floating_tensor(views, "views", min_ndim=5, shape_doc="(B, M, C, H, W)")
+        return self._encode(check_finite(views, "views"))
+
+    def _encode(self, views: Tensor) -> Tensor:
         if views.ndim != 5:
             raise ValueError(f"views must have shape (B, M, C, H, W), got {tuple(views.shape)}")
-        b = views.shape[0]
         z = self.encoder(rearrange(views, "b m c h w -> (b m) c h w"))
         if z.ndim != 2:
             raise ValueError(f"the encoder must return (N, D) vectors, got shape {tuple(z.shape)}")
-        return rearrange(z, "(b m) d -> b m d", b=b)
+        self._check_z(z, "the encoder's output")
+        return rearrange(z, "(b m) d -> b m d", b=views.shape[0])
 
     def _embed_actions(
         self, actions: Tensor, keep: Tensor, *, predictor: bool = True
@@ -361,14 +388,21 @@ class SeqJEPA(nn.Module):
         Returns:
             :math:`z_\text{AGG}`.
 
+        Raises:
+            NonFiniteError: NaN or inf in ``z`` or ``actions`` (eager mode).
+            ValueError: A ``padding_mask`` row that is not a trailing suffix with >= 1 observed.
+
         Shape:
             - z: ``(B, M, D)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``
             - output: ``(B, D+E)``
         """
+        check_floating_tensor(z, "z", min_ndim=3, shape_doc="(B, M, D)")
         if z.ndim != 3:
             raise ValueError(f"z must have shape (B, M, D), got {tuple(z.shape)}")
+        self._check_z(check_finite(z, "z"), "z")
         b, m = z.shape[:2]
         if self.action_encoder is not None:
+            check_finite(check_floating_tensor(actions, "actions", min_ndim=1), "actions")
             if actions.ndim != 3 or actions.shape[0] != b or actions.shape[1] not in (m, m - 1):
                 raise ValueError(
                     f"actions must have shape (B, M, A) or (B, M-1, A) with B={b}, M={m}, got "
@@ -379,11 +413,18 @@ class SeqJEPA(nn.Module):
         if padding_mask is None:
             keep = self._keep_last_zeroed(m, z)
         else:
-            if padding_mask.dtype != torch.bool or padding_mask.shape != (b, m):
+            if getattr(padding_mask, "dtype", None) != torch.bool or padding_mask.shape != (b, m):
                 raise ValueError(
                     f"padding_mask must be a bool tensor of shape (B, M) = ({b}, {m}), got "
-                    f"{padding_mask.dtype} {tuple(padding_mask.shape)}"
+                    f"{getattr(padding_mask, 'dtype', '')} {_shape(padding_mask)}"
                 )
+            if not torch.compiler.is_compiling():  # a host sync
+                bad = (padding_mask[:, :-1] & ~padding_mask[:, 1:]).any(1) | padding_mask.all(1)
+                if bool(bad.any()):
+                    raise ValueError(
+                        "padding_mask must mark a trailing suffix of each row (True after the "
+                        f"last observed view, >= 1 observed), got rows {bad.nonzero().tolist()}"
+                    )
             observed = ~padding_mask
             next_observed = torch.cat([observed[:, 1:], observed.new_zeros(b, 1)], dim=1)
             keep = (observed & next_observed).to(z.dtype)
@@ -433,8 +474,8 @@ class SeqJEPA(nn.Module):
                 f"{tuple(views.shape)} (action i maps view i to view i+1), got "
                 f"{tuple(actions.shape)}"
             )
-        if not actions.is_floating_point():
-            raise TypeError(f"actions must have a floating dtype, got {actions.dtype}")
+        check_floating_tensor(views, "views")
+        check_floating_tensor(actions, "actions")
         a = declared_dim(self.action_encoder, "action_dim")
         if a is not None and actions.shape[2] != a:
             raise ValueError(
@@ -452,11 +493,18 @@ class SeqJEPA(nn.Module):
             views, actions: ``(B, M+1, C, H, W)`` and ``(B, M, A)``.
             step: Optimizer steps done so far, for the regularizer warm-up; ``None`` uses the
                 ``step`` buffer advanced by :meth:`update`.
+
+        Raises:
+            NonFiniteError: NaN or inf in ``views`` or ``actions`` (eager mode; checked before any
+                module runs, so no BatchNorm statistics or other state change).
+            ValueError: ``loss`` or ``regularizer`` does not return a scalar tensor.
         """
         m = self._check_inputs(views, actions)
+        check_finite(views, "views")  # before any module (BatchNorm statistics) runs
+        check_finite(actions, "actions")
         b = views.shape[0]
         if self.symmetric:
-            z_all = self.encode(views)  # (B, M+1, D)
+            z_all = self._encode(views)  # (B, M+1, D)
             z = z_all[:, :m]
             z_rev = z_all[:, 1:].flip(1)
             a_rev = self.invert_action(actions).flip(1)
@@ -469,7 +517,7 @@ class SeqJEPA(nn.Module):
             z_ctx = torch.cat([z, z_rev], dim=0)
             a_ctx = torch.cat([actions, a_rev], dim=0)
         else:
-            z = self.encode(views[:, :m])
+            z = self._encode(views[:, :m])
             target_views = views[:, m]
             z_ctx, a_ctx = z, actions
 
@@ -485,6 +533,8 @@ class SeqJEPA(nn.Module):
             pred_loss = 0.5 * (forward_loss + reverse_loss)
         else:
             pred_loss = self.loss_fn(pred_all, target)
+        if not isinstance(pred_loss, Tensor) or pred_loss.ndim != 0:
+            raise ValueError(f"loss must return a scalar tensor, got {_shape(pred_loss)}")
         z_agg, prediction, target = z_agg_all[:b], pred_all[:b], target[:b]
 
         out = SeqJEPAOutput(
@@ -498,6 +548,9 @@ class SeqJEPA(nn.Module):
         if self.regularize_on in ("z", "both"):
             rate_z = self.regularizer(rearrange(z, "b m d -> (b m) d"))
         rates = [r for r in (rate_z_agg, rate_z) if r is not None]
+        for r in rates:
+            if not isinstance(r, Tensor) or r.ndim != 0:
+                raise ValueError(f"regularizer must return a scalar rate, got {_shape(r)}")
         rate = rates[0] if len(rates) == 1 else rates[0] + rates[1]
         factor = linear_warmup(
             self.step if step is None else step, warmup_steps=self.regularizer_warmup_steps

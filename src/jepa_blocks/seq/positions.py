@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_int
+from jepa_blocks._validation import check_bool, check_floating_tensor, check_int
 
 __all__ = ["PositionalEmbedding", "sinusoidal_positions"]
 
@@ -62,7 +62,7 @@ class PositionalEmbedding(nn.Module):
         super().__init__()
         self.max_len = check_int(max_len, "max_len")
         self.dim = check_int(dim, "dim")
-        self.learnable = bool(learnable)
+        self.learnable = check_bool(learnable, "learnable")
         if self.learnable:
             self.table = nn.Parameter(torch.empty(max_len, dim))
             nn.init.trunc_normal_(self.table, std=0.02)
@@ -71,6 +71,7 @@ class PositionalEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return ``x`` plus the first ``N`` positions."""
+        check_floating_tensor(x, "tokens", min_ndim=3)
         if x.ndim != 3 or x.shape[-1] != self.dim or x.shape[1] > self.max_len:
             raise ValueError(
                 f"tokens must have shape (B, N, {self.dim}) with N <= max_len={self.max_len}, "

@@ -61,7 +61,8 @@ class Predictor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the prediction for ``x``."""
-        return over_leading_dims(self.net, x, self.in_dim, "predictor input")
+        bn = self.training and self.norm == "batch"
+        return over_leading_dims(self.net, x, self.in_dim, "predictor input", batch_norm=bn)
 
     def extra_repr(self) -> str:
         return (

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from jepa_blocks._validation import check_floating_tensor
+
 __all__ = ["negate_actions", "reverse_sequence"]
 
 
@@ -26,7 +28,7 @@ def negate_actions(actions: Tensor) -> Tensor:
     Shape:
         - actions: ``(..., A)``; output: ``(..., A)``
     """
-    return -actions
+    return -check_floating_tensor(actions, "actions", min_ndim=1)
 
 
 def reverse_sequence(
@@ -48,7 +50,11 @@ def reverse_sequence(
         - views: ``(B, M+1, ...)``; actions: ``(B, M, A)``
         - output: ``(B, M+1, ...)`` and ``(B, M, A)``
     """
-    if views.ndim < 2 or actions.ndim != 3:
+    check_floating_tensor(views, "views", min_ndim=2)
+    check_floating_tensor(actions, "actions", min_ndim=3)
+    if not callable(invert):
+        raise TypeError(f"invert must be callable, got {type(invert).__name__}")
+    if actions.ndim != 3:
         raise ValueError(
             f"views must have shape (B, M+1, ...) and actions (B, M, A), got views "
             f"{tuple(views.shape)} and actions {tuple(actions.shape)}"

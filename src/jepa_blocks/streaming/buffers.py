@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from jepa_blocks._validation import check_choice, check_floating_tensor, check_int, check_positive
+from jepa_blocks.losses import check_finite
 
 __all__ = [
     "BUFFER_KINDS",
@@ -45,9 +46,8 @@ def replay_count(num_fresh: int, *, ratio: float, available: int) -> int:
         available: Items in the buffer (the count never exceeds it).
     """
     r = check_positive(ratio, "ratio", allow_zero=True)
-    if num_fresh < 0 or available < 0:
-        raise ValueError(f"num_fresh and available must be >= 0, got {num_fresh}, {available}")
-    return min(round(r * num_fresh), int(available))
+    check_int(num_fresh, "num_fresh", minimum=0)
+    return min(round(r * num_fresh), check_int(available, "available", minimum=0))
 
 
 class ReplayBuffer:
@@ -99,10 +99,21 @@ class ReplayBuffer:
 
     def items(self, slots: Tensor | None = None) -> dict[str, Tensor]:
         """The stored items at ``slots`` (default: all occupied slots, in slot order)."""
-        s = self.slots if slots is None else torch.as_tensor(slots, dtype=torch.long)
-        if s.numel() and not bool(self._valid[s].all()):
-            raise IndexError(f"slots {s[~self._valid[s]].tolist()} are empty")
+        s = self.slots if slots is None else self._check_slots(slots)
         return {k: v[s.to(v.device)] for k, v in self._store.items()}
+
+    def _check_slots(self, slots: Any) -> Tensor:
+        """``slots`` as a flat int64 CPU tensor; raise unless every one is occupied."""
+        s = torch.as_tensor(slots)
+        if s.numel() and (s.is_floating_point() or s.is_complex() or s.dtype == torch.bool):
+            raise TypeError(f"slots must hold integer slot indices, got dtype {s.dtype}")
+        s = s.flatten().long().cpu()
+        in_range = bool(((s >= 0) & (s < self.capacity)).all())
+        if not (in_range and bool(self._valid[s].all())):
+            raise ValueError(
+                f"slots must be occupied slots in [0, {self.capacity}), got {s.tolist()}"
+            )
+        return s
 
     def _check_items(self, items: Mapping[str, Tensor]) -> int:
         if not isinstance(items, Mapping) or not items:
@@ -162,10 +173,14 @@ class ReplayBuffer:
             again within the same call).
         """
         n = self._check_items(items)
+        features = self._check_features(features, n)  # all checks before any state changes
         self._allocate(items)
         slots = self._place(n, items, features)
         self.num_seen += n
         return slots
+
+    def _check_features(self, features: Tensor | None, n: int) -> Tensor | None:
+        return features
 
     def _place(self, n: int, items: Mapping[str, Tensor], features: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -193,7 +208,7 @@ class ReplayBuffer:
             slots: Slots returned by :meth:`sample`, ``(n,)``.
             features: The items' current features ``(n, D)`` (kept by :class:`MinRedBuffer`).
         """
-        s = torch.as_tensor(slots, dtype=torch.long).flatten()
+        s = self._check_slots(slots)
         if s.numel():
             self._uses[s] += 1
 
@@ -209,13 +224,38 @@ class ReplayBuffer:
             "generator": self.generator.get_state(),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a state written by :meth:`state_dict` of the same kind and capacity."""
-        if state.get("kind") != self.kind or int(state.get("capacity", -1)) != self.capacity:
+    def _check_state(self, state: Mapping[str, Any]) -> None:
+        """Raise unless ``state`` is a complete :meth:`state_dict` of this kind and capacity."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+        if state.get("kind") != self.kind or state.get("capacity") != self.capacity:
             raise ValueError(
                 f"cannot load a {state.get('kind')!r} buffer of capacity {state.get('capacity')} "
                 f"into a {self.kind!r} buffer of capacity {self.capacity}"
             )
+        keys = {"num_seen", "store", "valid", "uses", "generator"} - set(state)
+        store, cap = state.get("store"), (self.capacity,)
+        store = store if isinstance(store, Mapping) and not keys else {"": None}
+        ok = isinstance(state.get("num_seen"), int)
+        ok = ok and all(isinstance(v, Tensor) and v.shape[:1] == cap for v in store.values())
+        ok = ok and all(getattr(state[k], "shape", None) == cap for k in ("valid", "uses"))
+        if not ok:
+            raise ValueError(
+                f"state must be a complete {self.kind!r} buffer state of capacity-sized tensors "
+                f"(missing: {sorted(keys)})"
+            )
+        try:
+            torch.Generator().set_state(state["generator"])
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"state['generator'] is not a generator state: {e}") from e
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict` of the same kind and capacity.
+
+        Raises:
+            ValueError: ``state`` is incomplete or of another kind or capacity (nothing changes).
+        """
+        self._check_state(state)
         self.num_seen = int(state["num_seen"])
         self._store = {k: v.clone() for k, v in state["store"].items()}
         self._valid = state["valid"].clone().cpu()
@@ -253,6 +293,11 @@ class FIFOBuffer(ReplayBuffer):
     def state_dict(self) -> dict[str, Any]:
         """See :meth:`ReplayBuffer.state_dict`; adds the ring position."""
         return {**super().state_dict(), "head": self._head}
+
+    def _check_state(self, state: Mapping[str, Any]) -> None:
+        super()._check_state(state)
+        if not 0 <= check_int(state.get("head"), "state['head']", minimum=0) < self.capacity:
+            raise ValueError(f"state['head'] must be < capacity {self.capacity}")
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """See :meth:`ReplayBuffer.load_state_dict`."""
@@ -325,20 +370,17 @@ class MinRedBuffer(ReplayBuffer):
         if features is None:
             raise ValueError("MinRedBuffer needs features (B, D) for every add and update")
         check_floating_tensor(features, "features", min_ndim=2, shape_doc="(B, D)")
-        if features.ndim != 2 or features.shape[0] != n:
-            raise ValueError(f"features must have shape ({n}, D), got {tuple(features.shape)}")
-        f = torch.nn.functional.normalize(features.detach().float().cpu(), dim=1)
-        if self._features is None:
-            self._features = torch.zeros(self.capacity, f.shape[1])
-        elif f.shape[1] != self._features.shape[1]:
-            raise ValueError(
-                f"features must have D = {self._features.shape[1]} columns, got {f.shape[1]}"
-            )
-        return f
+        d = "D" if self._features is None else self._features.shape[1]
+        if features.ndim != 2 or features.shape[0] != n or d not in ("D", features.shape[1]):
+            raise ValueError(f"features must have shape ({n}, {d}), got {tuple(features.shape)}")
+        check_finite(features, "features")
+        return torch.nn.functional.normalize(features.detach().float().cpu(), dim=1)
 
     def _place(self, n: int, items: Mapping[str, Tensor], features: Tensor | None) -> Tensor:
-        f_new = self._check_features(features, n)
-        assert self._features is not None
+        assert features is not None
+        f_new = features
+        if self._features is None:
+            self._features = torch.zeros(self.capacity, f_new.shape[1])
         old = self.slots
         cand = torch.cat((self._features[old], f_new))  # stored items first: ties evict them
         alive = torch.ones(cand.shape[0], dtype=torch.bool)
@@ -357,10 +399,10 @@ class MinRedBuffer(ReplayBuffer):
 
     def update(self, slots: Tensor, *, features: Tensor | None = None) -> None:
         """Count the replay, refresh the features, retire items used ``max_uses`` times."""
-        s = torch.as_tensor(slots, dtype=torch.long).flatten()
+        s = self._check_slots(slots)
+        f = None if features is None or not s.numel() else self._check_features(features, s.numel())
         super().update(s)
-        if features is not None and s.numel():
-            f = self._check_features(features, s.numel())
+        if f is not None:
             assert self._features is not None
             self._features[s] = f
         if self.max_uses is not None:
@@ -369,6 +411,14 @@ class MinRedBuffer(ReplayBuffer):
     def state_dict(self) -> dict[str, Any]:
         """See :meth:`ReplayBuffer.state_dict`; adds the features and ``max_uses``."""
         return {**super().state_dict(), "features": self._features, "max_uses": self.max_uses}
+
+    def _check_state(self, state: Mapping[str, Any]) -> None:
+        super()._check_state(state)
+        f, m = state.get("features"), state.get("max_uses")
+        if f is not None and (not isinstance(f, Tensor) or f.ndim != 2 or len(f) != self.capacity):
+            raise ValueError(f"state['features'] must be None or ({self.capacity}, D), got {f!r}")
+        if m is not None:
+            check_int(m, "state['max_uses']")
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """See :meth:`ReplayBuffer.load_state_dict`."""

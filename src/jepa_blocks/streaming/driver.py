@@ -33,7 +33,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_int, check_positive
+from jepa_blocks._validation import check_bool, check_choice, check_int, check_positive
 from jepa_blocks.data.sequences import ViewSequence
 from jepa_blocks.streaming.buffers import ReplayBuffer, replay_count
 from jepa_blocks.streaming.protocols import SequenceStream, StreamBatch
@@ -66,16 +66,20 @@ __all__ = [
 EvalFn = Callable[[nn.Module, Mapping[str, Any]], Mapping[str, Any]]
 
 
-def _check_type(value: Any, cls: type, name: str) -> None:
+def _check_type(value: Any, cls: type | tuple[type, ...], name: str) -> None:
     if not isinstance(value, cls):
-        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+        want = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise TypeError(f"{name} must be a {want}, got {type(value).__name__}")
 
 
 def _check_fractions(values: Iterable[float], name: str) -> tuple[float, ...]:
     """Sorted, distinct fractions in ``[0, 1]``."""
-    fr = sorted({float(f) for f in values})
+    vals = list(values) if isinstance(values, Iterable) and not isinstance(values, str) else None
+    if vals is None or any(isinstance(f, bool) or not isinstance(f, (int, float)) for f in vals):
+        raise TypeError(f"{name} must be a sequence of fractions in [0, 1], got {values!r}")
+    fr = sorted({float(f) for f in vals})
     if any(not (math.isfinite(f) and 0.0 <= f <= 1.0) for f in fr):
-        raise ValueError(f"{name} must be fractions in [0, 1], got {tuple(values)}")
+        raise ValueError(f"{name} must be fractions in [0, 1], got {tuple(vals)}")
     return tuple(fr)
 
 
@@ -117,6 +121,7 @@ class StreamConfig:
         check_choice(self.store, "store", ("indices", "sequences"))
         _check_consolidation(self.consolidate, self.consolidate_every)
         self.checkpoints = _check_fractions(self.checkpoints, "checkpoints")
+        check_bool(self.save_checkpoints, "save_checkpoints")
 
 
 @dataclasses.dataclass
@@ -209,11 +214,12 @@ class ReplayCallback(Callback):
         repeats: int = 1,
     ) -> None:
         _check_type(buffer, ReplayBuffer, "buffer")
+        _check_type(stream, SequenceStream, "stream")
         self.buffer = buffer
         self.stream = stream
         self.replay_ratio = check_positive(replay_ratio, "replay_ratio", allow_zero=True)
         self.store = check_choice(store, "store", ("indices", "sequences"))
-        self.repeats = repeats
+        self.repeats = check_int(repeats, "repeats")
         self._fresh: ViewSequence | None = None
         self._slots = torch.empty(0, dtype=torch.long)
 
@@ -296,12 +302,13 @@ class RegularizerCallback(Callback):
         repeats: int = 1,
     ) -> None:
         _check_type(regularizer, WeightRegularizer, "regularizer")
+        _check_type(stream, SequenceStream, "stream")
         _check_consolidation(consolidate, consolidate_every)
         self.regularizer = regularizer
         self.consolidate = consolidate
         self.consolidate_every = consolidate_every
         self.boundaries = set(stream.plan.boundaries)
-        self.repeats = repeats
+        self.repeats = check_int(repeats, "repeats")
         self._penalty = 0.0
 
     def backward(self) -> None:
@@ -368,10 +375,14 @@ class StreamCheckpoints(Callback):
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.fractions = _check_fractions(fractions, "fractions")
+        _check_type(stream, SequenceStream, "stream")
+        for name, fn in (("eval_fn", eval_fn), ("log", log)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
         self.num_items = len(stream.plan)
-        self.repeats = repeats
+        self.repeats = check_int(repeats, "repeats")
         self.eval_fn = eval_fn
-        self.save = save
+        self.save = check_bool(save, "save")
         self.say = log if log is not None else (lambda _: None)
         self.position = 0
         self.evaluations: list[dict[str, Any]] = []
@@ -449,6 +460,8 @@ def stream_step_fn(
         A ``step_fn`` for :func:`~jepa_blocks.train.fit` over a :class:`RepeatedStream`:
         :func:`~jepa_blocks.train.default_step_fn`'s, then ``regularizer.backward()``.
     """
+    _check_type(replay, (ReplayCallback, type(None)), "replay")
+    _check_type(regularizer, (RegularizerCallback, type(None)), "regularizer")
     forward_backward = default_step_fn()
 
     def step_fn(model: nn.Module, batch: Any, state: LoopState) -> Any:

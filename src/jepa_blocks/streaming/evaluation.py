@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_choice, check_int, check_positive
+from jepa_blocks._validation import check_bool, check_choice, check_int, check_positive
+from jepa_blocks.losses import check_finite
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -123,9 +124,9 @@ class StreamEvaluator:
         self.per_task = check_choice(per_task, "per_task", ("joint", "separate"))
         self.classifier = check_choice(classifier, "classifier", ("lbfgs", "ridge", "adam"))
         self.weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
-        self.r2 = bool(r2)
+        self.r2 = check_bool(r2, "r2")
         self.threads = None if threads is None else check_int(threads, "threads")
-        self.seed = int(seed)
+        self.seed = check_int(seed, "seed", minimum=0)
 
     @property
     def task_names(self) -> list[str]:
@@ -252,7 +253,7 @@ def accuracy_matrix(
 
 def _square(matrix: Tensor, needs: str = "") -> Tensor:
     """The ``(T, T)`` float64 matrix; with ``needs`` (what is computed), ``T >= 2``."""
-    m = torch.as_tensor(matrix, dtype=torch.float64)
+    m = check_finite(torch.as_tensor(matrix, dtype=torch.float64), "matrix")
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 1:
         raise ValueError(
             "matrix must be a square (T, T) accuracy matrix (row i: after task i), got shape "
@@ -308,7 +309,7 @@ def forward_transfer(matrix: Tensor, baseline: Sequence[float] | Tensor) -> floa
         - matrix: ``(T, T)`` with ``T ≥ 2``; baseline: ``(T,)``
     """
     m = _square(matrix)
-    b = torch.as_tensor(baseline, dtype=torch.float64).flatten()
+    b = check_finite(torch.as_tensor(baseline, dtype=torch.float64).flatten(), "baseline")
     if b.numel() != m.shape[0]:
         raise ValueError(f"baseline must have one value per task ({m.shape[0]}), got {b.numel()}")
     _square(m, "forward transfer")

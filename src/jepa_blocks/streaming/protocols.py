@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import operator
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_int, check_positive
+from jepa_blocks._validation import check_bool, check_int, check_positive
 from jepa_blocks.data.sequences import ViewSequence, mix_seed
 from jepa_blocks.data.sources import LabelledImages
 from jepa_blocks.data.views import SequenceViews
@@ -93,7 +94,7 @@ class StreamPlan:
             raise ValueError(f"order must hold source indices >= 0, got {int(order.min())}")
         if torch.unique(order).numel() != n:
             raise ValueError("order must visit each item once, but it repeats some indices")
-        bounds = tuple(int(b) for b in self.boundaries)
+        bounds = _ints(self.boundaries, "boundaries")
         if not bounds or bounds[-1] != n or any(b <= a for a, b in zip((0, *bounds), bounds)):
             raise ValueError(
                 f"boundaries must increase strictly and end at N = {n}, got {self.boundaries}"
@@ -123,7 +124,7 @@ class StreamPlan:
 
     def items_of_split(self, split: int) -> Tensor:
         """Source indices of the items of ``split``, in stream order."""
-        return self.order[self.splits == int(split)]
+        return self.order[self.splits == check_int(split, "split", minimum=0)]
 
     def batch_slices(
         self, batch_size: int, *, align_to_boundaries: bool = False
@@ -149,7 +150,16 @@ class StreamPlan:
         )
 
 
+def _ints(values: Any, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(operator.index(v) for v in values)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a sequence of ints, got {values!r}") from e
+
+
 def _items(num_items: int | None, indices: Sequence[int] | Tensor | None) -> Tensor:
+    if indices is not None and num_items is not None:
+        raise ValueError("pass num_items or indices, not both")
     if indices is not None:
         items = _as_index_tensor(indices, "indices", nonempty=True)
         if torch.unique(items).numel() != items.numel():
@@ -161,7 +171,7 @@ def _items(num_items: int | None, indices: Sequence[int] | Tensor | None) -> Ten
 
 
 def _perm(n: int, seed: int, *salt: int) -> Tensor:
-    gen = torch.Generator().manual_seed(mix_seed(int(seed), *salt))
+    gen = torch.Generator().manual_seed(mix_seed(check_int(seed, "seed", minimum=-(2**63)), *salt))
     return torch.randperm(n, generator=gen)
 
 
@@ -226,7 +236,10 @@ def class_incremental_stream(
         The plan; ``splits[p]`` is the split of the item's class.
     """
     lab = _as_index_tensor(labels, "labels")
-    groups = [tuple(int(c) for c in g) for g in splits]
+    check_bool(shuffle, "shuffle")
+    if not isinstance(splits, Sequence):
+        raise TypeError(f"splits must be a sequence of class-id groups, got {splits!r}")
+    groups = [_ints(g, "splits[k]") for g in splits]
     if not groups or any(len(g) == 0 for g in groups):
         raise ValueError(f"splits must be non-empty groups of class ids, got {splits!r}")
     flat = [c for g in groups for c in g]
@@ -235,7 +248,7 @@ def class_incremental_stream(
     if regimes is None:
         regime_of = [0] * len(groups)
     else:
-        regime_of = [int(r) for r in regimes]
+        regime_of = list(_ints(regimes, "regimes"))
         if len(regime_of) != len(groups) or min(regime_of) < 0:
             raise ValueError(
                 f"regimes must give one id >= 0 per split ({len(groups)}), got {regimes!r}"
@@ -363,7 +376,7 @@ class ImageSequenceMaker:
         self.device = torch.device(device) if device is not None else source.images.device
         self.source = source.to(self.device)
         self.views = per_regime
-        self.normalize = bool(normalize)
+        self.normalize = check_bool(normalize, "normalize")
         c = source.images.shape[1]
         self._mean = torch.tensor(source.mean, device=self.device).reshape(c, 1, 1)
         self._std = torch.tensor(source.std, device=self.device).reshape(c, 1, 1)
@@ -387,7 +400,9 @@ class ImageSequenceMaker:
         """Return the view sequences of ``indices`` (see the class docstring)."""
         idx = _as_index_tensor(indices, "indices", nonempty=True)
         if int(idx.max()) >= len(self.source) or int(idx.min()) < 0:
-            raise IndexError(f"indices must be in [0, {len(self.source)}), got {idx.tolist()}")
+            raise ValueError(f"indices must be in [0, {len(self.source)}), got {idx.tolist()}")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         reg = torch.zeros_like(idx) if regimes is None else _as_index_tensor(regimes, "regimes")
         if reg.shape != idx.shape:
             raise ValueError(f"regimes must have shape {tuple(idx.shape)}, got {tuple(reg.shape)}")
@@ -470,7 +485,8 @@ class SequenceStream:
         self.plan = plan
         self.maker = maker
         self.batch_size = check_int(batch_size, "batch_size")
-        self.seed = int(seed)
+        self.seed = check_int(seed, "seed", minimum=-(2**63))
+        check_bool(align_to_boundaries, "align_to_boundaries")
         self.slices = plan.batch_slices(batch_size, align_to_boundaries=align_to_boundaries)
 
     def __len__(self) -> int:
@@ -482,8 +498,8 @@ class SequenceStream:
 
     def batch(self, number: int) -> StreamBatch:
         """Batch ``number``, regenerated from its seed."""
-        if not 0 <= number < len(self):
-            raise IndexError(f"batch number must be in [0, {len(self)}), got {number}")
+        if not 0 <= check_int(number, "number", minimum=0) < len(self):
+            raise ValueError(f"number must be a batch number in [0, {len(self)}), got {number}")
         start, stop = self.slices[number]
         idx = self.plan.order[start:stop]
         regimes = self.plan.regimes[start:stop]

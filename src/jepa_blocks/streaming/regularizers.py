@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_positive
+from jepa_blocks._validation import NonFiniteError, check_positive
 
 __all__ = ["EWC", "SI", "WeightRegularizer"]
 
@@ -86,9 +86,19 @@ class WeightRegularizer:
     def _snapshot(self) -> dict[str, Tensor]:
         return {n: p.detach().clone() for n, p in self.params.items()}
 
-    @staticmethod
-    def _grad(p: nn.Parameter) -> Tensor:
-        return torch.zeros_like(p) if p.grad is None else p.grad.detach()
+    def _finite(self, tensors: dict[str, Tensor], what: str) -> dict[str, Tensor]:
+        """``tensors``; raise (before any state changes) if one holds NaN or inf (one sync)."""
+        dev = next(iter(self.params.values())).device
+        if not bool(torch.stack([t.isfinite().all().to(dev) for t in tensors.values()]).all()):
+            bad = [n for n, t in tensors.items() if not bool(t.isfinite().all())]
+            raise NonFiniteError(f"the {what} of {bad} must be finite; nothing was recorded")
+        return tensors
+
+    def _grads(self) -> dict[str, Tensor]:
+        grads = {n: p.grad.detach() for n, p in self.params.items() if p.grad is not None}
+        if grads:
+            self._finite(grads, "gradients")
+        return {n: grads.get(n, torch.zeros_like(p)) for n, p in self.params.items()}
 
     def _state_dicts(self) -> list[dict[str, Tensor]]:
         return [getattr(self, attr) for attr in self._tensor_state]
@@ -139,18 +149,33 @@ class WeightRegularizer:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a state written by :meth:`state_dict` of the same kind and parameters."""
-        if state.get("kind") != self.kind:
-            raise ValueError(f"cannot load a {state.get('kind')!r} state into {self.kind!r}")
+        """Restore a state written by :meth:`state_dict` of the same kind and parameters.
+
+        Raises:
+            ValueError: ``state`` is of another kind, incomplete, or of other parameters or
+                shapes (nothing changes).
+        """
+        if not isinstance(state, Mapping) or state.get("kind") != self.kind:
+            kind = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"cannot load a {kind!r} state into {self.kind!r}")
         for attr in self._tensor_state:
-            key = attr.lstrip("_")
-            names = set(state[key])
-            if names and names != set(self.params):
+            key, d = attr.lstrip("_"), state.get(attr.lstrip("_"))
+            shapes = (
+                {n: getattr(t, "shape", None) for n, t in d.items()}
+                if isinstance(d, Mapping)
+                else 0
+            )
+            if shapes != {} and shapes != {n: p.shape for n, p in self.params.items()}:
                 raise ValueError(
-                    f"state[{key!r}] has parameters {sorted(names)}, expected {sorted(self.params)}"
+                    f"state[{key!r}] must map the parameters {sorted(self.params)} to tensors of "
+                    f"their shapes, got {shapes}"
                 )
+        numbers = {a: state.get(a.lstrip("_")) for a, _ in self._number_state}
+        for attr, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"state[{attr.lstrip('_')!r}] must be a number, got {value!r}")
         for attr, kind in self._number_state:
-            setattr(self, attr, kind(state[attr.lstrip("_")]))
+            setattr(self, attr, kind(numbers[attr]))
         for attr in self._tensor_state:
             setattr(self, attr, _copy(state[attr.lstrip("_")]))
 
@@ -188,8 +213,8 @@ class EWC(WeightRegularizer):
 
     def observe(self) -> None:
         """Accumulate the squared gradients of the unregularised loss."""
-        for n, p in self.params.items():
-            self._fisher_sum[n] += self._grad(p).square()
+        for n, g in self._grads().items():
+            self._fisher_sum[n] += g.square()
         self._count += 1
 
     def consolidate(self) -> None:
@@ -240,14 +265,14 @@ class SI(WeightRegularizer):
 
     def observe(self) -> None:
         """Keep the unregularised gradient and the parameters before the step."""
-        self._grad_now = {n: self._grad(p).clone() for n, p in self.params.items()}
+        self._grad_now = {n: g.clone() for n, g in self._grads().items()}
         self._before = self._snapshot()
 
     def after_step(self) -> None:
         """``ω += −g · (θ_after − θ_before)`` for the step just taken."""
         if not self._grad_now:
             return
-        for n, p in self.params.items():
+        for n, p in self._finite(dict(self.params), "parameters").items():
             self._omega[n] -= self._grad_now[n] * (p.detach() - self._before[n])
         self._grad_now, self._before = {}, {}
 
