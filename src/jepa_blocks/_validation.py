@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -11,26 +11,41 @@ from torch import Tensor, nn
 __all__ = [
     "NonFiniteError",
     "check_choice",
+    "check_finite",
     "check_floating_tensor",
     "check_positive",
     "check_samples",
+    "check_type",
     "membership_matrix",
 ]
+
+_T = TypeVar("_T")
 
 
 class NonFiniteError(ValueError):
     """An input that must be finite holds NaN or inf (raised before any state changes)."""
 
 
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (eager mode only: a host sync)."""
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteError(f"{name} must be finite, got {bad} NaN/inf of {x.numel()} entries")
+    return x
+
+
+def check_type(value: Any, name: str, cls: type[_T], what: str) -> _T:
+    """Return ``value``; raise ``TypeError`` ("``name`` must be ``what``") unless it is a ``cls``."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return value
+
+
 def check_floating_tensor(x: Any, name: str, *, min_ndim: int = 0, shape_doc: str = "") -> Tensor:
     """Raise ``TypeError`` unless ``x`` is a floating-point tensor with ``ndim ≥ min_ndim``."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_type(x, name, Tensor, "a torch.Tensor")
     if not (x.is_floating_point() or x.is_complex()):
-        raise TypeError(
-            f"{name} must have a floating dtype (float16, bfloat16, float32 or float64), "
-            f"got {x.dtype}"
-        )
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
     if x.is_complex():
         raise TypeError(f"{name} must be real, got complex dtype {x.dtype}")
     if x.ndim < min_ndim:
@@ -46,10 +61,7 @@ def check_samples(z: Any, name: str = "z") -> Tensor:
     check_floating_tensor(z, name, min_ndim=2, shape_doc="(..., n, d)")
     n, d = z.shape[-2], z.shape[-1]
     if n < 1 or d < 1 or z.numel() == 0:
-        raise ValueError(
-            f"{name} must be a non-empty batch of shape (..., n, d) with n >= 1 and d >= 1, "
-            f"got shape {tuple(z.shape)}"
-        )
+        raise ValueError(f"{name} must have shape (..., n, d) with n, d >= 1, got {tuple(z.shape)}")
     return z
 
 
@@ -108,8 +120,7 @@ def membership_matrix(
     summing to 1 (±1e-3). The value checks need one host sync and run in eager mode only.
     ``K`` is inferred from the largest label when ``num_classes`` is ``None`` and ``infer``.
     """
-    if not isinstance(membership, Tensor):
-        raise TypeError(f"membership must be a torch.Tensor, got {type(membership).__name__}")
+    check_type(membership, "membership", Tensor, "a torch.Tensor")
     if num_classes is not None:
         check_int(num_classes, "num_classes")
     eager = not torch.compiler.is_compiling()
@@ -139,8 +150,7 @@ def membership_matrix(
             f"membership (soft) must have shape {expected}, got {tuple(membership.shape)}"
         )
     if eager and membership.numel():
-        if not bool(torch.isfinite(membership).all()):
-            raise NonFiniteError("membership (soft) contains NaN or inf entries")
+        check_finite(membership, "membership (soft)")
         if bool((membership < 0).any()):
             raise ValueError(f"membership (soft) must be >= 0, got min {float(membership.min())}")
         sums = membership.sum(-1)

@@ -1,8 +1,7 @@
 r"""Image encoders :math:`f_\theta`: a small CNN for CPU demos and tests, and ResNet-18.
 
-:class:`SmallCNN` is fast on a laptop CPU for 28×28 (MNIST) and 32×32 inputs;
-:func:`resnet18_encoder` is seq-JEPA's encoder (Ghaemi et al., 2025, arXiv:2505.03176; official
-code ``hafezgh/seq-jepa``, ``src/models.py``), torchvision imported only when it is called.
+:func:`resnet18_encoder` is seq-JEPA's encoder (arXiv:2505.03176; official ``hafezgh/seq-jepa``
+``src/models.py``); torchvision is imported only when it is called.
 """
 
 from __future__ import annotations
@@ -26,23 +25,16 @@ __all__ = ["SmallCNN", "resnet18_encoder"]
 class SmallCNN(nn.Module):
     """A three-stage CNN encoder: conv3×3 stride 1, 2, 2, each with BatchNorm and ReLU, then a head.
 
-    With ``grid=1`` (default) the channels are ``in_channels → width → 2·width → out_dim`` and the
-    output is the global average of the last feature map (no projector, like the paper's ResNet).
-    With ``grid=g > 1`` the last stage keeps ``2·width`` channels, is average-pooled to a ``g × g``
-    grid, flattened and mapped to ``out_dim`` by a linear layer, so the output keeps *where* each
-    local feature is (global pooling of a CNN with a ~15-pixel receptive field loses an MNIST
-    digit's layout and translation). ``out_norm="batch"`` appends a BatchNorm without affine
-    parameters, which centres the otherwise all-positive, nearly parallel post-ReLU features that
-    make a cosine prediction loss easy to satisfy with their mean direction.
+    A linear head over a ``g × g`` pooled grid (``grid=g > 1``) keeps *where* each feature is;
+    ``out_norm="batch"`` (BatchNorm without affine parameters) centres the all-positive post-ReLU
+    features, which a cosine loss could otherwise match with their mean direction.
 
     Args:
-        in_channels: Input channels (1 for MNIST, 3 for colour images).
+        in_channels: Input channels.
         out_dim: Output dimension ``D``.
         width: Channels of the first stage.
-        grid: Side of the pooled grid read by the linear head; 1: global average pooling and
-            no head.
-        out_norm: ``"none"`` or ``"batch"`` (BatchNorm1d without affine parameters on the
-            output).
+        grid: Side of the pooled grid read by the linear head (1: global pooling, no head).
+        out_norm: ``"none"`` or ``"batch"``.
 
     Shape:
         - input: ``(N, in_channels, H, W)``
@@ -88,8 +80,7 @@ class SmallCNN(nn.Module):
         """Return one ``out_dim`` vector per image.
 
         Raises:
-            NonFiniteError: NaN or inf in ``x`` in training mode (eager), before BatchNorm updates
-                its running statistics.
+            NonFiniteError: NaN or inf in ``x`` in training mode (eager), before BatchNorm updates.
         """
         check_floating_tensor(x, "x")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -110,21 +101,15 @@ class SmallCNN(nn.Module):
 def resnet18_encoder(
     *, cifar_stem: bool = True, in_channels: int = 3, zero_init_residual: bool = True
 ) -> nn.Module:
-    """torchvision ResNet-18 without its classifier: images → 512-d pooled features.
-
-    With ``cifar_stem=True`` (CIFAR-100, Tiny ImageNet and STL-10 patches in the paper; official
-    ``--cifar-resnet``) the 7×7 stride-2 stem convolution becomes a 3×3 stride-1 one (PyTorch's
-    default initialisation) and the max-pool is removed, so 32×32 inputs keep a 4×4 final map;
-    ``cifar_stem=False`` keeps the ImageNet stem (3DIEBench, 128×128). Weights are random.
+    """torchvision ResNet-18 without its classifier: images → 512-d pooled features, random weights.
 
     Args:
-        cifar_stem: Use the CIFAR stem.
-        in_channels: Input channels of the stem convolution (3 unless e.g. grayscale).
-        zero_init_residual: Zero-initialise the last BatchNorm of every residual branch
-            (official code: ``True``).
+        cifar_stem: Official ``--cifar-resnet``: a 3×3 stride-1 stem convolution, no max-pool.
+        in_channels: Input channels of the stem convolution.
+        zero_init_residual: Zero-initialise the last BatchNorm of every residual branch (official).
 
     Returns:
-        The encoder (a ``torchvision.models.ResNet`` whose ``fc`` is ``nn.Identity``).
+        A ``torchvision.models.ResNet`` whose ``fc`` is ``nn.Identity``.
 
     Shape:
         - input: ``(N, in_channels, H, W)``
@@ -133,7 +118,7 @@ def resnet18_encoder(
     check_int(in_channels, "in_channels", minimum=1)
     check_bool(cifar_stem, "cifar_stem")
     check_bool(zero_init_residual, "zero_init_residual")
-    import torchvision  # lazy: torchvision is an optional dependency
+    import torchvision
 
     model = torchvision.models.resnet18(weights=None, zero_init_residual=zero_init_residual)
     if cifar_stem:

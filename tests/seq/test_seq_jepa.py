@@ -254,7 +254,9 @@ def test_regularizer_weight_warmup_values():
 def test_with_the_real_coding_rate():
     from jepa_blocks.rate import CodingRate, coding_rate
 
-    model = make_model("stopgrad", regularizer=CodingRate(eps=0.5), regularize_on="both")
+    model = make_model(
+        "stopgrad", regularizer=CodingRate(eps=0.5), regularizer_weight=1.0, regularize_on="both"
+    )
     views, actions = make_batch()
     out = model(views, actions)
     torch.testing.assert_close(out.rate_z_agg, coding_rate(out.z_agg, eps=0.5))
@@ -434,10 +436,8 @@ def test_context_with_padding_matches_shorter_sequences():
 def test_bad_inputs_raise_clear_errors():
     model = make_model()
     views, actions = make_batch()
-    with pytest.raises(
-        ValueError, match=r"views must have shape \(B, M\+1, C, H, W\).*\(4, 4, 8, 8\)"
-    ):
-        model(views[:, :, 0], actions)
+    with pytest.raises(ValueError, match=r"images must have shape \(N, 1, H, W\).*\(12, 8, 8\)"):
+        model(views[:, :, 0], actions)  # (B, M+1, 8, 8) observations the image encoder can't take
     with pytest.raises(ValueError, match="M >= 1"):
         model(views[:, :1], actions[:, :0])
     with pytest.raises(
@@ -490,6 +490,7 @@ def test_compiles_fullgraph():
         "stopgrad",
         symmetric=True,
         regularizer=toy_rate,
+        regularizer_weight=1.0,
         regularizer_warmup_steps=3,
         target_transform=None,
     )

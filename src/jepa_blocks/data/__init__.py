@@ -1,18 +1,8 @@
-"""Action-parameterised sequence data for seq-JEPA-style world models.
-
-* :mod:`~jepa_blocks.data.geometric`, :mod:`~jepa_blocks.data.photometric`: batched image
-  operations with one parameter row per image;
-* :mod:`~jepa_blocks.data.transforms`: random transforms that return their parameters;
-* :mod:`~jepa_blocks.data.actions`: action encodings and relative actions;
-* :mod:`~jepa_blocks.data.views`: ``M + 1`` views per image with parameters and actions;
-* :mod:`~jepa_blocks.data.sequences`: on-device batch loader and map-style dataset;
-* :mod:`~jepa_blocks.data.sources`, :mod:`~jepa_blocks.data.diebench`: image sources.
-
-Importing this package imports neither torchvision nor matplotlib; the functions that need
-torchvision, mlxtend or scikit-learn import them when called.
+"""Action-parameterised sequence data for seq-JEPA-style world models: batched image operations,
+random transforms that return their parameters, action encodings, view generators, loaders and
+image sources. Importing it imports neither torchvision nor matplotlib.
 """
 
-# The package re-exports every module's ``__all__``; the modules own their name lists.
 from jepa_blocks.data import (
     actions,
     diebench,

@@ -1,14 +1,6 @@
 """Action vectors: encodings of transformation parameters and relative actions between views.
 
-seq-JEPA conditions its aggregator and predictor on the *action* that takes view ``x_i`` to
-``x_{i+1}`` (Ghaemi et al., "seq-JEPA", arXiv 2505.03176, §2). This module turns absolute
-per-view parameters ``t_i`` into relative actions ``a_i``: ``t_{i+1} − t_i`` for augmentations
-(optionally after the official code's :func:`normalize_across_views`), ``[sin Δθ, cos Δθ]`` for
-planar rotations and ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` for MNIST-affine (follow-up
-repository ``kaikun213/seq-jepa``), and the relative quaternion ``quat(R_iᵀ R_{i+1})`` for
-3DIEBench, scalar-last ``(x, y, z, w)`` and not sign-canonicalised as in ``hafezgh/seq-jepa``
-``src/datasets.py`` and ``facebookresearch/SIE`` ``src/dataset.py`` (both via scipy).
-All functions are pure and batched over leading dimensions.
+Quaternions are scalar-last ``(x, y, z, w)`` and, as in the official code, not sign-canonicalised.
 """
 
 from __future__ import annotations
@@ -21,13 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepa_blocks._validation import (
-    NonFiniteError,
-    check_bool,
-    check_choice,
-    check_floating_tensor,
-    check_positive,
-)
+from jepa_blocks._validation import check_bool, check_choice, check_floating_tensor, check_positive
 
 __all__ = [
     "affine_action",
@@ -54,13 +40,6 @@ def check_last_dim(x: Any, name: str, size: int, doc: str = "") -> Tensor:
     return x
 
 
-def check_finite(x: Tensor, name: str) -> Tensor:
-    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (a host sync: eager code only)."""
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(f"{name} must be finite, got NaN or inf values")
-    return x
-
-
 def _check_views(params: Tensor, name: str, *, min_views: int = 2, last: int | None = None) -> None:
     check_floating_tensor(params, name, min_ndim=2, shape_doc="(..., V, P)")
     if last is not None:
@@ -73,13 +52,7 @@ def _check_views(params: Tensor, name: str, *, min_views: int = 2, last: int | N
 
 
 def wrap_angle(theta: Tensor) -> Tensor:
-    """Wrap angles (radians) into ``[−π, π)``.
-
-    Args:
-        theta: Angles in radians, any shape.
-
-    Returns:
-        ``theta`` shifted by a multiple of ``2π`` into ``[−π, π)``.
+    """Wrap angles (radians) into ``[−π, π)`` by adding a multiple of ``2π``.
 
     Shape:
         - theta: ``(...)``
@@ -101,9 +74,7 @@ def angle_to_sincos(theta: Tensor) -> Tensor:
 
 
 def sincos_to_angle(code: Tensor) -> Tensor:
-    """Invert :func:`angle_to_sincos`: ``atan2(sin, cos)`` in ``(−π, π]``.
-
-    The code does not need unit norm (a regressor's output can be passed directly).
+    """Invert :func:`angle_to_sincos`: ``atan2(sin, cos)`` in ``(−π, π]`` (any norm).
 
     Shape:
         - code: ``(..., 2)``
@@ -116,8 +87,7 @@ def sincos_to_angle(code: Tensor) -> Tensor:
 def affine_action(params: Tensor) -> Tensor:
     """Encode similarity parameters ``[θ, tx, ty, log s]`` as ``[sin θ, cos θ, tx, ty, log s]``.
 
-    This is the MNIST-affine action of the follow-up repository (``kaikun213/seq-jepa``,
-    ``experiments/datasets_mnist_affine.py``); here translations are fractions of the image size.
+    The MNIST-affine action of ``kaikun213/seq-jepa`` ``experiments/datasets_mnist_affine.py``.
 
     Shape:
         - params: ``(..., 4)``
@@ -130,9 +100,7 @@ def affine_action(params: Tensor) -> Tensor:
 def normalize_across_views(params: Tensor, *, eps: float = 1e-12) -> Tensor:
     """The official code's action normalisation: unit L2 norm of each parameter *across the views*.
 
-    ``hafezgh/seq-jepa`` (``src/engine.py``) calls ``F.normalize(aug_params, p=2, dim=1)`` on
-    ``(B, M+1, P)``, i.e. along the view axis (kept because the paper's numbers were produced with
-    it): the result is independent of the parameter's units and depends on the sequence length.
+    ``hafezgh/seq-jepa`` ``src/engine.py``; depends on the sequence length, not on the units.
 
     Args:
         params: Absolute parameters of the ``V`` views of each sequence.
@@ -147,25 +115,14 @@ def normalize_across_views(params: Tensor, *, eps: float = 1e-12) -> Tensor:
 
 
 def relative_differences(
-    params: Tensor,
-    *,
-    angle_dims: Sequence[int] = (),
-    normalize: str = "none",
+    params: Tensor, *, angle_dims: Sequence[int] = (), normalize: str = "none"
 ) -> Tensor:
-    """Relative actions ``a_i = t_{i+1} − t_i`` between consecutive views.
-
-    This is the action of the augmentation and saccade settings of seq-JEPA (paper §3.1; official
-    ``src/engine.py``). Columns listed in ``angle_dims`` are differences of angles and are wrapped
-    into ``[−π, π)``, so that actions compose: ``wrap(a_{12} + a_{23}) = wrap(t_3 − t_1)``.
+    """Relative actions ``a_i = t_{i+1} − t_i`` between consecutive views (paper §3.1).
 
     Args:
         params: Absolute parameters ``t`` of ``V`` views.
-        angle_dims: Columns holding angles in radians.
-        normalize: ``"none"`` or ``"official"`` (apply :func:`normalize_across_views` first, the
-            official code's behaviour; angles are then no longer wrapped).
-
-    Returns:
-        The ``V − 1`` relative actions.
+        angle_dims: Columns holding angles (radians), their differences wrapped into ``[−π, π)``.
+        normalize: ``"none"`` or ``"official"`` (:func:`normalize_across_views` first, no wrapping).
 
     Shape:
         - params: ``(..., V, P)``
@@ -190,10 +147,7 @@ def relative_differences(
 
 
 def relative_rotation_actions(angles: Tensor) -> Tensor:
-    """Relative planar-rotation actions ``[sin Δθ, cos Δθ]``, ``Δθ = θ_{i+1} − θ_i``.
-
-    Args:
-        angles: Absolute rotation angle (radians) of each of ``V`` views.
+    """Relative planar-rotation actions ``[sin Δθ, cos Δθ]``, ``Δθ = θ_{i+1} − θ_i`` (radians).
 
     Shape:
         - angles: ``(..., V)``
@@ -207,9 +161,6 @@ def relative_rotation_actions(angles: Tensor) -> Tensor:
 
 def relative_affine_actions(params: Tensor) -> Tensor:
     """Relative MNIST-affine actions ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` of successive views.
-
-    Args:
-        params: Absolute ``[θ, tx, ty, log s]`` of each of ``V`` views.
 
     Shape:
         - params: ``(..., V, 4)``
@@ -254,9 +205,6 @@ def quaternion_conjugate(q: Tensor) -> Tensor:
 def canonicalize_quaternion(q: Tensor) -> Tensor:
     """Pick the representative with ``w ≥ 0`` (``q`` and ``−q`` are the same rotation).
 
-    The official seq-JEPA and SIE code do **not** do this (quirk 8 of the reference notes); it is
-    offered for regressors that should not be penalised for the sign ambiguity.
-
     Shape:
         - q: ``(..., 4)``
         - output: ``(..., 4)``
@@ -268,9 +216,7 @@ def canonicalize_quaternion(q: Tensor) -> Tensor:
 def euler_xyz_to_quaternion(angles: Tensor) -> Tensor:
     """Unit quaternion of extrinsic x-y-z Euler angles (scipy's ``from_euler("xyz", ...)``).
 
-    3DIEBench stores object poses as Tait–Bryan angles in an extrinsic frame
-    (``facebookresearch/SIE``, ``data/README.md``): the rotation is ``R = R_z(γ) R_y(β) R_x(α)``,
-    i.e. ``q = q_z ⊗ q_y ⊗ q_x``.
+    ``R = R_z(γ) R_y(β) R_x(α)``, i.e. ``q = q_z ⊗ q_y ⊗ q_x`` (3DIEBench's pose convention).
 
     Shape:
         - angles: ``(..., 3)`` radians ``(α, β, γ)`` about x, y, z
@@ -289,8 +235,7 @@ def euler_xyz_to_quaternion(angles: Tensor) -> Tensor:
 def relative_quaternions(angles: Tensor, *, canonical: bool = False) -> Tensor:
     """Relative 3D rotations between consecutive views as quaternions ``q_i⁻¹ ⊗ q_{i+1}``.
 
-    Matches the 3DIEBench action of the official code,
-    ``R.from_euler("xyz", e_i).inv() * R.from_euler("xyz", e_{i+1})`` as a scalar-last quaternion.
+    The official 3DIEBench action ``R.from_euler("xyz", e_i).inv() * R.from_euler("xyz", e_{i+1})``.
 
     Args:
         angles: Extrinsic x-y-z Euler angles of ``V`` views.

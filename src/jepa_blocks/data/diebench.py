@@ -1,18 +1,5 @@
-"""Reader for 3DIEBench (Garrido et al., "Self-supervised learning of split invariant equivariant
-representations", ICML 2023) in its published layout, as view sequences for seq-JEPA.
-
-Layout (``facebookresearch/SIE``, ``data/README.md``)::
-
-    root/SYNSET/OBJ_ID/image_0.jpg, latent_0.npy, ..., image_49.jpg, latent_49.npy
-
-with index files ``{split}_images.npy`` (entries ``"/SYNSET/OBJ_ID"``) and ``{split}_labels.npy``
-(class indices, 55 classes). Each ``latent_k.npy`` holds 7 values: rotation x, y, z (extrinsic
-Tait–Bryan angles in ``[−π/2, π/2]``), floor hue, light θ, light φ, light hue.
-
-Per item, ``M + 1`` of the 50 views are drawn without replacement, resized (256 → 128) and
-standardised; the actions are the relative rotations as quaternions (4-d), plus the floor and light
-hue differences for ``latent="rotcolor"`` (6-d), as in the official code (``hafezgh/seq-jepa``
-``src/datasets.py``, ``Dataset_3DIEBench_MultipleViews``).
+"""Reader for 3DIEBench (Garrido et al., ICML 2023; ``facebookresearch/SIE``) as view sequences,
+as ``hafezgh/seq-jepa`` ``src/datasets.py`` (``Dataset_3DIEBench_MultipleViews``).
 """
 
 from __future__ import annotations
@@ -37,19 +24,20 @@ DIEBENCH_STATS = ((0.5016, 0.5037, 0.5060), (0.1030, 0.0999, 0.0969))
 class ThreeDIEBench(torch.utils.data.Dataset):
     """3DIEBench view sequences: ``views (M+1, 3, S, S)``, latents, relative actions, label.
 
+    ``M + 1`` distinct views are drawn per item; ``params`` are their raw 7-value latents
+    (rotation x, y, z, floor hue, light θ, light φ, light hue), ``(M+1, 7)``.
+
     Args:
         root: Dataset root holding the ``SYNSET/OBJ_ID`` folders.
         split: Selects the index files ``{split}_images.npy`` and ``{split}_labels.npy``.
-        num_observed: ``M``; ``M + 1`` distinct views per item.
+        num_observed: ``M``.
         latent: ``"rot"`` (quaternion, 4-d action) or ``"rotcolor"`` (+ Δ floor hue, Δ light hue).
         image_size: Side of the resized views (official: 128).
         normalize: Standardise with :data:`DIEBENCH_STATS`.
         canonical: Sign-canonicalise the quaternions (``w ≥ 0``); the official code does not.
         index_dir: Folder of the index files (default: ``root``).
-        views_per_object: Rendered views per object (50 in the published dataset).
+        views_per_object: Rendered views per object.
         seed: Base seed; item ``i`` of epoch ``e`` uses ``mix_seed(seed, e, i)``.
-
-    Each item's ``params`` are the raw 7-value latents of its views, ``(M+1, 7)``.
     """
 
     def __init__(
@@ -79,8 +67,7 @@ class ThreeDIEBench(torch.utils.data.Dataset):
         self.seed = check_int(seed, "seed", minimum=-(1 << 63))
         self.root = Path(root)
         index = Path(index_dir) if index_dir is not None else self.root
-        images_file = index / f"{split}_images.npy"
-        labels_file = index / f"{split}_labels.npy"
+        images_file, labels_file = (index / f"{split}_{kind}.npy" for kind in ("images", "labels"))
         for f in (images_file, labels_file):
             if not f.is_file():
                 raise FileNotFoundError(f"3DIEBench index file {f} not found (split={split!r})")

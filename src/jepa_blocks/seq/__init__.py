@@ -8,6 +8,7 @@ from jepa_blocks.seq.actions import ActionEncoder
 from jepa_blocks.seq.aggregator import Aggregator, transformer_blocks
 from jepa_blocks.seq.crate_predictor import CRATEPredictor
 from jepa_blocks.seq.model import SeqJEPA, SeqJEPAOutput
+from jepa_blocks.seq.pooling import TokenPool
 from jepa_blocks.seq.positions import PositionalEmbedding, sinusoidal_positions
 from jepa_blocks.seq.predictor import Predictor
 from jepa_blocks.seq.symmetric import negate_actions, reverse_sequence
@@ -20,6 +21,7 @@ __all__ = [
     "Predictor",
     "SeqJEPA",
     "SeqJEPAOutput",
+    "TokenPool",
     "negate_actions",
     "reverse_sequence",
     "sinusoidal_positions",

@@ -7,7 +7,7 @@ Invariant-Equivariant World Models", arXiv:2505.03176 (NeurIPS 2025); official c
 
 .. code-block:: text
 
-    views (B, M+1, C, H, W), actions (B, M, A); a_i maps view i to view i+1
+    views (B, M+1, *obs), actions (B, M, A); a_i maps view i to view i+1
     z     = encoder(views[:, :M])                        (B, M, D)
     z̄     = target(views[:, M])                          (B, D)   no gradient
     u_i   = [z_i ; e(a_i)] for i < M,  u_M = [z_M ; 0]   (B, M, D+E)
@@ -30,11 +30,12 @@ from torch import Tensor, nn
 from jepa_blocks._validation import (
     check_bool,
     check_choice,
+    check_finite,
     check_floating_tensor,
     check_int,
     check_positive,
 )
-from jepa_blocks.losses import CosineLoss, check_finite, linear_warmup, regularized_objective
+from jepa_blocks.losses import CosineLoss, linear_warmup, regularized_objective
 from jepa_blocks.seq.actions import ActionEncoder
 from jepa_blocks.seq.aggregator import Aggregator, transformer_blocks
 from jepa_blocks.seq.predictor import Predictor
@@ -44,6 +45,7 @@ from jepa_blocks.targets import Target
 __all__ = ["SeqJEPA", "SeqJEPAOutput"]
 
 RegularizeOn = Literal["z_agg", "z", "both"]
+RegularizerKind = Literal["rate", "penalty"]
 LastTokenAction = Literal["action", "zeros"]
 PredictorAction = Literal["separate", "shared"]
 
@@ -88,6 +90,38 @@ def declared_dim(module: Any, name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _infer_dim(encoder: nn.Module, obs_shape: Any, pool: Any) -> int:
+    """The encoder's output dimension: a declared attribute, else a dry run on ``obs_shape``."""
+    for name in ("out_dim", "embed_dim", "dim"):
+        d = declared_dim(encoder, name)
+        if d is not None:
+            return d
+    if obs_shape is None:
+        raise ValueError(
+            f"cannot infer encoder_dim: {type(encoder).__name__} declares no out_dim/embed_dim/"
+            "dim; pass encoder_dim, or obs_shape for a dry run"
+        )
+    if not all(isinstance(s, int) and s >= 1 for s in obs_shape):
+        raise ValueError(f"obs_shape must be a tuple of ints >= 1, got {obs_shape!r}")
+    param = next(encoder.parameters(), None)
+    x = torch.zeros(2, *obs_shape, device=param.device if param is not None else None)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            z = encoder(x)
+            if z.ndim == 3 and pool is not None:
+                z = pool(z)
+    finally:
+        encoder.train(was_training)
+    if z.ndim != 2:
+        raise ValueError(
+            f"the encoder returns shape {tuple(z.shape)} for obs_shape {tuple(obs_shape)}; "
+            "SeqJEPA needs (N, D) vectors (pass pool=TokenPool(...) for (N, T, D) tokens)"
+        )
+    return int(z.shape[-1])
+
+
 class SeqJEPA(nn.Module):
     r"""seq-JEPA assembled from parts: encoder, target, action encoder, aggregator, predictor.
 
@@ -108,10 +142,18 @@ class SeqJEPA(nn.Module):
       ``B·M`` token actions), or from the token call (``"shared"``, one BatchNorm pass; needs
       ``last_token_action="action"``).
 
-    **Regularizer.** A callable mapping ``(n, d)`` samples to a scalar rate (larger = more spread,
-    e.g. :class:`jepa_blocks.rate.CodingRate`), applied to ``z_agg``, to ``z`` flattened to
-    ``(B·M, D)``, or to both (summed), and subtracted with weight :math:`\lambda\cdot\min(1, s/S)`.
-    ``regularizer=None`` is the paper's objective.
+    **Observations** are anything the encoder takes: images ``(C, H, W)``, state vectors ``(S,)``,
+    feature maps... ``views`` is ``(B, M+1, *obs)``. The encoder returns ``(N, D)`` vectors, or
+    ``(N, T, D)`` tokens that the ``pool`` part (e.g. :class:`~jepa_blocks.seq.TokenPool`) turns
+    into vectors.
+
+    **Regularizer.** A callable mapping ``(n, d)`` samples to a scalar, applied to ``z_agg``, to
+    ``z`` flattened to ``(B·M, D)``, or to both (summed), weighted by
+    :math:`\lambda\cdot\min(1, s/S)`: a *rate* (larger = more spread, e.g.
+    :class:`jepa_blocks.rate.CodingRate`) is subtracted, a *penalty* (smaller = better, e.g.
+    :class:`jepa_blocks.SIGReg`, :class:`jepa_blocks.VICRegRegularizer`) is added
+    (``regularizer_kind``). ``regularizer=None`` is the paper's objective. :meth:`update` also
+    calls the regularizer's ``update()`` when it has one (SIGReg's slices follow the step).
 
     **Symmetric variant** (``symmetric=True``): also predict :math:`x_1` from the time-reversed
     sequence :math:`x_{M+1}, \dots, x_2` with actions ``invert_action`` applied and reversed
@@ -123,7 +165,8 @@ class SeqJEPA(nn.Module):
     belong to the model (``requires_grad=False``): optimise only those that require gradients.
 
     Args:
-        encoder: Online encoder :math:`f_\theta`, ``(N, C, H, W)`` → ``(N, D)``.
+        encoder: Online encoder :math:`f_\theta`, ``(N, *obs)`` → ``(N, D)`` (or ``(N, T, D)``
+            tokens with ``pool``).
         target: A :class:`jepa_blocks.targets.Target` (e.g. ``EMATarget(encoder, ...)``).
         action_encoder: :math:`e`, ``(..., A)`` → ``(..., E)``, e.g.
             :class:`jepa_blocks.seq.ActionEncoder`; ``None`` disables action conditioning.
@@ -133,9 +176,15 @@ class SeqJEPA(nn.Module):
             :class:`jepa_blocks.losses.CosineLoss` (paper).
         target_transform: Optional module applied to the detached target before the loss, e.g.
             :class:`jepa_blocks.targets.CenterSharpen`.
-        regularizer: Optional rate ``(n, d) → ()``.
+        regularizer: Optional rate or penalty ``(n, d) → ()``.
         regularize_on: ``"z_agg"`` (default), ``"z"`` or ``"both"``.
-        regularizer_weight, regularizer_warmup_steps: :math:`\lambda \ge 0`, :math:`S \ge 0`.
+        regularizer_weight: :math:`\lambda \ge 0`, required with a regularizer (there is no
+            default that suits both a 40–90-nat coding rate and a unit-scale penalty; the
+            recipes use 1e-3 for the coding rate).
+        regularizer_kind: ``"rate"`` (subtracted, default) or ``"penalty"`` (added).
+        regularizer_warmup_steps: :math:`S \ge 0`.
+        pool: Turns ``(N, T, D)`` encoder tokens into ``(N, D)`` (``None``: the encoder returns
+            vectors).
         condition_tokens: Concatenate action embeddings to the tokens (paper: yes; Table 4).
         condition_predictor: Concatenate :math:`e(a_M)` to the predictor input (paper: yes).
         last_token_action, predictor_action: See above.
@@ -143,7 +192,7 @@ class SeqJEPA(nn.Module):
         invert_action: Inverse of one action for the reverse task (default: negate).
 
     Shape:
-        - views: ``(B, M+1, C, H, W)`` with ``M ≥ 1``; actions: ``(B, M, A)``
+        - views: ``(B, M+1, *obs)`` with ``M ≥ 1``; actions: ``(B, M, A)``
         - output: :class:`SeqJEPAOutput`
     """
 
@@ -161,8 +210,10 @@ class SeqJEPA(nn.Module):
         target_transform: nn.Module | None = None,
         regularizer: Callable[[Tensor], Tensor] | None = None,
         regularize_on: RegularizeOn = "z_agg",
-        regularizer_weight: float = 1.0,
+        regularizer_weight: float | None = None,
+        regularizer_kind: RegularizerKind = "rate",
         regularizer_warmup_steps: int = 0,
+        pool: nn.Module | None = None,
         condition_tokens: bool = True,
         condition_predictor: bool = True,
         last_token_action: LastTokenAction = "action",
@@ -184,6 +235,8 @@ class SeqJEPA(nn.Module):
             raise TypeError(
                 f"action_encoder must be an nn.Module or None, got {type(action_encoder).__name__}"
             )
+        if pool is not None and not isinstance(pool, nn.Module):
+            raise TypeError(f"pool must be an nn.Module or None, got {type(pool).__name__}")
         for name, fn in (("loss", loss), ("regularizer", regularizer)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
@@ -193,7 +246,14 @@ class SeqJEPA(nn.Module):
         for name, flag in {**flags, "symmetric": symmetric}.items():
             check_bool(flag, name)
         check_choice(regularize_on, "regularize_on", get_args(RegularizeOn))
-        check_positive(regularizer_weight, "regularizer_weight", allow_zero=True)
+        if regularizer is not None and regularizer_weight is None:
+            raise ValueError(
+                "a regularizer needs an explicit regularizer_weight (λ): coding rates are 40–90 "
+                "nats, penalties O(1); e.g. 1e-3 for the coding rate, as the recipes use"
+            )
+        weight = 0.0 if regularizer_weight is None else regularizer_weight
+        check_positive(weight, "regularizer_weight", allow_zero=True)
+        check_choice(regularizer_kind, "regularizer_kind", get_args(RegularizerKind))
         check_int(regularizer_warmup_steps, "regularizer_warmup_steps", minimum=0)
         check_choice(last_token_action, "last_token_action", get_args(LastTokenAction))
         check_choice(predictor_action, "predictor_action", get_args(PredictorAction))
@@ -214,7 +274,9 @@ class SeqJEPA(nn.Module):
         self.target_transform = target_transform
         self.regularizer = regularizer
         self.regularize_on: RegularizeOn = regularize_on
-        self.regularizer_weight = float(regularizer_weight)
+        self.regularizer_weight = float(weight)
+        self.regularizer_kind: RegularizerKind = regularizer_kind
+        self.pool = pool
         self.regularizer_warmup_steps = regularizer_warmup_steps
         self.condition_tokens = bool(condition_tokens)
         self.condition_predictor = bool(condition_predictor)
@@ -260,8 +322,9 @@ class SeqJEPA(nn.Module):
         encoder: nn.Module,
         target: Target,
         *,
-        encoder_dim: int,
         action_dim: int,
+        encoder_dim: int | None = None,
+        obs_shape: tuple[int, ...] | None = None,
         action_embed_dim: int = 128,
         predictor_hidden: int | None = 1024,
         predictor_norm: Literal["batch", "none"] = "batch",
@@ -283,7 +346,11 @@ class SeqJEPA(nn.Module):
         Args:
             encoder: Online encoder with output dimension ``encoder_dim``.
             target: The target (e.g. ``EMATarget(encoder, total_steps=...)``).
-            encoder_dim, action_dim: ``D`` and ``A``.
+            action_dim: ``A``.
+            encoder_dim: ``D``; ``None``: the encoder's ``out_dim`` (or ``embed_dim``, ``dim``)
+                attribute, else a dry run on one zero observation of ``obs_shape`` (eval mode,
+                no gradient, the encoder's mode restored; tokens pooled by ``pool``).
+            obs_shape: One observation's shape, for the dry run (e.g. ``(3, 32, 32)``).
             action_embed_dim: ``E`` (paper: 128).
             predictor_hidden: Predictor hidden width (paper: 1024; ``None``: one layer).
             predictor_norm: The predictor's ``norm`` (``"batch"``, paper; ``"none"``, an ablation).
@@ -296,6 +363,8 @@ class SeqJEPA(nn.Module):
         Returns:
             The assembled model.
         """
+        if encoder_dim is None:
+            encoder_dim = _infer_dim(encoder, obs_shape, kwargs.get("pool"))
         check_int(encoder_dim, "encoder_dim")
         check_int(action_embed_dim, "action_embed_dim")
         action_encoder = ActionEncoder(action_dim=action_dim, embed_dim=action_embed_dim)
@@ -325,18 +394,29 @@ class SeqJEPA(nn.Module):
         """Encode every view with the online encoder in one batched pass.
 
         Shape:
-            - views: ``(B, M, C, H, W)``; output: ``(B, M, D)``
+            - views: ``(B, M, *obs)``; output: ``(B, M, D)``
         """
-        check_floating_tensor(views, "views", min_ndim=5, shape_doc="(B, M, C, H, W)")
+        check_floating_tensor(views, "views", min_ndim=3, shape_doc="(B, M, *obs)")
         return self._encode(check_finite(views, "views"))
 
-    def _encode(self, views: Tensor) -> Tensor:
-        if views.ndim != 5:
-            raise ValueError(f"views must have shape (B, M, C, H, W), got {tuple(views.shape)}")
-        z = self.encoder(rearrange(views, "b m c h w -> (b m) c h w"))
+    def _vectors(self, z: Tensor, what: str) -> Tensor:
+        """``(N, D)`` from the encoder's (or target's) output, pooling ``(N, T, D)`` tokens."""
+        if z.ndim == 3 and self.pool is not None:
+            z = self.pool(z)
+        elif z.ndim == 3:
+            raise ValueError(
+                f"{what} is tokens of shape {tuple(z.shape)}; pass pool=TokenPool('mean') (or "
+                f"'cls') to SeqJEPA to pool them into (N, D) vectors"
+            )
         if z.ndim != 2:
-            raise ValueError(f"the encoder must return (N, D) vectors, got shape {tuple(z.shape)}")
-        self._check_z(z, "the encoder's output")
+            raise ValueError(f"{what} must be (N, D) vectors, got shape {tuple(z.shape)}")
+        self._check_z(z, what)
+        return z
+
+    def _encode(self, views: Tensor) -> Tensor:
+        if views.ndim < 3:
+            raise ValueError(f"views must have shape (B, M, *obs), got {tuple(views.shape)}")
+        z = self._vectors(self.encoder(views.flatten(0, 1)), "the encoder's output")
         return rearrange(z, "(b m) d -> b m d", b=views.shape[0])
 
     def _embed_actions(
@@ -463,9 +543,9 @@ class SeqJEPA(nn.Module):
                 f"views and actions must be tensors, got {type(views).__name__} and "
                 f"{type(actions).__name__}"
             )
-        if views.ndim != 5 or views.shape[1] < 2:
+        if views.ndim < 3 or views.shape[1] < 2:
             raise ValueError(
-                f"views must have shape (B, M+1, C, H, W) with M >= 1, got {tuple(views.shape)}"
+                f"views must have shape (B, M+1, *obs) with M >= 1, got {tuple(views.shape)}"
             )
         b, m = views.shape[0], views.shape[1] - 1
         if actions.ndim != 3 or actions.shape[0] != b or actions.shape[1] != m:
@@ -490,7 +570,7 @@ class SeqJEPA(nn.Module):
         """Run one seq-JEPA step (see the class docstring); returns :class:`SeqJEPAOutput`.
 
         Args:
-            views, actions: ``(B, M+1, C, H, W)`` and ``(B, M, A)``.
+            views, actions: ``(B, M+1, *obs)`` and ``(B, M, A)``.
             step: Optimizer steps done so far, for the regularizer warm-up; ``None`` uses the
                 ``step`` buffer advanced by :meth:`update`.
 
@@ -522,6 +602,8 @@ class SeqJEPA(nn.Module):
             z_ctx, a_ctx = z, actions
 
         target = self.target(target_views, self.encoder)
+        if target.ndim == 3:  # token outputs: pooled as the online ones
+            target = self._vectors(target, "the target's output")
         if self.target_transform is not None:
             target = self.target_transform(target)
         z_agg_all, pred_all = self._predict(z_ctx, a_ctx)
@@ -557,16 +639,21 @@ class SeqJEPA(nn.Module):
         )
         weight = torch.as_tensor(factor, dtype=torch.float32, device=rate.device)
         weight = self.regularizer_weight * weight
-        loss = regularized_objective(pred_loss, rate, weight=weight)
+        signed = rate if self.regularizer_kind == "rate" else -rate
+        loss = regularized_objective(pred_loss, signed, weight=weight)
         return out._replace(
             loss=loss, rate=rate, rate_z_agg=rate_z_agg, rate_z=rate_z, rate_weight=weight
         )
 
     @torch.no_grad()
     def update(self) -> None:
-        """After one optimizer step: update the target from the encoder and advance ``step``."""
+        """After one optimizer step: update the target from the encoder, advance ``step`` and
+        the regularizer's own step (``regularizer.update()`` when it has one, e.g. SIGReg)."""
         self.target.update(self.encoder)
         self.step.add_(1)
+        reg_update = getattr(self.regularizer, "update", None)
+        if callable(reg_update):
+            reg_update()
 
     def attach(self, optimizer: torch.optim.Optimizer) -> Any:
         """Call :meth:`update` after every ``optimizer.step()`` (a post-step hook).
