@@ -1,14 +1,7 @@
 r"""Replay buffers with a fixed memory budget: FIFO, reservoir and minimum-redundancy (MinRed).
 
-A buffer holds at most ``capacity`` items; an *item* is one row of a mapping of batch-first
-tensors, e.g. ``{"index": (B,), "regime": (B,)}`` (views are regenerated on replay) or the fields
-of a :class:`~jepa_blocks.data.ViewSequence`. Storage is allocated on the first
-:meth:`ReplayBuffer.add`, on the items' device. The mixing ratio of replayed to fresh items is the
-caller's (:func:`replay_count`). Every buffer's state, its random generator included, is a
-``state_dict()`` of tensors and numbers, so a checkpoint restores it exactly.
-
-MinRed is the minimum-redundancy buffer of Purushwalkam, Morgado & Gupta (2022), "The Challenges
-of Continuous Self-Supervised Learning" (ECCV), §4.
+MinRed: Purushwalkam, Morgado & Gupta (2022), "The Challenges of Continuous Self-Supervised
+Learning" (ECCV), §4.
 """
 
 from __future__ import annotations
@@ -20,8 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_choice, check_floating_tensor, check_int, check_positive
-from jepa_blocks.losses import check_finite
+from jepa_blocks._validation import (
+    check_choice,
+    check_finite,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+)
 
 __all__ = [
     "BUFFER_KINDS",
@@ -42,8 +40,8 @@ def replay_count(num_fresh: int, *, ratio: float, available: int) -> int:
 
     Args:
         num_fresh: Fresh items in the batch.
-        ratio: Replayed items per fresh item (``0``: no replay; ``1``: half the batch).
-        available: Items in the buffer (the count never exceeds it).
+        ratio: Replayed items per fresh item (``1``: half the batch).
+        available: Items in the buffer (the cap).
     """
     r = check_positive(ratio, "ratio", allow_zero=True)
     check_int(num_fresh, "num_fresh", minimum=0)
@@ -51,16 +49,15 @@ def replay_count(num_fresh: int, *, ratio: float, available: int) -> int:
 
 
 class ReplayBuffer:
-    """Base class: fixed-capacity storage of items, uniform sampling, checkpointable state.
+    """Base class: fixed-capacity storage, uniform sampling; subclasses implement ``_place``.
 
-    Subclasses decide which slots incoming items go to (:meth:`_place`).
+    Storage is allocated on the first :meth:`add`, on the items' device.
 
     Args:
         capacity: Maximum number of items held.
         seed: Seed of the buffer's own generator (placement and sampling).
 
     Attributes:
-        capacity: The memory budget in items.
         num_seen: Items offered to :meth:`add` so far.
     """
 
@@ -68,9 +65,7 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, *, seed: int = 0) -> None:
         self.capacity = check_int(capacity, "capacity")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(check_int(seed, "seed", minimum=-(2**63)))
         self.num_seen = 0
         self._store: dict[str, Tensor] = {}
         self._valid = torch.zeros(capacity, dtype=torch.bool)
@@ -147,8 +142,6 @@ class ReplayBuffer:
             self._store = {k: v.new_zeros((self.capacity, *v.shape[1:])) for k, v in items.items()}
 
     def _write(self, slots: Tensor, rows: Tensor, items: Mapping[str, Tensor]) -> None:
-        if slots.numel() == 0:
-            return
         for k, v in items.items():
             store = self._store[k]
             store[slots.to(store.device)] = v[rows.to(v.device)].detach().to(store.device)
@@ -165,12 +158,10 @@ class ReplayBuffer:
 
         Args:
             items: ``{field: (B, ...)}``.
-            features: Per-item features ``(B, D)`` (needed by :class:`MinRedBuffer`, ignored
-                by the others).
+            features: Per-item features ``(B, D)`` (:class:`MinRedBuffer` only).
 
         Returns:
-            The slot of each offered item, ``(B,)``, ``-1`` for items not kept (or evicted
-            again within the same call).
+            The slot of each offered item, ``(B,)``; ``-1`` if not kept (or evicted in this call).
         """
         n = self._check_items(items)
         features = self._check_features(features, n)  # all checks before any state changes
@@ -188,12 +179,8 @@ class ReplayBuffer:
     def sample(self, n: int) -> tuple[dict[str, Tensor], Tensor]:
         """Draw ``min(n, len(self))`` distinct items uniformly at random.
 
-        Args:
-            n: Number of items wanted.
-
         Returns:
-            ``(items, slots)``: the items ``{field: (n', ...)}`` and their slots ``(n',)``
-            (pass the slots to :meth:`update` after training on them).
+            ``(items, slots)``: ``{field: (n', ...)}`` and the slots ``(n',)`` for :meth:`update`.
         """
         check_int(n, "n", minimum=0)
         occupied = self.slots
@@ -206,11 +193,9 @@ class ReplayBuffer:
 
         Args:
             slots: Slots returned by :meth:`sample`, ``(n,)``.
-            features: The items' current features ``(n, D)`` (kept by :class:`MinRedBuffer`).
+            features: Their current features ``(n, D)`` (kept by :class:`MinRedBuffer`).
         """
-        s = self._check_slots(slots)
-        if s.numel():
-            self._uses[s] += 1
+        self._uses[self._check_slots(slots)] += 1
 
     def state_dict(self) -> dict[str, Any]:
         """The whole state: items, occupancy, use counts, counters and the generator."""
@@ -266,9 +251,6 @@ class ReplayBuffer:
 class FIFOBuffer(ReplayBuffer):
     """First in, first out: keeps the ``capacity`` most recently offered items.
 
-    The FIFO baseline of Purushwalkam et al. (2022); on correlated streams it holds only the
-    recent past.
-
     Args:
         capacity: Maximum number of items held.
         seed: Seed of the sampling generator.
@@ -309,8 +291,7 @@ class ReservoirBuffer(ReplayBuffer):
     """Reservoir sampling (Vitter 1985, Algorithm R): a uniform subset of the whole stream.
 
     The ``t``-th offered item (0-based) fills slot ``t`` while ``t < capacity``; afterwards it
-    draws ``j`` uniformly from ``{0, …, t}`` and replaces slot ``j`` if ``j < capacity``. After
-    ``N`` items every one of them is held with probability ``capacity / N``.
+    replaces slot ``j ~ U{0, …, t}`` if ``j < capacity``.
 
     Args:
         capacity: Maximum number of items held.
@@ -341,12 +322,9 @@ class ReservoirBuffer(ReplayBuffer):
 class MinRedBuffer(ReplayBuffer):
     r"""Minimum-redundancy buffer (MinRed; Purushwalkam, Morgado & Gupta, 2022).
 
-    Each item carries a feature (e.g. its current embedding). When the buffer would overflow,
-    the candidates (stored + incoming items) are thinned greedily: the item with the smallest
-    cosine distance :math:`1 - \cos(f_i, f_j)` to its nearest neighbour is evicted, the nearest
-    neighbours are updated, and this repeats until ``capacity`` items remain (ties evict the
-    older item). Replayed items get their features refreshed by :meth:`update`; with
-    ``max_uses`` an item replayed that many times is retired (their ``limit_num_seen``).
+    On overflow, the stored + incoming items are thinned greedily: the item with the smallest
+    cosine distance :math:`1 - \cos(f_i, f_j)` to its nearest neighbour is evicted until
+    ``capacity`` remain (ties evict the older item). ``max_uses`` is their ``limit_num_seen``.
 
     Args:
         capacity: Maximum number of items held.
@@ -378,11 +356,10 @@ class MinRedBuffer(ReplayBuffer):
 
     def _place(self, n: int, items: Mapping[str, Tensor], features: Tensor | None) -> Tensor:
         assert features is not None
-        f_new = features
         if self._features is None:
-            self._features = torch.zeros(self.capacity, f_new.shape[1])
+            self._features = torch.zeros(self.capacity, features.shape[1])
         old = self.slots
-        cand = torch.cat((self._features[old], f_new))  # stored items first: ties evict them
+        cand = torch.cat((self._features[old], features))  # stored items first: ties evict them
         alive = torch.ones(cand.shape[0], dtype=torch.bool)
         excess = cand.shape[0] - self.capacity
         if excess > 0:
@@ -392,7 +369,7 @@ class MinRedBuffer(ReplayBuffer):
         kept_new = torch.nonzero(alive[n_old:], as_tuple=False).flatten()
         free = torch.nonzero(~self._valid, as_tuple=False).flatten()[: kept_new.numel()]
         self._write(free, kept_new, items)
-        self._features[free] = f_new[kept_new]
+        self._features[free] = features[kept_new]
         out = torch.full((n,), -1, dtype=torch.long)
         out[kept_new] = free
         return out
@@ -429,11 +406,7 @@ class MinRedBuffer(ReplayBuffer):
 
 
 def _greedy_min_redundancy(features: Tensor, excess: int) -> np.ndarray:
-    """Survivor mask after evicting ``excess`` rows, each time the one nearest to a neighbour.
-
-    ``features`` are unit rows ``(N, D)``; the distance is ``1 − cos``. NumPy keeps the
-    per-eviction overhead small (the loop runs ``excess`` times over ``N`` entries).
-    """
+    """Survivor mask after evicting ``excess`` unit rows, each time the one nearest a neighbour."""
     dist = (features @ features.T).numpy()
     np.subtract(1.0, dist, out=dist)
     np.fill_diagonal(dist, np.inf)
@@ -455,17 +428,14 @@ def _greedy_min_redundancy(features: Tensor, excess: int) -> np.ndarray:
 def build_buffer(
     kind: str, capacity: int, *, seed: int = 0, max_uses: int | None = None
 ) -> ReplayBuffer:
-    """Build a buffer by name: ``"fifo"``, ``"reservoir"`` or ``"minred"``.
+    """Build a buffer by name: one of :data:`BUFFER_KINDS`.
 
     Args:
-        kind: One of :data:`BUFFER_KINDS`.
+        kind: ``"fifo"``, ``"reservoir"`` or ``"minred"``.
         capacity: Memory budget in items.
         seed: Seed of the buffer's generator.
         max_uses: :class:`MinRedBuffer` only: retire items after this many replays.
     """
-    check_choice(kind, "kind", BUFFER_KINDS)
-    if kind == "fifo":
-        return FIFOBuffer(capacity, seed=seed)
-    if kind == "reservoir":
-        return ReservoirBuffer(capacity, seed=seed)
-    return MinRedBuffer(capacity, seed=seed, max_uses=max_uses)
+    if check_choice(kind, "kind", BUFFER_KINDS) == "minred":
+        return MinRedBuffer(capacity, seed=seed, max_uses=max_uses)
+    return {"fifo": FIFOBuffer, "reservoir": ReservoirBuffer}[kind](capacity, seed=seed)

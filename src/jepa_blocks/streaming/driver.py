@@ -1,23 +1,8 @@
 r"""Single-pass training: a stream is a batch iterable of :func:`jepa_blocks.train.fit`.
 
-:func:`train_stream` walks a :class:`~jepa_blocks.streaming.SequenceStream` once with the
-library's one loop; :class:`RepeatedStream` yields each incoming batch ``K = repeats`` times (the
-"updates per incoming batch" of Purushwalkam, Morgado & Gupta, 2022). One step:
-
-.. code-block:: text
-
-    replay  = buffer.sample(round(ratio · B))       # indices → views regenerated, or sequences
-    out     = model(cat(fresh, replay).views, .actions)
-    out.loss.backward()                              # self-supervised loss only
-    reg.observe(); reg.penalty().backward()          # EWC / SI on the encoder (optional)
-    optimizer.step(); model.update(); reg.after_step()            # (fit)
-    buffer.update(replayed slots, features = z_agg of the replayed rows)   # MinRed statistics
-    (after the K-th step) buffer.add(fresh items, features = z_agg of the fresh rows)
-    (after the K-th step) consolidate; evaluate and save at the checkpoint fractions
-
-The callbacks' states go into the loop's checkpoints, so resuming is exact. Every random draw is
-seeded (views of batch ``b``: ``mix_seed(seed, b)``; replayed views of repeat ``r``:
-``mix_seed(seed, b, 1 + r)``; the buffer's generator; the global one, seeded with ``train.seed``).
+``K = repeats`` steps per incoming batch (Purushwalkam, Morgado & Gupta, 2022). Seeds: views of
+batch ``b``: ``mix_seed(seed, b)``; replayed views of repeat ``r``: ``mix_seed(seed, b, 1 + r)``;
+the buffer's own generator; the global one, ``train.seed``.
 """
 
 from __future__ import annotations
@@ -35,8 +20,9 @@ from torch import Tensor, nn
 
 from jepa_blocks._validation import check_bool, check_choice, check_int, check_positive
 from jepa_blocks.data.sequences import ViewSequence
+from jepa_blocks.metrics.evaluation import eval_mode
 from jepa_blocks.streaming.buffers import ReplayBuffer, replay_count
-from jepa_blocks.streaming.protocols import SequenceStream, StreamBatch
+from jepa_blocks.streaming.protocols import SequenceStream, StreamBatch, _check_type
 from jepa_blocks.streaming.regularizers import WeightRegularizer
 from jepa_blocks.train.config import TrainConfig, config_to_dict
 from jepa_blocks.train.loop import (
@@ -66,12 +52,6 @@ __all__ = [
 EvalFn = Callable[[nn.Module, Mapping[str, Any]], Mapping[str, Any]]
 
 
-def _check_type(value: Any, cls: type | tuple[type, ...], name: str) -> None:
-    if not isinstance(value, cls):
-        want = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
-        raise TypeError(f"{name} must be a {want}, got {type(value).__name__}")
-
-
 def _check_fractions(values: Iterable[float], name: str) -> tuple[float, ...]:
     """Sorted, distinct fractions in ``[0, 1]``."""
     vals = list(values) if isinstance(values, Iterable) and not isinstance(values, str) else None
@@ -96,15 +76,12 @@ class StreamConfig:
 
     Attributes:
         repeats: ``K``, optimizer steps per incoming batch.
-        replay_ratio: Replayed items per fresh item in every step (with a buffer).
-        store: What the buffer keeps: ``"indices"`` (views are regenerated when replayed) or
-            ``"sequences"`` (the views, parameters and actions themselves).
+        replay_ratio: Replayed items per fresh item (with a buffer).
+        store: ``"indices"`` (views regenerated on replay) or ``"sequences"`` (kept as they are).
         checkpoints: Fractions of the stream after which to evaluate (and save), in ``[0, 1]``.
-        consolidate: When the regulariser consolidates: ``"boundaries"`` (nominal split ends
-            of the plan) or ``"every"`` (every ``consolidate_every`` steps).
+        consolidate: ``"boundaries"`` (the plan's nominal split ends) or ``"every"``.
         consolidate_every: Steps between consolidations for ``"every"``.
-        save_checkpoints: Save the full state at each checkpoint fraction (needs the loop's
-            ``out_dir``).
+        save_checkpoints: Save the full state at each checkpoint (needs the loop's ``out_dir``).
     """
 
     repeats: int = 1
@@ -130,15 +107,15 @@ class StreamResult:
 
     Attributes:
         model: The trained model.
-        history: The loop's training records (``step``, ``lr``, ``loss`` … plus ``batch``,
-            ``position``, ``replayed``, ``buffer_size``, ``penalty`` of the callbacks).
-        evaluations: One record per checkpoint: ``fraction`` (nominal), ``progress`` (actual
-            fraction of the stream seen), ``position``, ``step`` and the callback's metrics.
+        history: The loop's records plus ``batch``, ``position``, ``replayed``, ``buffer_size``
+            and ``penalty``.
+        evaluations: Per checkpoint: ``fraction`` (nominal), ``progress`` (actual), ``position``,
+            ``step`` and the metrics of ``eval_fn``.
         step: Optimizer steps done.
         checkpoints: Paths of the checkpoints saved by this call.
         seconds: ``{"train", "eval", "total"}`` wall times of this call.
-        buffer: The buffer (``None`` without one).
-        regularizer: The regulariser (``None`` without one).
+        buffer: The buffer, if any.
+        regularizer: The regulariser, if any.
     """
 
     model: nn.Module
@@ -152,10 +129,7 @@ class StreamResult:
 
 
 class StreamStep(NamedTuple):
-    """One item of :class:`RepeatedStream`: repeat ``repeat`` (``0 … K-1``) of batch ``number``.
-
-    ``batch`` is the :class:`~jepa_blocks.streaming.StreamBatch`, one object for all repeats.
-    """
+    """Repeat ``repeat`` (``0 … K-1``) of batch ``number``."""
 
     number: int
     repeat: int
@@ -163,10 +137,7 @@ class StreamStep(NamedTuple):
 
 
 class RepeatedStream:
-    """A stream as a batch iterable of :func:`~jepa_blocks.train.fit`.
-
-    Every batch is fetched once and yielded as ``repeats`` consecutive :class:`StreamStep` items,
-    so ``len(self) = len(stream) · repeats`` optimizer steps.
+    """A stream as a batch iterable of :func:`~jepa_blocks.train.fit`: each batch fetched once.
 
     Args:
         stream: The stream.
@@ -191,16 +162,11 @@ class RepeatedStream:
 class ReplayCallback(Callback):
     """Experience replay: mixes buffer items into every step, then feeds the buffer.
 
-    :meth:`mix` (called by :func:`stream_step_fn`) appends ``replay_count(B, ratio=replay_ratio)``
-    buffer items to the fresh sequences; :meth:`after_step` updates the replayed rows' statistics
-    (MinRed: their ``z_agg``) and, after the ``K``-th repeat, offers the fresh items to the buffer.
-
     Args:
         buffer: The replay buffer (its state goes into the loop's checkpoints).
         stream: The stream (regenerates the views of replayed indices).
         replay_ratio: Replayed items per fresh item.
-        store: ``"indices"`` (views regenerated from ``stream.generator(b, 1 + r)``) or
-            ``"sequences"`` (the stored views are replayed as they are).
+        store: ``"indices"`` (views from ``stream.generator(b, 1 + r)``) or ``"sequences"``.
         repeats: ``K``, optimizer steps per incoming batch.
     """
 
@@ -251,20 +217,15 @@ class ReplayCallback(Callback):
         step: StreamStep = batch
         fresh = self._fresh
         if fresh is None:
-            raise RuntimeError(
-                "ReplayCallback.mix was not called in this step (use stream_step_fn)"
-            )
-        n_fresh = int(fresh.views.shape[0])
-        feats = getattr(out, "z_agg", None)
-        feats = feats.detach() if isinstance(feats, Tensor) else None
+            raise RuntimeError("ReplayCallback.mix was not called this step (use stream_step_fn)")
+        n, z = int(fresh.views.shape[0]), getattr(out, "z_agg", None)
+        z_new, z_old = (z.detach()[:n], z.detach()[n:]) if isinstance(z, Tensor) else (None, None)
         replayed = int(self._slots.numel())
         if replayed:
-            self.buffer.update(self._slots, features=None if feats is None else feats[n_fresh:])
+            self.buffer.update(self._slots, features=z_old)
         record = {"replayed": replayed, "buffer_size": len(self.buffer)}
         if step.repeat == self.repeats - 1:
-            self.buffer.add(
-                self._items(fresh, step.batch), features=None if feats is None else feats[:n_fresh]
-            )
+            self.buffer.add(self._items(fresh, step.batch), features=z_new)
         self._fresh = None
         return record
 
@@ -279,10 +240,6 @@ class ReplayCallback(Callback):
 
 class RegularizerCallback(Callback):
     """EWC / SI in a stream: the penalty's backward, ``after_step()`` and consolidation.
-
-    :meth:`backward` is called by :func:`stream_step_fn` right after the loss's backward;
-    :meth:`after_step` consolidates, after the ``K``-th repeat of a batch, at the plan's nominal
-    split boundaries or every ``consolidate_every`` steps.
 
     Args:
         regularizer: :class:`~jepa_blocks.streaming.EWC` or :class:`~jepa_blocks.streaming.SI`.
@@ -345,14 +302,12 @@ class RegularizerCallback(Callback):
 class StreamCheckpoints(Callback):
     """Evaluate (and save) after the batch that reaches each fraction of the stream.
 
-    Fraction ``f`` is due once the stream position reaches ``round(f · N)`` items (``0.0``: in
-    ``on_fit_start``). ``eval_fn`` then runs once in eval mode, one record per due fraction is
-    appended to :attr:`evaluations` and, with ``save`` and the loop's ``out_dir``, the loop's
-    state is saved to ``out_dir/stream-<percent>.pt`` after each record.
+    Fraction ``f`` is due once the position reaches ``round(f · N)`` items; ``eval_fn`` then runs
+    once in eval mode and the state goes to ``out_dir/stream-<percent>.pt`` (with ``save``).
 
     Args:
         stream: The stream.
-        fractions: Checkpoint fractions in ``[0, 1]`` (sorted, duplicates dropped).
+        fractions: Checkpoint fractions in ``[0, 1]``.
         repeats: ``K``, optimizer steps per incoming batch.
         eval_fn: ``(model, info) → metrics`` (``None``: records without metrics).
         save: Save the state at each fraction.
@@ -391,28 +346,16 @@ class StreamCheckpoints(Callback):
 
     def _fire(self, state: LoopState) -> None:
         done = {float(e["fraction"]) for e in self.evaluations}
-        due = [
-            f
-            for f in self.fractions
-            if f not in done and round(f * self.num_items) <= self.position
-        ]
+        pos, n = self.position, self.num_items
+        due = [f for f in self.fractions if f not in done and round(f * n) <= pos]
         if not due:
             return
         t0 = time.perf_counter()
-        info = {
-            "progress": self.position / self.num_items,
-            "position": self.position,
-            "step": state.step,
-        }
+        info = {"progress": pos / n, "position": pos, "step": state.step}
         metrics: dict[str, Any] = {}
-        model = state.model
         if self.eval_fn is not None:
-            was_training = model.training
-            model.eval()
-            try:
-                metrics = dict(self.eval_fn(model, {"fraction": due[-1], **info}))
-            finally:
-                model.train(was_training)
+            with eval_mode(state.model):
+                metrics = dict(self.eval_fn(state.model, {"fraction": due[-1], **info}))
         for fraction in due:
             self.evaluations.append({"fraction": fraction, **info, **metrics})
             if self.save and state.out_dir is not None:
@@ -455,10 +398,6 @@ def stream_step_fn(
     Args:
         replay: Mixes replayed items into the step (``None``: the fresh items only).
         regularizer: Back-propagates the EWC / SI penalty after the loss.
-
-    Returns:
-        A ``step_fn`` for :func:`~jepa_blocks.train.fit` over a :class:`RepeatedStream`:
-        :func:`~jepa_blocks.train.default_step_fn`'s, then ``regularizer.backward()``.
     """
     _check_type(replay, (ReplayCallback, type(None)), "replay")
     _check_type(regularizer, (RegularizerCallback, type(None)), "regularizer")
@@ -466,10 +405,8 @@ def stream_step_fn(
 
     def step_fn(model: nn.Module, batch: Any, state: LoopState) -> Any:
         step: StreamStep = batch
-        if replay is not None:
-            seqs = replay.mix(step, state.device)
-        else:
-            seqs = step.batch.sequences.to(state.device)
+        device = state.device
+        seqs = replay.mix(step, device) if replay is not None else step.batch.sequences.to(device)
         out = forward_backward(model, seqs, state)
         if regularizer is not None:
             regularizer.backward()
@@ -493,10 +430,6 @@ def train_stream(
 ) -> StreamResult:
     """Train ``model`` in a single pass over ``stream`` with :func:`~jepa_blocks.train.fit`.
 
-    :class:`RepeatedStream`, :func:`stream_step_fn`, :class:`ReplayCallback` (with a buffer),
-    :class:`RegularizerCallback` (with a regulariser) and :class:`StreamCheckpoints`, after
-    seeding the global generators with ``train.seed``.
-
     Args:
         model: ``model(views, actions)`` returns a scalar ``loss`` and a ``z_agg`` ``(B, F)`` (the
             buffer features), e.g. :class:`~jepa_blocks.SeqJEPA`.
@@ -510,9 +443,6 @@ def train_stream(
         eval_fn: ``(model, info) → metrics`` at every checkpoint, model in eval mode.
         resume_from: A checkpoint of an earlier call with the same arguments.
         log: Called with one line per checkpoint (e.g. ``print``).
-
-    Returns:
-        :class:`StreamResult`.
 
     Raises:
         NonFiniteLossError: When a loss is NaN or infinite (before its backward pass).

@@ -1,35 +1,29 @@
 r"""Continual evaluation: probes at checkpoints, accuracy matrix, forgetting and transfer, plots.
 
-:class:`StreamEvaluator` (the ``eval_fn`` of :func:`~jepa_blocks.streaming.train_stream`) probes
-fixed sequences of every :class:`ProbeTask` at each checkpoint. With checkpoints at the split ends
-the task accuracies form the matrix :math:`R \in [0, 1]^{T\times T}`, :math:`R_{i,j}` = accuracy
-on task :math:`j` after training through task :math:`i` (:func:`accuracy_matrix`), and (Lopez-Paz
+:math:`R_{i,j}` is the accuracy on task :math:`j` after training through task :math:`i` (Lopez-Paz
 & Ranzato, 2017, "Gradient Episodic Memory for Continual Learning", NeurIPS, §4; Chaudhry et al.,
-2018, "Riemannian Walk for Incremental Learning", ECCV, for the forgetting measure):
-
-.. math::
-
-    \text{ACC} = \frac1T\sum_{j} R_{T-1,j},\qquad
-    \text{BWT} = \frac{1}{T-1}\sum_{j<T-1} \bigl(R_{T-1,j} - R_{j,j}\bigr),
-
-    f_j = \max_{j \le l < T-1} R_{l,j} - R_{T-1,j},\qquad
-    \text{FWT} = \frac{1}{T-1}\sum_{j\ge1} \bigl(R_{j-1,j} - b_j\bigr),
-
-where :math:`b_j` is the accuracy of the randomly initialised encoder on task :math:`j` (CaSSLe's
-reference for forward transfer). The plots import matplotlib when called.
+2018, "Riemannian Walk for Incremental Learning", ECCV, for the forgetting).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_bool, check_choice, check_int, check_positive
-from jepa_blocks.losses import check_finite
+from jepa_blocks._validation import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_int,
+    check_positive,
+)
+from jepa_blocks.metrics import extract_features, fit_linear_classifier, fit_regressor, r2_score
+from jepa_blocks.runtime import num_threads
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,14 +50,10 @@ def _accuracy(pred: Tensor, labels: Tensor) -> float:
 
 
 class ProbeTask(NamedTuple):
-    """Probe data of one task (split).
+    """Probe data of one task (split): its ``name`` and ``train`` and ``test`` loaders.
 
-    Attributes:
-        name: Task name, e.g. ``"0-1"``.
-        train: Loader of the probes' training sequences (e.g. a
-            :class:`~jepa_blocks.data.SequenceLoader` with ``shuffle=False``; it is re-read at
-            every checkpoint with ``set_epoch(0)``, so the sequences stay fixed).
-        test: Loader of the test sequences.
+    ``train`` is re-read at every checkpoint with ``set_epoch(0)`` (e.g. a
+    :class:`~jepa_blocks.data.SequenceLoader` with ``shuffle=False``).
     """
 
     name: str
@@ -74,20 +64,15 @@ class ProbeTask(NamedTuple):
 class StreamEvaluator:
     r"""Linear probe and equivariance R² at a checkpoint, overall and per task.
 
-    ``linacc`` is one linear classifier over all classes, trained on all tasks' probe data (the
-    offline linear evaluation of CaSSLe, Fini et al. 2022), ``r2`` the equivariance R² of the
-    relative action :math:`a_1` from :math:`[z_1; z_2]` (linear least squares), ``task_acc[j]``
-    and ``task_r2[j]`` the same on task ``j``'s test items. The class probes run on each of
-    ``representations`` (``z_agg`` or ``z``, the first view's encoder output), filling
-    ``linacc_<name>`` and ``task_acc_<name>``; the first also fills ``linacc`` and ``task_acc``.
+    ``linacc``: one linear classifier over all classes and tasks (CaSSLe's offline linear
+    evaluation, Fini et al. 2022); ``r2``: the R² of :math:`a_1` from :math:`[z_1; z_2]`;
+    ``task_*[j]``: on task ``j``'s test items; ``*_<rep>``: per representation (the first: ``*``).
 
     Args:
         tasks: One :class:`ProbeTask` per split (at least one).
-        representations: Features of the class probes, ``"z_agg"`` and/or ``"z"``.
-        per_task: ``"joint"`` (task accuracies from the joint classifier) or ``"separate"``
-            (one classifier per task).
-        classifier: Solver of :func:`~jepa_blocks.metrics.fit_linear_classifier`
-            (``"lbfgs"``, ``"ridge"`` or ``"adam"``).
+        representations: Features of the class probes, ``"z_agg"`` and/or ``"z"`` (first view).
+        per_task: ``"joint"`` (task accuracies from the joint classifier) or ``"separate"``.
+        classifier: Solver of :func:`~jepa_blocks.metrics.fit_linear_classifier`.
         weight_decay: L2 strength of the classifier.
         r2: Also fit the linear equivariance regressors.
         threads: torch threads while probing (``None``: leave as is).
@@ -95,8 +80,7 @@ class StreamEvaluator:
 
     Shape:
         - model input: the loaders' ``views (B, M+1, C, H, W)`` and ``actions (B, M, A)``
-        - output: ``{"linacc", "task_acc": [T], "linacc_<rep>", "task_acc_<rep>": [T], "r2",
-          "task_r2": [T], "seconds"}``
+        - output: ``{"linacc", "r2", "seconds", …}``, ``task_*``: ``[T]``
     """
 
     def __init__(
@@ -111,16 +95,14 @@ class StreamEvaluator:
         threads: int | None = 1,
         seed: int = 0,
     ) -> None:
-        tasks = list(tasks)
+        self.tasks = tasks = list(tasks)
         if not tasks or not all(isinstance(t, ProbeTask) for t in tasks):
             raise TypeError("tasks must be a non-empty sequence of ProbeTask")
-        self.tasks = tasks
-        reps = tuple(representations)
+        self.representations = reps = tuple(representations)
         if not reps or len(set(reps)) != len(reps):
             raise ValueError(f"representations must be distinct and non-empty, got {reps}")
         for r in reps:
             check_choice(r, "representations", ("z_agg", "z"))
-        self.representations = reps
         self.per_task = check_choice(per_task, "per_task", ("joint", "separate"))
         self.classifier = check_choice(classifier, "classifier", ("lbfgs", "ridge", "adam"))
         self.weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
@@ -135,41 +117,28 @@ class StreamEvaluator:
 
     def features(self, model: nn.Module) -> list[tuple[Any, Any]]:
         """Features ``(train, test)`` per task: :func:`~jepa_blocks.metrics.extract_features`."""
-        from jepa_blocks.metrics import extract_features
-
         return [
             (extract_features(model, t.train), extract_features(model, t.test)) for t in self.tasks
         ]
 
     def __call__(self, model: nn.Module, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Probe ``model`` (see the class docstring); ``info`` is ignored."""
-        import time
-
-        from jepa_blocks.runtime import num_threads
-
+        """Probe ``model``; ``info`` is ignored."""
         del info
         t0 = time.perf_counter()
         with num_threads(self.threads):
-            feats = self.features(model)
-            out = self._probe(feats)
+            out = self._probe(self.features(model))
         out["seconds"] = time.perf_counter() - t0
         return out
 
     def _probe(self, feats: list[tuple[Any, Any]]) -> dict[str, Any]:
-        from jepa_blocks.metrics import fit_linear_classifier, fit_regressor, r2_score
-
         def cat(part: int, field: str) -> Tensor:
             return torch.cat([getattr(f[part], field) for f in feats])
 
-        def pair(part: int) -> Tensor:
-            z = cat(part, "z")
-            return torch.cat((z[:, 0], z[:, 1]), dim=1)
+        def pair(part: int) -> Tensor:  # [z_1; z_2]
+            return cat(part, "z")[:, :2].flatten(1)
 
-        kw: dict[str, Any] = {
-            "solver": self.classifier,
-            "weight_decay": self.weight_decay,
-            "generator": torch.Generator().manual_seed(self.seed),
-        }
+        kw: dict[str, Any] = {"solver": self.classifier, "weight_decay": self.weight_decay}
+        kw["generator"] = torch.Generator().manual_seed(self.seed)
         y_tr, y_te = cat(0, "labels"), cat(1, "labels")
         num_classes = int(max(int(y_tr.max()), int(y_te.max()))) + 1
         sizes = [int(f[1].labels.numel()) for f in feats]
@@ -185,15 +154,13 @@ class StreamEvaluator:
             )
             with torch.no_grad():
                 pred = joint(torch.cat([x(f[1]) for f in feats])).argmax(dim=1)
-            task_acc: list[float] = []
-            for j, part in enumerate(parts):
-                if self.per_task == "joint" or len(feats) == 1:
-                    task_acc.append(_accuracy(pred[part], y_te[part]))
-                    continue
-                tr, te = feats[j]
-                probe = fit_linear_classifier(x(tr), tr.labels, num_classes=num_classes, **kw)
-                with torch.no_grad():
-                    task_acc.append(_accuracy(probe(x(te)).argmax(dim=1), te.labels))
+            task_acc = [_accuracy(pred[part], y_te[part]) for part in parts]
+            if self.per_task == "separate" and len(feats) > 1:
+                task_acc = []
+                for tr, te in feats:
+                    probe = fit_linear_classifier(x(tr), tr.labels, num_classes=num_classes, **kw)
+                    with torch.no_grad():
+                        task_acc.append(_accuracy(probe(x(te)).argmax(dim=1), te.labels))
             out[f"linacc_{rep}"] = _accuracy(pred, y_te)
             out[f"task_acc_{rep}"] = task_acc
         first = self.representations[0]
@@ -218,28 +185,23 @@ def accuracy_matrix(
     """Stack the per-task values of checkpoint records into a matrix.
 
     Args:
-        evaluations: Records of :attr:`StreamResult.evaluations
-            <jepa_blocks.streaming.StreamResult>` (each with ``fraction`` and ``key``).
+        evaluations: Records of ``StreamResult.evaluations`` (each with ``fraction`` and ``key``).
         key: The per-task list to stack (``"task_acc"`` or ``"task_r2"``).
-        fractions: Nominal checkpoint fractions of the rows, in this order (e.g. the plan's
-            :attr:`~jepa_blocks.streaming.StreamPlan.boundary_fractions` for the square
-            task-end matrix); ``None``: every record, in order.
+        fractions: Nominal checkpoint fractions of the rows (e.g. the plan's
+            ``boundary_fractions``, for the square matrix); ``None``: every record, in order.
         tol: Tolerance when matching fractions.
 
     Returns:
         ``(R, T)`` float64 matrix.
     """
-    rows: list[Mapping[str, Any]]
-    if fractions is None:
-        rows = list(evaluations)
-    else:
-        rows = []
-        for f in fractions:
-            match = [e for e in evaluations if abs(float(e["fraction"]) - float(f)) <= tol]
+    rows = list(evaluations)
+    if fractions is not None:
+        have = [float(e["fraction"]) for e in rows]
+        near = [[e for e, h in zip(rows, have) if abs(h - float(f)) <= tol] for f in fractions]
+        for f, match in zip(fractions, near):
             if not match:
-                have = [float(e["fraction"]) for e in evaluations]
                 raise ValueError(f"no checkpoint at fraction {f}; have {have}")
-            rows.append(match[0])
+        rows = [match[0] for match in near]
     if not rows:
         raise ValueError("evaluations must not be empty")
     for e in rows:
@@ -267,8 +229,6 @@ def _square(matrix: Tensor, needs: str = "") -> Tensor:
 def forgetting(matrix: Tensor) -> Tensor:
     r"""Per-task forgetting :math:`f_j = \max_{j \le l < T-1} R_{l,j} - R_{T-1,j}`, ``j < T-1``.
 
-    Chaudhry et al. (2018); positive values mean accuracy was lost.
-
     Args:
         matrix: Accuracy matrix :math:`R`, row ``i`` after task ``i``.
 
@@ -280,11 +240,9 @@ def forgetting(matrix: Tensor) -> Tensor:
     """
     m = _square(matrix)
     t = m.shape[0]
-    return (
-        torch.stack([m[j : t - 1, j].max() - m[t - 1, j] for j in range(t - 1)])
-        if t > 1
-        else m.new_zeros(0)
-    )
+    if t == 1:
+        return m.new_zeros(0)
+    return torch.stack([m[j : t - 1, j].max() - m[t - 1, j] for j in range(t - 1)])
 
 
 def backward_transfer(matrix: Tensor) -> float:
@@ -303,7 +261,7 @@ def forward_transfer(matrix: Tensor, baseline: Sequence[float] | Tensor) -> floa
 
     Args:
         matrix: Accuracy matrix :math:`R`.
-        baseline: :math:`b`, each task's accuracy with the randomly initialised encoder.
+        baseline: :math:`b`, each task's accuracy with the randomly initialised encoder (CaSSLe).
 
     Shape:
         - matrix: ``(T, T)`` with ``T ≥ 2``; baseline: ``(T,)``
@@ -326,15 +284,9 @@ def average_accuracy(matrix: Tensor) -> float:
 
 
 class ContinualMetrics(NamedTuple):
-    """Summary of an accuracy matrix (:func:`continual_metrics`).
+    """Summary of an accuracy matrix (:func:`continual_metrics`): ACC, BWT, FWT and forgetting.
 
-    Attributes:
-        average_accuracy: ACC.
-        forgetting: Mean of :func:`forgetting` over the tasks before the last (0 for one task).
-        max_forgetting: Largest per-task forgetting.
-        forgetting_per_task: :func:`forgetting`, as a list.
-        backward_transfer: BWT (``nan`` for one task).
-        forward_transfer: FWT (``nan`` without a baseline or for one task).
+    With one task: ``forgetting = 0``, BWT and FWT ``nan`` (FWT also without a baseline).
     """
 
     average_accuracy: float
@@ -379,8 +331,7 @@ def _curves_figure(
     path: PathLike | None,
     dpi: int,
 ) -> Figure:
-    """Lines ``(label, progress fractions, values)`` against ``stream seen (%)``; ``labels`` are
-    the title and y label."""
+    """Lines ``(label, progress fractions, values)``; ``labels``: title and y label."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
@@ -417,10 +368,8 @@ def plot_accuracy_curves(
         accuracies: Per-checkpoint, per-task values.
         task_names: Legend labels (default ``task 0`` …).
         boundaries: Split ends (fractions) drawn as vertical lines.
-        path: Save the figure there as PNG.
-        title: Axes title.
-        ylabel: Y-axis label.
-        dpi: Resolution of the saved PNG.
+        path: Save the figure there as PNG (at ``dpi``).
+        title, ylabel: Axes title and y-axis label.
 
     Shape:
         - progress: ``(R,)``; accuracies: ``(R, T)``
@@ -453,10 +402,8 @@ def plot_forgetting_curves(
     Args:
         curves: ``{label: (progress, values)}``, progress as fractions of the stream.
         boundaries: Split ends (fractions) drawn as vertical lines.
-        path: Save the figure there as PNG.
-        title: Axes title.
-        ylabel: Y-axis label.
-        dpi: Resolution of the saved PNG.
+        path: Save the figure there as PNG (at ``dpi``).
+        title, ylabel: Axes title and y-axis label.
     """
     if not curves:
         raise ValueError("curves must hold at least one run")

@@ -1,15 +1,8 @@
 r"""Stream protocols: the order in which a single pass visits a sequence source.
 
-A :class:`StreamPlan` says which source item comes at each stream position, in which split (task)
-and transformation regime (view generator); plans are pure functions of their arguments and a
-seed, and visit each item exactly once. A :class:`SequenceStream` turns a plan into batches of
-:class:`~jepa_blocks.data.ViewSequence` through a *maker* ``(indices, regimes, generator) →
-ViewSequence`` such as :class:`ImageSequenceMaker`; batch ``b`` draws from ``mix_seed(seed, b)``,
-so any batch can be regenerated on its own.
-
-The protocols follow the single-pass setting of Purushwalkam, Morgado & Gupta (2022), "The
-Challenges of Continuous Self-Supervised Learning" (ECCV), and the boundary-free streams of SCALE
-(Yu, Guo, Gao & Rosing, 2023).
+They follow the single-pass setting of Purushwalkam, Morgado & Gupta (2022), "The Challenges of
+Continuous Self-Supervised Learning" (ECCV), and the boundary-free streams of SCALE (Yu, Guo, Gao
+& Rosing, 2023).
 """
 
 from __future__ import annotations
@@ -45,7 +38,15 @@ __all__ = [
 SequenceMaker = Callable[[Tensor, Tensor, torch.Generator], ViewSequence]
 
 
-def _as_index_tensor(x: Sequence[int] | Tensor, name: str, *, nonempty: bool = False) -> Tensor:
+def _check_type(value: Any, cls: type | tuple[type, ...], name: str) -> None:
+    if not isinstance(value, cls):
+        want = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise TypeError(f"{name} must be a {want}, got {type(value).__name__}")
+
+
+def _as_index_tensor(
+    x: Sequence[int] | Tensor, name: str, *, nonempty: bool = False, below: int | None = None
+) -> Tensor:
     t = torch.as_tensor(x)
     if t.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
@@ -53,6 +54,8 @@ def _as_index_tensor(x: Sequence[int] | Tensor, name: str, *, nonempty: bool = F
         raise TypeError(f"{name} must hold integers, got dtype {t.dtype}")
     if nonempty and t.numel() == 0:
         raise ValueError(f"{name} must not be empty")
+    if below is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) >= below):
+        raise ValueError(f"{name} must be in [0, {below}), got {sorted(set(t.tolist()))}")
     return t.to(dtype=torch.long, device="cpu")
 
 
@@ -61,11 +64,10 @@ class StreamPlan:
     """Which source item is visited at each stream position, in which split and regime.
 
     Attributes:
-        order: Source index of each stream position, ``(N,)`` ``int64``; all distinct.
-        splits: Split (task) id of each position, ``(N,)``, ids ``0 … S−1``.
-        regimes: Transformation-regime id of each position, ``(N,)``, ids ``0 … R−1``.
-        boundaries: Nominal end position of each split, increasing, the last equal to ``N``
-            (for blurred plans these are the boundaries before blurring).
+        order: Source index of each stream position, ``int64``, all distinct.
+        splits: Split (task) id of each position, ``0 … S−1``.
+        regimes: Transformation-regime id of each position, ``0 … R−1``.
+        boundaries: Nominal end of each split, increasing, the last equal to ``N`` (unblurred).
         name: A short description, e.g. ``"class-incremental(5)"``.
 
     Shape:
@@ -79,28 +81,23 @@ class StreamPlan:
     name: str = ""
 
     def __post_init__(self) -> None:
-        order, splits, regimes = (
-            _as_index_tensor(getattr(self, k), k) for k in ("order", "splits", "regimes")
-        )
-        n = order.numel()
+        for k in ("order", "splits", "regimes"):  # the constructor raises if a check fails
+            object.__setattr__(self, k, _as_index_tensor(getattr(self, k), k))
+        n = self.order.numel()
         if n == 0:
             raise ValueError("a stream plan needs at least one item, got an empty order")
-        for name, t in (("splits", splits), ("regimes", regimes)):
+        for name, t in (("order", self.order), ("splits", self.splits), ("regimes", self.regimes)):
             if t.numel() != n:
                 raise ValueError(f"{name} must have one entry per position ({n}), got {t.numel()}")
             if int(t.min()) < 0:
                 raise ValueError(f"{name} must be >= 0, got min {int(t.min())}")
-        if int(order.min()) < 0:
-            raise ValueError(f"order must hold source indices >= 0, got {int(order.min())}")
-        if torch.unique(order).numel() != n:
+        if torch.unique(self.order).numel() != n:
             raise ValueError("order must visit each item once, but it repeats some indices")
         bounds = _ints(self.boundaries, "boundaries")
         if not bounds or bounds[-1] != n or any(b <= a for a, b in zip((0, *bounds), bounds)):
             raise ValueError(
                 f"boundaries must increase strictly and end at N = {n}, got {self.boundaries}"
             )
-        for k, v in (("order", order), ("splits", splits), ("regimes", regimes)):
-            object.__setattr__(self, k, v)
         object.__setattr__(self, "boundaries", bounds)
 
     def __len__(self) -> int:
@@ -133,8 +130,7 @@ class StreamPlan:
 
         Args:
             batch_size: Items per batch (the last batch of a segment may be smaller).
-            align_to_boundaries: Start a new batch at every nominal boundary, so that no batch
-                straddles two splits.
+            align_to_boundaries: Start a new batch at every nominal boundary.
         """
         check_int(batch_size, "batch_size")
         cuts = (0, *self.boundaries) if align_to_boundaries else (0, len(self))
@@ -187,9 +183,6 @@ def stationary_stream(
         num_items: Stream over ``range(num_items)`` …
         indices: … or over these source indices.
         seed: Seed of the order.
-
-    Returns:
-        A plan with one split and one regime.
     """
     items = _items(num_items, indices)
     order = items[_perm(items.numel(), seed, 0)]
@@ -218,22 +211,16 @@ def class_incremental_stream(
     shuffle: bool = True,
     regimes: Sequence[int] | None = None,
 ) -> StreamPlan:
-    """Protocol B (new objects): the classes arrive split by split.
+    """Protocol B (new objects): the items of ``splits[0]``'s classes, then ``splits[1]``'s …
 
-    All items whose label is in ``splits[0]`` come first (shuffled within the split when
-    ``shuffle``), then those of ``splits[1]``, and so on. Items whose label is in no split are
-    not part of the stream.
+    Items whose label is in no split are not part of the stream.
 
     Args:
         labels: Class label of every source item, ``(N,)``.
         splits: Disjoint groups of class ids, e.g. :func:`even_class_splits`.
         seed: Seed of the within-split order.
         shuffle: Shuffle within each split (else: source order).
-        regimes: Regime id of each split (default: all 0); a regime change at a class split
-            models "new objects under new actions".
-
-    Returns:
-        The plan; ``splits[p]`` is the split of the item's class.
+        regimes: Regime id of each split (default: all 0).
     """
     lab = _as_index_tensor(labels, "labels")
     check_bool(shuffle, "shuffle")
@@ -245,14 +232,11 @@ def class_incremental_stream(
     flat = [c for g in groups for c in g]
     if len(set(flat)) != len(flat):
         raise ValueError(f"splits must be disjoint, got {splits!r}")
-    if regimes is None:
-        regime_of = [0] * len(groups)
-    else:
-        regime_of = list(_ints(regimes, "regimes"))
-        if len(regime_of) != len(groups) or min(regime_of) < 0:
-            raise ValueError(
-                f"regimes must give one id >= 0 per split ({len(groups)}), got {regimes!r}"
-            )
+    regime_of = [0] * len(groups) if regimes is None else list(_ints(regimes, "regimes"))
+    if len(regime_of) != len(groups) or min(regime_of) < 0:
+        raise ValueError(
+            f"regimes must give one id >= 0 per split ({len(groups)}), got {regimes!r}"
+        )
     orders = []
     for k, group in enumerate(groups):
         members = torch.nonzero(torch.isin(lab, torch.tensor(group)), as_tuple=False).flatten()
@@ -277,10 +261,7 @@ def regime_shift_stream(
 ) -> StreamPlan:
     """Transformation-regime shifts: i.i.d. items, the view generator changes over time.
 
-    The items are visited in a seeded random order, cut into ``num_regimes`` consecutive
-    segments of (nearly) equal length; segment ``r`` is seen under regime ``r`` (e.g. new
-    actions or lighting: one :class:`~jepa_blocks.data.SequenceViews` per regime in
-    :class:`ImageSequenceMaker`), which is also its split.
+    Segment ``r`` of ``num_regimes`` (nearly) equal ones is seen under regime ``r`` (= its split).
 
     Args:
         num_items: Stream over ``range(num_items)`` …
@@ -303,18 +284,15 @@ def blur_boundaries(plan: StreamPlan, *, width: float, seed: int = 0) -> StreamP
     """Blur the split boundaries of ``plan``: shuffle the items around each boundary together.
 
     The last ``width · n_k`` positions of split ``k`` and the first ``width · n_{k+1}`` of split
-    ``k+1`` are shuffled together (each item keeps its split and regime), so the distributions
-    overlap instead of switching at once (SCALE's ``seq-bl`` streams, Yu et al. 2023). The
-    nominal boundaries are kept.
+    ``k+1`` are shuffled together (SCALE's ``seq-bl`` streams); items keep their split and
+    regime, and the nominal boundaries are kept.
 
     Args:
         plan: The plan to blur.
-        width: Fraction of each split on each side of a boundary that is mixed, in ``[0, 0.5]``
-            (0: unchanged).
+        width: Fraction of each split mixed on each side of a boundary, in ``[0, 0.5]``.
         seed: Seed of the shuffles.
     """
-    if not isinstance(plan, StreamPlan):
-        raise TypeError(f"plan must be a StreamPlan, got {type(plan).__name__}")
+    _check_type(plan, StreamPlan, "plan")
     w = check_positive(width, "width", allow_zero=True)
     if w > 0.5:
         raise ValueError(f"width must be in [0, 0.5] so that windows do not overlap, got {width}")
@@ -332,15 +310,12 @@ def blur_boundaries(plan: StreamPlan, *, width: float, seed: int = 0) -> StreamP
 class ImageSequenceMaker:
     """Make view sequences of images from a :class:`~jepa_blocks.data.LabelledImages` split.
 
-    ``maker(indices, regimes, generator)`` gathers the images, generates ``M + 1`` views of each
-    with the view generator of its regime (regimes in increasing order, so the draws are
-    reproducible), standardises them with the source's mean and std, and returns a
-    :class:`~jepa_blocks.data.ViewSequence` in the order of ``indices``.
+    ``maker(indices, regimes, generator)`` makes ``M + 1`` views of each image with its regime's
+    generator (regimes in increasing order, so the draws are reproducible).
 
     Args:
         source: The labelled images (moved to ``device`` once).
-        views: One :class:`~jepa_blocks.data.SequenceViews`, or one per regime (all with the
-            same parameter columns and action dimension).
+        views: A :class:`~jepa_blocks.data.SequenceViews` or one per regime (same parameters).
         num_observed: ``M``, observed views per sequence (the target is one more).
         device: Where the images live and views are made (default: the source's device).
         normalize: Standardise the views with the source's ``mean`` and ``std``.
@@ -359,8 +334,7 @@ class ImageSequenceMaker:
         device: torch.device | str | None = None,
         normalize: bool = True,
     ) -> None:
-        if not isinstance(source, LabelledImages):
-            raise TypeError(f"source must be a LabelledImages, got {type(source).__name__}")
+        _check_type(source, LabelledImages, "source")
         per_regime = [views] if isinstance(views, SequenceViews) else list(views)
         if not per_regime or not all(isinstance(v, SequenceViews) for v in per_regime):
             raise TypeError("views must be a SequenceViews or a non-empty sequence of them")
@@ -397,30 +371,22 @@ class ImageSequenceMaker:
     def __call__(
         self, indices: Tensor, regimes: Tensor | None, generator: torch.Generator
     ) -> ViewSequence:
-        """Return the view sequences of ``indices`` (see the class docstring)."""
-        idx = _as_index_tensor(indices, "indices", nonempty=True)
-        if int(idx.max()) >= len(self.source) or int(idx.min()) < 0:
-            raise ValueError(f"indices must be in [0, {len(self.source)}), got {idx.tolist()}")
+        """The view sequences of ``indices``, in their order."""
+        idx = _as_index_tensor(indices, "indices", nonempty=True, below=len(self.source))
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        reg = torch.zeros_like(idx) if regimes is None else _as_index_tensor(regimes, "regimes")
+        reg = torch.zeros_like(idx) if regimes is None else regimes
+        reg = _as_index_tensor(reg, "regime ids", below=self.num_regimes)  # one SequenceViews each
         if reg.shape != idx.shape:
             raise ValueError(f"regimes must have shape {tuple(idx.shape)}, got {tuple(reg.shape)}")
-        if int(reg.max()) >= self.num_regimes or int(reg.min()) < 0:
-            raise ValueError(
-                f"regime ids must be in [0, {self.num_regimes}) (one SequenceViews each), got "
-                f"{sorted(set(reg.tolist()))}"
-            )
         dev_idx = idx.to(self.device)
-        rows, views, params = [], [], []
+        rows, made = [], []
         for r in torch.unique(reg).tolist():
             rows.append(torch.nonzero(reg == r, as_tuple=False).flatten().to(self.device))
             images = self.source.images[dev_idx[rows[-1]]].float().div_(255.0)
-            v, p = self.views[r](images, num_views=self.num_observed + 1, generator=generator)
-            views.append(v)
-            params.append(p)
+            made.append(self.views[r](images, num_views=self.num_observed + 1, generator=generator))
         order = torch.argsort(torch.cat(rows))  # back to the order of ``indices``
-        views_out, params_out = torch.cat(views)[order], torch.cat(params)[order]
+        views_out, params_out = (torch.cat(x)[order] for x in zip(*made))
         if self.normalize:
             views_out = (views_out - self._mean) / self._std
         actions = self.views[0].actions(params_out)
@@ -428,15 +394,9 @@ class ImageSequenceMaker:
 
 
 class StreamBatch(NamedTuple):
-    """One batch of a :class:`SequenceStream`.
+    """Batch ``number`` (0-based) of a :class:`SequenceStream`: stream positions ``[start, stop)``.
 
-    Attributes:
-        number: Batch number ``b`` (0-based).
-        start: First stream position of the batch.
-        stop: One past its last stream position.
-        sequences: The view sequences of the items.
-        splits: Split id of each item, ``(B,)``.
-        regimes: Regime id of each item, ``(B,)``.
+    ``splits`` and ``regimes``: ids of the items, ``(B,)``.
     """
 
     number: int
@@ -450,14 +410,11 @@ class StreamBatch(NamedTuple):
 class SequenceStream:
     """Iterate once over a :class:`StreamPlan` in batches of view sequences.
 
-    Batch ``b`` covers positions ``[start, stop)`` of the plan and draws its views from a
-    generator seeded with ``mix_seed(seed, b)``: iterating twice gives identical batches, and
-    :meth:`batch` regenerates any batch on its own (exact resume without replay).
+    Batch ``b`` draws its views from ``mix_seed(seed, b)``: :meth:`batch` regenerates it alone.
 
     Args:
         plan: Which item comes when.
-        maker: ``(indices, regimes, generator) → ViewSequence``, e.g.
-            :class:`ImageSequenceMaker`.
+        maker: ``(indices, regimes, generator) → ViewSequence``, e.g. :class:`ImageSequenceMaker`.
         batch_size: Items per batch.
         seed: Base seed of the views.
         align_to_boundaries: Never let a batch straddle a nominal split boundary.
@@ -472,8 +429,7 @@ class SequenceStream:
         seed: int = 0,
         align_to_boundaries: bool = False,
     ) -> None:
-        if not isinstance(plan, StreamPlan):
-            raise TypeError(f"plan must be a StreamPlan, got {type(plan).__name__}")
+        _check_type(plan, StreamPlan, "plan")
         if not callable(maker):
             raise TypeError(f"maker must be callable, got {type(maker).__name__}")
         regimes = getattr(maker, "num_regimes", None)

@@ -1,8 +1,6 @@
 r"""Weight-consolidation regularisers on the online encoder: EWC and SI.
 
-Both pull the weights towards anchors :math:`\theta^*` saved at *consolidation* points (task
-boundaries when the stream declares them, else every few steps), weighted per parameter by an
-importance estimate:
+Both pull the weights towards anchors :math:`\theta^*` saved at each consolidation:
 
 .. math::
 
@@ -11,21 +9,17 @@ importance estimate:
     \text{SI:}\quad P(\theta) = c \sum_k \Omega_k\,(\theta_k - \theta^*_k)^2 .
 
 * **EWC** (Kirkpatrick et al., 2017, "Overcoming catastrophic forgetting in neural networks",
-  PNAS): :math:`F` is the *empirical* Fisher of the self-supervised loss, the mean of the squared
-  mini-batch gradients since the last consolidation, accumulated as
-  :math:`F \leftarrow \gamma F + F_\text{new}` (:math:`\gamma < 1`: "online EWC", Schwarz et al.,
-  2018).
+  PNAS): :math:`F` is the *empirical* Fisher of the self-supervised loss (mean squared mini-batch
+  gradient since the last consolidation), :math:`F \leftarrow \gamma F + F_\text{new}`
+  (:math:`\gamma < 1`: "online EWC", Schwarz et al., 2018).
 * **SI** (Zenke, Poole & Ganguli, 2017, "Continual Learning Through Synaptic Intelligence",
-  ICML): the path integral :math:`\omega_k \mathrel{+}= -g_k\,\Delta\theta_k` of the
-  *unregularised* loss gradient along the updates; at a consolidation
-  :math:`\Omega_k \mathrel{+}= \max(0, \omega_k) / (\Delta_k^2 + \xi)` with :math:`\Delta_k` the
-  change since the previous one, then :math:`\omega = 0` (clamping :math:`\omega` at zero keeps
-  the penalty convex; our choice, not the paper's).
+  ICML): :math:`\omega_k \mathrel{+}= -g_k\,\Delta\theta_k` with the *unregularised* loss
+  gradient; at a consolidation :math:`\Omega_k \mathrel{+}= \max(0, \omega_k) / (\Delta_k^2 +
+  \xi)`, :math:`\Delta_k` the change since the previous one, then :math:`\omega = 0` (the clamp
+  at zero keeps the penalty convex; our choice, not the paper's).
 
-Per optimizer step: ``loss.backward()``, ``observe()`` (read the loss's gradients),
-``penalty().backward()``, ``optimizer.step()``, ``after_step()``; ``consolidate()`` at a boundary
-(:func:`~jepa_blocks.streaming.train_stream` does this). Only parameters that require gradients
-are regularised; their state is keyed by parameter name.
+Per step: ``loss.backward()``, ``observe()``, ``penalty().backward()``, ``optimizer.step()``,
+``after_step()``; ``consolidate()`` at a boundary.
 """
 
 from __future__ import annotations
@@ -49,8 +43,7 @@ class WeightRegularizer:
     """Base class: a quadratic pull of ``module``'s parameters towards anchors.
 
     Args:
-        module: The regularised module (e.g. ``model.encoder``); its parameters with
-            ``requires_grad`` are tracked by name.
+        module: The regularised module; its parameters with ``requires_grad``, by name.
         weight: Overall strength (``λ`` of EWC, ``c`` of SI), ``≥ 0``.
 
     Attributes:
@@ -58,8 +51,7 @@ class WeightRegularizer:
     """
 
     kind = "base"
-    # The state: attributes holding tensors keyed by parameter name, and numbers with their type
-    # (``state_dict`` keys drop the leading underscore).
+    # State attributes (``state_dict`` keys drop the leading underscore).
     _tensor_state: tuple[str, ...] = ("anchor", "importance")
     _number_state: tuple[tuple[str, type], ...] = (("weight", float), ("consolidations", int))
 
@@ -68,9 +60,7 @@ class WeightRegularizer:
             raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
         self.module = module
         self.weight = check_positive(weight, "weight", allow_zero=True)
-        self.params: dict[str, nn.Parameter] = {
-            n: p for n, p in module.named_parameters() if p.requires_grad
-        }
+        self.params = {n: p for n, p in module.named_parameters() if p.requires_grad}
         if not self.params:
             raise ValueError("module has no parameters that require gradients")
         self.anchor: dict[str, Tensor] = {}
@@ -78,16 +68,13 @@ class WeightRegularizer:
         self.consolidations = 0
 
     def _zeros(self) -> dict[str, Tensor]:
-        return {
-            n: torch.zeros_like(p, memory_format=torch.preserve_format)
-            for n, p in self.params.items()
-        }
+        return {n: torch.zeros_like(p) for n, p in self.params.items()}
 
     def _snapshot(self) -> dict[str, Tensor]:
         return {n: p.detach().clone() for n, p in self.params.items()}
 
     def _finite(self, tensors: dict[str, Tensor], what: str) -> dict[str, Tensor]:
-        """``tensors``; raise (before any state changes) if one holds NaN or inf (one sync)."""
+        """``tensors``; raise (before any state changes) if one holds NaN or inf."""
         dev = next(iter(self.params.values())).device
         if not bool(torch.stack([t.isfinite().all().to(dev) for t in tensors.values()]).all()):
             bad = [n for n, t in tensors.items() if not bool(t.isfinite().all())]
@@ -152,8 +139,7 @@ class WeightRegularizer:
         """Restore a state written by :meth:`state_dict` of the same kind and parameters.
 
         Raises:
-            ValueError: ``state`` is of another kind, incomplete, or of other parameters or
-                shapes (nothing changes).
+            ValueError: ``state`` is of another kind, incomplete, or of other shapes (no change).
         """
         if not isinstance(state, Mapping) or state.get("kind") != self.kind:
             kind = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
@@ -189,14 +175,10 @@ class WeightRegularizer:
 class EWC(WeightRegularizer):
     r"""Elastic weight consolidation (Kirkpatrick et al., 2017) with an empirical SSL Fisher.
 
-    :math:`P = \frac{\lambda}{2}\sum_k F_k(\theta_k - \theta^*_k)^2`, :math:`F \leftarrow \gamma F +
-    \operatorname{mean}(g^2)` over the steps observed since the last consolidation.
-
     Args:
         module: The regularised module (e.g. the online encoder).
         weight: :math:`\lambda \ge 0`.
-        decay: :math:`\gamma \in [0, 1]`; ``1`` keeps every consolidation's Fisher, ``< 1`` is
-            online EWC (Schwarz et al., 2018).
+        decay: :math:`\gamma \in [0, 1]`; ``< 1`` is online EWC.
     """
 
     kind = "ewc"
@@ -238,9 +220,6 @@ class EWC(WeightRegularizer):
 
 class SI(WeightRegularizer):
     r"""Synaptic intelligence (Zenke, Poole & Ganguli, 2017).
-
-    Penalty :math:`c\sum_k\Omega_k(\theta_k - \theta^*_k)^2` with the path-integral importances
-    :math:`\Omega` of the module docstring.
 
     Args:
         module: The regularised module (e.g. the online encoder).
