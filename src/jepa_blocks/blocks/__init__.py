@@ -1,7 +1,6 @@
 """Transformer blocks for world models: CRATE layers (MSSA + ISTA) and their diagnostics; ToST.
 
-Every layer maps ``(B, N, D)`` to ``(B, N, D)``: a list of them can be the ``blocks`` of
-:class:`jepa_blocks.seq.Aggregator`.
+Every layer maps ``(B, N, D)`` to ``(B, N, D)`` (``blocks`` of :class:`jepa_blocks.seq.Aggregator`).
 """
 
 from jepa_blocks.blocks.crate import (
@@ -29,14 +28,7 @@ from jepa_blocks.blocks.crate_diagnostics import (
     subspace_coding_rate,
     weighted_specialization,
 )
-from jepa_blocks.blocks.tost import (
-    TSSA,
-    CausalTSSA,
-    ToSTBlock,
-    ToSTStack,
-    TSSAState,
-    tost_blocks,
-)
+from jepa_blocks.blocks.tost import TSSA, CausalTSSA, ToSTBlock, ToSTStack, TSSAState, tost_blocks
 
 __all__ = [
     "CRATE",

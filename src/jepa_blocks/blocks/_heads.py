@@ -9,21 +9,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from jepa_blocks._validation import (
-    NonFiniteError,
-    check_bool,
-    check_floating_tensor,
-    check_int,
-    check_positive,
-)
+from jepa_blocks._validation import check_bool, check_floating_tensor, check_int, check_positive
+from jepa_blocks._validation import check_finite as check_finite
 
 
 class HeadProjection(nn.Module):
     r"""Base of MSSA and TSSA: one map ``qkv`` to :math:`K` heads and the map back to tokens.
 
-    ``qkv.weight`` is :math:`[U_1, \dots, U_K]^\top`, ``(K·p, dim)``. The output map, added
-    by :meth:`_add_output_map`, is a learned ``to_out`` or, tied (``tie_out=True``), ``qkv.weight``
-    itself with an optional bias ``out_bias``.
+    ``qkv.weight`` is :math:`[U_1, \dots, U_K]^\top`, ``(K·p, dim)``; the output map is a learned
+    ``to_out`` or, tied, ``qkv.weight`` itself with an optional bias ``out_bias``.
     """
 
     to_out: nn.Linear | None
@@ -72,13 +66,6 @@ def check_tokens(x: Any, dim: int, name: str = "x", *, ndim: int | None = None) 
     check_floating_tensor(x, name, min_ndim=ndim or 2, shape_doc=shape)
     if x.shape[-1] != dim or ndim not in (None, x.ndim):
         raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
-    return x
-
-
-def check_finite(x: Tensor, name: str) -> Tensor:
-    """Raise :class:`NonFiniteError` on NaN/inf in ``x`` (a host sync: skipped when compiling)."""
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(f"{name} must be finite, got NaN or inf values")
     return x
 
 

@@ -1,14 +1,8 @@
 r"""CRATE white-box transformer blocks: MSSA, ISTA, the CRATE layer and encoder, CRATE-α, CRATE-MAE.
 
-Sources: Yu et al. (NeurIPS 2023), "White-Box Transformers via Sparse Rate Reduction"
-(arXiv:2311.13110; code ``Ma-Lab-Berkeley/CRATE``, ``model/crate.py``); Pai et al. (ICLR 2024),
-"Masked Completion via Structured Diffusion with White-Box Transformers" (CRATE-MAE; same
-repository, ``model/crate_ae/``); Yang et al. (NeurIPS 2024), "Scaling White-Box Transformers for
-Vision" (CRATE-α, arXiv:2405.20299; code ``UCSC-VLAA/CRATE-alpha``, ``models/crate.py`` (JAX) and
-``torch_inference/model/crate_alpha.py``).
-
-Tokens are rows, ``x`` is ``(B, N, D)``. A dictionary :math:`D \in \mathbb{R}^{d \times m}` has
-one atom per column: a token's codes ``a`` are ``(..., m)``, its reconstruction ``a @ D.T``.
+Official code ``Ma-Lab-Berkeley/CRATE`` and ``UCSC-VLAA/CRATE-alpha``. Tokens are rows,
+``(B, N, D)``; a dictionary ``(d, m)`` has one atom per column: codes ``a`` ``(..., m)``
+reconstruct ``a @ D.T``.
 """
 
 from __future__ import annotations
@@ -76,8 +70,7 @@ class _TokenLayer(nn.Module):
         """Apply the module to the tokens ``x`` (for :class:`MSSA`: already normalised).
 
         Raises:
-            ValueError: A mask of the wrong shape, or (softmax, eager) one that leaves a query
-                with no key to attend to (its softmax would be NaN).
+            ValueError: A mask of the wrong shape, or (softmax) one that leaves a query no key.
         """
         check_tokens(x, self.dim)
         return self._forward(x, src_key_padding_mask, attn_mask)
@@ -89,22 +82,10 @@ class _TokenLayer(nn.Module):
 class MSSA(_TokenLayer, HeadProjection):
     r"""Multi-head subspace self-attention (MSSA), the compression step of CRATE.
 
-    With :math:`K` bases :math:`U_k \in \mathbb{R}^{d \times p}` and the head projections
-    :math:`W_k = X U_k \in \mathbb{R}^{N \times p}` of the tokens (rows of :math:`X`), each head
-    uses the projection as query, key **and** value (softmax over keys):
-
-    .. math::
-
-        \operatorname{SSA}(X \mid U_k) = \operatorname{softmax}\big(s\, W_k W_k^\top\big) W_k,
-        \qquad s = p^{-1/2}\ \text{by default}.
-
-    The heads go back to :math:`\mathbb{R}^d` through a learned ``to_out`` with bias
-    (``tie_out=False``: the official code ``model/crate.py``; kept even for one head of width
-    ``dim``), or through the bases themselves (``tie_out=True``, the paper form of Yu et al.
-    2023, :math:`\operatorname{MSSA}(X) = [\operatorname{SSA}_1, \dots, \operatorname{SSA}_K]\,
-    [U_1, \dots, U_K]^\top`, step scalars absorbed); ``to_out.weight = qkv.weight.T`` with a zero
-    bias is the paper form. ``qkv`` (no bias) holds the bases, not kept orthogonal (nor in the
-    official code).
+    Each head uses :math:`W_k = X U_k` as query, key **and** value,
+    :math:`\operatorname{softmax}(s\, W_k W_k^\top) W_k`, mapped back by a learned ``to_out``
+    (official code) or the bases (``tie_out=True``, paper form). ``qkv`` (no bias) holds the
+    bases, not kept orthogonal.
 
     Args:
         dim: Token dimension :math:`d`.
@@ -112,9 +93,8 @@ class MSSA(_TokenLayer, HeadProjection):
         dim_head: Subspace dimension :math:`p`; default ``dim // heads``.
         tie_out: ``True``: the paper form, output through :math:`U^\top`.
         out_bias: Bias on the output map; ``None``: ``not tie_out`` (CRATE-α's port: ``False``).
-        use_softmax: ``False`` replaces the softmax by the identity, :math:`s\,W_k W_k^\top W_k`
-            (the ``use_softmax`` option of the CRATE-MAE decoder).
-        scale: Attention scale :math:`s`.
+        use_softmax: ``False``: the identity instead of the softmax (CRATE-MAE decoder option).
+        scale: Attention scale :math:`s`; default :math:`p^{-1/2}`.
         dropout: Dropout on the attention weights and the output (training only).
 
     Shape:
@@ -202,12 +182,9 @@ def _check_last(x: Tensor, dim: int) -> None:
 def _check_dictionary_shapes(z: Tensor, dictionary: Tensor, codes: Tensor | None) -> None:
     check_floating_tensor(z, "z", min_ndim=1, shape_doc="(..., d)")
     check_floating_tensor(dictionary, "dictionary", min_ndim=2, shape_doc="(d, m)")
-    d, m = dictionary.shape[0], dictionary.shape[-1]
-    if dictionary.ndim != 2 or d != z.shape[-1]:
-        raise ValueError(
-            f"dictionary must have shape (d, m) with d={z.shape[-1]} = z.shape[-1], "
-            f"got {tuple(dictionary.shape)}"
-        )
+    d, m, got = z.shape[-1], dictionary.shape[-1], tuple(dictionary.shape)
+    if dictionary.ndim != 2 or dictionary.shape[0] != d:
+        raise ValueError(f"dictionary must have shape (d, m) with d={d} = z.shape[-1], got {got}")
     if codes is not None:
         check_floating_tensor(codes, "codes", min_ndim=1, shape_doc="(..., m)")
         if codes.shape[-1] != m or _broadcast(codes.shape[:-1], z.shape[:-1]) is None:
@@ -226,20 +203,11 @@ def ista_step(
     lambd: float = 0.1,
     nonneg: bool = True,
 ) -> Tensor:
-    r"""One proximal-gradient (ISTA) step on the LASSO of each token.
+    r"""One proximal-gradient (ISTA) step on the LASSO of each token (:func:`lasso_objective`).
 
-    For a token :math:`z \in \mathbb{R}^d` and dictionary :math:`D \in \mathbb{R}^{d \times m}`,
-    the step from the codes :math:`a` on the objective :math:`F` of :func:`lasso_objective` is
-
-    .. math::
-
-        a^+ = \operatorname{prox}_{\eta\lambda}\big(a + \eta D^\top (z - D a)\big),
-
-    with the prox :math:`\operatorname{ReLU}(u - \eta\lambda)` under non-negativity (CRATE), else
-    the soft threshold :math:`\operatorname{sign}(u)\max(|u| - \eta\lambda, 0)`. CRATE's block
-    starts from :math:`a = z`, CRATE-α's from :math:`a = 0` (``codes=None``). The step never
-    increases :math:`F` if :math:`\eta \le 1/\lVert D \rVert_2^2` (not enforced by CRATE or
-    CRATE-α); the minimisers of :math:`F` are its fixed points.
+    :math:`a^+ = \operatorname{prox}_{\eta\lambda}\big(a + \eta D^\top (z - D a)\big)`, the prox
+    :math:`\operatorname{ReLU}(u - \eta\lambda)` under non-negativity (CRATE), else the soft
+    threshold. It never increases the objective if :math:`\eta \le 1/\lVert D \rVert_2^2`.
 
     Args:
         z: Tokens to encode.
@@ -268,35 +236,24 @@ def ista_step(
 
 
 def lasso_objective(
-    z: Tensor,
-    dictionary: Tensor,
-    codes: Tensor,
-    *,
-    lambd: float = 0.1,
-    nonneg: bool = True,
+    z: Tensor, dictionary: Tensor, codes: Tensor, *, lambd: float = 0.1, nonneg: bool = True
 ) -> Tensor:
     r"""LASSO objective of each token, the one :func:`ista_step` is a proximal step on.
 
-    .. math::
-
-        F(a) = \tfrac12 \lVert z - D a \rVert_2^2 + \lambda \lVert a \rVert_1
-               \;\big[ + \iota_{a \ge 0}(a) \big]
-
-    (the indicator with ``nonneg=True``: codes with a negative entry give ``+inf``).
+    :math:`F(a) = \tfrac12 \lVert z - D a \rVert_2^2 + \lambda \lVert a \rVert_1`, ``+inf`` for
+    codes with a negative entry when ``nonneg``.
 
     Args:
         z: Tokens.
         dictionary: :math:`D`, one atom per column.
         codes: Codes :math:`a`.
-        lambd: Sparsity weight :math:`\lambda \ge 0`.
-        nonneg: Include the non-negativity constraint.
+        lambd, nonneg: As :func:`ista_step`.
 
     Returns:
         :math:`F(a)` for every token.
 
     Shape:
-        - z: ``(..., d)``; dictionary: ``(d, m)``; codes: ``(..., m)``
-        - output: ``(...)``
+        - z: ``(..., d)``; dictionary: ``(d, m)``; codes: ``(..., m)``; output: ``(...)``
     """
     _check_dictionary_shapes(z, dictionary, check_floating_tensor(codes, "codes"))
     check_bool(nonneg, "nonneg")
@@ -311,20 +268,12 @@ def lasso_objective(
 class ISTA(nn.Module):
     r"""CRATE's sparse-coding block: one ISTA step on a complete dictionary, started at the input.
 
-    .. math::
-
-        \operatorname{ISTA}(Z) = \operatorname{ReLU}\big(Z + \eta D^\top (Z - D Z)
-            - \eta\lambda \mathbf{1}\big),
-        \qquad D \in \mathbb{R}^{d \times d},
-
-    i.e. :func:`ista_step` with ``codes = z`` (Yu et al. 2023; official ``FeedForward`` in
-    ``model/crate.py``, the same map): ``kaiming_uniform_`` init, no bias, no residual.
+    :func:`ista_step` with ``codes = z`` and a ``(d, d)`` dictionary (official ``FeedForward``,
+    ``model/crate.py``): ``kaiming_uniform_`` init, no bias, no residual.
 
     Args:
         dim: Token dimension :math:`d` (also the number of atoms).
-        eta: Step size :math:`\eta > 0`.
-        lambd: Sparsity weight :math:`\lambda \ge 0` (CRATE-MAE encoder: 0.5).
-        nonneg: ``True`` (CRATE): ReLU prox; ``False``: soft threshold.
+        eta, lambd, nonneg: As :func:`ista_step` (CRATE-MAE encoder: ``lambd=0.5``).
 
     Shape:
         - x: ``(..., dim)``; output: ``(..., dim)``, non-negative when ``nonneg``
@@ -352,26 +301,15 @@ class ISTA(nn.Module):
 class OvercompleteISTA(nn.Module):
     r"""CRATE-α's sparse coding: overcomplete dictionary, several ISTA steps, decoupled decoder.
 
-    With :math:`D, D_1 \in \mathbb{R}^{d \times Cd}` (ratio :math:`C`):
-
-    .. math::
-
-        a_1 = \operatorname{ReLU}(\eta D^\top z - \eta\lambda), \quad
-        a_{t+1} = \operatorname{ReLU}\big(a_t - \eta D^\top (D a_t - z) - \eta\lambda\big),
-        \quad \hat z = D_1 a_T,
-
-    i.e. :math:`T` calls of :func:`ista_step` from :math:`a = 0`, decoded with :math:`D_1`
-    (``decoupled=True``) or :math:`D` (official ``OvercompleteISTABlock``; ``kaiming_uniform_``
-    dictionaries). The residual is added by :class:`CRATEAlphaLayer`.
+    :math:`T` calls of :func:`ista_step` from :math:`a = 0` on a ``(d, C·d)`` dictionary
+    :math:`D`, decoded as :math:`D_1 a_T` (official ``OvercompleteISTABlock``; no residual).
 
     Args:
         dim: Token dimension :math:`d`.
         ratio: Overcompleteness :math:`C` (atoms ``= ratio·dim``).
         n_steps: Number of ISTA steps :math:`T \ge 1`.
-        eta: Step size :math:`\eta > 0`.
-        lambd: Sparsity weight :math:`\lambda \ge 0`.
         decoupled: Decode with a separate :math:`D_1` (CRATE-α) instead of :math:`D`.
-        nonneg: ``True``: ReLU prox (CRATE-α); ``False``: soft threshold.
+        eta, lambd, nonneg: As :class:`ISTA`.
 
     Shape:
         - x: ``(..., dim)``; output: ``(..., dim)``; codes (``code_tap``): ``(..., ratio·dim)``
@@ -458,23 +396,12 @@ class _PreNormMSSA(_TokenLayer):
 class CRATELayer(_PreNormMSSA):
     r"""One CRATE layer: compression by MSSA, then sparsification by ISTA.
 
-    .. math::
-
-        Z^{\ell + 1/2} = Z^\ell + \operatorname{MSSA}(\operatorname{LN}(Z^\ell)), \qquad
-        Z^{\ell + 1} = \operatorname{ISTA}(\operatorname{LN}(Z^{\ell + 1/2})),
-
-    as the official ``Transformer`` (``model/crate.py``): **no** residual around ISTA.
+    :math:`Z \leftarrow \operatorname{ISTA}(\operatorname{LN}(Z + \operatorname{MSSA}(
+    \operatorname{LN}(Z))))`, as the official ``Transformer``: **no** residual around ISTA.
 
     Args:
-        dim: Token dimension.
-        heads: Number of MSSA subspaces.
-        dim_head: Subspace dimension; default ``dim // heads``.
-        tie_out: MSSA form (see :class:`MSSA`).
-        out_bias: MSSA output bias; ``None``: ``not tie_out``.
-        eta: ISTA step size.
-        lambd: ISTA sparsity weight.
-        nonneg: ISTA non-negativity.
-        dropout: MSSA dropout.
+        dim, heads, dim_head, tie_out, out_bias, dropout: As :class:`MSSA`.
+        eta, lambd, nonneg: As :class:`ISTA`.
         norm_eps: LayerNorm epsilon.
 
     Shape:
@@ -505,18 +432,12 @@ class CRATELayer(_PreNormMSSA):
 class CRATEAlphaLayer(_PreNormMSSA):
     r"""One CRATE-α layer: MSSA and an overcomplete ISTA block, both with residuals.
 
-    .. math::
-
-        Z^{\ell + 1/2} = Z^\ell + \gamma_1 \odot \operatorname{MSSA}(\operatorname{LN}(Z^\ell)),
-        \qquad
-        Z^{\ell + 1} = Z^{\ell + 1/2}
-            + \gamma_2 \odot \operatorname{ODL}(\operatorname{LN}(Z^{\ell + 1/2})),
-
-    with ODL the :class:`OvercompleteISTA` block (Yang et al. 2024; official ``Encoder1DBlock``),
-    the LayerScale vectors :math:`\gamma_{1,2}` optional, no drop-path. Defaults follow the torch
-    port (no MSSA output bias, LayerNorm epsilon 1e-6). Arguments as :class:`CRATELayer`, plus:
+    Pre-norm residual MSSA then :class:`OvercompleteISTA`, optional LayerScale, no drop-path
+    (official ``Encoder1DBlock``; defaults of the torch port).
 
     Args:
+        dim, heads, dim_head, eta, lambd, nonneg, tie_out, out_bias, dropout, norm_eps: As
+            :class:`CRATELayer`.
         ratio: Dictionary overcompleteness.
         n_steps: ISTA steps.
         decoupled: Decode with a separate dictionary.
@@ -561,25 +482,12 @@ class CRATEAlphaLayer(_PreNormMSSA):
 class CRATEDecoderLayer(nn.Module):
     r"""One CRATE-MAE decoder layer: a linear dictionary map, then MSSA subtracted.
 
-    It inverts an encoder layer (Pai et al. 2024; official ``Block_CRATE`` in
-    ``model/crate_ae/crate_decoder.py``) with a linear :math:`D \in \mathbb{R}^{d \times d}` (no
-    ReLU, no bias) and the **negated** MSSA step:
-
-    .. math::
-
-        Y^{\ell + 1/2} = D\, \operatorname{LN}(Y^\ell), \qquad
-        Y^{\ell + 1} = Y^{\ell + 1/2} - \operatorname{MSSA}(\operatorname{LN}(Y^{\ell + 1/2})).
+    :math:`Y \leftarrow D\, \operatorname{LN}(Y)`, then :math:`Y \leftarrow Y -
+    \operatorname{MSSA}(\operatorname{LN}(Y))` (official ``Block_CRATE``, ``crate_decoder.py``).
 
     Args:
-        dim: Token dimension.
-        heads: Number of MSSA subspaces.
-        dim_head: Subspace dimension; default ``dim // heads``.
-        use_softmax: MSSA softmax.
-        tie_out: MSSA form (see :class:`MSSA`).
-        out_bias: MSSA output bias; ``None``: ``not tie_out``.
-        dropout: MSSA dropout.
-        norm_eps: LayerNorm epsilon (1e-5, as the official decoder's ``PreNorm``:
-            ``nn.LayerNorm(dim)`` in ``model/crate_ae/crate_decoder.py``).
+        dim, heads, dim_head, use_softmax, tie_out, out_bias, dropout: As :class:`MSSA`.
+        norm_eps: LayerNorm epsilon (the official decoder's ``nn.LayerNorm(dim)``).
 
     Shape:
         as :class:`MSSA`, with ``(B, N, dim)`` tokens ``y``.
@@ -639,18 +547,14 @@ def crate_blocks(
     layer: type[nn.Module] = CRATELayer,
     **layer_kwargs: Any,
 ) -> nn.ModuleList:
-    """A stack of ``depth`` independently initialised CRATE layers (e.g. an aggregator stack).
-
-    A drop-in for :func:`jepa_blocks.seq.transformer_blocks` (same defaults).
+    """``depth`` independently initialised CRATE layers, a drop-in for ``transformer_blocks``.
 
     Args:
         dim: Token dimension.
         depth: Number of layers.
         heads: MSSA subspaces per layer.
-        layer: :class:`CRATELayer` (default), :class:`CRATEAlphaLayer` or
-            :class:`CRATEDecoderLayer` (or a subclass).
-        **layer_kwargs: Further keywords for every layer (``dim_head``, ``tie_out``, ``eta``,
-            ...), validated by the layer.
+        layer: :class:`CRATELayer`, :class:`CRATEAlphaLayer` or :class:`CRATEDecoderLayer`.
+        **layer_kwargs: Further keywords for every layer (``dim_head``, ``tie_out``, ``eta``, ...).
 
     Returns:
         The layers, to pass as ``blocks`` to :class:`jepa_blocks.seq.Aggregator`.
@@ -702,10 +606,7 @@ class _PatchEncoder(nn.Module):
         ih, iw = _pair(image_size, "image_size")
         ph, pw = _pair(patch_size, "patch_size")
         if ih % ph or iw % pw:
-            raise ValueError(
-                f"image_size must be divisible by patch_size, got image_size={image_size!r}, "
-                f"patch_size={patch_size!r}"
-            )
+            raise ValueError(f"image_size {image_size!r} must be divisible by {patch_size=!r}")
         check_int(in_channels, "in_channels")
         check_int(num_classes, "num_classes", minimum=0)
         self.pool = check_choice(pool, "pool", ("cls", "mean"))
@@ -733,8 +634,7 @@ class _PatchEncoder(nn.Module):
         """Return the tokens after the last layer, cls token first.
 
         Shape:
-            - images: ``(B, C, H, W)`` of the configured size
-            - output: ``(B, 1 + num_patches, dim)``
+            - images: ``(B, C, H, W)`` of the configured size; output: ``(B, 1 + num_patches, dim)``
         """
         check_floating_tensor(images, "images", min_ndim=4, shape_doc="(B, C, H, W)")
         if images.ndim != 4 or tuple(images.shape[1:]) != (self.in_channels, *self.image_size):
@@ -765,7 +665,7 @@ class _PatchEncoder(nn.Module):
 
         Args:
             name: Preset name, a key of ``PRESETS``.
-            **overrides: Any constructor keyword, e.g. ``num_classes=0`` or ``image_size=32``.
+            **overrides: Any constructor keyword, e.g. ``num_classes=0``.
         """
         check_choice(name, "name", tuple(cls.PRESETS))
         return cls(**{**cls._PRESET_DEFAULTS, **cls.PRESETS[name], **overrides})
@@ -784,21 +684,9 @@ class _PatchEncoder(nn.Module):
 class CRATE(_PatchEncoder):
     r"""CRATE image encoder: patch embedding, cls token, :class:`CRATELayer` stack, head.
 
-    As the official code (``model/crate.py``): patches flattened as ``(p1 p2 c)`` → LayerNorm →
-    Linear → LayerNorm, learned cls token and positions (``randn``), the layers, and a LayerNorm
-    + Linear head on the cls token (or the token mean), the identity when ``num_classes=0``.
-
-    Presets (:meth:`tiny`, :meth:`small`, :meth:`base`, :meth:`large`; image 224, patch 16,
-    ``dim_head = dim / heads``, 1000 classes, dropout 0), from the official code:
-
-    ======  ====  =====  =====
-    preset  dim   heads  depth
-    ======  ====  =====  =====
-    tiny    384   6      12
-    small   576   12     12
-    base    768   12     12
-    large   1024  16     24
-    ======  ====  =====  =====
+    As the official ``model/crate.py``. Presets (image 224, patch 16, 1000 classes), as (dim,
+    heads, depth): :meth:`tiny` (384, 6, 12), :meth:`small` (576, 12, 12), :meth:`base`
+    (768, 12, 12), :meth:`large` (1024, 16, 24).
 
     Args:
         image_size: Image height and width (int or pair).
@@ -807,14 +695,10 @@ class CRATE(_PatchEncoder):
         dim: Token dimension.
         depth: Number of layers.
         heads: MSSA subspaces per layer.
-        dim_head: Subspace dimension; default ``dim // heads``.
         num_classes: Head outputs; 0 for no head.
         pool: ``"cls"`` or ``"mean"``.
-        tie_out: MSSA form (see :class:`MSSA`).
-        eta: ISTA step size.
-        lambd: ISTA sparsity weight.
-        dropout: MSSA dropout.
         emb_dropout: Dropout after adding the positional embedding.
+        dim_head, tie_out, eta, lambd, dropout: As :class:`CRATELayer`.
 
     Shape:
         - images: ``(B, in_channels, H, W)``
@@ -874,17 +758,13 @@ class CRATE(_PatchEncoder):
 class CRATEAlpha(_PatchEncoder):
     r"""CRATE-α image encoder: linear patch embedding, cls token, :class:`CRATEAlphaLayer` stack.
 
-    As the official torch port (``torch_inference/model/crate_alpha.py``): :class:`CRATE`'s stem
-    without its LayerNorms (one linear map of the flattened patches, equal to the official
-    stride-``patch`` convolution).
-
-    Presets (:meth:`base`, :meth:`large`; image 224, 1000 classes): base = dim 768, 12 heads,
-    depth 12, patch 16 (B/16); large = dim 1024, 16 heads, depth 24, patch 14 (L/14). The paper
-    also reports patch sizes 32 and 8 (pass ``patch_size=``).
-
-    Arguments and shapes as :class:`CRATE` (no ``tie_out``), plus:
+    As the official torch port: :class:`CRATE`'s stem without its LayerNorms. Presets (image 224,
+    1000 classes): :meth:`base` (B/16: 768, 12 heads, depth 12), :meth:`large` (L/14: 1024, 16
+    heads, depth 24). Shapes as :class:`CRATE`.
 
     Args:
+        dim, depth, heads, image_size, patch_size, in_channels, dim_head: As :class:`CRATE`.
+        num_classes, pool, eta, lambd, dropout, emb_dropout: As :class:`CRATE`.
         ratio: Dictionary overcompleteness.
         n_steps: ISTA steps per layer.
         layer_scale: Initial LayerScale, or ``None``.

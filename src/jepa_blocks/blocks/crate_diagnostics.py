@@ -1,11 +1,7 @@
 r"""CRATE stack diagnostics: per-layer subspace coding rate, code sparsity, head specialisation.
 
-Pure functions on tensors; :class:`CRATERecorder` records with forward hooks what they need from
-every CRATE layer of a model; :func:`crate_stack_diagnostics` and :func:`crate_monitor` apply
-them to the CRATE stacks (aggregator, predictor) of a seq-JEPA. The per-layer :math:`R^c`
-follows the official visualisation code (``Ma-Lab-Berkeley/CRATE``, ``vis_utils/crate_hook.py``
-and ``vis_utils/coding_rate.py``; Yu et al. 2023), sparsity is the fraction of exact zeros of
-the ISTA codes (as ``vis_utils``), and head specialisation is derived here (no published metric).
+:math:`R^c` and sparsity follow the official ``Ma-Lab-Berkeley/CRATE`` ``vis_utils``; head
+specialisation is derived here (no published metric).
 """
 
 from __future__ import annotations
@@ -51,16 +47,13 @@ def project_heads(tokens: Tensor, bases: Tensor) -> Tensor:
         The per-head projections, float32 (float64 if either input is float64).
 
     Shape:
-        - tokens: ``(..., N, d)``; bases: ``(K, d, p)``
-        - output: ``(..., K, N, p)``
+        - tokens: ``(..., N, d)``; bases: ``(K, d, p)``; output: ``(..., K, N, p)``
     """
     check_floating_tensor(tokens, "tokens", min_ndim=2, shape_doc="(..., N, d)")
     check_floating_tensor(bases, "bases", min_ndim=3, shape_doc="(K, d, p)")
     if bases.ndim != 3 or bases.shape[1] != tokens.shape[-1]:
-        raise ValueError(
-            f"bases must have shape (K, d, p) with d={tokens.shape[-1]} = tokens.shape[-1], "
-            f"got {tuple(bases.shape)}"
-        )
+        d = tokens.shape[-1]
+        raise ValueError(f"bases must have shape (K, d={d}, p), got {tuple(bases.shape)}")
     check_finite(tokens, "tokens")
     check_finite(bases, "bases")
     dtype = torch.promote_types(torch.promote_types(tokens.dtype, bases.dtype), torch.float32)
@@ -79,20 +72,14 @@ def subspace_coding_rate(
 ) -> Tensor:
     r"""Compression term :math:`R^c(X \mid U_{[K]})` of the tokens against their subspaces.
 
-    .. math::
-
-        R^c = \sum_{k=1}^{K} \tfrac12 \log\det\Big(I_N + \frac{p}{N\varepsilon^2}
-            \hat W_k \hat W_k^\top\Big), \qquad W_k = X U_k,
-
-    with each row (token) of :math:`\hat W_k` normalised to unit length when ``normalize``
-    (official ``vis_utils`` protocol; a zero row stays zero instead of giving NaN); without it,
-    the paper's :math:`R^c(Z \mid U_{[K]})`. One batched :func:`jepa_blocks.coding_rate` call.
+    :math:`R^c = \sum_k \tfrac12 \log\det(I_N + \frac{p}{N\varepsilon^2} \hat W_k \hat W_k^\top)`
+    with :math:`W_k = X U_k`, its rows normalised to unit length when ``normalize`` (official).
 
     Args:
         tokens: Tokens of one layer, e.g. the MSSA inputs recorded by :class:`CRATERecorder`.
         bases: Bases :math:`U_k` of that layer's MSSA (:meth:`MSSA.subspaces`).
         eps: :math:`\varepsilon > 0` (the official code's ``eps = 0.01`` is :math:`\varepsilon^2`).
-        normalize: Normalise each per-head token vector to unit norm (official protocol).
+        normalize: Normalise each per-head token vector to unit norm.
         per_head: Return the per-head rates instead of their sum.
         precision: ``"float32"`` or ``"float64"``, passed to :func:`jepa_blocks.coding_rate`.
 
@@ -156,21 +143,15 @@ def head_action_r2(
 ) -> Tensor:
     r"""Per-head :math:`R^2` of a linear regression of each action coordinate on the head.
 
-    For head :math:`k` with features :math:`H_k \in \mathbb{R}^{S \times p}` and action
-    coordinate :math:`a_j \in \mathbb{R}^S` (both centred), fit
-    :math:`\beta = (H_k^\top H_k + \rho I)^{-1} H_k^\top a_j` (pseudo-inverse when
-    :math:`\rho = 0`) and report
-    :math:`R^2_{kj} = 1 - \lVert a_j - H_k \beta\rVert^2 / \lVert a_j\rVert^2` (0 for a
-    constant coordinate), in float64. In-sample :math:`R^2` is biased upwards when
-    :math:`S \lesssim p`: with ``eval_features`` / ``eval_actions`` the regression (centred
-    with the training means) is scored on them instead, against their own variance.
+    Centred ridge (:math:`\rho = 0`: pseudo-inverse) regression per head, :math:`R^2 = 1 -
+    \text{SSE}/\text{SST}` (0 for a constant coordinate), in float64. In-sample :math:`R^2` is
+    biased upwards when :math:`S \lesssim p`: ``eval_*`` score it on held-out samples instead.
 
     Args:
-        head_features: Per-head features of each sample, e.g. the per-head MSSA outputs at
-            one token (:class:`CRATERecorder` ``heads``, indexed ``[:, :, token]``).
+        head_features: Per-head features, e.g. :class:`CRATERecorder` ``heads[:, :, token]``.
         actions: Action coordinates of each sample.
         ridge: Ridge :math:`\rho \ge 0`.
-        eval_features: Held-out per-head features to score on (with ``eval_actions``).
+        eval_features: Held-out per-head features to score on.
         eval_actions: Held-out action coordinates.
 
     Returns:
@@ -189,9 +170,7 @@ def head_action_r2(
         k, p = head_features.shape[1:]
         if eval_features.shape[1:] != (k, p):
             got = tuple(eval_features.shape)
-            raise ValueError(
-                f"eval_features must have shape (S', K, p) = (S', {k}, {p}), got {got}"
-            )
+            raise ValueError(f"eval_features must have shape (S', {k}, {p}), got {got}")
         if eval_actions.shape[1] != actions.shape[1]:
             got = tuple(eval_actions.shape)
             raise ValueError(f"eval_actions must have {actions.shape[1]} coordinates, got {got}")
@@ -222,9 +201,8 @@ def head_action_r2(
 def specialization_score(r2: Tensor) -> Tensor:
     r"""How concentrated each action coordinate's explained variance is on few heads.
 
-    With :math:`q_{kj} = \max(R^2_{kj}, 0) / \sum_k \max(R^2_{kj}, 0)`, the score is
-    :math:`1 - H(q_{\cdot j}) / \log K`: 1 when one head explains the coordinate alone, 0 when
-    every head explains it equally (or none does). Derived, not a published metric.
+    :math:`1 - H(q_{\cdot j}) / \log K`, :math:`q_{kj} \propto \max(R^2_{kj}, 0)` over heads: 1
+    when one head explains the coordinate alone, 0 when all do equally (or none does). Derived.
 
     Args:
         r2: :math:`R^2` per head and action coordinate, e.g. from :func:`head_action_r2`.
@@ -250,24 +228,18 @@ def specialization_score(r2: Tensor) -> Tensor:
 class CRATERecorder:
     """Record, with forward hooks, the tensors the CRATE diagnostics need from each layer.
 
-    Every :class:`~jepa_blocks.blocks.CRATELayer`, :class:`~jepa_blocks.blocks.CRATEAlphaLayer`
-    and :class:`~jepa_blocks.blocks.CRATEDecoderLayer` in ``model`` is hooked, in
-    ``model.modules()`` order. After a forward pass, for layer ``i``:
+    Every CRATE layer of ``model`` is hooked, in ``model.modules()`` order; for layer ``i``:
 
-    * ``inputs[i]``: the tokens entering the layer, ``(B, N, D)``;
-    * ``mssa_inputs[i]``: the normalised tokens entering its MSSA (what the official
-      ``vis_utils`` hook projects), ``(B, N, D)``;
+    * ``inputs[i]``, ``outputs[i]``: the layer's input and output tokens, ``(B, N, D)``;
+    * ``mssa_inputs[i]``: the normalised tokens entering its MSSA, ``(B, N, D)``;
     * ``heads[i]``: the per-head MSSA outputs before the output map, ``(B, K, N, p)``;
-    * ``codes[i]``: the ISTA codes (:class:`~jepa_blocks.blocks.ISTA` output or
-      :class:`~jepa_blocks.blocks.OvercompleteISTA` codes), ``(B, N, m)``; not for decoders;
-    * ``outputs[i]``: the layer output, ``(B, N, D)``.
+    * ``codes[i]``: the ISTA codes, ``(B, N, m)``; not for decoders.
 
-    Each forward pass overwrites the previous record. Use as a context manager (hooks are
-    removed on exit) or call :meth:`remove`. Meant for eager diagnostics, not ``torch.compile``.
+    Each forward pass overwrites the record. A context manager (or call :meth:`remove`); eager only.
 
     Args:
         model: A model or a layer stack containing CRATE layers.
-        detach: Store detached tensors (default).
+        detach: Store detached tensors.
 
     Example:
         >>> from jepa_blocks.blocks import CRATELayer, CRATERecorder
@@ -305,20 +277,14 @@ class CRATERecorder:
                 tap = ista.code_tap
                 self._handles.append(tap.register_forward_hook(self._post(self.codes, i)))
 
-    def _keep(self, t: Tensor) -> Tensor:
-        return t.detach() if self.detach else t
+    def _keep(self, store: dict[int, Tensor], i: int, t: Tensor) -> None:
+        store[i] = t.detach() if self.detach else t
 
     def _pre(self, store: dict[int, Tensor], i: int) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            store[i] = self._keep(args[0])
-
-        return hook
+        return lambda module, args: self._keep(store, i, args[0])
 
     def _post(self, store: dict[int, Tensor], i: int) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-            store[i] = self._keep(output)
-
-        return hook
+        return lambda module, args, output: self._keep(store, i, output)
 
     def remove(self) -> None:
         """Remove all hooks (the records are kept)."""
@@ -337,12 +303,6 @@ class CRATERecorder:
     def __exit__(self, *exc: object) -> None:
         self.remove()
 
-    def _require(self, store: dict[int, Tensor], what: str) -> list[Tensor]:
-        missing = [i for i in range(len(self.layers)) if i not in store]
-        if missing:
-            raise RuntimeError(f"no {what} recorded for layers {missing}: run a forward pass")
-        return [store[i] for i in range(len(self.layers))]
-
     def coding_rates(self, *, eps: float = 0.1, per_head: bool = False) -> Tensor:
         """Per-layer :func:`subspace_coding_rate` of the recorded MSSA inputs.
 
@@ -353,12 +313,14 @@ class CRATERecorder:
         Shape:
             - output: ``(L, B)``, or ``(L, B, K)`` with ``per_head=True``
         """
-        tokens = self._require(self.mssa_inputs, "MSSA inputs")
+        missing = [i for i in range(len(self.layers)) if i not in self.mssa_inputs]
+        if missing:
+            raise RuntimeError(f"no MSSA inputs recorded for layers {missing}: run a forward pass")
         rates = []
-        for layer, x in zip(self.layers, tokens):
+        for i, layer in enumerate(self.layers):
             attn = layer.attn
             assert isinstance(attn, MSSA)
-            bases = attn.subspaces().detach()
+            x, bases = self.mssa_inputs[i], attn.subspaces().detach()
             rates.append(subspace_coding_rate(x, bases, eps=eps, per_head=per_head))
         return torch.stack(rates)
 
@@ -395,9 +357,8 @@ def _held_out_r2(h: Tensor, a: Tensor, ridge: float) -> Tensor:
 def weighted_specialization(head_r2: Tensor, scores: Tensor) -> float:
     r"""Mean specialisation over action coordinates, weighted by how well any head explains each.
 
-    :func:`specialization_score` is scale-free: a coordinate that no head explains (noise) can
-    score high. Weighting each coordinate by its best head's :math:`\max_k \max(R^2_{kj}, 0)`
-    (derived) keeps such coordinates from dominating; read it with the best head's :math:`R^2`.
+    The weight is the best head's :math:`\max(R^2, 0)`, so that a coordinate no head explains
+    (noise, where the scale-free score can be high) does not dominate. Derived.
 
     Args:
         head_r2: :math:`R^2` per head and action coordinate (:func:`head_action_r2`).
@@ -430,13 +391,12 @@ class StackDiagnostics(NamedTuple):
         rates: Per-layer :math:`R^c` of the tokens entering each MSSA, ``(L,)``.
         rates_std: Their standard deviation over sequences, ``(L,)``.
         sparsity: Per-layer fraction of zeros in the ISTA codes, ``(L,)``.
-        head_r2: Per-layer, per-head held-out :math:`R^2` of the action coordinates from the
-            per-head MSSA outputs at the read-out token, ``(L, K, A)``.
+        head_r2: Per-layer, per-head held-out :math:`R^2` of the actions, ``(L, K, A)``.
         specialization: :func:`specialization_score` of ``head_r2``, ``(L, A)``.
         action: Which action was regressed: ``"a_1"`` (aggregator) or ``"a_M"`` (predictor).
         samples: Number of sequences.
-        rate_max: The largest :math:`R^c` of these tokens (derived),
-            :math:`K \cdot \tfrac{n}{2} \log(1 + p / (N\varepsilon^2))`, :math:`n = \min(N, p)`.
+        rate_max: The largest :math:`R^c` of these tokens, :math:`\tfrac{K}{2} \min(N, p) \log(1 +
+            p / (N\varepsilon^2))` (derived).
     """
 
     rates: Tensor
@@ -447,11 +407,6 @@ class StackDiagnostics(NamedTuple):
     action: str
     samples: int
     rate_max: float
-
-
-def _rate_max(k: int, p: int, n: int, eps2: float) -> float:
-    """Upper bound of the per-sample R^c of ``n`` unit-norm tokens in ``k`` heads of width ``p``."""
-    return k * 0.5 * min(n, p) * math.log1p(p / (n * eps2))
 
 
 @torch.no_grad()
@@ -465,19 +420,14 @@ def crate_stack_diagnostics(
 ) -> dict[str, StackDiagnostics]:
     r"""Per-layer :math:`R^c`, ISTA sparsity and head specialisation of a model's CRATE stacks.
 
-    The stacks are the model's ``aggregator`` (key ``"agg"``) and ``predictor`` (``"pred"``)
-    when they hold CRATE layers (:func:`crate_blocks`, :class:`~jepa_blocks.seq.CRATEPredictor`).
-    The model runs (eval mode, no gradient) on the loader's sequences with a
-    :class:`CRATERecorder` on each stack. Head specialisation regresses the action coordinates
-    on each head's MSSA output at the read-out token (token 0, [AGG], on :math:`a_1` for the
-    aggregator; the state token on :math:`a_M` for the predictor), **held out**: a ridge
-    regression per head and layer is fit on the first half of the sequences and scored on the
-    second (in-sample :math:`R^2` would be biased upwards by about ``p / samples``).
+    The stacks are the ``aggregator`` (``"agg"``) and ``predictor`` (``"pred"``) holding CRATE
+    layers; the model runs in eval mode without gradient. Head specialisation regresses the
+    action (:math:`a_1` for the aggregator, :math:`a_M` for the predictor) on each head's output at
+    the read-out token (token 0), fit on the first half of the sequences, scored on the second.
 
     Args:
         model: A module with ``aggregator`` / ``predictor`` parts, ``model(views, actions)``.
-        loader: Batches with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``,
-            e.g. a :class:`~jepa_blocks.data.SequenceLoader`.
+        loader: Batches with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``.
         eps: :math:`\varepsilon` of :math:`R^c` (official protocol 0.1).
         max_samples: Stop after this many sequences (``None``: all).
         ridge: Ridge :math:`\rho > 0` of the per-head regressions (keeps the solve well posed).
@@ -535,24 +485,21 @@ def crate_stack_diagnostics(
     if seen < 4:
         raise ValueError(f"need at least 4 sequences for the held-out R², the loader gave {seen}")
     out = {}
-    eps2 = float(eps) ** 2
     for key in stacks:
-        r = torch.cat(rates[key], dim=1)  # (L, S)
-        n_layers = r.shape[0]
+        r = torch.cat(rates[key], dim=1)  # (L, S), S = seen >= 4
         a = torch.cat(actions[key])
-        per_layer = [torch.cat([h[i] for h in heads[key]]) for i in range(n_layers)]
+        per_layer = [torch.cat([h[i] for h in heads[key]]) for i in range(r.shape[0])]
         r2 = torch.stack([_held_out_r2(h, a, ridge) for h in per_layer]).float()
+        (k, p), n = per_layer[0].shape[1:], n_tokens[key]
         out[key] = StackDiagnostics(
             rates=r.mean(dim=1),
-            rates_std=r.std(dim=1) if r.shape[1] > 1 else torch.zeros(n_layers),
+            rates_std=r.std(dim=1),
             sparsity=(zeros[key][:, 0] / zeros[key][:, 1]).float(),
             head_r2=r2,
             specialization=specialization_score(r2),
             action="a_1" if key == "agg" else "a_M",
             samples=seen,
-            rate_max=_rate_max(
-                int(per_layer[0].shape[1]), int(per_layer[0].shape[2]), n_tokens[key], eps2
-            ),
+            rate_max=k * 0.5 * min(n, p) * math.log1p(p / (n * float(eps) ** 2)),
         )
     return out
 
@@ -562,24 +509,19 @@ def crate_monitor(
 ) -> Callable[[nn.Module, int], dict[str, float]]:
     r"""An ``eval_fn`` for :func:`jepa_blocks.train.fit`: ranks and CRATE diagnostics on one batch.
 
-    One forward pass (eval mode, no gradient, as the loop calls it) on the fixed ``batch``.
-    Logged keys (prefixed ``eval/`` by the loop): ``rank_z_agg`` and ``rank_z`` (RankMe of
-    :math:`z_\text{AGG}` and :math:`z_1`, as :func:`~jepa_blocks.metrics.rank_monitor`) and, per
-    CRATE stack ``s`` (``agg`` / ``pred``) and layer ``i``: ``{s}_rate_{i}`` (mean :math:`R^c`),
-    ``{s}_sparsity_{i}`` and, with at least 4 sequences, ``{s}_spec_{i}``
-    (:func:`weighted_specialization` of the held-out per-head :math:`R^2`, split as in
-    :func:`crate_stack_diagnostics`) and ``{s}_head_r2_{i}`` (the best head's :math:`R^2`,
-    averaged over the action coordinates).
+    One forward pass on the fixed ``batch``. Keys: ``rank_z_agg``, ``rank_z`` (RankMe of
+    :math:`z_\text{AGG}`, :math:`z_1`) and, per stack ``s`` (``agg``/``pred``) and layer ``i``,
+    ``{s}_rate_{i}``, ``{s}_sparsity_{i}`` and, with at least 4 sequences, ``{s}_spec_{i}``
+    (:func:`weighted_specialization`) and ``{s}_head_r2_{i}`` (best head's :math:`R^2`, mean over
+    the action coordinates), held out as in :func:`crate_stack_diagnostics`.
 
     Args:
-        batch: A batch with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``
-            (e.g. a :class:`~jepa_blocks.data.ViewSequence`), already on the model's device.
+        batch: ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)`` on the model's device.
         eps: :math:`\varepsilon` of :math:`R^c`.
         ridge: Ridge of the per-head regressions.
 
     Returns:
-        ``eval_fn(model, epoch) → {name: value}``; the model returns ``z_agg`` and ``z``
-        (a :class:`~jepa_blocks.seq.SeqJEPAOutput`).
+        ``eval_fn(model, epoch) → {name: value}`` (the model returns ``z_agg`` and ``z``).
     """
     check_positive(eps, "eps")
     check_positive(ridge, "ridge")

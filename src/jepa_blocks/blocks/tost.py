@@ -1,14 +1,7 @@
 r"""ToST: token-statistics self-attention (TSSA), its causal streaming form, and the ToST block.
 
-Sources: Wu et al. (ICLR 2025), "Token Statistics Transformer: Linear-Time Attention via
-Variational Rate Reduction", arXiv:2412.17810. Official code ``RobinWu218/ToST``:
-``tost_vision/tost.py`` (``AttentionTSSA``, ``Block``) and ``tost_lang/model_TSSA.py``
-(``CausalSelfAttention_TSSA``). Written from the formulas; no code is copied.
-
-TSSA is one descent step on the variational (diagonal) bound of the compression term
-:math:`R^c` (see :func:`jepa_blocks.variational.variational_rate`). Tokens interact **only**
-through per-head, per-coordinate statistics, so the cost is linear in the number of tokens and
-the causal form is an exact recurrence with an :math:`O(D)` state (:class:`TSSAState`).
+Wu et al. (ICLR 2025), arXiv:2412.17810; official code ``RobinWu218/ToST``
+(``tost_vision/tost.py``, ``tost_lang/model_TSSA.py``), written from the formulas.
 """
 
 from __future__ import annotations
@@ -80,8 +73,7 @@ def _vision_tssa(
     pi = torch.softmax(temperature * energy, dim=-2)
     pi_stat = pi if valid is None else pi * valid[..., 0]
     mass = pi_stat.sum(-1, keepdim=True) + MASS_EPS
-    # a broadcast product and a reduction: unlike a batched matmul on the (non-contiguous)
-    # head view, this saves no copy of w² for the backward
+    # a broadcast product, not a matmul on the non-contiguous head view: no copy of w² saved
     m = (pi_stat[..., None] * w2).sum(-2) / mass
     a = 1.0 / (1.0 + m)
     if drop is not None:
@@ -90,18 +82,11 @@ def _vision_tssa(
 
 
 class _VisionTSSAFunction(torch.autograd.Function):
-    """TSSA core whose backward recomputes ``π``: it saves ``w`` (own dtype) and ``O(D)`` stats.
-
-    The plain core's autograd graph keeps several ``(…, K, N, p)`` compute-dtype tensors.
-    """
+    """TSSA core whose backward recomputes ``π``: it saves ``w`` (own dtype) and ``O(D)`` stats."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        w: Tensor,
-        temperature: Tensor,
-        valid: Tensor | None,
-        drop: Tensor | None,
+        ctx: Any, w: Tensor, temperature: Tensor, valid: Tensor | None, drop: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         dtype = _stat_dtype(w.dtype)
         with torch.autocast(device_type=w.device.type, enabled=False):
@@ -163,12 +148,10 @@ class TSSAState(NamedTuple):
     r"""Streaming state of one :class:`CausalTSSA` layer: :math:`O(D)` numbers per sequence.
 
     Attributes:
-        sum_w2: :math:`S_{w^2} = \sum_{s \le t} \lambda^{t-s} w_s^{2}` per head and coordinate,
-            ``(B, K, p)``.
+        sum_w2: :math:`S_{w^2} = \sum_{s \le t} \lambda^{t-s} w_s^{2}`, ``(B, K, p)``.
         sum_pi_w2: :math:`S_{\pi w^2} = \sum_{s \le t} \lambda^{t-s} \pi_s w_s^{2}`, ``(B, K, p)``.
         sum_pi: :math:`S_\pi = \sum_{s \le t} \lambda^{t-s} \pi_s`, ``(B, K)``.
-        position: Number of positions consumed so far (the index of the next token), ``(B,)``
-            int64. It indexes the positional bias and is never decayed.
+        position: Positions consumed so far (indexes the bias, never decayed), ``(B,)`` int64.
     """
 
     sum_w2: Tensor
@@ -180,10 +163,8 @@ class TSSAState(NamedTuple):
 def _decayed_prefix_sum(v: Tensor, init: Tensor, decay: float | None) -> Tensor:
     r"""Inclusive prefix sums :math:`S_t = \lambda S_{t-1} + v_t`, :math:`S_{-1} =` ``init``.
 
-    ``v`` is ``(..., N, c)``, ``init`` ``(..., c)``. With decay :math:`\lambda < 1`: a
-    Hillis–Steele scan, :math:`\lceil \log_2 N \rceil` passes of :math:`S_t \mathrel{+}=
-    \lambda^{o} S_{t-o}` (:math:`o = 1, 2, 4, \dots`), then :math:`+\lambda^{t+1} S_{-1}`;
-    stable for any :math:`\lambda` (only powers :math:`\le 1` and additions).
+    ``v`` is ``(..., N, c)``, ``init`` ``(..., c)``. With decay: a Hillis–Steele scan
+    (:math:`\lceil \log_2 N \rceil` passes), stable for any :math:`\lambda` (powers :math:`\le 1`).
     """
     n = v.shape[-2]
     if decay is None:
@@ -207,10 +188,9 @@ def _causal_tssa(
     decay: float | None,
     valid: Tensor | None,
 ) -> tuple[Tensor, Tensor, TSSAState]:
-    """Causal TSSA core on heads ``w`` ``(B, K, N, p)`` (compute dtype), from ``state``.
+    """Causal TSSA core on heads ``w`` ``(B, K, N, p)`` from ``state``: ``(y, π, new_state)``.
 
     ``bias`` is the already-gathered positional term ``(B, K, N)`` (``p·β``) or ``None``.
-    Returns ``(y, π, new_state)``.
     """
     n = w.shape[-2]
     w2 = w.square()
@@ -278,36 +258,20 @@ class _TSSABase(HeadProjection):
 class TSSA(_TSSABase):
     r"""Token-statistics self-attention, vision (non-causal) form (Wu et al., ICLR 2025).
 
-    For the (already normalised) tokens :math:`x_i`, one linear map ``qkv`` (with a bias in ToST)
-    gives the head projections :math:`w_{k,i} = U_k^\top x_i \in \mathbb{R}^p`. Then, per head
-    :math:`k`, coordinate :math:`j` and token :math:`i`:
-
-    1. :math:`\hat w_{k,i,j}^2 = w_{k,i,j}^2 / \max(\sum_{i'} w_{k,i',j}^2, 10^{-24})`, each
-       coordinate normalised over **all** tokens (``F.normalize(w, dim=-2)`` squared);
-    2. :math:`\pi_{\cdot,i} = \operatorname{softmax}_k(\tau_k \sum_j \hat w_{k,i,j}^2)`, a
-       softmax over heads with a learnable per-head temperature :math:`\tau` (init 1);
-    3. :math:`m_{k,j} = \sum_i \pi_{k,i} w_{k,i,j}^2 / (\sum_i \pi_{k,i} + 10^{-8})`;
-    4. :math:`y_{k,i,j} = -\pi_{k,i}\, w_{k,i,j} / (1 + m_{k,j})` (``attn_drop`` acts on
-       :math:`1/(1+m)`, as in the official code);
-    5. heads concatenated and mapped back to :math:`\mathbb{R}^D`.
-
-    The paper's operator :math:`-\tfrac{\tau}{n}\sum_k U_k D_k U_k^\top Z
-    \operatorname{Diag}(\pi_k)` goes back through the bases :math:`U_k` (``tie_out=True``, step
-    size absorbed by the block's LayerScale); the official ``tost_vision/tost.py`` learns a
-    ``to_out`` with bias (default). ``memory_efficient=True`` recomputes the memberships in the
-    backward, saving only ``w`` and :math:`O(D)` statistics (same values to rounding).
-    Statistics run in an fp32 island (float64 for float64 input). Padded tokens are left out of
-    every statistic (their own outputs are meaningless).
+    Memberships :math:`\pi` (a softmax over heads of each token's normalised energy) weight the
+    per-coordinate second moments :math:`m`; the output is :math:`-\pi w / (1 + m)` (formulas:
+    the ToST page). ``attn_drop`` acts on :math:`1/(1+m)` (official code). Statistics run in an
+    fp32 island (float64 for float64 input); padded tokens are left out of every statistic.
 
     Args:
         dim: Token dimension :math:`D`, divisible by ``heads``.
         heads: Number of heads (subspaces) :math:`K`; head size :math:`p = D/K`.
         qkv_bias: Bias on the input projection.
-        tie_out: ``True``: the paper's tied output :math:`U_k`.
+        tie_out: ``True``: the paper's tied output :math:`U_k`; ``False``: official ``to_out``.
         out_bias: Bias on the output map; ``None``: ``not tie_out``.
         attn_drop: Dropout probability on :math:`1/(1+m)` (training only).
         proj_drop: Dropout probability on the output (training only).
-        memory_efficient: Use the recomputing backward.
+        memory_efficient: Recompute the memberships in the backward (less memory, same values).
 
     Shape:
         - x: ``(..., N, dim)``; src_key_padding_mask: ``(..., N)`` boolean, ``True`` = ignore
@@ -362,43 +326,16 @@ class TSSA(_TSSABase):
 class CausalTSSA(_TSSABase):
     r"""Causal TSSA with prefix statistics and an exact streaming recurrence (ToST, language form).
 
-    The statistics of :class:`TSSA` become (optionally decayed) prefix sums, so token :math:`t`
-    only sees tokens :math:`s \le t` (official code ``tost_lang/model_TSSA.py``):
-
-    .. math::
-
-        S^{w^2}_t = \lambda S^{w^2}_{t-1} + w_t^{2},\quad
-        \pi_t = \operatorname{softmax}_k\Big(\tau_k \big(\textstyle\sum_j
-            w_{t,j}^2 / \max(S^{w^2}_{t,j}, 10^{-12}) + p\,\beta_{k,t}\big)\Big),
-
-    .. math::
-
-        S^{\pi w^2}_t = \lambda S^{\pi w^2}_{t-1} + \pi_t w_t^{2},\quad
-        S^{\pi}_t = \lambda S^{\pi}_{t-1} + \pi_t,\quad
-        y_t = -\frac{\pi_t\, w_t}{1 + S^{\pi w^2}_t / (S^\pi_t + 10^{-8})}.
-
-    :math:`\lambda = 1` (``decay=None``) is the official form; :math:`\lambda < 1` (new, not
-    validated on a benchmark) forgets geometrically, a window of :math:`\approx 1/(1-\lambda)`
-    tokens. The bias :math:`\beta \in \mathbb{R}^{K \times L}` (``pos_bias``, init 0, by
-    absolute position, broadcast over the :math:`p` coordinates as in the official code) exists
-    if ``max_len = L`` is given; past it, ``beyond_max_len="clamp"`` reuses
-    :math:`\beta_{k,L-1}` and ``"zero"`` drops it (the official ``denom_bias`` stops at 1024).
-
-    :meth:`forward` (a sequence from an empty state), :meth:`scan` (a chunk from a state) and
-    :meth:`step` (one token) agree to rounding. The state (:class:`TSSAState`) is float32
-    (float64 for float64 modules) under autocast. A model trained with the vision normaliser is
-    not expected to work with this one (``RobinWu218/ToST#4``).
+    :class:`TSSA` with prefix sums (optionally decayed by :math:`\lambda`; the official
+    ``tost_lang/model_TSSA.py`` has :math:`\lambda = 1`), the normaliser clamped at
+    :math:`10^{-12}` and, with ``max_len``, a learned positional bias (``pos_bias``, init 0).
+    :meth:`forward`, :meth:`scan` and :meth:`step` agree to rounding.
 
     Args:
-        dim: Token dimension :math:`D`, divisible by ``heads``.
-        heads: Number of heads :math:`K`.
-        qkv_bias: Bias on the input projection (official language configs: ``config.bias``).
-        tie_out: ``True``: the paper's tied output.
-        out_bias: Bias on the output map; ``None``: ``not tie_out``.
+        dim, heads, qkv_bias, tie_out, out_bias, proj_drop: As :class:`TSSA`.
         max_len: Length :math:`L` of the positional bias (official: 1024); ``None``: no bias.
         beyond_max_len: ``"clamp"`` or ``"zero"``: the bias for positions :math:`\ge L`.
         decay: Forgetting factor :math:`\lambda \in (0, 1]`; ``None`` or ``1.0``: none.
-        proj_drop: Dropout probability on the output (training only).
 
     Shape:
         - x: ``(B, N, dim)``; x_t (for :meth:`step`): ``(B, dim)``
@@ -407,14 +344,10 @@ class CausalTSSA(_TSSABase):
 
     Example:
         >>> from jepa_blocks.blocks.tost import CausalTSSA
-        >>> attn = CausalTSSA(32, heads=4).eval()
-        >>> x = torch.randn(2, 6, 32)
-        >>> state = attn.init_state(2)
-        >>> ys = []
-        >>> for t in range(6):
-        ...     y_t, state = attn.step(state, x[:, t])
-        ...     ys.append(y_t)
-        >>> torch.allclose(torch.stack(ys, 1), attn(x), atol=1e-5)
+        >>> attn, x = CausalTSSA(32, heads=4).eval(), torch.randn(2, 6, 32)
+        >>> y, state = attn.scan(x[:, :5], attn.init_state(2))
+        >>> y_t, state = attn.step(state, x[:, 5])
+        >>> torch.allclose(y_t, attn(x)[:, 5], atol=1e-5)
         True
     """
 
@@ -437,7 +370,6 @@ class CausalTSSA(_TSSABase):
         self.decay = _check_decay(decay)
         self.pos_bias: nn.Parameter | None = None
         if self.max_len is not None:
-            #: Learned positional bias :math:`\beta` ``(K, max_len)``, initialised to 0.
             self.pos_bias = nn.Parameter(torch.zeros(heads, self.max_len))
 
     def init_state(
@@ -447,10 +379,10 @@ class CausalTSSA(_TSSABase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> TSSAState:
-        """An empty state (all sums zero, position 0) for ``batch`` sequences.
+        """An empty state (all sums zero, position 0) for ``batch ≥ 1`` sequences.
 
         Args:
-            batch: Number of sequences ``B ≥ 1``.
+            batch: Number of sequences.
             device: Defaults to the module's device.
             dtype: Defaults to float32, or float64 for a float64 module.
         """
@@ -485,17 +417,11 @@ class CausalTSSA(_TSSABase):
         want = {"sum_w2": (batch, k, p), "sum_pi_w2": (batch, k, p), "sum_pi": (batch, k)}
         got = {name: tuple(getattr(state, name).shape) for name in want}
         if got != want or tuple(state.position.shape) != (batch,):
-            raise ValueError(
-                f"state must match a batch of {batch} for this layer: {want}, got {got}"
-            )
+            raise ValueError(f"state must match batch {batch} and this layer: {want}, got {got}")
         return state
 
     def scan(
-        self,
-        x: Tensor,
-        state: TSSAState,
-        *,
-        src_key_padding_mask: Tensor | None = None,
+        self, x: Tensor, state: TSSAState, *, src_key_padding_mask: Tensor | None = None
     ) -> tuple[Tensor, TSSAState]:
         """Process a chunk of tokens after ``state`` (unchanged by an empty chunk).
 
@@ -570,25 +496,17 @@ class CausalTSSA(_TSSABase):
 class ToSTBlock(nn.Module):
     r"""ToST block: pre-norm TSSA and MLP, each with a residual and LayerScale.
 
-    .. math::
-
-        x \leftarrow x + \gamma_1 \odot \operatorname{TSSA}(\operatorname{LN}(x)),\qquad
-        x \leftarrow x + \gamma_2 \odot \operatorname{MLP}(\operatorname{LN}(x))
-
-    (official ``tost_vision/tost.py::Block`` and ``tost_lang/model_TSSA.py``; GELU MLP). With a
-    :class:`CausalTSSA` the block streams: :meth:`step` and :meth:`scan` carry only the
-    attention's state, since the norms and the MLP act per token.
+    Official ``Block`` (GELU MLP). With a :class:`CausalTSSA` the block streams (:meth:`step`,
+    :meth:`scan`): only the attention carries a state.
 
     Args:
         dim: Token dimension.
         heads: Heads of the default attention (ignored when ``attn`` is given).
-        attn: The token mixer, e.g. :class:`TSSA` or :class:`CausalTSSA` (default:
-            ``TSSA(dim, heads=heads)``).
+        attn: The token mixer, e.g. :class:`CausalTSSA`; default ``TSSA(dim, heads=heads)``.
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
-        layer_scale_init: Initial LayerScale, or ``None`` for none (official: 1.0 at depth 12,
-            1e-5 at depth 24 and for the causal language models).
+        layer_scale_init: Initial LayerScale, or ``None`` for none.
         norm_eps: LayerNorm epsilon.
-        dropout: Dropout probability inside the MLP and on its output (training only).
+        dropout: Dropout inside the MLP and on its output (training only).
 
     Shape:
         - x: ``(B, N, dim)``; src_key_padding_mask: ``(B, N)`` boolean, ``True`` = ignore
@@ -615,8 +533,7 @@ class ToSTBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.dim = check_int(dim, "dim")
-        if attn is None:
-            attn = TSSA(dim, heads=heads)
+        attn = TSSA(dim, heads=heads) if attn is None else attn
         if not isinstance(attn, nn.Module):
             raise TypeError(f"attn must be an nn.Module, got {type(attn).__name__}")
         attn_dim = getattr(attn, "dim", dim)
@@ -687,10 +604,9 @@ _Call = Callable[[ToSTBlock, Tensor, TSSAState], tuple[Tensor, TSSAState]]
 
 
 class ToSTStack(nn.ModuleList):
-    """A stack of :class:`ToSTBlock`: a module list with a forward and a streaming API.
+    """A stack of :class:`ToSTBlock` (e.g. the ``blocks`` of :class:`jepa_blocks.seq.Aggregator`).
 
-    It can be the ``blocks`` of :class:`jepa_blocks.seq.Aggregator`. With causal attention,
-    :meth:`init_state`, :meth:`scan` and :meth:`step` carry one :class:`TSSAState` per layer.
+    With causal attention it streams with one :class:`TSSAState` per layer.
 
     Args:
         blocks: The blocks, each ``(B, N, D) → (B, N, D)``.
@@ -773,9 +689,8 @@ def tost_blocks(
 ) -> ToSTStack:
     """A stack of ToST blocks for the seq-JEPA aggregator (drop-in for ``transformer_blocks``).
 
-    The defaults mirror the paper aggregator (3 layers, 4 heads, MLP ratio 4). With
-    ``causal=True`` the stack streams (:meth:`ToSTStack.step`); its output at position 0 (the
-    [AGG] of :class:`jepa_blocks.seq.Aggregator`) then sees only that token.
+    With ``causal=True`` it streams; its output at position 0 (the [AGG] of the aggregator) then
+    sees only that token.
 
     Args:
         dim: Token dimension, divisible by ``heads``.
@@ -783,14 +698,9 @@ def tost_blocks(
         heads: TSSA heads.
         mlp_ratio: MLP width multiple.
         causal: Use :class:`CausalTSSA` (streaming) instead of :class:`TSSA`.
-        max_len: Positional-bias length of :class:`CausalTSSA` (``None``: no bias).
-        beyond_max_len: Policy past ``max_len`` (``"clamp"`` or ``"zero"``).
-        decay: Forgetting factor of :class:`CausalTSSA` (``None``: none).
-        layer_scale_init: LayerScale init; ``None`` follows the official presets: 1e-5 for
-            causal stacks or ``depth > 12``, else 1.0.
-        norm_eps: LayerNorm epsilon; ``None`` follows the official code: 1e-5 for causal stacks
-            (``tost_lang/model_TSSA.py``'s ``LayerNorm``), 1e-6 for vision stacks
-            (``tost_vision/tost.py``'s ``partial(nn.LayerNorm, eps=1e-6)``).
+        max_len, beyond_max_len, decay: Of :class:`CausalTSSA`.
+        layer_scale_init: ``None``: official presets, 1e-5 if causal or ``depth > 12``, else 1.0.
+        norm_eps: LayerNorm epsilon; ``None``: official, 1e-5 if causal, else 1e-6.
         qkv_bias: Bias on the TSSA input projection.
         memory_efficient: Recomputing backward for the vision :class:`TSSA`.
         dropout: MLP dropout.

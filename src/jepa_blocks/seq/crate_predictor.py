@@ -1,14 +1,7 @@
 r"""Two-token CRATE predictor: :math:`z_\text{AGG}` and the action as tokens of a CRATE stack.
 
-Step 3 of the follow-up plan ``kaikun213/seq-jepa`` (plan documents only) replaces seq-JEPA's MLP
-predictor (Ghaemi et al., 2025, arXiv:2505.03176, §2.2) by CRATE blocks (Yu et al., NeurIPS
-2023; official code ``Ma-Lab-Berkeley/CRATE``); the design here is ours (derived). It is called
-as :class:`jepa_blocks.seq.Predictor` and selected by passing it to
-:class:`jepa_blocks.seq.SeqJEPA`::
-
-    predictor = CRATEPredictor(in_dim=640 + 128, out_dim=512, action_embed_dim=128)
-    model = SeqJEPA(encoder=..., target=..., action_encoder=..., aggregator=...,
-                    predictor=predictor)
+Replaces seq-JEPA's MLP predictor (arXiv:2505.03176) by CRATE blocks (step 3 of
+``kaikun213/seq-jepa``; the design is ours): pass it as the ``predictor`` of ``SeqJEPA``.
 """
 
 from __future__ import annotations
@@ -29,40 +22,24 @@ Readout = Literal["state", "concat", "mean"]
 class CRATEPredictor(nn.Module):
     r"""Predict the target embedding with CRATE layers over a state token and an action token.
 
-    For an input row :math:`x = [s; e]` with :math:`s \in \mathbb{R}^{S}`
-    (:math:`S = \text{in\_dim} - E`, the aggregate :math:`z_\text{AGG}`) and
-    :math:`e \in \mathbb{R}^{E}` (the action embedding :math:`e(a_M)`):
-
-    .. math::
-
-        T^0 = [P_s s;\ P_e e] \in \mathbb{R}^{2 \times \text{dim}}, \qquad
-        T^{\ell + 1} = \operatorname{CRATE}_\ell(T^\ell), \qquad
-        \hat z = W \operatorname{LN}(T^L_0) + b,
-
-    with ``readout="state"`` (default); ``"concat"`` reads out both tokens concatenated,
-    ``"mean"`` their mean. With ``action_embed_dim=0`` there is only the state token. MSSA lets
-    the state token attend to the action token within each head's subspace; ISTA sparsifies
-    both. Unlike the MLP predictor there is no BatchNorm: the output of a row does not depend on
-    the other rows. Every leading dimension is flattened into the batch.
+    An input row :math:`[s; e]` (:math:`z_\text{AGG}`, then the action embedding) gives the
+    tokens :math:`[P_s s;\ P_e e]`; after the CRATE layers and a LayerNorm, a linear head reads the
+    state token (``readout="state"``), both concatenated or their mean. No BatchNorm: rows are
+    independent.
 
     Args:
-        in_dim: Input dimension :math:`S + E` (paper sizes: 640 + 128 = 768).
-        out_dim: Output dimension, the target's dimension (paper: 512).
-        action_embed_dim: :math:`E`, the trailing part of the input that is the action
-            embedding; 0 for a predictor without action input.
+        in_dim: Input dimension, state + action embedding (paper sizes: 640 + 128).
+        out_dim: Output dimension, the target's (paper: 512).
+        action_embed_dim: Size of the action embedding; 0: no action input (one token).
         dim: Token width; default ``out_dim``.
         depth: Number of CRATE layers.
-        heads: MSSA subspaces per layer; ``dim`` must be divisible by ``heads`` unless
-            ``dim_head`` is passed in ``layer_kwargs``.
-        layer: The CRATE layer class (see :func:`~jepa_blocks.blocks.crate_blocks`), e.g.
-            :class:`~jepa_blocks.blocks.CRATELayer` or :class:`~jepa_blocks.blocks.CRATEAlphaLayer`.
-        readout: ``"state"``, ``"concat"`` or ``"mean"``, see above.
-        **layer_kwargs: Further keywords of every layer (``eta``, ``lambd``, ``tie_out``,
-            ``dropout``, ``dim_head``, ...), validated by the layer.
+        heads: MSSA subspaces per layer (must divide ``dim`` unless ``dim_head`` is given).
+        layer: The CRATE layer class (see :func:`~jepa_blocks.blocks.crate_blocks`).
+        readout: ``"state"``, ``"concat"`` or ``"mean"``.
+        **layer_kwargs: Further keywords of every layer (``eta``, ``dim_head``, ...).
 
     Shape:
-        - input: ``(..., in_dim)`` with at least one leading dimension
-        - output: ``(..., out_dim)``
+        - input: ``(..., in_dim)`` with at least one leading dimension; output: ``(..., out_dim)``
 
     Example:
         >>> from jepa_blocks.seq.crate_predictor import CRATEPredictor
@@ -129,8 +106,7 @@ class CRATEPredictor(nn.Module):
         check_floating_tensor(x, "x", min_ndim=2, shape_doc=f"(..., {self.in_dim})")
         if x.shape[-1] != self.in_dim:
             raise ValueError(
-                f"predictor input must have shape (..., {self.in_dim}) with at least one leading "
-                f"dimension, got {tuple(x.shape)}"
+                f"predictor input must have shape (..., {self.in_dim}), got {tuple(x.shape)}"
             )
         flat, packed_shape = pack([x], "* d")
         t = self.tokens(flat)

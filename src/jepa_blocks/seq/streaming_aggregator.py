@@ -1,27 +1,8 @@
 r"""A streaming ToST aggregator for seq-JEPA: causal TSSA blocks with an :math:`O(D)` state.
 
-seq-JEPA's bidirectional aggregator (Ghaemi et al., 2025, arXiv:2505.03176) must re-run the
-whole sequence for each new view. :class:`ToSTAggregator` uses causal ToST blocks (Wu et al.,
-ICLR 2025, arXiv:2412.17810; :class:`jepa_blocks.blocks.tost.CausalTSSA`), an exact recurrence:
-trained like :class:`jepa_blocks.seq.Aggregator`, it streams one token at a time with
-:math:`O(\text{depth}\cdot D)` numbers per sequence, giving the same values.
-
-**Read-out.** In a causal stack the output at position 0 (where
-:class:`~jepa_blocks.seq.Aggregator` puts ``[AGG]``) sees only itself, so the read-out is one of:
-
-* ``"mean"`` (default): the mean of the last block's outputs (with ``decay`` λ, weights
-  :math:`\lambda^{n-1-t}`), the read-out that pools the tokens' contents: TSSA mixes tokens only
-  through statistics, each output being its token's rescaled projection :math:`-\pi_t w_t /
-  (1 + m_t)`.
-* ``"agg"``: a learnable ``[AGG]`` token **after** the tokens, reading the statistics through a
-  fixed query; a stream peeks it through the blocks without changing the state.
-* ``"last"``: the output at the last token.
-
-seq-JEPA's last token is :math:`[z_M; 0]` (action zeroed), earlier ones :math:`[z_i; e(a_i)]`,
-so in a stream the newest token is *pending*: peeked by :meth:`ToSTAggregator.read`, committed
-with its action once the next view arrives. :class:`AggregateStream` does this bookkeeping for
-a :class:`~jepa_blocks.seq.SeqJEPA`; :func:`stream_aggregates` gives :math:`z_\text{AGG}` after
-every prefix.
+:class:`ToSTAggregator` (causal ToST blocks, Wu et al., ICLR 2025) is trained like
+:class:`jepa_blocks.seq.Aggregator` and streams one token at a time with the same values (see
+:doc:`tutorials/step4` for the read-outs and seq-JEPA's pending last token).
 """
 
 from __future__ import annotations
@@ -51,13 +32,10 @@ COUNT_EPS = 1e-12
 
 
 class ToSTAggregatorState(NamedTuple):
-    r"""Streaming state of a :class:`ToSTAggregator`: :math:`O(\text{depth}\cdot D)` per sequence.
-
-    Everything is float32 (float64 for a float64 module).
+    r"""Streaming state of a :class:`ToSTAggregator`, float32 (float64 for a float64 module).
 
     Attributes:
-        layers: One :class:`~jepa_blocks.blocks.tost.TSSAState` per block (:math:`2D + K + 1`
-            numbers each).
+        layers: One :class:`~jepa_blocks.blocks.tost.TSSAState` per block.
         out_sum: Running (decayed) sum of the last block's outputs, ``(B, D)`` (``"mean"``).
         out_weight: Running (decayed) number of tokens, ``(B,)`` (``"mean"``).
         last: The last block's output at the latest token, ``(B, D)`` (``"last"``).
@@ -81,10 +59,8 @@ class ToSTAggregatorState(NamedTuple):
 
     def nbytes(self) -> int:
         """Bytes of the whole state (all sequences)."""
-        total = sum(t.numel() * t.element_size() for layer in self.layers for t in layer)
-        return total + sum(
-            t.numel() * t.element_size() for t in (self.out_sum, self.out_weight, self.last)
-        )
+        tensors = [*(t for layer in self.layers for t in layer), *self[1:]]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class _Summary(NamedTuple):
@@ -126,51 +102,30 @@ def _summarise(
 class ToSTAggregator(nn.Module):
     r"""seq-JEPA aggregator made of causal ToST blocks, with a streaming state (ToST, ICLR 2025).
 
-    :meth:`forward` is the call of :class:`jepa_blocks.seq.Aggregator` (all tokens at once,
-    prefix sums); a stream uses :meth:`init_state`, then :meth:`push` (one token) or
-    :meth:`scan` (a chunk), and :meth:`read` (:math:`z_\text{AGG}` of everything consumed, plus
-    an optional pending token, state unchanged) at any time.
-    ``read(scan(init_state(B), tokens[:, :-1]), pending=tokens[:, -1])`` equals
-    ``forward(tokens)`` up to rounding.
-
-    The blocks are :func:`~jepa_blocks.blocks.tost.tost_blocks` with ``causal=True``, then the
-    read-out (see the module docstring) and an optional ``LayerNorm(dim)`` (paper aggregator).
-    Padded tokens (``padding_mask``, ``True`` = ignore; trailing, as in
-    :meth:`jepa_blocks.seq.SeqJEPA.aggregate`) are left out of every statistic and of the
-    read-out; with ``decay`` or ``max_len`` they still advance the position and age the sums.
+    :meth:`forward` is the call of :class:`jepa_blocks.seq.Aggregator`; a stream uses
+    :meth:`init_state`, :meth:`push` or :meth:`scan`, and :meth:`read`. Padded tokens (trailing)
+    are left out of every statistic and of the read-out, but still advance the position and age
+    the sums.
 
     Args:
-        dim: Token dimension ``D`` (encoder dim + action embedding dim), divisible by ``heads``.
-        depth: Number of ToST blocks.
-        heads: TSSA heads :math:`K`.
-        mlp_ratio: MLP width multiple.
-        readout: ``"mean"``, ``"agg"`` or ``"last"`` (see the module docstring).
-        max_len: Positional-bias length of each :class:`~jepa_blocks.blocks.tost.CausalTSSA`
-            (``None``: no bias, order is seen through the tokens and the causal statistics).
-        beyond_max_len: ``"clamp"`` or ``"zero"``: the bias past ``max_len``.
-        decay: Forgetting factor λ in (0, 1] of the statistics and of the ``"mean"`` read-out
-            (``None`` or 1: none).
-        layer_scale_init: Initial LayerScale of the blocks; ``None``: the causal preset of
-            :func:`~jepa_blocks.blocks.tost.tost_blocks` (1e-5). The default 1.0 (vision presets
-            of depth 12) lets a shallow aggregator mix from the first step.
-        qkv_bias: Bias on the TSSA input projection.
-        dropout: MLP dropout (training only).
-        final_norm: Apply ``LayerNorm(dim)`` to the read-out (paper aggregator: yes).
+        dim: Token dimension (encoder + action embedding), divisible by ``heads``.
+        readout: ``"mean"`` (mean of the last block's outputs, weights :math:`\lambda^{n-1-t}`),
+            ``"agg"`` (a learnable token after the tokens) or ``"last"`` (the last output).
+        decay: Forgetting factor λ in (0, 1] of the statistics and of the ``"mean"`` read-out.
+        layer_scale_init: Initial LayerScale; ``None``: the causal preset 1e-5.
+        final_norm: Apply ``LayerNorm(dim)`` to the read-out (as the paper aggregator).
+        depth, heads, mlp_ratio, max_len, beyond_max_len, qkv_bias, dropout: As
+            :func:`~jepa_blocks.blocks.tost.tost_blocks` with ``causal=True``.
 
     Shape:
         - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)`` boolean, ``True`` = ignore
-        - token (for :meth:`push`) and pending (for :meth:`read`): ``(B, dim)``
-        - output: ``(B, dim)``
+        - token (:meth:`push`), pending (:meth:`read`) and output: ``(B, dim)``
 
     Example:
         >>> from jepa_blocks.seq.streaming_aggregator import ToSTAggregator
-        >>> agg = ToSTAggregator(dim=32, depth=2, heads=4).eval()
-        >>> tokens = torch.randn(3, 7, 32)
-        >>> state = agg.init_state(3)
-        >>> for t in range(6):
-        ...     state = agg.push(state, tokens[:, t])
-        >>> z_agg = agg.read(state, pending=tokens[:, 6])
-        >>> torch.allclose(z_agg, agg(tokens), atol=1e-5)
+        >>> agg, tokens = ToSTAggregator(dim=32, depth=2, heads=4).eval(), torch.randn(3, 7, 32)
+        >>> state = agg.scan(agg.init_state(3), tokens[:, :6])
+        >>> torch.allclose(agg.read(state, pending=tokens[:, 6]), agg(tokens), atol=1e-5)
         True
     """
 
@@ -196,7 +151,6 @@ class ToSTAggregator(nn.Module):
         self.dim = check_int(dim, "dim")
         self.readout = check_choice(readout, "readout", READOUTS)
         check_bool(final_norm, "final_norm")
-        # the blocks check the other arguments
         self.blocks: ToSTStack = tost_blocks(
             dim=dim,
             depth=depth,
@@ -251,14 +205,14 @@ class ToSTAggregator(nn.Module):
         return last
 
     def forward(self, tokens: Tensor, *, padding_mask: Tensor | None = None) -> Tensor:
-        r"""Return :math:`z_\text{AGG}` of whole sequences (the training path).
+        r"""Return :math:`z_\text{AGG}` of whole sequences ``(B, N, dim)`` (the training path).
 
         Args:
             tokens: The tokens :math:`u_1, \dots, u_N` in order.
-            padding_mask: Optional, ``True`` for padded (unobserved) tokens.
+            padding_mask: Optional ``(B, N)``, ``True`` for padded (unobserved) tokens.
 
         Shape:
-            - tokens: ``(B, N, dim)``; padding_mask: ``(B, N)``; output: ``(B, dim)``
+            - output: ``(B, dim)``
         """
         check_tokens(tokens, self.dim, "tokens", ndim=3)
         mask = check_padding(padding_mask, tokens, "padding_mask")
@@ -282,23 +236,13 @@ class ToSTAggregator(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> ToSTAggregatorState:
-        """The zero state for ``batch`` sequences.
-
-        Args:
-            batch: Number of sequences ``B ≥ 1``.
-            device: Defaults to the module's device.
-            dtype: Defaults to float32 (float64 for a float64 module).
-        """
+        """The zero state for ``batch ≥ 1`` sequences (arguments as ``CausalTSSA.init_state``)."""
         layers = self.blocks.init_state(batch, device=device, dtype=dtype)
         new = layers[0].sum_pi.new_zeros  # the device and dtype of the layer states
         return ToSTAggregatorState(layers, new(batch, self.dim), new(batch), new(batch, self.dim))
 
     def scan(
-        self,
-        state: ToSTAggregatorState,
-        tokens: Tensor,
-        *,
-        padding_mask: Tensor | None = None,
+        self, state: ToSTAggregatorState, tokens: Tensor, *, padding_mask: Tensor | None = None
     ) -> ToSTAggregatorState:
         """Return the state after consuming a chunk of tokens (``state`` is not modified).
 
@@ -321,7 +265,7 @@ class ToSTAggregator(nn.Module):
         mask = check_padding(padding_mask, tokens, "padding_mask")
         self._check_state(state, tokens.shape[0])
         check_finite(tokens, name)
-        if tokens.shape[1] == 0:  # an empty chunk (a shape, not a value): nothing to consume
+        if tokens.shape[1] == 0:
             return state
         h, layers = self.blocks.scan(tokens, state.layers, src_key_padding_mask=mask)
         valid = None if mask is None else ~mask
@@ -384,26 +328,20 @@ class ToSTAggregator(nn.Module):
 class AggregateStream:
     r"""Streaming seq-JEPA context: views arrive one at a time; read :math:`z_\text{AGG}` any time.
 
-    Token :math:`i` is :math:`[z_i; e(a_i)]`, :math:`a_i` the action from view :math:`i` to
-    :math:`i+1`, and the newest view's token is :math:`[z_M; 0]`
-    (:meth:`jepa_blocks.seq.SeqJEPA.aggregate`): :meth:`observe` keeps the newest encoding
-    pending and commits the previous one when the action that left it arrives; :meth:`read`
-    peeks the pending token. After :math:`M` views, :meth:`read` equals
-    ``model.aggregate(z[:, :M], actions[:, :M])``, with a memory constant in the stream length.
-    Use eval mode: in training mode the action encoder's BatchNorm normalises each call's batch.
+    :meth:`observe` keeps the newest encoding pending (token :math:`[z_M; 0]`) and commits it,
+    :math:`[z_i; e(a_i)]`, when the next action arrives: after :math:`M` views :meth:`read` equals
+    ``model.aggregate(z[:, :M], actions[:, :M])``. Use eval mode (the action encoder's BatchNorm).
 
     Args:
         aggregator: The :class:`ToSTAggregator`.
         batch: Number of parallel streams ``B``.
-        action_encoder: :math:`e`, used for the committed tokens (``None``: tokens are the
-            encodings alone, ``condition_tokens=False``).
+        action_encoder: :math:`e` of the committed tokens (``None``: ``condition_tokens=False``).
         predictor: Optional predictor for :meth:`predict` (input :math:`[z_\text{AGG}; e(a)]`).
         predictor_action_encoder: The :math:`e` of the predictor input (``None``: no action).
         device: Device of the state (default: the aggregator's).
 
     Shape:
-        - z (for :meth:`observe`): ``(B, D)``; action: ``(B, A)``
-        - :meth:`read`: ``(B, dim)``
+        - z (for :meth:`observe`): ``(B, D)``; action: ``(B, A)``; :meth:`read`: ``(B, dim)``
     """
 
     def __init__(
@@ -475,12 +413,11 @@ class AggregateStream:
         check_finite(action, "action")
 
     def observe(self, z: Tensor, action: Tensor | None = None) -> None:
-        """Add the next view's encoding.
+        """Add the next view's encoding ``z``.
 
         Args:
             z: Encoding of the new view.
-            action: The action from the previous view to this one (needed from the second
-                view on when tokens carry actions; ignored otherwise).
+            action: The action from the previous view (needed after view 1 if tokens carry one).
 
         Raises:
             NonFiniteError: NaN or inf in ``z`` or ``action``; the stream is left unchanged.
@@ -500,8 +437,7 @@ class AggregateStream:
                 if action is None:
                     raise ValueError("action (previous view → this view) is required after view 1")
                 self._check_action(action)
-            token = self._token(prev, action)
-            self.state = self.aggregator.push(self.state, token)
+            self.state = self.aggregator.push(self.state, self._token(prev, action))
         self.pending = z
         self.num_observed += 1
 
@@ -511,13 +447,13 @@ class AggregateStream:
         return self.aggregator.read(self.state, pending=pending)
 
     def predict(self, action: Tensor | None = None) -> Tensor:
-        r"""Predict the embedding of the view reached by ``action`` from the latest view.
+        r"""Predict :math:`\hat z = h([z_\text{AGG}; e(a)])` for the view reached by ``action``.
 
         Args:
             action: The action from the latest view (``None`` if the predictor takes none).
 
         Returns:
-            :math:`\hat z = h([z_\text{AGG}; e(a)])`.
+            :math:`\hat z`.
 
         Shape:
             - action: ``(B, A)``; output: ``(B, D)``
@@ -551,8 +487,7 @@ def stream_aggregates(model: nn.Module, z: Tensor, actions: Tensor) -> Tensor:
         The aggregates of the prefixes of length ``1..M``.
 
     Shape:
-        - z: ``(B, M, D)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``
-        - output: ``(B, M, dim)``
+        - z: ``(B, M, D)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``; output: ``(B, M, dim)``
     """
     check_floating_tensor(z, "z", min_ndim=3, shape_doc="(B, M, D)")
     if z.ndim != 3:
