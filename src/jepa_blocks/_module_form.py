@@ -12,10 +12,8 @@ __all__: list[str] = []
 class FunctionModule(nn.Module):
     """An ``nn.Module`` that stores a function's validated keyword options and passes them on.
 
-    A subclass validates its options in ``__init__``, stores each as the attribute named like the
-    function's keyword and lists those names in ``_options``; its ``forward`` calls the function
-    with ``**self._kwargs()``. :meth:`extra_repr` shows the options named in ``_shown`` (default:
-    all of ``_options``), in that order.
+    A subclass stores each option as the attribute named like the function's keyword, lists the
+    names in ``_options`` and calls the function with ``**self._kwargs()`` in ``forward``.
     """
 
     #: The stored keyword options, in the order :meth:`extra_repr` shows them.

@@ -35,14 +35,16 @@ def check_finite(x: Tensor, name: str) -> Tensor:
 
 
 def check_type(value: Any, name: str, cls: type[_T], what: str) -> _T:
-    """Return ``value``; raise ``TypeError`` ("``name`` must be ``what``") unless it is a ``cls``."""
+    """Return ``value``; raise ``TypeError`` ("name must be what") unless it is a ``cls``."""
     if not isinstance(value, cls):
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     return value
 
 
-def check_floating_tensor(x: Any, name: str, *, min_ndim: int = 0, shape_doc: str = "") -> Tensor:
-    """Raise ``TypeError`` unless ``x`` is a floating-point tensor with ``ndim ≥ min_ndim``."""
+def check_floating_tensor(
+    x: Any, name: str, *, min_ndim: int = 0, shape_doc: str = "", finite: bool = False
+) -> Tensor:
+    """Raise unless ``x`` is a floating-point tensor with ``ndim ≥ min_ndim`` (and ``finite``)."""
     check_type(x, name, Tensor, "a torch.Tensor")
     if not (x.is_floating_point() or x.is_complex()):
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
@@ -53,7 +55,7 @@ def check_floating_tensor(x: Any, name: str, *, min_ndim: int = 0, shape_doc: st
         raise ValueError(
             f"{name} must have at least {min_ndim} dimensions{doc}, got shape {tuple(x.shape)}"
         )
-    return x
+    return check_finite(x, name) if finite else x
 
 
 def check_samples(z: Any, name: str = "z") -> Tensor:
@@ -61,7 +63,7 @@ def check_samples(z: Any, name: str = "z") -> Tensor:
     check_floating_tensor(z, name, min_ndim=2, shape_doc="(..., n, d)")
     n, d = z.shape[-2], z.shape[-1]
     if n < 1 or d < 1 or z.numel() == 0:
-        raise ValueError(f"{name} must have shape (..., n, d) with n, d >= 1, got {tuple(z.shape)}")
+        raise ValueError(f"{name} must be a non-empty batch (..., n, d), got {tuple(z.shape)}")
     return z
 
 

@@ -2,18 +2,7 @@ r"""Prediction losses for joint-embedding predictive models, and the composed ob
 
 Each loss compares a prediction :math:`\hat z` with a detached target :math:`\bar z` vector by
 vector along the last dimension and reduces over the leading ones, in at least float32 outside
-autocast. Inputs must be floating tensors of one shape ``(..., d)``, ``d ≥ 1`` (else ``TypeError``
-/ ``ValueError``).
-
-* :func:`cosine_loss` — :math:`1 - \cos(\hat z, \bar z)`, the seq-JEPA loss (Ghaemi et al., 2025,
-  "seq-JEPA", arXiv:2505.03176, §2; official code ``hafezgh/seq-jepa``, ``src/models.py``,
-  ``SeqJEPA_Transforms.forward``: ``1 - CosineSimilarity(dim=1)(pred, target).mean()``).
-* :func:`mse_loss`, :func:`smooth_l1_loss` — squared error and Huber (I-JEPA / V-JEPA style).
-* :func:`soft_cross_entropy` — DINO-style cross-entropy against a probability target (Caron et
-  al., 2021, "Emerging Properties in Self-Supervised Vision Transformers").
-
-:func:`regularized_objective` subtracts a weighted rate (:mod:`jepa_blocks.rate`),
-:math:`\mathcal L = \mathcal L_\text{pred} - \lambda\, R`, optionally with :func:`linear_warmup`.
+autocast.
 """
 
 from __future__ import annotations
@@ -26,13 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepa_blocks._module_form import FunctionModule
-from jepa_blocks._validation import (
-    NonFiniteError,
-    check_choice,
-    check_floating_tensor,
-    check_int,
-    check_positive,
-)
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_int, check_positive
 
 __all__ = [
     "CosineLoss",
@@ -64,14 +47,6 @@ def _check(pred: Tensor, target: Tensor, reduction: str) -> None:
         raise ValueError(f"reduction='mean' needs at least one vector, got {tuple(pred.shape)}")
 
 
-def check_finite(x: Tensor, name: str) -> Tensor:
-    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (eager mode only: a host sync)."""
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise NonFiniteError(f"{name} must be finite, got {bad} NaN/inf of {x.numel()} entries")
-    return x
-
-
 def upcast_float(x: Tensor) -> Tensor:
     """float16/bfloat16 → float32, so losses are computed and returned in at least float32."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -89,18 +64,16 @@ def _loss(
 def cosine_loss(
     pred: Tensor, target: Tensor, *, eps: float = 1e-8, reduction: Reduction = "mean"
 ) -> Tensor:
-    r"""Cosine prediction loss :math:`1 - \cos(\hat z, \bar z)`, the seq-JEPA objective.
+    r"""Cosine prediction loss :math:`1 - \cos(\hat z, \bar z) \in [0, 2]`, seq-JEPA's objective.
 
-    With ``reduction="mean"`` this is :math:`1 - \frac1N\sum_i \cos(\hat z_i, \bar z_i)` over all
-    leading indices, exactly the official code's ``1 - CosineSimilarity(dim=1)(...).mean()``.
+    Ghaemi et al., 2025, arXiv:2505.03176, §2; ``reduction="mean"`` is the official code's
+    ``1 - CosineSimilarity(dim=1)(pred, target).mean()`` (``hafezgh/seq-jepa``, ``src/models.py``,
+    ``SeqJEPA_Transforms.forward``).
 
     Args:
         pred, target: Predictions :math:`\hat z` and (detached) targets :math:`\bar z`.
         eps: Lower bound on each vector norm, as in :func:`torch.nn.functional.cosine_similarity`.
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the leading dimensions.
-
-    Returns:
-        The loss, in :math:`[0, 2]` per vector.
+        reduction: Reduction over the leading dimensions.
 
     Shape:
         - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
@@ -112,7 +85,7 @@ def cosine_loss(
 
 def _cosine(p: Tensor, t: Tensor, eps: float) -> Tensor:
     """``F.cosine_similarity`` along the last dim; a vector whose squared norm would over- or
-    underflow is divided by its largest entry first (``x / max(‖x‖, ε) = x' / max(‖x'‖, ε/s)``)."""
+    underflow is divided by its largest entry ``s`` first: ``x/max(‖x‖, ε) = x'/max(‖x'‖, ε/s)``."""
     fi = torch.finfo(p.dtype)
     lo, hi = (fi.tiny / fi.eps) ** 0.5, (fi.max / p.shape[-1]) ** 0.5
     sp, st = (x.detach().abs().amax(-1, keepdim=True) for x in (p, t))
@@ -130,16 +103,11 @@ def _cosine(p: Tensor, t: Tensor, eps: float) -> Tensor:
 
 
 def mse_loss(pred: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
-    r"""Mean squared error per vector, :math:`\frac1d\lVert \hat z - \bar z\rVert^2`.
-
-    With ``reduction="mean"`` it equals :func:`torch.nn.functional.mse_loss`.
+    r"""Mean squared error :math:`\frac1d\lVert\hat z - \bar z\rVert^2` per vector (``F.mse_loss``).
 
     Args:
         pred, target: Predictions :math:`\hat z` and targets :math:`\bar z`.
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the leading dimensions.
-
-    Returns:
-        The mean squared error (non-negative).
+        reduction: Reduction over the leading dimensions.
 
     Shape:
         - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
@@ -154,16 +122,13 @@ def smooth_l1_loss(
     r"""Smooth-L1 (Huber with threshold :math:`\beta`, divided by :math:`\beta`) per vector.
 
     Element-wise :math:`\ell(x) = x^2 / (2\beta)` for :math:`|x| < \beta` and
-    :math:`|x| - \beta/2` otherwise, averaged over the last dimension; ``beta=0`` is the L1 loss.
-    With ``reduction="mean"`` it equals :func:`torch.nn.functional.smooth_l1_loss`.
+    :math:`|x| - \beta/2` otherwise, averaged over the last dimension (``beta=0``: L1), as
+    :func:`torch.nn.functional.smooth_l1_loss`.
 
     Args:
         pred, target: Predictions :math:`\hat z` and targets :math:`\bar z`.
         beta: Threshold :math:`\beta \ge 0` between the quadratic and linear parts.
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the leading dimensions.
-
-    Returns:
-        The smooth-L1 loss (non-negative).
+        reduction: Reduction over the leading dimensions.
 
     Shape:
         - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
@@ -183,18 +148,13 @@ def soft_cross_entropy(
 ) -> Tensor:
     r"""Cross-entropy :math:`-\sum_k p_k \log \operatorname{softmax}(\hat z / T)_k` to a soft target.
 
-    The DINO student loss (Caron et al., 2021): ``target`` holds probabilities along the last
-    dimension (e.g. the output of :class:`jepa_blocks.targets.CenterSharpen`), ``pred`` holds
-    logits divided by the student temperature :math:`T`.
+    The DINO student loss (Caron et al., 2021).
 
     Args:
         pred: Prediction logits :math:`\hat z`.
-        target: Target probabilities :math:`p` (non-negative, summing to 1 along ``d``).
+        target: Target probabilities :math:`p` (e.g. of :class:`jepa_blocks.targets.CenterSharpen`).
         temperature: Student temperature :math:`T > 0` (DINO: 0.1).
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the leading dimensions.
-
-    Returns:
-        The cross-entropy (non-negative).
+        reduction: Reduction over the leading dimensions.
 
     Raises:
         ValueError: ``target`` is not a probability vector (checked in eager mode).
@@ -216,19 +176,12 @@ def soft_cross_entropy(
 def linear_warmup(step: int | Tensor, *, warmup_steps: int) -> float | Tensor:
     r"""Linear warm-up factor :math:`\min(1, \max(0, s) / S)`; 1 when :math:`S = 0`.
 
-    A loss weight multiplied by it ramps linearly from 0 at step 0 to its full value at step
-    :math:`S` (``warmup_steps``).
-
     Args:
-        step: Optimizer steps done so far, an ``int`` or an integer/float tensor (for instance a
-            step buffer, which keeps the computation on its device without a host sync).
+        step: Optimizer steps done so far; a tensor (e.g. a step buffer) avoids a host sync.
         warmup_steps: Length :math:`S \ge 0` of the ramp.
 
-    Returns:
-        A ``float`` for an ``int`` step, a float32 tensor of the step's shape for a tensor step.
-
     Shape:
-        - step: any (tensor) or scalar; output: same as ``step``
+        - step: an ``int`` (output: a ``float``) or a tensor (output: float32, the same shape)
     """
     check_int(warmup_steps, "warmup_steps", minimum=0)
     if isinstance(step, Tensor):
@@ -252,9 +205,6 @@ def regularized_objective(
         rate: :math:`R \ge 0` (e.g. :func:`jepa_blocks.rate.coding_rate`).
         weight: :math:`\lambda \ge 0`, a number or a tensor (e.g. after :func:`linear_warmup`).
 
-    Returns:
-        :math:`\mathcal L_\text{pred} - \lambda R`.
-
     Shape:
         - prediction_loss, rate, weight: broadcastable (usually ``()``); output: broadcast shape
     """
@@ -266,8 +216,7 @@ def regularized_objective(
 
 
 class _LossModule(FunctionModule):
-    """Module form of ``_function(pred, target, **options)``; options are numbers ``> 0`` (or
-    ``>= 0`` with ``allow_zero``), checked after ``reduction``."""
+    """Module form of ``_function(pred, target, **options)``; options > 0 (>= 0: ``allow_zero``)."""
 
     _function: ClassVar[Callable[..., Tensor]]
     reduction: Reduction
@@ -285,15 +234,7 @@ class _LossModule(FunctionModule):
 
 
 class CosineLoss(_LossModule):
-    """Module form of :func:`cosine_loss`.
-
-    Shape:
-        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
-
-    Args:
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-        eps: Lower bound on vector norms, ``> 0``.
-    """
+    """Module form of :func:`cosine_loss`, with its options and shapes."""
 
     _options = ("eps", "reduction")
     _function = staticmethod(cosine_loss)
@@ -303,14 +244,7 @@ class CosineLoss(_LossModule):
 
 
 class MSELoss(_LossModule):
-    """Module form of :func:`mse_loss`.
-
-    Shape:
-        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
-
-    Args:
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-    """
+    """Module form of :func:`mse_loss`, with its options and shapes."""
 
     _options = ("reduction",)
     _function = staticmethod(mse_loss)
@@ -320,15 +254,7 @@ class MSELoss(_LossModule):
 
 
 class SmoothL1Loss(_LossModule):
-    """Module form of :func:`smooth_l1_loss`.
-
-    Shape:
-        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
-
-    Args:
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-        beta: Threshold between the quadratic and linear parts, ``>= 0``.
-    """
+    """Module form of :func:`smooth_l1_loss`, with its options and shapes."""
 
     _options = ("beta", "reduction")
     _function = staticmethod(smooth_l1_loss)
@@ -338,15 +264,7 @@ class SmoothL1Loss(_LossModule):
 
 
 class SoftCrossEntropy(_LossModule):
-    """Module form of :func:`soft_cross_entropy` (logits ``pred``, probabilities ``target``).
-
-    Shape:
-        - pred, target: ``(..., d)``; output: ``()``, or ``(...)`` with ``reduction="none"``
-
-    Args:
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-        temperature: Student temperature, ``> 0``.
-    """
+    """Module form of :func:`soft_cross_entropy`, with its options and shapes."""
 
     _options = ("temperature", "reduction")
     _function = staticmethod(soft_cross_entropy)

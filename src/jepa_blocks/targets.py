@@ -3,16 +3,6 @@ centering and sharpening.
 
 A :class:`Target` encodes the target view without gradient, ``target(x, online)``, and is
 updated after every optimizer step, ``target.update(online)``.
-
-* :class:`EMATarget` — an exponential-moving-average copy of the online encoder (BYOL, Grill et al.,
-  2020; seq-JEPA, Ghaemi et al., 2025, arXiv:2505.03176), with :func:`cosine_momentum` (paper),
-  :func:`epoch_cosine_momentum` (official code) and fused updates (:func:`ema_update_`).
-* :class:`StopGradTarget` — the online encoder itself without gradient (the "teacherless" target
-  of the kaikun213/seq-jepa follow-up, ``experiments/models_teacherless.py``).
-* :class:`CenterSharpen`, :func:`center_sharpen`, :func:`updated_center` — DINO's teacher
-  centering and sharpening (Caron et al., 2021, "Emerging Properties in Self-Supervised Vision
-  Transformers"; ``facebookresearch/dino``, ``main_dino.py``, ``DINOLoss``):
-  :math:`p = \operatorname{softmax}((\bar z - c)/T)` with an EMA centre :math:`c`.
 """
 
 from __future__ import annotations
@@ -27,7 +17,6 @@ from torch import Tensor, nn
 
 from jepa_blocks._validation import check_choice, check_floating_tensor, check_int, check_positive
 from jepa_blocks.distributed import all_reduce_sum
-from jepa_blocks.losses import check_finite
 
 __all__ = [
     "CenterSharpen",
@@ -58,18 +47,13 @@ def cosine_momentum(
 ) -> float:
     r"""Cosine momentum schedule :math:`\tau_k = \tau_1 - (\tau_1 - \tau_0)\,(\cos(\pi k/K) + 1)/2`.
 
-    BYOL's schedule (Grill et al., 2020, §3.2) as used by seq-JEPA (paper §3.2: "same as BYOL",
-    :math:`\tau_0 = 0.996`, :math:`\tau_1 = 1`): :math:`\tau_0` at :math:`k = 0`, :math:`\tau_1` at
-    :math:`k = K`; steps beyond :math:`K` stay at :math:`\tau_1`. ``base == final`` gives a constant
-    momentum (the kaikun213/seq-jepa follow-up keeps 0.996 fixed).
+    BYOL's schedule (Grill et al., 2020, §3.2), used by seq-JEPA (§3.2); steps past :math:`K` stay
+    at :math:`\tau_1`; ``base == final`` is constant (the kaikun213/seq-jepa follow-up: 0.996).
 
     Args:
         step: Updates done so far, :math:`k \ge 0`.
-        total_steps: :math:`K \ge 1`, the number of optimizer steps of the run.
+        total_steps: :math:`K \ge 1`, the optimizer steps of the run.
         base, final: :math:`\tau_0, \tau_1 \in [0, 1]`.
-
-    Returns:
-        :math:`\tau_k`.
     """
     step = check_int(step, "step", minimum=0)
     total_steps = check_int(total_steps, "total_steps", minimum=1)
@@ -82,22 +66,17 @@ def cosine_momentum(
 def epoch_cosine_momentum(
     step: int, *, steps_per_epoch: int, total_epochs: int, base: float = 0.996, final: float = 1.0
 ) -> float:
-    r"""The official seq-JEPA code's momentum: cosine over epochs, set one update late.
+    r"""The official seq-JEPA code's momentum for update ``step``: cosine over epochs, one late.
 
-    ``hafezgh/seq-jepa``, ``src/engine.py`` (``train_one_epoch_*``) applies the EMA update with the
-    current ``model.ema_decay`` and *then* sets it from the current epoch by the formula of
-    :func:`cosine_momentum` over epochs. Update :math:`k` (0-based) therefore uses :math:`\tau(e)`,
-    :math:`e = \lfloor \max(k-1, 0) / S\rfloor`: the first update of an epoch uses the previous
-    epoch's value, and :math:`\tau_1` is never reached.
+    ``hafezgh/seq-jepa``, ``src/engine.py`` (``train_one_epoch_*``) applies the EMA update, *then*
+    sets ``model.ema_decay`` by :func:`cosine_momentum` over epochs: update :math:`k` (0-based)
+    uses epoch :math:`e = \lfloor \max(k-1, 0) / S\rfloor`, so :math:`\tau_1` is never reached.
 
     Args:
         step: Updates done so far, :math:`k \ge 0`.
         steps_per_epoch: :math:`S \ge 1`.
         total_epochs: Number of epochs :math:`E \ge 1`.
         base, final: :math:`\tau_0, \tau_1 \in [0, 1]`.
-
-    Returns:
-        The momentum used by update ``step``.
     """
     step = check_int(step, "step", minimum=0)
     steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
@@ -126,8 +105,7 @@ def check_pairs(target: Sequence[Tensor], online: Sequence[Tensor], what: str = 
 def ema_update_(target: Sequence[Tensor], online: Sequence[Tensor], momentum: float) -> None:
     r"""In place :math:`\xi \leftarrow \tau\,\xi + (1 - \tau)\,\theta` for every pair of tensors.
 
-    One ``torch._foreach_lerp_`` call (:math:`\xi + (1-\tau)(\theta - \xi)`), which groups the
-    tensors by device and dtype and runs fused kernels. Run it under :func:`torch.no_grad`.
+    One fused ``torch._foreach_lerp_`` call. Run it under :func:`torch.no_grad`.
 
     Args:
         target: The EMA tensors :math:`\xi`, updated in place.
@@ -151,11 +129,8 @@ def ema_update_(target: Sequence[Tensor], online: Sequence[Tensor], momentum: fl
 class Target(nn.Module):
     """Interface of a target: ``forward(x, online)`` without gradient, ``update(online)`` per step.
 
-    Subclasses implement :meth:`forward`; :meth:`update` is a no-op here.
-
     Shape:
-        - x: the online encoder's input, e.g. ``(B, C, H, W)``
-        - output: the online encoder's output, e.g. ``(B, D)``
+        - x: the online encoder's input, e.g. ``(B, C, H, W)``; output: its output, e.g. ``(B, D)``
     """
 
     def forward(self, x: Tensor, online: nn.Module) -> Tensor:
@@ -163,8 +138,7 @@ class Target(nn.Module):
         raise NotImplementedError
 
     def update(self, online: nn.Module) -> float | None:
-        """Advance the target after one optimizer step of ``online``; return the momentum applied
-        (``None`` here)."""
+        """Advance the target after a step of ``online``; return the momentum applied (``None``)."""
         del online
         return None
 
@@ -173,22 +147,13 @@ class StopGradTarget(Target):
     r"""The online encoder itself, without gradient: :math:`\bar z = \operatorname{sg}(f_\theta(x))`.
 
     The "teacherless" target (kaikun213/seq-jepa, ``experiments/models_teacherless.py``,
-    ``_encode_target``). It holds no reference to the encoder (passed at call time), so a model's
-    state dict stores the encoder once. The call runs in the encoder's current mode: in training
-    mode BatchNorm uses and updates the target batch's statistics, as in the follow-up code and as
-    the official code does without EMA.
-
-    Shape:
-        - x: the encoder's input, e.g. ``(B, C, H, W)``
-        - output: the encoder's output, e.g. ``(B, D)``, with ``requires_grad=False``
+    ``_encode_target``), run in the encoder's current mode (as there). Shapes as in :class:`Target`.
     """
 
     def forward(self, x: Tensor, online: nn.Module) -> Tensor:
         """Return ``online(x)`` computed without gradient."""
         if not callable(online):
-            raise TypeError(
-                f"online must be the online encoder (a callable module), got {type(online).__name__}"
-            )
+            raise TypeError(f"online must be the online encoder, got {type(online).__name__}")
         with torch.no_grad():
             return online(x).detach()
 
@@ -196,33 +161,20 @@ class StopGradTarget(Target):
 class EMATarget(Target):
     r"""Exponential-moving-average copy of an encoder: :math:`\xi \leftarrow \tau_k\xi + (1-\tau_k)\theta`.
 
-    The target encoder :math:`f_\xi` is a deep copy of ``encoder`` with ``requires_grad=False``.
-    Call :meth:`update` exactly once after every optimizer step; update :math:`k` (0-based) uses
-    :math:`\tau_k` of :func:`cosine_momentum` (``steps_per_epoch=None``, the paper's per-step
-    schedule) or of :func:`epoch_cosine_momentum` (``steps_per_epoch=S``, the official code's).
-
-    **State.** The update count ``step`` and ``total_steps`` are int64 buffers (a state dict
-    resumes the schedule; do not write to them), mirrored on the host to avoid a device sync per
-    update; the momenta and ``steps_per_epoch`` are configuration.
-
-    **Buffer policy** (``buffers``, for non-parameter state such as BatchNorm statistics):
-    ``"own"`` (default, official code: ``copy.deepcopy(encoder)`` in ``hafezgh/seq-jepa``,
-    ``src/models.py``): :meth:`update` leaves them to the target's own forward passes; ``"copy"``:
-    each update copies the online ones; ``"ema"``: floating-point buffers are averaged with
-    :math:`\tau_k` like the parameters, the others (e.g. ``num_batches_tracked``) copied.
+    The target :math:`f_\xi` is a frozen deep copy of ``encoder``. Call :meth:`update` exactly
+    once after every optimizer step. The update count ``step`` and ``total_steps`` are int64
+    buffers (a state dict resumes the schedule; do not write to them), mirrored on the host.
+    Shapes as in :class:`Target`.
 
     Args:
         encoder: The online encoder to copy (not stored; pass it to :meth:`update`).
-        total_steps: :math:`K \ge 1`, the optimizer steps of the whole run (for the official
-            schedule: epochs × ``steps_per_epoch``).
+        total_steps: :math:`K \ge 1`, the optimizer steps of the whole run.
         base_momentum, final_momentum: :math:`\tau_0, \tau_1 \in [0, 1]` (paper: 0.996, 1.0).
-        steps_per_epoch: ``None`` for the per-step schedule; an int for the official
-            epoch-granular one (``total_steps`` must then be a multiple of it).
-        buffers: ``"own"``, ``"copy"`` or ``"ema"`` (see above).
-
-    Shape:
-        - x: the encoder's input, e.g. ``(B, C, H, W)``
-        - output: the encoder's output, e.g. ``(B, D)``, with ``requires_grad=False``
+        steps_per_epoch: ``None``: :func:`cosine_momentum` per step (paper); an int ``S`` dividing
+            ``total_steps``: :func:`epoch_cosine_momentum` (official code).
+        buffers: Non-parameter state (BatchNorm statistics): ``"own"`` (official code), left to
+            the target's forward passes; ``"copy"``: copied at each update; ``"ema"``: floating
+            buffers averaged like the parameters, the others copied.
     """
 
     step: Tensor
@@ -254,8 +206,7 @@ class EMATarget(Target):
         self.steps_per_epoch = steps_per_epoch
         check_choice(buffers, "buffers", get_args(BufferPolicy))
         self.buffer_policy: BufferPolicy = buffers
-        self.encoder = copy.deepcopy(encoder)
-        self.encoder.requires_grad_(False)
+        self.encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("total_steps", torch.tensor(total_steps, dtype=torch.long))
         self._host: tuple[int, int] | None = (0, total_steps)
@@ -268,12 +219,10 @@ class EMATarget(Target):
     def momentum_at(self, step: int) -> float:
         """The momentum :math:`\\tau` used by update number ``step`` (0-based)."""
         total, s = self._counters()[1], self.steps_per_epoch
-        b, f = self.base_momentum, self.final_momentum
+        kw = {"base": self.base_momentum, "final": self.final_momentum}
         if s is None:
-            return cosine_momentum(step, total, base=b, final=f)
-        return epoch_cosine_momentum(
-            step, steps_per_epoch=s, total_epochs=total // s, base=b, final=f
-        )
+            return cosine_momentum(step, total, **kw)
+        return epoch_cosine_momentum(step, steps_per_epoch=s, total_epochs=total // s, **kw)
 
     @property
     def momentum(self) -> float:
@@ -281,25 +230,21 @@ class EMATarget(Target):
         return self.momentum_at(self._counters()[0])
 
     def forward(self, x: Tensor, online: nn.Module | None = None) -> Tensor:
-        """Return :math:`f_\\xi(x)` without gradient (``online`` is accepted and ignored)."""
+        """Return :math:`f_\\xi(x)` without gradient (``online`` is ignored)."""
         del online
         with torch.no_grad():
             return self.encoder(x).detach()
 
     @torch.no_grad()
     def update(self, online: nn.Module, *, step: int | None = None) -> float:
-        """Move the target towards ``online`` by one EMA step and advance the step counter.
+        """Move the target towards ``online`` by one EMA step; return the momentum applied.
 
         Args:
-            online: The online encoder (same architecture as the copied one).
+            online: The online encoder (same architecture as the copy).
             step: Optional check: the 0-based index of the optimizer step just taken.
 
-        Returns:
-            The momentum :math:`\\tau` that was applied.
-
         Raises:
-            ValueError: ``online``'s parameters (or copied buffers) differ from the copy's in
-                number, shape or dtype; nothing is updated.
+            ValueError: ``online``'s parameters (or copied buffers) differ; nothing is updated.
             RuntimeError: ``step`` differs from the internal counter (a skipped or doubled update).
         """
         if not isinstance(online, nn.Module):
@@ -347,12 +292,8 @@ def center_sharpen(z: Tensor, center: Tensor, *, temperature: float = 0.04) -> T
         center: Centre :math:`c`, broadcastable to ``z`` (usually ``(d,)``).
         temperature: Teacher temperature :math:`T > 0` (DINO and the follow-up: 0.04).
 
-    Returns:
-        Probabilities (non-negative, summing to 1 along ``d``).
-
     Shape:
-        - z: ``(..., d)``; center: ``(d,)`` or broadcastable
-        - output: ``(..., d)``
+        - z: ``(..., d)``; center: ``(d,)`` or broadcastable; output: ``(..., d)``
     """
     check_positive(temperature, "temperature")
     check_floating_tensor(z, "z", min_ndim=1)
@@ -366,7 +307,7 @@ def center_sharpen(z: Tensor, center: Tensor, *, temperature: float = 0.04) -> T
 
 
 def updated_center(center: Tensor, z: Tensor, *, momentum: float = 0.9) -> Tensor:
-    r"""EMA of the batch mean: :math:`c \leftarrow m\,c + (1 - m)\,\frac1N\sum_i z_i`.
+    r"""EMA of the batch mean: :math:`c \leftarrow m\,c + (1 - m)\,\frac1N\sum_i z_i`, a new tensor.
 
     Args:
         center: Current centre :math:`c`.
@@ -374,11 +315,10 @@ def updated_center(center: Tensor, z: Tensor, *, momentum: float = 0.9) -> Tenso
         momentum: :math:`m \in [0, 1]` (DINO and the follow-up: 0.9).
 
     Returns:
-        The new centre (a new tensor, in ``center``'s dtype; no gradient flows to ``z``).
+        The new centre, in ``center``'s dtype (no gradient flows to ``z``).
 
     Shape:
-        - center: ``(d,)``; z: ``(..., d)``
-        - output: ``(d,)``
+        - center: ``(d,)``; z: ``(..., d)``; output: ``(d,)``
     """
     momentum = _check_momentum(momentum, "momentum")
     check_floating_tensor(z, "z", min_ndim=2)
@@ -396,10 +336,9 @@ class CenterSharpen(nn.Module):
     r"""DINO-style centering and sharpening of targets, with the centre in a buffer.
 
     ``forward(z)`` returns :func:`center_sharpen` of ``z`` with the current centre; in training mode
-    it then sets the centre to :func:`updated_center` of the batch (DINO's order), with the batch
-    mean averaged over ``torch.distributed`` ranks as in DINO. Apply it to the detached target
-    (:class:`jepa_blocks.seq.SeqJEPA`'s ``target_transform``); pair it with
-    :func:`jepa_blocks.losses.soft_cross_entropy` (DINO) or the cosine loss (follow-up's exp. D).
+    it then sets the centre to :func:`updated_center` of the batch mean over ``torch.distributed``
+    ranks, as DINO does (Caron et al., 2021, "Emerging Properties in Self-Supervised Vision
+    Transformers"; ``facebookresearch/dino``, ``main_dino.py``, ``DINOLoss``).
 
     Args:
         dim: Feature dimension ``d``.
@@ -428,7 +367,7 @@ class CenterSharpen(nn.Module):
             )
         out = center_sharpen(z, self.center, temperature=self.temperature)
         if self.training:
-            check_finite(z, "z")  # before the centre moves
+            check_floating_tensor(z, "z", finite=True)  # before the centre moves
             with torch.no_grad():
                 flat = z.detach().reshape(-1, self.dim)
                 stats = torch.cat([flat.sum(dim=0), flat.new_full((1,), flat.shape[0])])

@@ -1,6 +1,4 @@
-"""Evaluation suite: features → probes (invariance, equivariance, leakage), rank and spectra,
-memory meters, figures (matplotlib is imported only when a plotting function is called).
-"""
+"""Evaluation suite: features → probes, rank and spectra, memory meters, figures."""
 
 from jepa_blocks.metrics.evaluation import (
     EvalConfig,

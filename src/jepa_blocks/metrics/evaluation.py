@@ -1,9 +1,7 @@
-r"""The evaluation suite of a sequence model: frozen features → probes → a metrics dict.
+"""The evaluation suite of a sequence model: frozen features → probes → a metrics dict.
 
-:func:`extract_features` encodes fixed sequences with a :class:`~jepa_blocks.SeqJEPA` in eval
-mode; :func:`evaluate` fits the probes of the seq-JEPA paper and the follow-up repository on them
-(invariance, equivariance by the SIE protocol of Garrido et al., 2023, leakage) and adds RankMe
-effective ranks (Garrido et al., 2023); :func:`rank_monitor` is a cheap per-epoch rank monitor.
+Probes of the seq-JEPA paper and the follow-up repository (invariance, equivariance by the SIE
+protocol of Garrido et al., 2023, leakage), and RankMe effective ranks (Garrido et al., 2023).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from jepa_blocks._validation import (
     check_int,
     check_positive,
 )
-from jepa_blocks.losses import check_finite
 from jepa_blocks.metrics.probes import fit_regressor, linear_probe_accuracy, r2_score, regression_r2
 from jepa_blocks.metrics.rank import effective_rank
 from jepa_blocks.runtime import num_threads
@@ -41,17 +38,13 @@ class EvalConfig:
         batch_size: Sequences per forward pass while extracting features.
         train_sequences_per_image: Sequences per training image for the probes' training set.
         classifier: Class-probe solver: ``"lbfgs"``, ``"ridge"`` or ``"adam"`` (paper protocol).
-        classifier_weight_decay, classifier_epochs: L2 strength of ``"lbfgs"`` / ``"ridge"``,
-            epochs of ``"adam"``.
+        classifier_weight_decay, classifier_epochs: L2 of ``"lbfgs"``/``"ridge"``, epochs of Adam.
         regressor: Regressor on ``[z_1; z_2]``: ``"mlp"`` (SIE protocol) or ``"linear"``.
-        regressor_hidden, regressor_depth, regressor_epochs, regressor_lr: The MLP's width, hidden
-            layers, epochs (paper: 1024, 2, 300) and Adam learning rate.
-        baseline: Also evaluate the network at initialisation (random-init baseline).
-        pixel_baseline: Also fit the class probe on the raw pixels of the first view.
+        regressor_hidden, regressor_depth, regressor_epochs, regressor_lr: The MLP's options.
+        baseline, pixel_baseline: Also evaluate the network at initialisation; the raw pixels.
         monitor_size: Test sequences whose effective ranks are logged during training.
         plots: Write the diagnostic figures.
-        probe_threads: torch threads while fitting the probes (small problems run fastest on
-            one, even on a busy machine); ``None``: leave it.
+        probe_threads: torch threads while fitting the probes (fastest: 1); ``None``: leave it.
     """
 
     num_observed: int | None = None
@@ -73,20 +66,16 @@ class EvalConfig:
     probe_threads: int | None = 1
 
     def __post_init__(self) -> None:
-        optional = ("num_observed", "probe_threads")
-        for name in ("batch_size", "train_sequences_per_image", "classifier_epochs", *optional):
-            if name not in optional or getattr(self, name) is not None:
-                check_int(getattr(self, name), name)
-        for name in ("regressor_hidden", "regressor_epochs", "monitor_size"):
-            check_int(getattr(self, name), name)
-        check_int(self.seed, "seed", minimum=0)
-        check_int(self.regressor_depth, "regressor_depth", minimum=0)
+        for f in dataclasses.fields(self):  # the annotations are strings here
+            value = getattr(self, f.name)
+            if f.type == "bool":
+                check_bool(value, f.name)
+            elif f.type == "int" or (f.type == "int | None" and value is not None):
+                check_int(value, f.name, minimum=0 if f.name in ("seed", "regressor_depth") else 1)
         check_choice(self.classifier, "classifier", ("lbfgs", "ridge", "adam"))
         check_choice(self.regressor, "regressor", ("mlp", "linear"))
         check_positive(self.classifier_weight_decay, "classifier_weight_decay", allow_zero=True)
         check_positive(self.regressor_lr, "regressor_lr")
-        for name in ("baseline", "pixel_baseline", "plots"):
-            check_bool(getattr(self, name), name)
 
 
 class FeatureSet(NamedTuple):
@@ -122,16 +111,13 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 def extract_features(
     model: nn.Module, loader: Any, *, passes: int = 1, pixels: bool = False
 ) -> FeatureSet:
-    """Encode every sequence of ``loader`` with ``model`` (in eval mode) into a :class:`FeatureSet`.
+    """Encode ``loader``'s sequences with ``model`` in eval mode: a float32 CPU :class:`FeatureSet`.
 
     Args:
         model: A :class:`~jepa_blocks.SeqJEPA` (its ``encode`` and ``aggregate`` are used).
         loader: A :class:`~jepa_blocks.data.SequenceLoader`; pass ``k`` uses its epoch ``k``.
         passes: Passes over the loader (sequences per image).
         pixels: Also keep the flattened first view.
-
-    Returns:
-        The features on the CPU, float32.
 
     Raises:
         NonFiniteError: The model returned NaN or inf features.
@@ -159,8 +145,8 @@ def extract_features(
     if not zs:
         raise ValueError("loader must yield at least one batch, got none")
     z, z_agg, lab, act = map(torch.cat, (zs, aggs, labels, actions))
-    check_finite(z, "the encoder's features z")
-    check_finite(z_agg, "the aggregate z_agg")
+    check_floating_tensor(z, "the encoder's features z", finite=True)
+    check_floating_tensor(z_agg, "the aggregate z_agg", finite=True)
     return FeatureSet(z, z_agg, lab, act, torch.cat(pix) if pixels else None)
 
 
@@ -183,27 +169,21 @@ def _check_features(f: Any, name: str) -> None:
                 f"{key} must have {ndim} dimensions and N = {f.z.shape[0]} rows (z: M + 1 >= 2 "
                 f"views), got {tuple(x.shape)}"
             )
-        check_finite(x, key)
+        check_floating_tensor(x, key, finite=True)  # after the shape check
 
 
 def evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:
     """Probe metrics of frozen features (test-set scores; accuracies as fractions).
-
-    * ``linacc``: linear class probe on ``z_agg`` (invariance).
-    * ``r2``: R² of the first relative action ``a_1`` from ``[z_1; z_2]`` (equivariance, SIE
-      protocol), averaged over the action's components; ``r2_per_dim``: per component.
-    * ``leakage_linacc`` (class from ``z_1``), ``leakage_r2`` (``a_1`` from ``z_agg``, linear) and
-      ``linacc_gap = linacc − leakage_linacc``, ``r2_gap = r2 − leakage_r2`` (follow-up repo).
-    * ``rank_z_agg``, ``rank_z``: RankMe effective ranks of the test ``z_agg`` and ``z_1``, and
-      ``rank_frac_*``: the same divided by the dimension.
-    * ``pixel_linacc`` (when the features carry pixels): the class probe on raw first views.
 
     Args:
         train, test: Features of the probes' training and test splits.
         config: Probe settings.
 
     Returns:
-        ``{metric: value}`` (``r2_per_dim`` is a list).
+        ``linacc`` (class from ``z_agg``), ``r2`` (action ``a_1`` from ``[z_1; z_2]``; per dim:
+        ``r2_per_dim``), ``leakage_linacc`` (class from ``z_1``), ``leakage_r2`` (``a_1`` from
+        ``z_agg``, linear), the gaps ``*_gap``, RankMe ``rank_z_agg``, ``rank_z`` (test ``z_1``),
+        ``rank_frac_*`` (over ``dim_*``) and ``pixel_linacc`` (class from raw first views).
     """
     if not isinstance(config, EvalConfig):
         raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
@@ -214,8 +194,7 @@ def evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[st
 
 
 def classifier_kwargs(config: EvalConfig) -> dict[str, Any]:
-    """Keyword arguments of ``config``'s class probes (:func:`linear_probe_accuracy`), with a new
-    generator seeded by ``config.seed``."""
+    """``config``'s :func:`linear_probe_accuracy` options, with a generator seeded by ``seed``."""
     kw: dict[str, Any] = {"solver": config.classifier}
     if config.classifier == "adam":
         kw.update(epochs=config.classifier_epochs, standardize=False)
@@ -227,23 +206,19 @@ def classifier_kwargs(config: EvalConfig) -> dict[str, Any]:
 
 def _evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[str, Any]:
     cls_kw = classifier_kwargs(config)
-    gen = cls_kw["generator"]
-    lin = linear_probe_accuracy(train.z_agg, train.labels, test.z_agg, test.labels, **cls_kw)
-    leak_lin = linear_probe_accuracy(
-        train.z[:, 0], train.labels, test.z[:, 0], test.labels, **cls_kw
-    )
+
+    def class_probe(x_tr: Tensor, x_te: Tensor) -> Any:  # a ProbeResult
+        return linear_probe_accuracy(x_tr, train.labels, x_te, test.labels, **cls_kw)
+
+    lin, leak_lin = class_probe(train.z_agg, test.z_agg), class_probe(train.z[:, 0], test.z[:, 0])
     x_tr, x_te = (torch.cat((f.z[:, 0], f.z[:, 1]), dim=1) for f in (train, test))
     a_tr, a_te = train.actions[:, 0], test.actions[:, 0]
     reg_kw: dict[str, Any] = {"kind": config.regressor}
     if config.regressor == "mlp":
-        reg_kw.update(
-            hidden=config.regressor_hidden,
-            depth=config.regressor_depth,
-            epochs=config.regressor_epochs,
-            lr=config.regressor_lr,
-            seed=config.seed,
-            generator=gen,
-        )
+        reg_kw |= {
+            k: getattr(config, f"regressor_{k}") for k in ("hidden", "depth", "epochs", "lr")
+        }
+        reg_kw.update(seed=config.seed, generator=cls_kw["generator"])
     regressor = fit_regressor(x_tr, a_tr, **reg_kw)
     with torch.no_grad():
         pred = regressor(x_te)
@@ -269,9 +244,7 @@ def _evaluate(train: FeatureSet, test: FeatureSet, config: EvalConfig) -> dict[s
         "r2_per_dim": r2_dims,
     }
     if train.pixels is not None and test.pixels is not None:
-        out["pixel_linacc"] = linear_probe_accuracy(
-            train.pixels, train.labels, test.pixels, test.labels, **cls_kw
-        ).test
+        out["pixel_linacc"] = class_probe(train.pixels, test.pixels).test
     return out
 
 
@@ -279,12 +252,10 @@ def rank_monitor(batch: Any) -> Callable[[nn.Module, int], dict[str, float]]:
     """An ``eval_fn`` for :func:`jepa_blocks.train.fit`: effective ranks on one fixed batch.
 
     Args:
-        batch: A batch with ``views`` ``(B, M+1, ...)`` and ``actions`` ``(B, M, A)`` (e.g. the
-            first batch of a test :class:`~jepa_blocks.data.SequenceLoader`).
+        batch: A batch with ``views`` ``(B, M+1, ...)`` and ``actions`` ``(B, M, A)``.
 
     Returns:
-        ``(model, epoch) → {"rank_z_agg", "rank_z"}``: RankMe effective ranks of the aggregate
-        of the ``M`` observed views and of the first view's encoding.
+        ``(model, epoch) → {"rank_z_agg", "rank_z"}``: RankMe of ``z_agg`` and of the first ``z``.
     """
     views = getattr(batch, "views", None)
     if not isinstance(views, Tensor) or views.ndim < 2 or views.shape[1] < 2:

@@ -1,11 +1,7 @@
-r"""Peak activation memory: tensors saved for the backward pass (any device) and CUDA peaks.
+"""Peak activation memory: tensors saved for the backward pass (any device) and CUDA peaks.
 
-:class:`SavedTensorMeter` counts the storages autograd saves
-(:func:`torch.autograd.graph.saved_tensors_hooks`) until their graph is freed, each storage once,
-without ``exclude`` (the parameters) or transient buffers: what per-block backward-and-free
-reduces (:mod:`jepa_blocks.local.stages`; detaching alone saves nothing when every block runs
-forward before any backward, ``loeweX/Greedy_InfoMax#22``). :func:`measure_peak_memory` adds
-the CUDA allocator's peak and, with ``scope``, the share of one submodule.
+What per-block backward-and-free reduces (:mod:`jepa_blocks.local.stages`; detaching alone saves
+nothing when every block runs forward before any backward, ``loeweX/Greedy_InfoMax#22``).
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ __all__ = ["PeakMemory", "SavedTensorMeter", "measure_peak_memory"]
 
 
 class _Packed:
-    """What the pack hook hands to autograd: the tensor, plus a finaliser that uncounts it."""
+    """What the pack hook hands to autograd: the tensor (a finaliser uncounts it)."""
 
     __slots__ = ("__weakref__", "tensor")
 
@@ -40,10 +36,11 @@ def _storage_key(t: Tensor) -> tuple[int, int] | None:
 class SavedTensorMeter:
     """Context manager counting the bytes of tensors saved for backward; tracks the peak.
 
+    Each storage autograd saves counts once until its graph is freed (transient buffers do not).
+
     Args:
         exclude: Tensors (typically ``model.parameters()``) whose storages are not counted.
-        scope: Optional module: storages first saved while its forward runs are also counted
-            in ``scoped_current_bytes`` / ``scoped_peak_bytes``.
+        scope: Optional module: storages first saved in its forward also count in ``scoped_*``.
 
     Attributes:
         current_bytes: Bytes of the distinct storages saved by graphs still alive.
@@ -65,14 +62,12 @@ class SavedTensorMeter:
             raise TypeError(f"scope must be an nn.Module or None, got {type(scope).__name__}")
         if isinstance(exclude, Tensor) or not isinstance(exclude, Iterable):
             raise TypeError(f"exclude must be an iterable of tensors, got {type(exclude).__name__}")
-        excluded: set[int] = set()
+        self._excluded: set[int] = set()
         for t in exclude:
             if not isinstance(t, Tensor):
                 raise TypeError(f"exclude must hold tensors, got {type(t).__name__}")
-            key = _storage_key(t)
-            if key is not None:
-                excluded.add(key[0])
-        self._excluded = excluded
+            if (key := _storage_key(t)) is not None:
+                self._excluded.add(key[0])
         self._refs: dict[int, int] = {}
         self._scoped_ptrs: set[int] = set()
         self._hooks: Any = None
@@ -147,8 +142,7 @@ class PeakMemory(NamedTuple):
 
     Attributes:
         saved_bytes: Peak bytes of tensors saved for backward (:class:`SavedTensorMeter`).
-        cuda_bytes: ``torch.cuda.max_memory_allocated`` during the call minus the allocation
-            before it (``None`` off CUDA).
+        cuda_bytes: CUDA peak allocation during the call minus that before it (``None`` off CUDA).
         result: What the measured function returned.
         scoped_bytes: Peak saved bytes inside ``scope`` (``None`` without a scope).
     """
@@ -169,23 +163,17 @@ def measure_peak_memory(
     """Call ``fn()`` and report its peak saved-activation memory (and its CUDA peak on CUDA).
 
     Args:
-        fn: The work to measure, e.g. one training step (or a forward pass that returns the
-            loss, which keeps its graph alive until the meter has read it).
+        fn: The work to measure, e.g. one training step, or a forward pass returning the loss.
         exclude: Tensors not to count (the parameters).
         device: The device ``fn`` runs on; CUDA devices also get the allocator's peak.
         scope: A submodule whose saved tensors are also counted apart.
-
-    Returns:
-        :class:`PeakMemory`.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     try:
         dev = torch.device(device) if device is not None else None
     except (RuntimeError, TypeError) as e:
-        raise ValueError(
-            f"device must be a torch.device, a device string or None, got {device!r}"
-        ) from e
+        raise ValueError(f"device must be a torch.device, a string or None, got {device!r}") from e
     on_cuda = dev is not None and dev.type == "cuda"
     base = 0
     if on_cuda:

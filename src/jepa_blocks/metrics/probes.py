@@ -1,15 +1,7 @@
 """Probes on frozen features: invariance (class), equivariance (relative action, R²) and leakage.
 
-seq-JEPA's claims are measured by probes (Ghaemi et al., arXiv 2505.03176, §3.3 and A.2):
-**invariance**, the top-1 accuracy of a linear classifier on ``z_AGG``; **equivariance**, the R²
-of a regressor from ``[f(x₁); f(x₂)]`` to the relative transformation of the two views (SIE
-protocol, Garrido et al. 2023: an MLP ``in → 1024 → 1024 → out`` for rotations, crop and jitter,
-a linear map for colour, blur and saccade position); **leakage** (follow-up repository
-``kaikun213/seq-jepa``, ``docs/reference/metrics-and-gates.md``): class from ``z`` and action from
-``z_AGG``, both linear, with the gaps to the main metrics.
-
-Linear probes are fitted by a full-batch solver (``"lbfgs"``, ``"ridge"``, ``"lstsq"``) or by the
-paper's protocol (``"adam"``: mini-batches of 256, 300 epochs); scores come back as floats.
+Protocols of seq-JEPA (Ghaemi et al., arXiv 2505.03176, §3.3 and A.2), SIE (Garrido et al., 2023)
+and the follow-up ``kaikun213/seq-jepa`` (``docs/reference/metrics-and-gates.md``: leakage).
 """
 
 from __future__ import annotations
@@ -28,8 +20,8 @@ from jepa_blocks._validation import (
     check_floating_tensor,
     check_int,
     check_positive,
+    check_type,
 )
-from jepa_blocks.losses import check_finite
 from jepa_blocks.metrics.rank import check_matrix
 
 __all__ = [
@@ -56,30 +48,23 @@ class ProbeResult(NamedTuple):
 
 
 def _check_labels(y: Tensor, name: str, n: int, num_classes: int | None = None) -> Tensor:
-    if not isinstance(y, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
+    check_type(y, name, Tensor, "a torch.Tensor of class indices")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class indices, got dtype {y.dtype}")
     if y.shape != (n,):
-        raise ValueError(
-            f"{name} must have shape ({n},) to match the features, got {tuple(y.shape)}"
-        )
+        raise ValueError(f"{name} must have shape ({n},) like the features, got {tuple(y.shape)}")
     if n and int(y.min()) < 0:
         raise ValueError(f"{name} must hold class indices >= 0, got min {int(y.min())}")
     if n and num_classes is not None and int(y.max()) >= num_classes:
-        raise ValueError(
-            f"{name} must hold class indices < {num_classes} (the classes), got max {int(y.max())}"
-        )
+        raise ValueError(f"{name} must hold class indices < {num_classes}, got max {int(y.max())}")
     return y
 
 
 def _check_targets(y: Tensor, name: str, n: int) -> Tensor:
     check_floating_tensor(y, name, min_ndim=1, shape_doc="(N,) or (N, K)")
     if y.ndim not in (1, 2) or y.shape[0] != n:
-        raise ValueError(
-            f"{name} must have shape ({n},) or ({n}, K) to match the features, got {tuple(y.shape)}"
-        )
-    return check_finite(y, name)
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, K), got {tuple(y.shape)}")
+    return check_floating_tensor(y, name, finite=True)  # after the shape check
 
 
 def _check_fit_options(wd: float, std: bool, epochs: int, bs: int, lr: float, gen: Any) -> None:
@@ -142,15 +127,14 @@ def accuracy(predictions: Tensor, labels: Tensor) -> float:
 def r2_score(y_true: Tensor, y_pred: Tensor) -> float:
     """Coefficient of determination, averaged uniformly over outputs (scikit-learn's ``r2_score``).
 
-    ``R² = (1/K) Σ_k [1 − Σ_n (y_nk − ŷ_nk)² / Σ_n (y_nk − ȳ_k)²]``, computed in float64. As in
-    scikit-learn (``force_finite=True``), an output whose targets are constant scores 1 if it is
-    predicted exactly and 0 otherwise.
+    ``R² = (1/K) Σ_k [1 − Σ_n (y_nk − ŷ_nk)² / Σ_n (y_nk − ȳ_k)²]``, in float64; a constant output
+    scores 1 if predicted exactly, else 0 (scikit-learn's ``force_finite=True``).
 
     Shape:
         - y_true: ``(N,)`` or ``(N, K)``; y_pred: same as ``y_true``
     """
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):
-        check_finite(check_floating_tensor(y, name, min_ndim=1, shape_doc="(N,) or (N, K)"), name)
+        check_floating_tensor(y, name, min_ndim=1, shape_doc="(N,) or (N, K)", finite=True)
     if y_true.shape != y_pred.shape or y_true.ndim > 2:
         raise ValueError(
             "y_true and y_pred must have the same shape (N,) or (N, K), got "
@@ -175,14 +159,11 @@ def _ridge(x: Tensor, y: Tensor, weight_decay: float) -> nn.Linear:
     n, d = x.shape
     xd = x.double()
     x1 = torch.cat((xd, torch.ones(n, 1, dtype=xd.dtype, device=xd.device)), dim=1)
-    gram = x1.T @ x1 / n
     reg = torch.full((d + 1,), weight_decay, dtype=xd.dtype, device=xd.device)
     reg[-1] = 0.0
-    gram = gram + torch.diag(reg)
-    rhs = x1.T @ y.double().reshape(n, -1) / n
-    sol = torch.linalg.lstsq(gram, rhs).solution
-    out_dim = sol.shape[1]
-    lin = nn.Linear(d, out_dim, device=x.device, dtype=x.dtype)
+    gram = x1.T @ x1 / n + torch.diag(reg)
+    sol = torch.linalg.lstsq(gram, x1.T @ y.double().reshape(n, -1) / n).solution
+    lin = nn.Linear(d, sol.shape[1], device=x.device, dtype=x.dtype)
     with torch.no_grad():
         lin.weight.copy_(sol[:d].T.to(x.dtype))
         lin.bias.copy_(sol[d].to(x.dtype))
@@ -190,22 +171,14 @@ def _ridge(x: Tensor, y: Tensor, weight_decay: float) -> nn.Linear:
 
 
 def _train_adam(
-    model: nn.Module,
-    x: Tensor,
-    loss_fn: nn.Module,
-    y: Tensor,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    generator: torch.Generator | None,
+    net: nn.Module, x: Tensor, y: Tensor, loss: nn.Module, epochs: int, bs: int, lr: float, gen: Any
 ) -> None:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(epochs):
-        for idx in torch.randperm(x.shape[0], generator=generator).split(batch_size):
+        for idx in torch.randperm(x.shape[0], generator=gen).split(bs):
             idx = idx.to(x.device)
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(x[idx]), y[idx]).backward()
+            loss(net(x[idx]), y[idx]).backward()
             opt.step()
 
 
@@ -225,12 +198,9 @@ def fit_linear_classifier(
 ) -> nn.Module:
     """Fit a linear classifier ``x ↦ W x + b`` (after optional standardisation) on frozen features.
 
-    Solvers: ``"lbfgs"``, multinomial logistic regression on the full batch,
-    ``mean CE + ½·weight_decay·‖W‖²``, by L-BFGS with strong-Wolfe line search; ``"ridge"``,
-    one-hot least squares with ridge ``weight_decay``, closed form (fastest); ``"adam"``, the
-    paper's protocol: cross-entropy, Adam, mini-batches, no weight decay (with
-    ``standardize=False``: raw features as in the paper). The weights start at zero, so the result
-    is deterministic given ``generator`` (the mini-batch order of ``"adam"``).
+    ``"lbfgs"`` minimises ``mean CE + ½·weight_decay·‖W‖²`` on the full batch (strong-Wolfe line
+    search); ``"ridge"``: one-hot least squares with ridge ``weight_decay``; ``"adam"``: the paper's
+    protocol (no weight decay, ``standardize=False``). Weights start at zero (deterministic).
 
     Args:
         x, y: Training features and class indices.
@@ -255,8 +225,7 @@ def fit_linear_classifier(
     check_choice(solver, "solver", ("lbfgs", "ridge", "adam"))
     _check_fit_options(weight_decay, standardize, epochs, batch_size, lr, generator)
     check_int(max_iter, "max_iter")
-    x = x.detach()
-    y = y.to(x.device)
+    x, y = x.detach(), y.to(x.device)
     scaler = _Standardize(x) if standardize else nn.Identity()
     xs = scaler(x)
     if solver == "ridge":
@@ -267,10 +236,7 @@ def fit_linear_classifier(
     nn.init.zeros_(lin.bias)
     with torch.enable_grad():
         if solver == "adam":
-            _train_adam(
-                lin, xs, nn.CrossEntropyLoss(), y,
-                epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
-            )  # fmt: skip
+            _train_adam(lin, xs, y, nn.CrossEntropyLoss(), epochs, batch_size, lr, generator)
         else:
             opt = torch.optim.LBFGS(
                 lin.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
@@ -294,15 +260,13 @@ def _probe(
     train: tuple[Tensor, Tensor],
     test: tuple[Tensor, Tensor],
 ) -> ProbeResult:
-    """Check both sets (targets by ``check_y``), call ``fit()``, and ``score(predictions,
-    targets)`` the fitted probe on the training and the test set."""
+    """Check both sets (targets by ``check_y``), ``fit()`` a probe and ``score`` it on both."""
     (train_x, train_y), (test_x, test_y) = train, test
     for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
         check_y(y, f"{name}_y", check_matrix(x, f"{name}_x").shape[0])
-    if test_x.shape[1] != train_x.shape[1]:
-        raise ValueError(
-            f"test_x has {test_x.shape[1]} features but train_x has {train_x.shape[1]}"
-        )
+    d_train, d_test = train_x.shape[1], test_x.shape[1]
+    if d_test != d_train:
+        raise ValueError(f"test_x has {d_test} features but train_x has {d_train}")
     model = fit()
     with torch.no_grad():
         train_score = score(model(train_x.detach()), train_y)
@@ -315,15 +279,12 @@ def linear_probe_accuracy(
     """Top-1 accuracy of a linear probe fitted on ``train`` and evaluated on ``train`` and ``test``.
 
     Args:
-        train_x, train_y: Training features and class indices.
-        test_x, test_y: Test features and class indices.
+        train_x, train_y, test_x, test_y: Training and test features and class indices.
         **kwargs: Keyword arguments of :func:`fit_linear_classifier` (``solver``, ...).
 
     Shape:
-        - train_x: ``(N, D)``; train_y: ``(N,)``
-        - test_x: ``(N', D)``; test_y: ``(N',)``
+        - train_x: ``(N, D)``; train_y: ``(N,)``; test_x: ``(N', D)``; test_y: ``(N',)``
     """
-
     c = kwargs.get("num_classes")
     c = None if c is None else check_int(c, "num_classes")
 
@@ -362,15 +323,10 @@ def fit_regressor(
 ) -> nn.Module:
     """Fit a regressor from features to continuous targets (MSE).
 
-    ``kind="linear"``: closed-form least squares with ridge ``weight_decay`` (``solver="lstsq"``)
-    or Adam (``"adam"``, the paper's 50-epoch linear regressors); ``kind="mlp"``: ``depth`` hidden
-    ReLU layers of width ``hidden`` trained with Adam (SIE protocol: ``in → 1024 → 1024 → out``,
-    300 epochs).
-
     Args:
         x, y: Training features and targets.
-        kind: ``"linear"`` or ``"mlp"``.
-        solver: ``"lstsq"`` or ``"adam"`` (linear only; the MLP always uses Adam).
+        kind: ``"linear"`` or ``"mlp"`` (ReLU; SIE: ``in → 1024 → 1024 → out``, 300 epochs).
+        solver: Linear only: ``"lstsq"`` (closed form, ridge) or ``"adam"``; the MLP uses Adam.
         hidden, depth: MLP width and number of hidden layers.
         weight_decay: Ridge strength of ``"lstsq"``.
         standardize: Standardise features with the training mean and std first.
@@ -408,10 +364,7 @@ def fit_regressor(
             else:
                 model = _mlp(x.shape[1], y2.shape[1], hidden, depth, x)
         with torch.enable_grad():
-            _train_adam(
-                model, xs, nn.MSELoss(), y2,
-                epochs=epochs, batch_size=batch_size, lr=lr, generator=generator,
-            )  # fmt: skip
+            _train_adam(model, xs, y2, nn.MSELoss(), epochs, batch_size, lr, generator)
     out = nn.Sequential(scaler, model)
     if y.ndim == 1:
         out.append(nn.Flatten(start_dim=0))
@@ -424,13 +377,11 @@ def regression_r2(
     """R² (:func:`r2_score`) of a regressor fitted on ``train``, on ``train`` and ``test``.
 
     Args:
-        train_x, train_y: Training features and targets.
-        test_x, test_y: Test features and targets.
+        train_x, train_y, test_x, test_y: Training and test features and targets.
         **kwargs: Keyword arguments of :func:`fit_regressor` (``kind``, ``solver``, ...).
 
     Shape:
-        - train_x: ``(N, D)``; train_y: ``(N,)`` or ``(N, K)``
-        - test_x: ``(N', D)``; test_y: like ``train_y`` with ``N'`` rows
+        - train_x: ``(N, D)``; train_y: ``(N,)`` or ``(N, K)``; test_x, test_y: ``N'`` rows
     """
 
     def fit() -> nn.Module:
@@ -455,16 +406,13 @@ def equivariance_r2(
     """Equivariance: R² of predicting the relative action from ``[f(x₁); f(x₂)]`` (SIE protocol).
 
     Args:
-        train_z1, train_z2: Encoder outputs of the first and second views (training set).
-        train_actions: Relative actions from view 1 to view 2.
+        train_z1, train_z2, train_actions: Encodings of views 1 and 2, the relative action 1 → 2.
         test_z1, test_z2, test_actions: The same for the test set.
-        regressor: ``"mlp"`` (rotation, crop, jitter in the paper) or ``"linear"`` (colour, blur,
-            position).
+        regressor: ``"mlp"`` (the paper: rotation, crop, jitter) or ``"linear"`` (other actions).
         **kwargs: Keyword arguments of :func:`fit_regressor`.
 
     Shape:
-        - train_z1, train_z2: ``(N, D)``; train_actions: ``(N, A)``
-        - test_z1, test_z2: ``(N', D)``; test_actions: ``(N', A)``
+        - train_z1, train_z2: ``(N, D)``; train_actions: ``(N, A)``; test_*: ``N'`` rows
     """
     check_choice(regressor, "regressor", ("mlp", "linear"))
     for name, a, b in (("train", train_z1, train_z2), ("test", test_z1, test_z2)):
@@ -475,14 +423,8 @@ def equivariance_r2(
                 f"{name}_z1 and {name}_z2 must have the same shape, got {tuple(a.shape)} "
                 f"and {tuple(b.shape)}"
             )
-    return regression_r2(
-        torch.cat((train_z1, train_z2), dim=1),
-        train_actions,
-        torch.cat((test_z1, test_z2), dim=1),
-        test_actions,
-        kind=regressor,
-        **kwargs,
-    )
+    x_tr, x_te = torch.cat((train_z1, train_z2), dim=1), torch.cat((test_z1, test_z2), dim=1)
+    return regression_r2(x_tr, train_actions, x_te, test_actions, kind=regressor, **kwargs)
 
 
 class ProbeFeatures(NamedTuple):
@@ -537,35 +479,23 @@ def leakage(
 ) -> LeakageReport:
     """Invariance, equivariance and the two leakage probes, with their gaps.
 
-    Class probes are linear (:func:`linear_probe_accuracy` with ``solver``); the leakage action
-    probe on ``z_agg`` is linear; the main equivariance probe on ``[z; z_next]`` uses
-    ``regressor`` (``"linear"`` by default, ``"mlp"`` for the SIE protocol).
-
     Args:
         train, test: Features of the training and test splits.
-        solver, regressor: Solver of the class probes, regressor of the main equivariance probe.
+        solver: Solver of the (linear) class probes.
+        regressor: Regressor of the main equivariance probe (the leakage probe is linear).
         **regressor_kwargs: Passed to :func:`fit_regressor` for the main equivariance probe.
     """
     for name, f in (("train", train), ("test", test)):
-        if not isinstance(f, ProbeFeatures):
-            raise TypeError(f"{name} must be a ProbeFeatures, got {type(f).__name__}")
-    linacc = linear_probe_accuracy(
-        train.z_agg, train.labels, test.z_agg, test.labels, solver=solver
-    )
+        check_type(f, name, ProbeFeatures, "a ProbeFeatures")
+    acc = linear_probe_accuracy(train.z_agg, train.labels, test.z_agg, test.labels, solver=solver)
     leak_acc = linear_probe_accuracy(train.z, train.labels, test.z, test.labels, solver=solver)
     r2 = equivariance_r2(
         train.z, train.z_next, train.actions, test.z, test.z_next, test.actions,
         regressor=regressor, **regressor_kwargs,
     )  # fmt: skip
     leak_r2 = regression_r2(train.z_agg, train.actions, test.z_agg, test.actions, kind="linear")
-    return LeakageReport(
-        linacc=linacc.test,
-        r2=r2.test,
-        leakage_linacc=leak_acc.test,
-        leakage_r2=leak_r2.test,
-        linacc_gap=linacc.test - leak_acc.test,
-        r2_gap=r2.test - leak_r2.test,
-    )
+    scores = (acc.test, r2.test, leak_acc.test, leak_r2.test)
+    return LeakageReport(*scores, acc.test - leak_acc.test, r2.test - leak_r2.test)
 
 
 def probes_per_num_views(
@@ -575,21 +505,14 @@ def probes_per_num_views(
     test_labels: Tensor,
     **kwargs: object,
 ) -> dict[int, ProbeResult]:
-    """A separate linear probe on the aggregate for each number of observed views ``M_val``.
+    """``{M_val: ProbeResult}`` (sorted): a linear probe on the aggregate of ``M_val`` views each.
 
-    The paper's heatmaps (accuracy vs ``M_tr`` and ``M_val``) train one classifier per prefix
-    length on ``z_AGG`` of the first ``M_val`` views (as ``agg_classifier[j]`` in the upstream
-    engine kept in ``kaikun213/seq-jepa``). Build the features with
-    :meth:`ViewSequence.prefix <jepa_blocks.data.ViewSequence.prefix>`.
+    As ``agg_classifier[j]`` in the upstream engine kept in ``kaikun213/seq-jepa``.
 
     Args:
-        train_features, train_labels: ``{M_val: z_agg (N, E)}`` and class indices ``(N,)`` of the
-            training split.
+        train_features, train_labels: ``{M_val: z_agg (N, E)}`` and class indices ``(N,)``.
         test_features, test_labels: The same for the test split (same keys).
         **kwargs: Keyword arguments of :func:`fit_linear_classifier`.
-
-    Returns:
-        ``{M_val: ProbeResult}`` sorted by ``M_val``.
     """
     for name, f in (("train_features", train_features), ("test_features", test_features)):
         if not isinstance(f, Mapping):
@@ -601,9 +524,8 @@ def probes_per_num_views(
         )
     if not train_features:
         raise ValueError("train_features must hold at least one M_val")
+    tr, te = train_features, test_features
     return {
-        m: linear_probe_accuracy(
-            train_features[m], train_labels, test_features[m], test_labels, **kwargs
-        )
-        for m in sorted(train_features)
+        m: linear_probe_accuracy(tr[m], train_labels, te[m], test_labels, **kwargs)
+        for m in sorted(tr)
     }

@@ -1,16 +1,7 @@
-"""Rank and spectrum diagnostics of representations.
+"""Rank and spectrum diagnostics of representations, in float64 on the features' device.
 
-* :func:`effective_rank`: RankMe (Garrido, Balestriero, Najman, LeCun, "RankMe: Assessing the
-  downstream performance of pretrained self-supervised representations by their rank", ICML
-  2023), a collapse monitor; :func:`spectrum_effective_rank` reads it off a covariance spectrum.
-* :func:`covariance_spectrum`, :func:`delta_spectrum` (of ``Δz = z₂ − z₁``, the change caused by
-  an action), :func:`topk_variance_fraction`: a transformation that lives in a ``k``-dimensional
-  subspace puts (almost) all of ``Δz``'s variance in the top ``k`` directions.
-* :func:`principal_subspace`, :func:`subspace_explained_variance`: the subspace metrics of the
-  follow-up repository ``kaikun213/seq-jepa`` (``experiments/eval/subspace_metrics.py``).
-* :func:`rotation_delta_spectrum`: :func:`delta_spectrum` of an encoder on pure-rotation pairs.
-
-Computations run in float64 on the features' device; scalars come back as Python floats.
+:func:`effective_rank` is RankMe (Garrido, Balestriero, Najman, LeCun, ICML 2023); the subspace
+metrics follow ``kaikun213/seq-jepa`` (``experiments/eval/subspace_metrics.py``).
 """
 
 from __future__ import annotations
@@ -21,8 +12,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_bool, check_floating_tensor, check_int, check_positive
-from jepa_blocks.losses import check_finite
+from jepa_blocks._validation import (
+    check_bool,
+    check_finite,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+)
 
 __all__ = [
     "covariance_spectrum",
@@ -61,14 +57,12 @@ def _float64(z: Tensor, center: bool) -> Tensor:
 def effective_rank(z: Tensor, *, eps: float = 1e-7, center: bool = False) -> float:
     """RankMe effective rank ``exp(−Σ_k p_k log p_k)``, ``p_k = σ_k / Σ_j σ_j + ε``.
 
-    ``σ`` are the singular values of the embedding matrix; the value lies in ``[1, min(N, D)]``
-    (up to ``ε``), about ``k`` for features confined to ``k`` equally-used directions. RankMe does
-    not centre (``center=False``); centring measures the rank of the covariance instead.
+    ``σ`` are the singular values of ``z``; the value lies in ``[1, min(N, D)]`` (up to ``ε``).
 
     Args:
         z: Embeddings, one row per sample.
         eps: The ``ε`` of RankMe (1e-7 in the paper).
-        center: Subtract the mean embedding first.
+        center: Subtract the mean embedding first (RankMe does not: the rank of the covariance).
 
     Shape:
         - z: ``(N, D)``
@@ -84,14 +78,11 @@ def effective_rank(z: Tensor, *, eps: float = 1e-7, center: bool = False) -> flo
 
 
 def covariance_spectrum(z: Tensor, *, center: bool = True) -> Tensor:
-    """Eigenvalues of the sample covariance ``ZᵀZ/(N − 1)`` (centred ``Z``), in descending order.
+    """Eigenvalues (float64, ≥ 0, descending) of the sample covariance ``ZᵀZ/(N − 1)`` (centred).
 
     Args:
         z: Samples, one per row (at least 2).
         center: Subtract the mean (``False`` gives the second-moment matrix ``ZᵀZ/N``).
-
-    Returns:
-        Non-negative eigenvalues, float64.
 
     Shape:
         - z: ``(N, D)``; output: ``(D,)``
@@ -151,8 +142,7 @@ def subspace_explained_variance(x: Tensor, basis: Tensor, *, center: bool = True
     """Fraction of the variance of ``x`` that lies in the span of ``basis``'s columns.
 
     ``‖X_c Q‖²_F / ‖X_c‖²_F`` with ``Q`` an orthonormal basis of ``span(basis)`` (QR) and ``X_c``
-    the centred samples. With ``basis = principal_subspace(x, k)`` this equals
-    ``topk_variance_fraction(covariance_spectrum(x), k)``.
+    the centred samples.
 
     Shape:
         - x: ``(N, D)``; basis: ``(D, k)``
@@ -171,18 +161,13 @@ def subspace_explained_variance(x: Tensor, basis: Tensor, *, center: bool = True
 
 
 def spectrum_effective_rank(spectrum: Tensor) -> float:
-    r"""Effective rank of the samples behind a covariance spectrum: :math:`\exp H(p)`.
+    r"""Effective rank :math:`\exp H(p)` in ``[1, D]`` of the samples behind a covariance spectrum.
 
-    With :math:`\sigma_k = \sqrt{\lambda_k}` (the centred samples' singular values, up to scale)
-    and :math:`p_k = \sigma_k / \sum_j \sigma_j`, the value is :math:`\exp(-\sum_k p_k \log p_k)`:
-    RankMe (:func:`effective_rank`, ``center=True``) without its :math:`\varepsilon`, from the
-    spectrum alone (e.g. of :func:`delta_spectrum`).
+    :math:`p_k = \sigma_k / \sum_j \sigma_j` with :math:`\sigma_k = \sqrt{\lambda_k}`: RankMe
+    (:func:`effective_rank`, ``center=True``) without its :math:`\varepsilon`; 0.0 if all zero.
 
     Args:
         spectrum: Covariance eigenvalues (negative round-off is clamped to 0).
-
-    Returns:
-        The effective rank in ``[1, D]``, or 0.0 for an all-zero spectrum.
 
     Shape:
         - spectrum: ``(D,)``
@@ -205,23 +190,16 @@ def rotation_delta_spectrum(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    r"""Covariance spectrum of :math:`\Delta z` on pure-rotation pairs of ``source``'s images.
+    r"""Covariance spectrum (float64, descending) of :math:`\Delta z` on pure-rotation pairs.
 
-    Each image gives two views rotated by independent angles within :math:`\pm` ``angle_deg``
-    (bilinear; or quarter turns with ``discrete=True``), encoded by ``model.encode`` in eval mode.
-    If rotation acts on its own 2-D subspace, :math:`\Delta z = z_2 - z_1` has all its variance
-    in the top two components (:func:`topk_variance_fraction` ``(spectrum, 2)`` = 1).
+    Each image of ``source`` gives two views rotated by independent angles within :math:`\pm`
+    ``angle_deg``, encoded by ``model.encode`` in eval mode.
 
     Args:
         model: ``encode(views)`` maps ``(B, 2, C, H, W)`` to ``(B, 2, D)`` (e.g. a SeqJEPA).
         source: Labelled images (:class:`~jepa_blocks.data.LabelledImages`).
         angle_deg, discrete: Angle range in degrees; quarter turns instead (``discrete=True``).
-        batch_size: Images per forward pass.
-        seed: Seed of the angles.
-        device: Where to run.
-
-    Returns:
-        The eigenvalues of the covariance of :math:`\Delta z`, descending, float64.
+        batch_size, seed, device: Images per forward pass; seed of the angles; where to run.
 
     Shape:
         - output: ``(D,)``
@@ -244,10 +222,7 @@ def rotation_delta_spectrum(
         shuffle=False,
         seed=seed,
     )
-    z1, z2 = [], []
     with eval_mode(model):
-        for batch in loader:
-            z = model.encode(batch.views)  # type: ignore[operator]
-            z1.append(z[:, 0].float().cpu())
-            z2.append(z[:, 1].float().cpu())
-    return delta_spectrum(torch.cat(z1), torch.cat(z2))
+        zs = [model.encode(b.views).float().cpu() for b in loader]  # type: ignore[operator]
+    z = torch.cat(zs)
+    return delta_spectrum(z[:, 0], z[:, 1])

@@ -1,11 +1,7 @@
 r"""Frozen features of streamed aggregates: :math:`z_\text{AGG}` at several sequence lengths.
 
-:func:`extract_stream_features` encodes the probe sequences once and keeps :math:`z_\text{AGG}`
-of several prefix lengths ``M_val``: from one streaming pass of a
-:class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator` (checked against the full-sequence
-aggregate), or from one aggregator call per length for other aggregators, so the same code
-compares them. :meth:`StreamFeatures.at` hands one length to :func:`~jepa_blocks.metrics.evaluate`;
-:func:`linacc_by_length` fits the linear class probe at every length.
+From one streaming pass of a :class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator`, or
+one aggregator call per length for other aggregators, so the same code compares them.
 """
 
 from __future__ import annotations
@@ -17,8 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_int
-from jepa_blocks.losses import check_finite
+from jepa_blocks._validation import check_finite, check_int, check_type
 from jepa_blocks.metrics.evaluation import (
     EvalConfig,
     FeatureSet,
@@ -41,11 +36,9 @@ class StreamFeatures(NamedTuple):
         lengths: The ``M_val`` values, increasing.
         labels: Class indices, ``(N,)``.
         actions: The first relative action, ``(N, 1, A)``.
-        max_abs_diff: Largest difference between the streamed and the full-sequence
-            :math:`z_\text{AGG}` at the longest length, in the model's dtype, over all sequences
-            (``0.0`` for an aggregator that is not streamed).
-        max_abs_diff_f64: The same for a float64 copy of the model on the first batch, at every
-            length: the exactness of the recurrence itself (``0.0`` if not streamed).
+        max_abs_diff: Largest difference of the streamed and the full-sequence :math:`z_\text{AGG}`
+            (longest length, model's dtype, all sequences; ``0.0`` if not streamed).
+        max_abs_diff_f64: The same for a float64 copy of the model, first batch, every length.
     """
 
     z: Tensor
@@ -57,10 +50,7 @@ class StreamFeatures(NamedTuple):
     max_abs_diff_f64: float = 0.0
 
     def at(self, m: int) -> FeatureSet:
-        r"""The :class:`~jepa_blocks.metrics.FeatureSet` with :math:`z_\text{AGG}` at length ``m``.
-
-        Args:
-            m: One of :attr:`lengths`.
+        r"""The :class:`~jepa_blocks.metrics.FeatureSet` at length ``m`` (one of :attr:`lengths`).
 
         Shape:
             - output.z: ``(N, 2, D)``; output.z_agg: ``(N, D+E)``; output.actions: ``(N, 1, A)``
@@ -74,17 +64,13 @@ class StreamFeatures(NamedTuple):
 def extract_stream_features(
     model: nn.Module, loader: Any, lengths: Sequence[int], *, passes: int = 1
 ) -> StreamFeatures:
-    r"""Encode the sequences of ``loader`` and aggregate each prefix length of ``lengths``.
+    r"""Encode ``loader``'s sequences, aggregate each prefix length of ``lengths`` (CPU, float32).
 
     With a :class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator` the aggregates come from
     one streaming pass (:func:`~jepa_blocks.seq.streaming_aggregator.stream_aggregates`), checked
-    against the full-sequence aggregate (longest prefix, model's dtype, every batch; float64 copy
-    of the model, every length, first batch). Other aggregators are run once per length.
-
-    Float32 differences can exceed rounding: the causal TSSA normaliser
-    :math:`w_t^2 / \max(\sum_{s \le t} w_s^2, 10^{-12})` is ill-conditioned where a coordinate's
-    first projections are near zero, so the two paths' matmul roundings can move the memberships
-    there; the float64 check shows the recurrence itself is exact.
+    against the full-sequence aggregate; other aggregators are run once per length. Float32
+    differences can exceed rounding where the causal TSSA normaliser is ill-conditioned; the
+    float64 check shows the recurrence itself is exact.
 
     Args:
         model: A :class:`~jepa_blocks.SeqJEPA` (put in eval mode here, restored after).
@@ -92,9 +78,6 @@ def extract_stream_features(
             observed views; pass ``k`` uses its epoch ``k``.
         lengths: The ``M_val`` values (sorted and deduplicated here).
         passes: Passes over the loader (sequences per image).
-
-    Returns:
-        :class:`StreamFeatures` on the CPU, float32.
 
     Raises:
         ValueError: A length below 1, or longer than the loader's sequences.
@@ -163,23 +146,15 @@ def _float64_check(model: nn.Module, z: Tensor, actions: Tensor, lengths: Sequen
 def linacc_by_length(
     train: StreamFeatures, test: StreamFeatures, config: EvalConfig
 ) -> dict[int, float]:
-    r"""Test accuracy of the linear class probe on :math:`z_\text{AGG}` at every length.
-
-    The probe of :func:`~jepa_blocks.metrics.evaluate`'s ``linacc`` (``config``'s classifier
-    settings, seed and threads), fitted once per ``M_val``.
+    r"""Test accuracies ``{M_val: linacc}`` of :func:`~jepa_blocks.metrics.evaluate`'s class probe.
 
     Args:
         train, test: Features of the probes' training and test splits (the same lengths).
         config: Probe settings.
-
-    Returns:
-        ``{M_val: accuracy}`` (fractions), in increasing ``M_val``.
     """
-    if not isinstance(config, EvalConfig):
-        raise TypeError(f"config must be an EvalConfig, got {type(config).__name__}")
+    check_type(config, "config", EvalConfig, "an EvalConfig")
     for name, f in (("train", train), ("test", test)):
-        if not isinstance(f, StreamFeatures):
-            raise TypeError(f"{name} must be a StreamFeatures, got {type(f).__name__}")
+        check_type(f, name, StreamFeatures, "a StreamFeatures")
     if train.lengths != test.lengths:
         raise ValueError(f"train and test lengths differ: {train.lengths} vs {test.lengths}")
     out = {}

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from jepa_blocks._validation import check_type
 from jepa_blocks.metrics.probes import linear_probe_accuracy, regression_r2
 from jepa_blocks.metrics.rank import check_matrix, effective_rank, subspace_explained_variance
 from jepa_blocks.subspace import SubspaceProjection
@@ -18,22 +19,15 @@ from jepa_blocks.subspace import SubspaceProjection
 __all__ = ["subspace_diagnostics", "subspace_leakage"]
 
 
-def _check(projection: Any) -> SubspaceProjection:
-    if not isinstance(projection, SubspaceProjection):
-        raise TypeError(f"projection must be a SubspaceProjection, got {type(projection).__name__}")
-    return projection
-
-
 @torch.no_grad()
 def subspace_diagnostics(projection: SubspaceProjection, z: Tensor) -> dict[str, float]:
-    """``{part}/effective_rank`` (:func:`~jepa_blocks.metrics.effective_rank` of the part's
-    coordinates), ``{part}/explained_variance`` and ``subspace{k}/explained_variance``
-    (:func:`~jepa_blocks.metrics.subspace_explained_variance` of ``z``).
+    """``{part}/effective_rank`` (of the part's coordinates), ``{part}/explained_variance`` and
+    ``subspace{k}/explained_variance`` (:func:`~jepa_blocks.metrics.subspace_explained_variance`).
 
     Shape:
         - z: ``(N, d)``
     """
-    proj = _check(projection)
+    proj = check_type(projection, "projection", SubspaceProjection, "a SubspaceProjection")
     check_matrix(z, "z", min_rows=2)
     bases = proj.bases.detach()
     out = {}
@@ -59,17 +53,15 @@ def subspace_leakage(
 ) -> dict[str, float]:
     """``{part}/class_accuracy`` and ``{part}/action_r2``: test scores of probes on each part.
 
-    An invariant part should give a high accuracy and a low R² (action leakage), an equivariant
-    part the reverse (class leakage). Probes: :func:`~jepa_blocks.metrics.linear_probe_accuracy`
-    and :func:`~jepa_blocks.metrics.regression_r2` with ``classifier_kwargs`` / ``regressor_kwargs``.
-
     Args:
         train, test: ``(z, labels, actions)`` of the training and test splits.
+        classifier_kwargs: Options of :func:`~jepa_blocks.metrics.linear_probe_accuracy`.
+        regressor_kwargs: Options of :func:`~jepa_blocks.metrics.regression_r2`.
 
     Shape:
         - z: ``(N, d)``; labels: ``(N,)``; actions: ``(N,)`` or ``(N, A)``
     """
-    proj = _check(projection)
+    proj = check_type(projection, "projection", SubspaceProjection, "a SubspaceProjection")
     (z_tr, y_tr, a_tr), (z_te, y_te, a_te) = train, test
     out = {}
     for name in proj.parts:
