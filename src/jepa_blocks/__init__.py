@@ -1,8 +1,4 @@
-"""jepa-blocks: composable PyTorch blocks for self-supervised world models in the seq-JEPA family.
-
-The top-level namespace re-exports the stable API. Sub-packages (``jepa_blocks.data``,
-``jepa_blocks.metrics``, ...) hold the rest.
-"""
+"""jepa-blocks: composable PyTorch blocks for self-supervised world models (the stable API)."""
 
 from jepa_blocks._validation import NonFiniteError
 from jepa_blocks._version import __version__
@@ -65,7 +61,14 @@ from jepa_blocks.seq import (
 )
 from jepa_blocks.sigreg import SIGReg, sigreg
 from jepa_blocks.subspace import SubspaceProjection, subspace_compression
-from jepa_blocks.targets import CenterSharpen, EMATarget, StopGradTarget, Target, cosine_momentum
+from jepa_blocks.targets import (
+    CenterSharpen,
+    EMATarget,
+    OnlineTarget,
+    StopGradTarget,
+    Target,
+    cosine_momentum,
+)
 from jepa_blocks.vicreg import VICRegRegularizer, vicreg_covariance, vicreg_variance
 from jepa_blocks.window_rate import LocalCodingRate
 
@@ -88,6 +91,7 @@ __all__ = [
     "EMATarget",
     "LocalCodingRate",
     "NonFiniteError",
+    "OnlineTarget",
     "Predictor",
     "RateReduction",
     "RateReductionParts",

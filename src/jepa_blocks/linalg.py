@@ -1,53 +1,28 @@
 """Exact, fast and numerically safe ``½·logdet(I + α·ZᵀZ)`` for a batch of sample matrices.
 
-This is the hot path under every coding-rate quantity in the library. Three ideas make it fast
-and safe (see the "Coding rate" docs page for the derivation and the measurements):
+The hot path of every coding rate ("Coding rate" page: derivation and measurements). The smaller
+Gram (Sylvester's identity, ``k = min(n, d)``) is accumulated and stored in fp32 whatever the
+input dtype or autocast state; ``A = I + αĜ`` (``k×k``) is formed, factored (``cholesky_ex``)
+and log-summed in float64, and only the result is rounded to fp32; the backward
+``∂R/∂Z = α·Z·A⁻¹`` (or ``α·A⁻¹·Z``) uses the saved factor. Forward error of the float32 path
+(docs: "Coding rate", Accuracy), with ``m`` the contracted dimension, ``X`` the factored side
+(``Z`` or ``Zᵀ``) and ``γ_j(u) = ju/(1 − ju)``::
 
-1. **Sylvester's determinant identity.** ``logdet(I_d + α ZᵀZ) = logdet(I_n + α Z Zᵀ)`` for
-   ``Z ∈ ℝ^{n×d}``, so we factor the smaller of the two Gram matrices (``k = min(n, d)``): the
-   Gram costs ``n·d·k`` flops and the factorisation ``k³/3``.
-2. **fp32 Gram, float64 Cholesky.** ``A = I + αG`` is symmetric positive definite with
-   ``λ_min(A) ≥ 1``, so ``Σ log diag(L) = ½ logdet(A)`` from ``torch.linalg.cholesky_ex``
-   (no LU, no sign flips, no host sync for error checking). The Gram is accumulated *and
-   stored* in fp32 whatever the input dtype or autocast state: rounding the Gram to bf16/fp16
-   is what makes published implementations return NaN (coding-rate reference, §6.1). The
-   ``k×k`` matrix ``I + αĜ`` is then formed, factored and log-summed in **float64** (cheap:
-   ``k³/3`` flops on the small side) and only the result is rounded to fp32, so everything after
-   the Gram contributes at most ``u₃₂·|R|`` plus float64 terms on every CPU (an fp32 Cholesky of
-   an ill-conditioned ``A`` is off by about ``u₃₂·cond(A)``, depending on the LAPACK build).
-   Forward error of the float32 path (docs: "Coding rate", Accuracy), with ``m`` the contracted
-   dimension, ``X`` the factored side (``Z`` or ``Zᵀ``) and ``γ_j(u) = ju/(1 − ju)``::
+    |R̂ − R| ≤ u₃₂|R| + √k‖A⁻¹‖₂(α·γ_m(u₃₂)·‖|X|ᵀ|X|‖_F + 1.01(k + 4)u₆₄·tr(A)) + (k + 2)u₆₄|R|
+            ≤ u₃₂|R| + k^{3/2}·cond(A)·(γ_m(u₃₂) + 1.01(k + 4)u₆₄) + (k + 2)u₆₄|R|
 
-       |R̂ − R| ≤ u₃₂|R| + √k‖A⁻¹‖₂(α·γ_m(u₃₂)·‖|X|ᵀ|X|‖_F + 1.01(k + 4)u₆₄·tr(A)) + (k + 2)u₆₄|R|
-               ≤ u₃₂|R| + k^{3/2}·cond(A)·(γ_m(u₃₂) + 1.01(k + 4)u₆₄) + (k + 2)u₆₄|R|
+(first order; valid when the bound is below ``√k/2``). ``precision="float64"`` replaces ``u₃₂``
+by ``u₆₄`` in the Gram term and drops the final rounding.
 
-   (first order; valid when the bound is below ``√k/2``). ``precision="float64"`` replaces
-   ``u₃₂`` by ``u₆₄`` in the Gram term and drops the final rounding.
-3. **A custom backward.** ``∂R/∂Z = α·Z·A⁻¹`` (``d×d`` form) or ``α·A⁻¹·Z`` (``n×n`` form),
-   with no autograd trip through the factorisation. In the float32 path with ``2k ≤ m``,
-   ``α·A⁻¹`` is formed in float64 from the saved factor (``cholesky_inverse``, ``k³`` flops),
-   rounded to fp32 and applied with one matrix product: for many heads of small ``k`` this is
-   far faster than two batched triangular solves against ``m`` right-hand sides. Otherwise
-   (square shapes, float64) it is one ``cholesky_solve`` against the saved factor.
-
-**Fallback.** ``I + αG`` is never singular in exact arithmetic, but for very large ``α·‖z‖²``
-the rounded fp32 Gram no longer determines its small eigenvalues. The whole call is recomputed
-in float64 from the Householder QR of the stacked matrix ``[√α·Z; I]`` (whose ``R`` factor
-satisfies ``RᵀR = A`` without ever forming ``A``; it cannot fail for finite input, and its
-error is about ``u₃₂|R|`` up to ``cond(A) ≈ 10²⁰``) when any batch element's Cholesky
-factorisation fails, or, for an fp32 Gram, when ``1 + α·tr(Ĝ) ≥ λ_max(A) ≥ cond(A)`` exceeds
-``2²⁰`` or a pivot falls below ``√½`` (impossible for the exact ``A``). For unit-norm rows
-``α·tr(G) = d/ε²``, so only ``d/ε² > 10⁶`` or badly scaled features take this path. Detecting it
-costs one device→host read of a boolean in eager mode; under ``torch.compile`` the same choice
-is made by ``torch.cond`` inside the graph. Non-finite input (NaN/inf) raises a ``ValueError``
-in eager mode (it is detected only on this path, so it costs nothing on the happy path) and
-propagates NaN under ``torch.compile``.
-
-**Distributed.** ``all_reduce=True`` sums the ``d×d`` Gram over a process group inside the
-forward; the backward sums the incoming gradient over the ranks before returning
-``α·z_local·A⁻¹`` times it, the DDP convention of :mod:`jepa_blocks.distributed`: every rank's
-copy of the term sends its gradient to every rank's rows, so DDP's averaging yields the
-full-batch gradient.
+**Fallback.** The whole call is recomputed in float64 from the Householder QR of ``[√α·Z; I]``
+(``RᵀR = A`` without forming ``A``; no failure mode for finite input, error about ``u₃₂|R|`` up
+to ``cond(A) ≈ 10²⁰``) when any batch element's Cholesky factorisation fails, or, for an fp32
+Gram, when ``1 + α·tr(Ĝ) ≥ λ_max(A) ≥ cond(A)`` exceeds ``2²⁰`` or a pivot falls below ``√½``
+(impossible for the exact ``A``). For unit-norm rows ``α·tr(G) = d/ε²``, so only ``d/ε² > 10⁶``
+or badly scaled features take this path. The check costs one device→host read in eager mode
+(``torch.cond`` under ``torch.compile``). Non-finite input raises
+:class:`~jepa_blocks.NonFiniteError` in eager mode (detected on this path only) and propagates
+NaN under ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -61,6 +36,7 @@ from torch import Tensor
 from jepa_blocks._validation import (
     NonFiniteError,
     check_bool,
+    check_choice,
     check_positive,
     check_samples,
 )
@@ -82,11 +58,8 @@ _PRECISIONS = ("float32", "float64")
 
 
 def compute_dtype(dtype: torch.dtype, precision: str) -> torch.dtype:
-    """Return the dtype the log-det is computed in: the wider of ``precision`` and ``dtype``.
-
-    Half-precision inputs (fp16, bf16) are always computed in at least float32; float64 inputs
-    stay float64 even when ``precision="float32"`` so that double-precision callers (gradcheck,
-    references) are never silently downgraded.
+    """The dtype the log-det is computed in: the wider of ``precision`` and ``dtype`` (fp16/bf16
+    inputs compute in at least float32; float64 inputs are never downgraded).
 
     Args:
         dtype: Floating dtype of the input.
@@ -95,9 +68,7 @@ def compute_dtype(dtype: torch.dtype, precision: str) -> torch.dtype:
     Returns:
         ``torch.float64`` if either asks for it, else ``torch.float32``.
     """
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-    if precision == "float64" or dtype == torch.float64:
+    if check_choice(precision, "precision", _PRECISIONS) == "float64" or dtype == torch.float64:
         return torch.float64
     return torch.float32
 
@@ -106,16 +77,13 @@ def resolve_form(n: int, d: int, form: str) -> Literal["dxd", "nxn"]:
     """Pick which Gram matrix to factor.
 
     Args:
-        n: Number of samples (rows of ``Z``).
-        d: Feature dimension (columns of ``Z``).
+        n, d: Rows (samples) and columns (features) of ``Z``.
         form: ``"auto"`` (the smaller of the two, ``d×d`` on ties), ``"dxd"`` or ``"nxn"``.
 
     Returns:
         ``"dxd"`` for ``ZᵀZ`` or ``"nxn"`` for ``ZZᵀ``.
     """
-    if form not in _FORMS:
-        raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
-    if form == "auto":
+    if check_choice(form, "form", _FORMS) == "auto":
         return "dxd" if d <= n else "nxn"
     return form  # type: ignore[return-value]
 
@@ -124,8 +92,7 @@ def gram(z: Tensor, form: Literal["dxd", "nxn"]) -> Tensor:
     """Gram matrix of the rows (``nxn``: ``ZZᵀ``) or of the columns (``dxd``: ``ZᵀZ``).
 
     Shape:
-        - z: ``(..., n, d)``
-        - output: ``(..., d, d)`` for ``"dxd"``, ``(..., n, n)`` for ``"nxn"``
+        - z: ``(..., n, d)``; output: ``(..., d, d)`` for ``"dxd"``, ``(..., n, n)`` for ``"nxn"``
     """
     return z.mT @ z if form == "dxd" else z @ z.mT
 
@@ -152,21 +119,13 @@ _MIN_PIVOT = 0.5**0.5
 
 
 def _factor_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """Dtype of the ``k×k`` island: float64 (fp32 output error bounded by ``u₃₂·|R|``).
-
-    The ``k×k`` matrix is formed (scaled, shifted) and factored in float64 from the Gram computed
-    in ``dtype``; only devices without float64 (Apple MPS) keep ``dtype``.
-    """
+    """Dtype of the ``k×k`` island: float64, except on devices without it (Apple MPS)."""
     return dtype if device.type == "mps" else torch.float64
 
 
 def _qr_factor(z: Tensor, scale: Tensor, form: str) -> Tensor:
-    """Lower factor ``L = Rᵀ`` with ``L Lᵀ = I + scale·G`` from the QR of ``[√scale·Z; I]``.
-
-    Householder QR is backward stable and has no failure mode for finite input, so this is the
-    fallback when the Cholesky factorisation of the explicitly formed ``I + scale·G`` fails.
-    The sign of ``diag(R)`` is irrelevant: ``cholesky_solve`` only uses ``L Lᵀ`` and the
-    log-det uses ``|diag(R)|``.
+    """Lower factor ``L = Rᵀ`` with ``L Lᵀ = I + scale·G`` from the QR of ``[√scale·Z; I]`` (the
+    sign of ``diag(R)`` is irrelevant: ``cholesky_solve`` uses ``L Lᵀ``, the log-det ``|diag R|``).
     """
     x = z if form == "dxd" else z.mT  # (..., rows, k): columns of x span the factored side
     k = x.shape[-1]
@@ -186,18 +145,10 @@ def _factor_fallback(z: Tensor, scale: Tensor, form: str) -> tuple[Tensor, Tenso
 def _factorize(
     z: Tensor, scale: Tensor, form: str, reduce: bool, group: Any, fallback: bool
 ) -> tuple[Tensor, Tensor, Tensor | None, bool]:
-    """Factor ``A = I + scale·G(z)`` without autograd.
+    """Factor ``A = I + scale·G(z)`` (Gram in ``z.dtype``, ``A`` in float64) without autograd.
 
-    The Gram ``G`` is computed in ``z.dtype``; ``A`` is formed and factored in
-    :func:`_factor_dtype` (float64). Returns ``(L, half, fallback_L, exact)``: a lower factor with
-    ``LLᵀ = A``, ``½ logdet A`` (in the factor dtype), under ``torch.compile`` only a float64
-    fallback factor (zeros when unused) for the backward, and, in eager mode, whether ``L`` is
-    the float64 QR fallback factor (then the backward is computed in float64 too).
-
-    The fallback is taken when the Cholesky factorisation fails, and, for a Gram computed in
-    less than float64, when the cheap bound ``tr(A) − (k − 1) ≥ λ_max(A) ≥ cond(A)`` exceeds
-    ``_FP32_COND_LIMIT`` or a pivot falls below ``_MIN_PIVOT`` (the rounded Gram is then too far
-    from the exact one for the result to mean anything).
+    Returns ``(L, half, fallback_L, exact)``: ``LLᵀ = A``, ``½ logdet A``, under ``torch.compile``
+    a float64 fallback factor (zeros when unused), and whether ``L`` is the QR fallback (eager).
     """
     g = gram(z, form)  # type: ignore[arg-type]
     if reduce:
@@ -211,8 +162,7 @@ def _factorize(
         return factor, half, None, False
     ok = info == 0
     if z.dtype != torch.float64:
-        # tr(A) − (k − 1) ≥ λ_max(A) ≥ cond(A) because every eigenvalue of A is ≥ 1. NaN fails
-        # both comparisons.
+        # tr(A) − (k − 1) ≥ λ_max(A) ≥ cond(A) as every eigenvalue of A is ≥ 1; NaN fails both.
         limit = _FP32_COND_LIMIT + (a.shape[-1] - 1)
         ok = ok & (a.diagonal(dim1=-2, dim2=-1).sum(-1) <= limit) & (pivots.amin(-1) >= _MIN_PIVOT)
     failed = ~ok.all()
@@ -256,12 +206,9 @@ def _exact_grad(z: Tensor, factor: Tensor, coef: Tensor, form: str) -> Tensor:
 def _fast_grad(z: Tensor, factor: Tensor, coef: Tensor, form: str) -> Tensor:
     """``coef·Z·A⁻¹`` (or ``coef·A⁻¹·Z``) in ``z.dtype``.
 
-    For a float32 ``z`` with a float64 factor, when the factored side is at most half the other
-    one (``2k ≤ m``), ``coef·A⁻¹`` is formed explicitly in float64 (``cholesky_inverse``, ``k³``
-    flops on ``k×k``), rounded to float32 and applied with one matmul: far fewer and faster
-    kernels than two triangular solves against ``m`` right-hand sides, which dominated small
-    batched problems. Otherwise (square problems, or float64 ``z``, whose gradient stays exactly
-    as before) the factor is used by ``cholesky_solve`` in ``z.dtype`` (``k²m ≤ k³`` flops).
+    With a float64 factor for a float32 ``z`` and ``2k ≤ m``, ``coef·A⁻¹`` is formed in float64
+    (``cholesky_inverse``), rounded and applied with one matmul (far faster than two batched
+    triangular solves against ``m`` right-hand sides); otherwise one ``cholesky_solve``.
     """
     k = factor.shape[-1]
     m = z.shape[-2] if form == "dxd" else z.shape[-1]
@@ -288,27 +235,21 @@ class _AttachLogdetGrad(torch.autograd.Function):
         reduce: bool = False,
         group: Any = None,
     ) -> Tensor:
-        ctx.form = form
-        ctx.exact = exact
-        ctx.reduce, ctx.group = reduce, group
+        ctx.form, ctx.exact, ctx.reduce, ctx.group = form, exact, reduce, group
         ctx.has_fallback = fb_factor is not None
-        if fb_factor is None:
-            ctx.save_for_backward(z, scale, factor)
-        else:
-            ctx.save_for_backward(z, scale, factor, fb_factor)
+        ctx.save_for_backward(z, scale, factor, *([] if fb_factor is None else [fb_factor]))
         return half.to(z.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        none = (None, None, None, None, None, None, None, None)
+        none = (None,) * 8
         if not ctx.needs_input_grad[0]:
             return (None, *none)
         z, scale, factor = ctx.saved_tensors[:3]
         if ctx.reduce:  # the summed Gram's backward: every rank's gradient reaches its rows
             grad_out = grad_out.contiguous().clone()
             torch.distributed.all_reduce(grad_out, group=ctx.group)
-        # d(½ logdet A)/dZ = scale·Z·A⁻¹ (dxd) or scale·A⁻¹·Z (nxn); A is symmetric.
         coef = grad_out * scale  # in scale's (the factor's) dtype, which is the wider one
         # The backward may run under the caller's autocast: keep the GEMM in z's dtype.
         with _no_autocast(z.device.type):
@@ -340,34 +281,26 @@ def half_logdet_i_plus_gram(
 ) -> Tensor:
     """``½·logdet(I + scale·ZᵀZ)`` for a batch of matrices, exactly and without NaN.
 
-    Computed from whichever of ``ZᵀZ`` (``d×d``) and ``ZZᵀ`` (``n×n``) is smaller (the values are
-    equal by Sylvester's identity): the Gram in float32 (or float64), then a float64 Cholesky
-    factorisation of the ``k×k`` matrix, autocast disabled, a custom backward, and a float64
-    Householder-QR fallback for factorisations that fail or inputs too ill-conditioned for an
-    fp32 Gram (see the module docstring for the error bound and the fallback rule).
+    The module docstring gives the algorithm, the error bound and the fallback rule.
 
     Args:
-        z: Samples as rows, any floating dtype (fp16/bf16 inputs are upcast).
+        z: Samples as rows (fp16/bf16 are upcast).
         scale: ``α ≥ 0``, a float or a tensor broadcastable to the batch shape ``(...)``.
         form: ``"auto"`` (smaller Gram), ``"dxd"`` or ``"nxn"``.
-        precision: ``"float32"`` or ``"float64"``: the least precision of the computation.
-        all_reduce: Sum the ``d×d`` Gram over the ranks of ``group`` before factoring
-            (requires ``form="dxd"`` and an initialised process group). All ranks must call with
-            the same batch shape and ``d``. Gradients follow the DDP convention of
-            :mod:`jepa_blocks.distributed` (see the module docstring).
-        group: ``torch.distributed`` process group for ``all_reduce`` (``None``: the world).
-        fallback: Recompute in float64 (QR) when the factorisation fails or the input is too
-            ill-conditioned for an fp32 Gram (default). Turning it off removes the eager-mode
-            host sync but lets a failure return NaN and drops the ill-conditioning guard.
+        precision: The least precision of the computation.
+        all_reduce: Sum the ``d×d`` Gram over the ranks of ``group`` before factoring (needs
+            ``form="dxd"``, the same batch shape and ``d`` on all ranks). The backward sums the
+            incoming gradient over ranks: the DDP convention of :mod:`jepa_blocks.distributed`.
+        group: Process group for ``all_reduce`` (``None``: the world).
+        fallback: Recompute in float64 (QR) when the fast path fails or is too ill-conditioned
+            (off: no eager-mode host sync, but a failure returns NaN).
 
     Returns:
-        ``½·logdet(I + α·ZᵀZ)`` in the computation dtype (float32 or float64); the float32
-        result is the float64 log-det of ``I + α·Ĝ`` (``Ĝ`` the fp32 Gram) rounded once.
+        ``½·logdet(I + α·ZᵀZ)`` in the computation dtype; the float32 result is the float64
+        log-det of ``I + α·Ĝ`` (``Ĝ`` the fp32 Gram) rounded once.
 
     Shape:
-        - z: ``(..., n, d)``
-        - scale: broadcastable to ``(...)``
-        - output: ``(...)``
+        - z: ``(..., n, d)``; scale: broadcastable to ``(...)``; output: ``(...)``
 
     Raises:
         ValueError: Negative or non-finite ``scale``, an empty ``z``, an unknown ``form`` or

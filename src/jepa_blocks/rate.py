@@ -1,17 +1,9 @@
 r"""Coding-rate regularizers: rate, rate reduction (MCR²), EMP-SSL TCR, SimDINO expansion.
 
-Conventions (library-wide):
-
-* Samples are **rows**: ``z`` has shape ``(..., n, d)``; leading dimensions are batch
-  dimensions and broadcast.
-* ``eps`` is the papers' :math:`\varepsilon`, so :math:`\alpha = d / (n\varepsilon^2)`. The
-  official MCR², EMP-SSL, SimDINO and CRATE code (and lightly) call :math:`\varepsilon^2`
-  ``eps``; convert with :func:`eps_from_code` (``eps = sqrt(eps_code)``).
-* Rates are returned as **positive** numbers (:math:`R \ge 0`); objectives negate explicitly.
-
-All log-determinants go through :func:`jepa_blocks.linalg.half_logdet_i_plus_gram`
-(Sylvester-min form, fp32 Gram, float64 Cholesky of the k×k matrix, custom backward, float64
-QR fallback).
+Library-wide conventions: samples are **rows** (``z``: ``(..., n, d)``, leading dimensions
+broadcast); ``eps`` is the papers' :math:`\varepsilon` (the official code's ``eps`` is
+:math:`\varepsilon^2`: :func:`eps_from_code`); rates are **positive**, objectives negate them.
+Every log-determinant goes through :func:`jepa_blocks.linalg.half_logdet_i_plus_gram`.
 """
 
 from __future__ import annotations
@@ -27,6 +19,7 @@ from jepa_blocks._validation import (
     check_bool,
     check_choice,
     check_floating_tensor,
+    check_int,
     check_positive,
     check_samples,
     membership_matrix,
@@ -57,24 +50,17 @@ _FORMS = ("auto", "dxd", "nxn")
 
 
 def eps_from_code(eps_code: float) -> float:
-    r"""Convert the official code's ``eps`` (which is :math:`\varepsilon^2`) to our ``eps``.
-
-    ==================================  ============  ==================================
-    Published setting                   code ``eps``  ``eps`` here (:math:`\varepsilon`)
-    ==================================  ============  ==================================
-    MCR² supervised (ryanchankh/mcr2)   0.5           0.7071
-    MCR² self-supervised README         2             1.4142
-    EMP-SSL (tsb0601/EMP-SSL)           0.2           0.4472
-    SimDINO v1                          0.5           0.7071
-    SimDINOv2                           0.05          0.2236
-    CRATE ``vis_utils`` diagnostics     0.01          0.1
-    ==================================  ============  ==================================
+    r"""Convert the official code's ``eps`` (:math:`\varepsilon^2`) to our ``eps``.
 
     Args:
-        eps_code: The value named ``eps`` in those code bases (:math:`\varepsilon^2`), > 0.
+        eps_code: The official code's ``eps`` (> 0; the "Coding rate" page tables them).
 
     Returns:
         :math:`\varepsilon = \sqrt{\texttt{eps\_code}}`.
+
+    Example:
+        >>> round(eps_from_code(0.2), 4)  # EMP-SSL
+        0.4472
     """
     return math.sqrt(check_positive(eps_code, "eps_code"))
 
@@ -102,41 +88,28 @@ def coding_rate(
 ) -> Tensor:
     r"""Coding rate :math:`R(Z) = \tfrac12 \log\det(I_d + \alpha Z^\top Z)`, :math:`\alpha = d/(n\varepsilon^2)`.
 
-    The rate of Yu et al. (2020), "Learning Diverse and Discriminative Representations via the
-    Principle of Maximal Coding Rate Reduction" (NeurIPS), written for row samples. It is
-    computed on the smaller of the ``n×n`` and ``d×d`` Grams (Sylvester's identity), with a
-    Cholesky factorisation in float32 (or float64) whatever the input dtype or autocast state,
-    and a custom backward through ``cholesky_solve``; finite input never yields NaN/inf.
+    Yu et al. (2020), "Learning Diverse and Discriminative Representations via the Principle
+    of Maximal Coding Rate Reduction", for row samples; finite input never yields NaN/inf.
 
     Args:
-        z: Features, one sample per row. Any floating dtype; fp16/bf16 are upcast.
-        eps: Distortion :math:`\varepsilon > 0` (the papers' ε, **not** the official code's ε²;
-            see :func:`eps_from_code`). Ignored when ``scale`` is given.
-        scale: :math:`\alpha` directly, overriding ``d/(n ε²)``.
-        center: Subtract the (global, when distributed) mean over samples first. The official
-            SSL losses use the uncentred second moment (``False``).
-        precision: ``"float32"`` (default) or ``"float64"``: least precision of the Gram and
-            the factorisation. float64 inputs always compute in float64.
-        distributed: Under an initialised ``torch.distributed`` job with more than one rank:
-            ``"auto"`` (default: the cheaper of the next two), ``"gram"`` (all-reduce the
-            ``d×d`` Gram), ``"gather"`` (all-gather the rows), or ``"none"`` (local batch only).
-            ``n`` is then the global number of samples, and gradients follow the DDP convention
-            of :mod:`jepa_blocks.distributed`: under DDP's averaging one step equals the
-            single-process step on the concatenated batch.
-        form: ``"auto"`` (smaller Gram), ``"dxd"`` or ``"nxn"``; the value is the same.
-        group: Process group for the collectives (default: the world).
+        z: Features, one sample per row (fp16/bf16 are upcast).
+        eps: The papers' :math:`\varepsilon > 0` (**not** the code's ε²); unused with ``scale``.
+        scale: :math:`\alpha` directly.
+        center: Subtract the (global) mean over samples first (the official SSL losses do not).
+        precision: Least precision of the Gram and the factorisation.
+        distributed: Multi-rank: ``"gram"`` (all-reduce the ``d×d`` Gram), ``"gather"`` (the
+            rows), ``"auto"`` (the cheaper) or ``"none"`` (local); global ``n``, DDP convention.
+        form: The Gram to factor: ``"auto"`` (smaller), ``"dxd"`` or ``"nxn"`` (same value).
+        group: Process group (default: the world).
 
     Returns:
-        The rate :math:`R \ge 0`, float32 (float64 if requested or if ``z`` is float64).
+        The rate :math:`R \ge 0` in the computation dtype (float32, or float64).
 
     Shape:
-        - z: ``(..., n, d)``
-        - output: ``(...)``
+        - z: ``(..., n, d)``; output: ``(...)``
 
     Example:
-        >>> z = torch.nn.functional.normalize(torch.randn(256, 64), dim=-1)
-        >>> r = coding_rate(z, eps=0.5)
-        >>> bool(r > 0)
+        >>> bool(coding_rate(torch.nn.functional.normalize(torch.randn(256, 64), dim=-1)) > 0)
         True
     """
     check_samples(z)
@@ -149,7 +122,6 @@ def coding_rate(
         check_positive(scale, "scale", allow_zero=True)
     n, d = z.shape[-2], z.shape[-1]
     strategy = _resolve_strategy(distributed, d, n, group)
-
     dtype = compute_dtype(z.dtype, precision)
     with torch.autocast(device_type=z.device.type, enabled=False):
         zc = z.to(dtype)
@@ -160,8 +132,7 @@ def coding_rate(
             stats = all_reduce_sum(stats, group)
             n_total = stats[..., -1:]  # (..., 1), identical on every entry
             if center:
-                # The gradient through the global mean is exactly zero (Σ_i (z_i − μ) = 0),
-                # so the mean is a constant here.
+                # no gradient through the global mean: Σ_i (z_i − μ) = 0
                 zc = zc - (stats[..., :-1] / n_total)[..., None, :]
             alpha: Tensor | float = scale if scale is not None else d / (n_total[..., 0] * eps**2)
             return half_logdet_i_plus_gram(
@@ -169,10 +140,9 @@ def coding_rate(
             )
         if strategy == "gather":
             zc = all_gather_rows(zc, group)
-        n_total_int = zc.shape[-2]
         if center:
             zc = zc - zc.mean(dim=-2, keepdim=True).detach()
-        alpha = scale if scale is not None else d / (n_total_int * eps**2)
+        alpha = scale if scale is not None else d / (zc.shape[-2] * eps**2)
         return half_logdet_i_plus_gram(zc, alpha, form=form, precision=precision)
 
 
@@ -218,11 +188,11 @@ def rate_reduction(
     z: Tensor,
     membership: Tensor,
     *,
+    return_parts: Literal[True],
     eps: float = ...,
     gamma: float = ...,
     num_classes: int | None = ...,
     precision: str = ...,
-    return_parts: Literal[True],
     distributed: str = ...,
     group: Any = ...,
 ) -> RateReductionParts: ...
@@ -249,36 +219,27 @@ def rate_reduction(
         R^c(Z \mid \Pi) = \sum_{k=1}^{K} \frac{n_k}{2n}
             \log\det\Big(I + \frac{d}{n_k \varepsilon^2} Z^\top \operatorname{Diag}(\pi_k) Z\Big)
 
-    (Yu et al. 2020, eq. 8, with rows as samples). All :math:`K + 1` log-determinants are
-    computed in **one** batched factorisation. ``gamma`` weights the expansion term as the
-    official ``ryanchankh/mcr2`` code's ``gam2`` does (``loss.py``); its ``gam1`` (inside the
-    log-det of the expansion term only) equals using ``eps / sqrt(gam1)`` for that term. Empty
-    classes contribute 0. The official code adds ``1e-8`` to :math:`n_k`; we clamp
-    :math:`n_k \ge 10^{-8}`, which differs only for classes with total weight below 1e-8.
+    (Yu et al. 2020, eq. 8; official ``ryanchankh/mcr2``, ``loss.py``), all :math:`K + 1`
+    log-determinants in one factorisation. Empty classes contribute 0 (:math:`n_k \ge 10^{-8}`).
 
     Args:
         z: Features, one sample per row.
-        membership: Hard labels (integer, shape ``(..., n)``, values in ``[0, K)``) or soft
-            memberships (float, shape ``(..., n, K)``, rows summing to 1; differentiable).
-        eps: Distortion :math:`\varepsilon` (papers' convention; see :func:`eps_from_code`).
+        membership: Hard labels (integer ``(..., n)`` in ``[0, K)``) or soft memberships (float
+            ``(..., n, K)``, rows summing to 1; differentiable).
+        eps: The papers' :math:`\varepsilon`.
         gamma: Weight :math:`\gamma` of the expansion term (mcr2's ``gam2``).
-        num_classes: ``K`` for hard labels. Inferred from ``membership.max() + 1`` when
-            ``None`` (a host sync: pass it under ``torch.compile``).
+        num_classes: ``K`` for hard labels (``None``: ``membership.max() + 1``, a host sync).
         precision: ``"float32"`` or ``"float64"``.
         return_parts: Return a :class:`RateReductionParts` instead of ``ΔR`` alone.
-        distributed: ``"auto"`` (default): under a multi-rank ``torch.distributed`` job, the
-            rows and memberships of every rank are gathered and ``ΔR`` is that of the global
-            batch, with the DDP convention of :mod:`jepa_blocks.distributed` (one DDP step
-            equals the single-process step on the concatenated batch); ``"none"``: the local
-            batch only.
+        distributed: ``"auto"``: ``ΔR`` of the gathered global batch under a multi-rank job
+            (DDP convention); ``"none"``: the local batch.
         group: Process group (default: the world).
 
     Returns:
         ``ΔR`` of shape ``(...)``, or its parts.
 
     Shape:
-        - z: ``(..., n, d)``
-        - membership: ``(..., n)`` (labels) or ``(..., n, K)`` (soft)
+        - z: ``(..., n, d)``; membership: ``(..., n)`` (labels) or ``(..., n, K)`` (soft)
         - output: ``(...)``; ``per_class``: ``(..., K)``
     """
     check_samples(z)
@@ -305,8 +266,7 @@ def rate_reduction(
         stacked = torch.cat([zc[..., None, :, :], weighted], dim=-3)  # (..., K+1, n, d)
         scales = d / (torch.cat([n_k.new_full((*batch, 1), float(n)), n_k.clamp_min(1e-8)], -1))
         halves = half_logdet_i_plus_gram(stacked, scales / eps**2, precision=precision)
-        expansion = halves[..., 0]
-        per_class = halves[..., 1:]
+        expansion, per_class = halves[..., 0], halves[..., 1:]
         compression = (n_k / n * per_class).sum(-1)
         delta = gamma * expansion - compression
     if return_parts:
@@ -338,28 +298,20 @@ def total_coding_rate(
     r"""EMP-SSL total coding rate: the mean over views (patch chunks) of :math:`R(Z_v)`.
 
     Tong, Chen, Ma, LeCun (2023), "EMP-SSL: Towards Self-Supervised Learning in One Training
-    Epoch"; official code ``tsb0601/EMP-SSL`` (``loss.py::TotalCodingRate``, ``main.py::cal_TCR``)
-    computes :math:`-\tfrac12\log\det(I + \frac{d}{n\,\texttt{eps}} Z_v^\top Z_v)` per chunk of
-    ``bs`` samples and averages over the ``num_patches`` chunks. Mapping: their ``--eps 0.2``
-    (= ε²) is our default ``eps = sqrt(0.2)``; their loss term is ``-total_coding_rate`` with
-    weight ``--tcr 1``, beside ``--patch_sim 200`` times the invariance term. Their chunks have
-    ``n = 100 < d = 1024``: we factor the 100×100 Gram instead of the 1024×1024 one.
+    Epoch"; official ``tsb0601/EMP-SSL`` (``loss.py::TotalCodingRate``), loss ``-TCR``.
 
     Args:
         z: Stacked views ``(..., V, n, d)`` or a list of ``V`` tensors ``(..., n, d)``.
-        eps: :math:`\varepsilon` (EMP-SSL default :math:`\sqrt{0.2}`).
+        eps: :math:`\varepsilon` (EMP-SSL's ``--eps 0.2`` is ε²).
         precision: ``"float32"`` or ``"float64"``.
-        distributed: As in :func:`coding_rate`: ``"auto"`` (default) rates each view over the
-            global batch with the library's DDP convention; ``"none"`` rates each rank's local
-            chunk, as the official EMP-SSL code does on each GPU.
+        distributed: As in :func:`coding_rate` (``"none"``: per rank, as the official code).
         group: Process group.
 
     Returns:
         :math:`\frac{1}{V}\sum_v R(Z_v) \ge 0`.
 
     Shape:
-        - z: ``(..., V, n, d)``
-        - output: ``(...)``
+        - z: ``(..., V, n, d)``; output: ``(...)``
     """
     zs = _stack_views(z, "z")
     rates = coding_rate(zs, eps=eps, precision=precision, distributed=distributed, group=group)
@@ -378,28 +330,17 @@ def simdino_expansion(
 ) -> Tensor:
     r"""SimDINO expansion term: γ-balanced mean over views of the uncentred coding rate.
 
-    Wu et al. (2025), "Simplifying DINO via Coding Rate Regularization"; official code
-    ``RobinWu218/SimDINO`` (``simdino/main_dino.py::MCRLoss.calc_expansion`` and
-    ``simdinov2/loss/dino_clstoken_loss.py``). Per view :math:`v`, with :math:`N` ranks and
-    :math:`m` local samples, :math:`R_v = \tfrac12\log\det(I + \frac{p}{N m \varepsilon^2}
-    W_v^\top W_v)` with the Gram :math:`W_v^\top W_v` all-reduced over ranks; the result is
-    :math:`\gamma\cdot\frac1V\sum_v R_v` with :math:`\gamma = (p + Nm)/(pNm)`. The official loss
-    is ``-coeff·compression - expansion``.
-
-    Mapping: v1 ``eps 0.5`` → ``eps = sqrt(0.5)`` (default here); v2 ``eps 0.05`` →
-    ``eps = sqrt(0.05)``. The official default ``reduce_cov = 0`` keeps a *local* Gram but still
-    divides by :math:`Nm` (SimDINO#43): reproduce it with ``distributed="none",
-    official_local_scale=True``. Our default (``distributed="auto"``) is the paper's global rate
-    (official ``reduce_cov = 1``, whose gradient it equals), with the DDP convention of
-    :mod:`jepa_blocks.distributed`.
+    Wu et al. (2025), "Simplifying DINO via Coding Rate Regularization"; official
+    ``RobinWu218/SimDINO`` (``MCRLoss.calc_expansion``): :math:`\gamma\frac1V\sum_v R(W_v)` over
+    :math:`N` ranks of :math:`m` samples, :math:`\gamma = (p + Nm)/(pNm)`. The official default
+    ``reduce_cov = 0`` (SimDINO#43) is ``distributed="none", official_local_scale=True``.
 
     Args:
         z: L2-normalised features, stacked ``(..., V, m, d)`` or a list of ``V`` tensors.
-        eps: :math:`\varepsilon` (papers' convention).
+        eps: :math:`\varepsilon` (v1's ``eps 0.5`` is ε²).
         distributed: ``"auto"``/``"gram"``/``"gather"``: global rate; ``"none"``: local Gram.
-        official_local_scale: With a local Gram on ``N > 1`` ranks, use the official
-            ``p/(N m ε²)`` scale instead of the local ``p/(m ε²)``.
-        balance: Multiply by :math:`\gamma = (p + Nm)/(pNm)` as the official code does.
+        official_local_scale: With a local Gram on ``N > 1`` ranks, scale by ``p/(N m ε²)``.
+        balance: Multiply by :math:`\gamma`, as the official code does.
         precision: ``"float32"`` or ``"float64"``.
         group: Process group.
 
@@ -407,8 +348,7 @@ def simdino_expansion(
         The (balanced) expansion term, ``≥ 0``.
 
     Shape:
-        - z: ``(..., V, m, d)``
-        - output: ``(...)``
+        - z: ``(..., V, m, d)``; output: ``(...)``
     """
     zs = _stack_views(z, "z")
     m, p = zs.shape[-2], zs.shape[-1]
@@ -419,22 +359,14 @@ def simdino_expansion(
     rates = coding_rate(
         zs, eps=eps, scale=scale, precision=precision, distributed=distributed, group=group
     )
-    out = rates.mean(-1)
-    if balance:
-        out = out * ((p + n_ranks * m) / (p * n_ranks * m))
-    return out
+    return rates.mean(-1) * ((p + n_ranks * m) / (p * n_ranks * m) if balance else 1.0)
 
 
 class CodingRate(FunctionModule):
     r"""Module form of :func:`coding_rate`: :math:`\tfrac12\log\det(I + \frac{d}{n\varepsilon^2} Z^\top Z)`.
 
     Args:
-        eps: :math:`\varepsilon > 0` (papers' convention).
-        scale: :math:`\alpha` directly (overrides ``eps``).
-        center: Centre the samples first.
-        precision: ``"float32"`` or ``"float64"``.
-        distributed: ``"auto"``, ``"none"``, ``"gram"`` or ``"gather"``.
-        form: ``"auto"``, ``"dxd"`` or ``"nxn"``.
+        eps, scale, center, precision, distributed, form: As in :func:`coding_rate`.
 
     Shape:
         - input: ``(..., n, d)``
@@ -470,16 +402,10 @@ class RateReduction(FunctionModule):
     r"""Module form of :func:`rate_reduction`: :math:`\Delta R = \gamma R(Z) - R^c(Z \mid \Pi)`.
 
     Args:
-        eps: :math:`\varepsilon > 0` (papers' convention).
-        gamma: Expansion weight (mcr2's ``gam2``).
-        num_classes: ``K`` for hard labels (``None``: inferred, eager only).
-        precision: ``"float32"`` or ``"float64"``.
-        return_parts: Return :class:`RateReductionParts`.
-        distributed: ``"auto"`` (global batch under ``torch.distributed``) or ``"none"``.
+        eps, gamma, num_classes, precision, return_parts, distributed: See :func:`rate_reduction`.
 
     Shape:
-        - z: ``(..., n, d)``; membership: ``(..., n)`` or ``(..., n, K)``
-        - output: ``(...)``
+        - z: ``(..., n, d)``; membership: ``(..., n)`` or ``(..., n, K)``; output: ``(...)``
     """
 
     _options = ("eps", "gamma", "num_classes", "precision", "return_parts", "distributed")
@@ -499,9 +425,7 @@ class RateReduction(FunctionModule):
         self.eps = check_positive(eps, "eps")
         self.gamma = check_positive(gamma, "gamma", allow_zero=True)
         self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
-        if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes")
         self.precision = check_choice(precision, "precision", _PRECISIONS)
         self.return_parts = check_bool(return_parts, "return_parts")
 
@@ -514,14 +438,10 @@ class TotalCodingRate(FunctionModule):
     r"""Module form of :func:`total_coding_rate` (EMP-SSL).
 
     Args:
-        eps: :math:`\varepsilon` (default :math:`\sqrt{0.2}`, EMP-SSL's ``--eps 0.2``).
-        precision: ``"float32"`` or ``"float64"``.
-        distributed: As in :func:`coding_rate` (default ``"auto"``; ``"none"``: local chunks, as
-            the official EMP-SSL code).
+        eps, precision, distributed: As in :func:`total_coding_rate`.
 
     Shape:
-        - input: ``(..., V, n, d)`` or a list of ``V`` tensors ``(..., n, d)``
-        - output: ``(...)``
+        - input: ``(..., V, n, d)`` or a list of ``V`` tensors ``(..., n, d)``; output: ``(...)``
     """
 
     _options = ("eps", "precision", "distributed")
@@ -543,15 +463,10 @@ class SimDINOExpansion(FunctionModule):
     r"""Module form of :func:`simdino_expansion`.
 
     Args:
-        eps: :math:`\varepsilon` (default :math:`\sqrt{0.5}`, SimDINO v1's ``eps 0.5``).
-        distributed: ``"auto"`` (global rate, default) or ``"none"`` (local Gram).
-        official_local_scale: Reproduce the official ``reduce_cov = 0`` scale.
-        balance: Multiply by :math:`\gamma = (p + Nm)/(pNm)`.
-        precision: ``"float32"`` or ``"float64"``.
+        eps, distributed, official_local_scale, balance, precision: As in :func:`simdino_expansion`.
 
     Shape:
-        - input: ``(..., V, m, d)`` or a list of ``V`` tensors ``(..., m, d)``
-        - output: ``(...)``
+        - input: ``(..., V, m, d)`` or a list of ``V`` tensors ``(..., m, d)``; output: ``(...)``
     """
 
     _options = ("eps", "distributed", "official_local_scale", "balance", "precision")
@@ -579,18 +494,15 @@ class SimDINOExpansion(FunctionModule):
 
 
 class UnitNormRate(nn.Module):
-    r"""Apply a rate to L2-normalised samples: :math:`R(z / \lVert z\rVert)`.
+    r"""Apply a rate to L2-normalised samples: :math:`R(z / \lVert z\rVert)`, as MCR², EMP-SSL.
 
-    MCR² (Yu et al., 2020) and EMP-SSL (Tong et al., 2023) compute the coding rate of features on
-    the unit sphere. On raw features (e.g. a LayerNorm output with a learnable gain) the rate can
-    be raised by scaling the features up instead of spreading them.
+    On raw features the rate can be raised by scaling them up instead of spreading them.
 
     Args:
         rate: The rate, ``(..., n, d) → (...)``, e.g. :class:`CodingRate`.
 
     Shape:
-        - input: ``(..., n, d)``
-        - output: what ``rate`` returns, e.g. ``(...)``
+        - input: ``(..., n, d)``; output: what ``rate`` returns, e.g. ``(...)``
     """
 
     def __init__(self, rate: nn.Module) -> None:

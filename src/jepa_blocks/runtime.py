@@ -1,9 +1,4 @@
-"""Run-time helpers for recipes and benchmarks: thread counts, environment records, JSON.
-
-Every result file of the project (a recipe's ``metrics.json``, a benchmark's table) records the
-environment it was measured in (:func:`environment`) and is written with :func:`write_json`
-(atomic; tensors, paths and NumPy scalars serialised by :func:`json_default`).
-"""
+"""Run-time helpers for recipes and benchmarks: thread counts, environment records, JSON."""
 
 from __future__ import annotations
 
@@ -17,21 +12,17 @@ from typing import Any
 
 import torch
 
+from jepa_blocks._validation import check_int
+
 __all__ = ["environment", "json_default", "num_threads", "write_json"]
 
 
 @contextlib.contextmanager
 def num_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)`` (``None``: leave it), then restore it.
-
-    Small problems (probes, per-view latencies) run fastest on one thread, and do not stall on
-    a machine shared with other jobs.
-    """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be an int >= 1 or None, got {n!r}")
+    """Run the block with ``torch.set_num_threads(n)`` (``None``: leave it), then restore it."""
     old = torch.get_num_threads()
     if n is not None:
-        torch.set_num_threads(n)
+        torch.set_num_threads(check_int(n, "n"))
     try:
         yield
     finally:
@@ -58,9 +49,7 @@ def json_default(o: Any) -> Any:
     """``json.dump``'s ``default``: paths as strings, tensors and NumPy values as lists/numbers."""
     if isinstance(o, Path):
         return str(o)
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if hasattr(o, "tolist"):  # NumPy arrays and scalars
+    if hasattr(o, "tolist"):  # tensors, NumPy arrays and scalars
         return o.tolist()
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 

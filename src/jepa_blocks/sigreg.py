@@ -30,9 +30,8 @@ def sigreg_slices(
     Shape:
         - output: ``(d, num_slices)``
     """
-    check_int(d, "d")
-    check_int(step, "step", minimum=0)
-    check_int(num_slices, "num_slices")
+    for name, value, minimum in (("d", d, 1), ("step", step, 0), ("num_slices", num_slices, 1)):
+        check_int(value, name, minimum=minimum)
     g = torch.Generator(device=device).manual_seed(step)
     a = torch.randn(d, num_slices, generator=g, device=device, dtype=torch.float32)
     return a / a.norm(dim=0)
@@ -99,10 +98,8 @@ def sigreg(
         \frac1M \sum_m N \int \bigl|\tfrac1N \textstyle\sum_i e^{\mathrm{i} t \langle z_i,
         a_m\rangle} - e^{-t^2/2}\bigr|^2 e^{-t^2/2}\,dt.
 
-    Gaussian rows give :math:`\int (1 - e^{-t^2}) e^{-t^2/2}dt \approx 1.06` in expectation for
-    any ``N``; collapsed rows :math:`O(N)`. Defaults: the paper's Algorithm 1; lightly's
-    ``SIGReg()`` is ``grid="half", t_max=3.0, num_slices=1024``. Computed in float32 (float64
-    for float64 input) with autocast disabled.
+    Gaussian rows give :math:`\approx 1.06` in expectation for any ``N``, collapsed rows
+    :math:`O(N)`. Defaults: the paper's Algorithm 1. Computed in float32 (float64 input: float64).
 
     Args:
         z: Features, one sample per row.
@@ -113,8 +110,7 @@ def sigreg(
         t_max: Integration range (paper 5, lightly 3).
         grid: ``"symmetric"`` (:math:`[-t_{\max}, t_{\max}]`, paper) or ``"half"``
             (:math:`[0, t_{\max}]`, doubled weights: lightly, ``lejepa``).
-        distributed: ``"auto"``: under ``torch.distributed`` the characteristic function is the
-            mean over all ranks' samples and ``N`` the global count (DDP convention of
+        distributed: ``"auto"``: over all ranks' samples (DDP convention of
             :mod:`jepa_blocks.distributed`); ``"none"``: per rank (lightly's default).
         group: Process group.
 
@@ -148,10 +144,8 @@ def sigreg(
 
 
 class SIGReg(FunctionModule):
-    """:func:`sigreg` with a step counter: the buffer ``step`` seeds the slices (a host read;
-    ``forward(z, step=k)`` avoids it) and :meth:`update` advances it once per optimizer step,
-    like ``model.update()`` in :func:`~jepa_blocks.train.fit`. It is checkpointed, and DDP
-    broadcasts it with the other buffers.
+    """:func:`sigreg` with a step counter: the buffer ``step`` (checkpointed) seeds the slices (a
+    host read; ``forward(z, step=k)`` avoids it); :meth:`update` advances it once per step.
 
     Args:
         num_slices, knots, t_max, grid, distributed: As in :func:`sigreg`.

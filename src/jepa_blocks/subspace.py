@@ -57,9 +57,7 @@ def subspace_compression(
     Args:
         z: Samples as rows.
         bases: The bases :math:`U_k`.
-        eps: The papers' :math:`\varepsilon` (:math:`\alpha = p/(N\varepsilon^2)`).
-        precision, distributed, group: As in :func:`~jepa_blocks.coding_rate` (``"auto"``:
-            global ``N``, DDP convention).
+        eps, precision, distributed, group: As in :func:`~jepa_blocks.coding_rate`.
 
     Shape:
         - z: ``(..., N, d)``; bases: ``(K, d, p)``; output: ``(...)``
@@ -75,8 +73,8 @@ class SubspaceProjection(nn.Module):
 
     Args:
         dim, subspace_dim: ``d`` and ``p``.
-        parts: Subspace counts per part in order, e.g. ``{"invariant": 2, "equivariant": 2}``;
-            an int ``K`` is one part named ``"all"``. ``K·p ≤ d``.
+        parts: Subspace counts per part, e.g. ``{"invariant": 2, "equivariant": 2}`` (an int
+            ``K``: one part ``"all"``); ``K·p ≤ d``.
         orthogonality: ``"parametrization"`` (:func:`torch.nn.utils.parametrizations.orthogonal`)
             or ``"penalty"`` (free, orthonormal at init; add :meth:`orthogonality_penalty`).
         eps: :math:`\varepsilon` of :meth:`compression`.
@@ -122,8 +120,7 @@ class SubspaceProjection(nn.Module):
 
     def subspaces(self, part: str) -> slice:
         """The subspace indices of ``part``."""
-        if part not in self.parts:
-            raise ValueError(f"part must be one of {tuple(self.parts)}, got {part!r}")
+        check_choice(part, "part", tuple(self.parts))
         names = list(self.parts)
         start = sum(self.parts[n] for n in names[: names.index(part)])
         return slice(start, start + self.parts[part])

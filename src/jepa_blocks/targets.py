@@ -21,6 +21,7 @@ from jepa_blocks.distributed import all_reduce_sum
 __all__ = [
     "CenterSharpen",
     "EMATarget",
+    "OnlineTarget",
     "StopGradTarget",
     "Target",
     "center_sharpen",
@@ -156,6 +157,21 @@ class StopGradTarget(Target):
             raise TypeError(f"online must be the online encoder, got {type(online).__name__}")
         with torch.no_grad():
             return online(x).detach()
+
+
+class OnlineTarget(Target):
+    r"""The online encoder itself, *with* gradient: :math:`\bar z = f_\theta(x)`, no stop-gradient.
+
+    LeJEPA (Balestriero & LeCun 2025, arXiv:2511.08544) trains JEPAs without a teacher or a
+    stop-gradient and prevents collapse with SIGReg alone; pair it with an anti-collapse term
+    (:class:`jepa_blocks.SIGReg`, :class:`jepa_blocks.CodingRate`). Shapes as in :class:`Target`.
+    """
+
+    def forward(self, x: Tensor, online: nn.Module) -> Tensor:
+        """Return ``online(x)``, differentiable."""
+        if not callable(online):
+            raise TypeError(f"online must be the online encoder, got {type(online).__name__}")
+        return online(x)
 
 
 class EMATarget(Target):

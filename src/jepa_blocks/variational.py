@@ -1,14 +1,8 @@
 r"""ToST's variational bound of :math:`R^c`: a factorisation-free compression rate.
 
-:func:`variational_rate` (and :class:`VariationalRate`) is the diagonal upper bound of the
-  compression term :math:`R^c(Z \mid \Pi)` from Wu et al. (ICLR 2025), "Token Statistics
-  Transformer: Linear-Time Attention via Variational Rate Reduction", arXiv:2412.17810 (official
-  code ``RobinWu218/ToST``; TSSA, :class:`jepa_blocks.blocks.tost.TSSA`, is one gradient step on
-  it). It needs only per-class, per-coordinate second moments: :math:`O(K n p)` work, no
-  factorisation, so it scales to very wide features and many classes.
-
-Conventions as in :mod:`jepa_blocks.rate`: samples are rows, ``eps`` is the papers'
-:math:`\varepsilon` (the official code's ``eps`` is :math:`\varepsilon^2`), rates are positive.
+Wu et al. (ICLR 2025), "Token Statistics Transformer: Linear-Time Attention via Variational Rate
+Reduction", arXiv:2412.17810 (official ``RobinWu218/ToST``; TSSA is one gradient step on it).
+Conventions as in :mod:`jepa_blocks.rate`.
 """
 
 from __future__ import annotations
@@ -16,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import (
     check_choice,
     check_floating_tensor,
@@ -35,6 +30,13 @@ _PRECISIONS = ("float32", "float64")
 MASS_FLOOR = 1e-8
 
 
+def _check_num_classes(num_classes: object) -> None:
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+
+
 def variational_rate(
     z: Tensor,
     membership: Tensor,
@@ -48,10 +50,7 @@ def variational_rate(
 ) -> Tensor:
     r"""ToST's variational (diagonal) upper bound of the compression term :math:`R^c`.
 
-    For a concave :math:`f`, :math:`\sum_i f(\lambda_i(M)) \le \sum_i f((U^\top M U)_{ii})` for
-    any orthonormal :math:`U` (Schur–Horn), with equality when :math:`U` diagonalises
-    :math:`M`. Applied to each class's second moment, with :math:`f(x) = \log(1 + x\,d/\varepsilon^2)`,
-    :math:`n_k = \sum_i \pi_{ik}` and the bases :math:`U_k \in \mathbb{R}^{d \times p}`:
+    With :math:`n_k = \sum_i \pi_{ik}` and bases :math:`U_k \in \mathbb{R}^{d \times p}`:
 
     .. math::
 
@@ -59,42 +58,26 @@ def variational_rate(
             \sum_{j=1}^{p} \log\Big(1 + \frac{d}{\varepsilon^2}
             \frac{\big(U_k^\top Z^\top \operatorname{Diag}(\pi_k) Z U_k\big)_{jj}}{n_k}\Big)
 
-    (Wu et al., ICLR 2025, arXiv:2412.17810, with rows as samples). With square orthonormal
-    :math:`U_k` (:math:`p = d`) it is :math:`\ge R^c(Z \mid \Pi)` of
-    :func:`jepa_blocks.rate.rate_reduction` (same :math:`\varepsilon`), with equality when each
-    :math:`U_k` diagonalises :math:`Z^\top \operatorname{Diag}(\pi_k) Z`; with :math:`p < d` it
-    bounds the rate of the projected features :math:`Z U_k` (still with the factor
-    :math:`d/\varepsilon^2`). Orthonormality is assumed, not checked. Its gradient (memberships
-    fixed) is :math:`\frac1n \sum_k \pi_{ik}\, U_k D_k U_k^\top z_i` with
-    :math:`D_k = \operatorname{Diag}\big(f'(m_k)\big)`, :math:`m_k` the diagonal above over
-    :math:`n_k`: the direction TSSA follows.
-
-    Cost :math:`O(K n p)` with no factorisation (``projections=None``: :math:`O(K n d)`, no
-    :math:`K \times n \times d` intermediate). Computed in an fp32 island (float64 on request or
-    for float64 input). Empty classes contribute 0 (:math:`n_k` floored at ``1e-8``).
+    With square orthonormal :math:`U_k` it bounds :math:`R^c(Z \mid \Pi)` of
+    :func:`~jepa_blocks.rate_reduction` from above (equal when each :math:`U_k` diagonalises the
+    class moment). Orthonormality is assumed, not checked. Cost :math:`O(K n p)`.
 
     Args:
         z: Features, one sample per row.
         membership: Soft memberships (float ``(..., n, K)``, rows summing to 1; differentiable)
             or hard labels (integer ``(..., n)`` in ``[0, K)``).
-        projections: The bases :math:`U_k` with orthonormal columns, ``(K, d, p)`` (batch
-            dimensions in front broadcast), or ``None`` for the standard basis (:math:`U_k = I`).
-        eps: Distortion :math:`\varepsilon > 0` (papers' convention).
+        projections: The bases :math:`U_k` (orthonormal columns), or ``None`` for :math:`U_k = I`.
+        eps, precision, group: As in :func:`~jepa_blocks.coding_rate`.
         num_classes: ``K`` for hard labels when ``projections`` is ``None``.
-        precision: ``"float32"`` or ``"float64"``.
-        distributed: ``"auto"`` (default): under a multi-rank ``torch.distributed`` job the
-            class moments and masses are summed over ranks (the bound of the global batch,
-            with the DDP convention of :mod:`jepa_blocks.distributed`); ``"none"``: local.
-        group: Process group (default: the world).
+        distributed: ``"auto"``: the bound of the global batch under a multi-rank job (DDP
+            convention); ``"none"``: local.
 
     Returns:
-        :math:`R^{c,\mathrm{var}} \ge 0`, float32 (float64 if requested or for float64 input).
+        :math:`R^{c,\mathrm{var}} \ge 0` in the computation dtype (float32, or float64).
 
     Shape:
-        - z: ``(..., n, d)``
-        - membership: ``(..., n, K)`` or ``(..., n)``
-        - projections: ``(..., K, d, p)``
-        - output: ``(...)``
+        - z: ``(..., n, d)``; membership: ``(..., n, K)`` or ``(..., n)``
+        - projections: ``(..., K, d, p)``; output: ``(...)``
 
     Example:
         >>> from jepa_blocks.variational import variational_rate
@@ -108,10 +91,7 @@ def variational_rate(
     eps = check_positive(eps, "eps")
     check_choice(precision, "precision", _PRECISIONS)
     check_choice(distributed, "distributed", ("auto", "none"))
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+    _check_num_classes(num_classes)
     n, d = z.shape[-2], z.shape[-1]
     k = num_classes
     if projections is not None:
@@ -144,20 +124,18 @@ def variational_rate(
         return (n_k / n * per_class).sum(-1)
 
 
-class VariationalRate(nn.Module):
+class VariationalRate(FunctionModule):
     r"""Module form of :func:`variational_rate` (ToST's diagonal bound of :math:`R^c`).
 
     Args:
-        num_classes: ``K`` for hard labels without projections.
-        eps: :math:`\varepsilon > 0` (papers' convention).
-        precision: ``"float32"`` or ``"float64"``.
-        distributed: ``"auto"`` (global batch under ``torch.distributed``) or ``"none"``.
+        num_classes, eps, precision, distributed: As in :func:`variational_rate`.
 
     Shape:
-        - z: ``(..., n, d)``; membership: ``(..., n, K)`` or ``(..., n)``;
-          projections: ``(..., K, d, p)`` or ``None``
-        - output: ``(...)``
+        - As in :func:`variational_rate` (``projections`` may be ``None``)
     """
+
+    _options = ("eps", "num_classes", "precision", "distributed")
+    _shown = ("eps", "num_classes", "precision")
 
     def __init__(
         self,
@@ -170,24 +148,10 @@ class VariationalRate(nn.Module):
         super().__init__()
         self.eps = check_positive(eps, "eps")
         self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        _check_num_classes(num_classes)
         self.num_classes = num_classes
         self.precision = check_choice(precision, "precision", _PRECISIONS)
 
     def forward(self, z: Tensor, membership: Tensor, projections: Tensor | None = None) -> Tensor:
         """Return the bound for ``z``, ``membership`` and the bases ``projections``."""
-        return variational_rate(
-            z,
-            membership,
-            projections,
-            eps=self.eps,
-            num_classes=self.num_classes,
-            precision=self.precision,
-            distributed=self.distributed,
-        )
-
-    def extra_repr(self) -> str:
-        return f"eps={self.eps}, num_classes={self.num_classes}, precision={self.precision!r}"
+        return variational_rate(z, membership, projections, **self._kwargs())

@@ -1,8 +1,6 @@
-r"""VICReg's variance and covariance terms (Bardes, Ponce & LeCun, ICLR 2022): **penalties**
-:math:`\ge 0` to *add* to the loss (unlike the rates, which objectives maximise). Computed in
-float32 (float64 for float64 input) with autocast disabled; global under ``torch.distributed``
-by default (the DDP convention of :mod:`jepa_blocks.distributed`; the official code gathers the
-batch, lightly only with ``gather_distributed=True``).
+"""VICReg's variance and covariance terms (Bardes, Ponce & LeCun, ICLR 2022): **penalties** ≥ 0
+to *add* to the loss, in float32 (float64 input: float64), global under ``torch.distributed``
+by default (the official code gathers the batch; lightly only with ``gather_distributed=True``).
 """
 
 from __future__ import annotations
@@ -52,12 +50,12 @@ def vicreg_variance(
     group: Any = None,
 ) -> Tensor:
     r"""Variance hinge :math:`v(Z) = \frac1d\sum_j \max(0, \gamma - \sqrt{C_{jj} + \epsilon})`,
-    :math:`C` the covariance of the ``N`` rows of ``z``.
+    :math:`C` the covariance of the ``N`` rows of ``z`` (defaults: the paper's and lightly's).
 
     Args:
         z: Features, one sample per row.
-        gamma: Target standard deviation (paper, lightly: 1).
-        eps: Added to the variance (paper, lightly: 1e-4).
+        gamma: Target standard deviation.
+        eps: Added to the variance.
         unbiased: ``1/(N−1)`` (official code, lightly) or ``1/N``.
         distributed: ``"auto"`` (global statistics) or ``"none"`` (per rank).
         group: Process group.
@@ -113,12 +111,10 @@ class VICRegRegularizer(FunctionModule):
         distributed: Distributed = "auto",
     ) -> None:
         super().__init__()
-        self.variance_weight = check_positive(variance_weight, "variance_weight", allow_zero=True)
-        self.covariance_weight = check_positive(
-            covariance_weight, "covariance_weight", allow_zero=True
+        self.variance_weight, self.covariance_weight, self.gamma, self.eps = (
+            check_positive(value, name, allow_zero=True)
+            for name, value in zip(self._options, (variance_weight, covariance_weight, gamma, eps))
         )
-        self.gamma = check_positive(gamma, "gamma", allow_zero=True)
-        self.eps = check_positive(eps, "eps", allow_zero=True)
         self.unbiased = check_bool(unbiased, "unbiased")
         self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
 

@@ -1,11 +1,7 @@
-r"""The sliding-window coding rate: the current batch plus a window of recent representations.
+"""The sliding-window coding rate: the current batch plus a window of recent representations.
 
-:class:`LocalCodingRate` is the exact coding rate of the current batch together with a sliding
-window of recent **detached** representations kept in a ring buffer, a regulariser for streams
-whose mini-batches are too small for a meaningful rate on their own.
-
-Conventions as in :mod:`jepa_blocks.rate`: samples are rows, ``eps`` is the papers'
-:math:`\varepsilon` (the official code's ``eps`` is :math:`\varepsilon^2`), rates are positive.
+A regulariser for streams whose mini-batches are too small for a meaningful rate on their own.
+Conventions as in :mod:`jepa_blocks.rate`.
 """
 
 from __future__ import annotations
@@ -15,7 +11,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import NonFiniteError, check_choice, check_positive, check_samples
+from jepa_blocks._validation import (
+    NonFiniteError,
+    check_choice,
+    check_int,
+    check_positive,
+    check_samples,
+)
 from jepa_blocks.distributed import all_gather_rows, is_distributed
 from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
 
@@ -27,42 +29,22 @@ _PRECISIONS = ("float32", "float64")
 class LocalCodingRate(nn.Module):
     r"""Coding rate over the current batch plus a sliding window of recent detached samples.
 
-    With the current samples :math:`Z_t \in \mathbb{R}^{b \times d}` (differentiable) and the
-    :math:`w \le W` most recent earlier samples :math:`\bar Z` (detached, from a ring buffer of
-    ``window`` rows), the loss term is the exact rate
-
-    .. math::
-
-        R_\mathrm{local} = \tfrac12 \log\det\Big(I + \frac{d}{(b + w)\,\varepsilon^2}
-            \big(Z_t^\top Z_t + \bar Z^\top \bar Z\big)\Big),
-
-    computed by :func:`jepa_blocks.linalg.half_logdet_i_plus_gram` (smaller Gram, float64 Cholesky
-    island). The gradient flows into :math:`Z_t` only; the window acts as a fixed context that
-    the current batch should expand away from, as a memory bank does for contrastive losses.
-    The window is uncentred, as the official SSL rates are.
-
-    **State.** The ring buffer (``memory``), the number of filled rows (``filled``) and the
-    write pointer (``pointer``) are registered buffers: they move with ``.to()``, are saved in
-    ``state_dict`` and restored exactly on resume. Unfilled rows are zero and not counted in
-    :math:`b + w`, so the value is exact from the first call and there is no data-dependent
-    branch. Under a multi-rank ``torch.distributed`` job (``distributed="auto"``) the current
-    batch is gathered from every rank (the DDP convention of :mod:`jepa_blocks.distributed`) and
-    the gathered rows are pushed, so every rank holds the same window.
-
-    **Updates.** By default (``update=None``) a call pushes the detached batch into the window
-    in training mode only; pass ``update=True``/``False`` to override. If a batch has more rows
-    than the window, only its last ``window`` rows are kept.
+    :math:`R_\mathrm{local} = \tfrac12 \log\det\big(I + \frac{d}{(b + w)\varepsilon^2}
+    (Z_t^\top Z_t + \bar Z^\top \bar Z)\big)` for the current batch :math:`Z_t` (``b`` rows,
+    differentiable) and the :math:`w \le W` most recent earlier rows :math:`\bar Z` (detached,
+    uncentred). ``memory``, ``filled`` and ``pointer`` are buffers (checkpointed); unfilled rows
+    are zero and not counted. ``distributed="auto"`` gathers the batch from every rank, so every
+    rank holds the same window. A call pushes the batch (its last ``window`` rows) in training
+    mode only, unless ``update`` says otherwise.
 
     Args:
         dim: Feature dimension :math:`d`.
-        window: Ring-buffer length :math:`W \ge 1` (rows).
-        eps: :math:`\varepsilon > 0` (papers' convention).
-        precision: ``"float32"`` or ``"float64"``.
+        window: Ring-buffer length :math:`W` (rows).
+        eps, precision: As in :func:`~jepa_blocks.coding_rate`.
         distributed: ``"auto"`` (global batch under ``torch.distributed``) or ``"none"``.
 
     Shape:
-        - z: ``(b, dim)``
-        - output: ``()``
+        - z: ``(b, dim)``; output: ``()``
 
     Example:
         >>> from jepa_blocks.window_rate import LocalCodingRate
@@ -86,13 +68,7 @@ class LocalCodingRate(nn.Module):
         distributed: str = "auto",
     ) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("window", window)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-            if value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        self.dim = dim
-        self.window = window
+        self.dim, self.window = check_int(dim, "dim"), check_int(window, "window")
         self.eps = check_positive(eps, "eps")
         self.precision = check_choice(precision, "precision", _PRECISIONS)
         self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
@@ -103,9 +79,8 @@ class LocalCodingRate(nn.Module):
     @torch.no_grad()
     def reset(self) -> None:
         """Empty the window."""
-        self.memory.zero_()
-        self.filled.zero_()
-        self.pointer.zero_()
+        for buffer in (self.memory, self.filled, self.pointer):
+            buffer.zero_()
 
     @torch.no_grad()
     def push(self, z: Tensor) -> None:
@@ -140,7 +115,7 @@ class LocalCodingRate(nn.Module):
         return z
 
     def forward(self, z: Tensor, *, update: bool | None = None) -> Tensor:
-        """Return the rate of ``z`` together with the window, then (optionally) push ``z``."""
+        """Return the rate of ``z`` with the window, then push ``z`` (``None``: when training)."""
         self._check(z)
         if self.distributed == "auto" and is_distributed():
             z = all_gather_rows(z)
@@ -156,7 +131,5 @@ class LocalCodingRate(nn.Module):
         return rate
 
     def extra_repr(self) -> str:
-        return (
-            f"dim={self.dim}, window={self.window}, eps={self.eps}, precision={self.precision!r}, "
-            f"distributed={self.distributed!r}"
-        )
+        names = ("dim", "window", "eps", "precision", "distributed")
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)

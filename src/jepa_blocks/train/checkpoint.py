@@ -1,17 +1,7 @@
 """Checkpoints you can trust: atomic, verified, tensors and primitives only, the previous kept.
 
-:func:`save_checkpoint` serialises the state (tensors, numbers, strings, lists, tuples and dicts
-only) with :func:`torch.save`, wraps the bytes with their SHA-256 digest, writes them to a
-temporary file in the destination folder (flushed and fsync'ed), moves the current checkpoint
-to ``<name>.prev`` and the new file into place with :func:`os.replace` (atomic on POSIX and
-Windows). A crash at any moment leaves the previous or the new checkpoint intact, never a torn
-one, and no temporary file survives the next save.
-
-:func:`load_checkpoint` reads with ``torch.load(weights_only=True)`` (no code runs while
-loading: a crafted file cannot execute anything), verifies the digest and raises
-:class:`CheckpointError` naming the file and the fault (truncated, corrupted, not a
-checkpoint). :func:`load_latest_checkpoint` falls back to ``<name>.prev`` when the latest is
-unreadable, and says so.
+A crash at any moment leaves the previous or the new checkpoint intact, never a torn one;
+loading runs no code (``torch.load(weights_only=True)``) and verifies a SHA-256 digest.
 """
 
 from __future__ import annotations
@@ -61,7 +51,7 @@ def _remove_stale_temp_files(dest: Path) -> None:
 
 
 def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # make the renames durable too
+    with contextlib.suppress(OSError):  # makes the renames durable
         dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -72,12 +62,11 @@ def _fsync_dir(folder: Path) -> None:
 def save_checkpoint(
     path: str | os.PathLike[str], state: dict[str, Any], *, keep_previous: bool = True
 ) -> Path:
-    """Write ``state`` atomically and verifiably to ``path``.
+    """Write ``state`` atomically (temporary file, fsync, :func:`os.replace`) and verifiably.
 
     Args:
-        path: Destination file; its folder is created if needed.
-        state: Tensors and primitives (numbers, strings, ``None``, lists, tuples, dicts) only:
-            what ``torch.load(weights_only=True)`` reads back.
+        path: Destination file (its folder is created).
+        state: Tensors and primitives only (what ``torch.load(weights_only=True)`` reads).
         keep_previous: Move the checkpoint already at ``path`` to :func:`previous_path`.
 
     Returns:
@@ -126,8 +115,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu") 
 
     Raises:
         FileNotFoundError: No file at ``path``.
-        CheckpointError: The file is unreadable, truncated, corrupted (digest mismatch) or not a
-            jepa-blocks checkpoint.
+        CheckpointError: The file is unreadable, truncated, corrupted or not a checkpoint.
     """
     p = Path(path)
     if not p.is_file():
@@ -186,15 +174,10 @@ def load_latest_checkpoint(
 def rng_state() -> dict[str, Any]:
     """The state of every random generator the training loop draws from (tensors and primitives)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002  (legacy global state)
+    keys_t = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [
-            str(kind),
-            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(gauss),
-        ],
+        "numpy": [str(kind), keys_t, int(pos), int(has_gauss), float(gauss)],
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -206,9 +189,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the generators saved by :func:`rng_state`."""
     torch.set_rng_state(state["torch"].cpu())
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state(  # noqa: NPY002
-        (kind, np.asarray(keys.cpu().numpy(), dtype=np.uint32), pos, has_gauss, gauss)
-    )
+    keys = np.asarray(keys.cpu().numpy(), dtype=np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, gauss))  # noqa: NPY002
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():

@@ -1,13 +1,8 @@
-"""Dataclass configs loadable from YAML with ``key=value`` command-line overrides.
-
-Configs are plain (possibly nested) dataclasses. :func:`config_from_dict` builds one from a
-mapping and rejects unknown keys; :func:`apply_overrides` sets dotted keys
-(``train.lr=1e-3``), parsing each value as YAML so numbers, booleans, lists and ``null`` get
-their types; :func:`load_config` combines a YAML file and overrides.
-"""
+"""Dataclass configs loadable from YAML with ``key=value`` command-line overrides."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -15,6 +10,8 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from jepa_blocks._validation import check_bool, check_choice
 
 __all__ = [
     "TrainConfig",
@@ -35,18 +32,14 @@ class TrainConfig:
         epochs: Passes over the training loader.
         max_steps: Stop after this many optimizer steps (``None``: ``epochs`` decide).
         seed: Seed of every generator (model init, data order, augmentations).
-        recipe: ``"paper"`` (AdamW, warm-up + cosine) or ``"official"`` (Adam 1e-3, warm-up then
-            constant, as ``main_transformed_views.py``); see :mod:`jepa_blocks.train.schedule`.
+        recipe: ``"paper"`` (AdamW, warm-up + cosine) or ``"official"`` (Adam, constant lr).
         lr: Peak learning rate (paper 4e-4).
         weight_decay: AdamW weight decay on ≥ 2-D parameters (paper 1e-3).
-        warmup_epochs: Linear warm-up length in epochs (paper 20 of 2000; fractional allowed;
-            at most ``epochs``).
-        warmup_steps: Linear warm-up length in optimizer steps; when set it replaces
-            ``warmup_epochs`` (streams have no epochs).
+        warmup_epochs: Linear warm-up length in epochs (paper 20 of 2000; at most ``epochs``).
+        warmup_steps: Warm-up length in optimizer steps, replacing ``warmup_epochs`` when set.
         warmup_start_lr: Learning rate at step 0 (paper 1e-5).
         final_lr: Learning rate at the end of the cosine (paper 1e-5).
-        schedule: ``"recipe"`` (the recipe's schedule), ``"cosine"`` (warm-up + cosine) or
-            ``"constant"`` (warm-up, then ``lr``: a stream has no natural end).
+        schedule: ``"recipe"`` (the recipe's), ``"cosine"`` or ``"constant"`` (after warm-up).
         grad_clip: Clip the global gradient norm to this value (``None``: no clipping).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         amp: ``"auto"`` (bf16 autocast on CUDA, none on CPU), ``"bf16"`` or ``"off"``.
@@ -54,8 +47,7 @@ class TrainConfig:
         compile: Wrap the model in ``torch.compile``.
         out_dir: Where metrics, checkpoints and plots go (``None``: nothing is written).
         log_every: Log training metrics every this many steps.
-        eval_every_epochs: Run the evaluation callback every this many epochs (0: only at the
-            end).
+        eval_every_epochs: Run ``eval_fn`` every this many epochs (0: only at the end).
         checkpoint_every_steps: Also checkpoint every this many steps (0: only at epoch ends).
         resume: Continue from ``out_dir/checkpoint.pt`` when it exists.
         progress: Show a progress bar (tqdm when installed).
@@ -109,13 +101,10 @@ class TrainConfig:
                 what = f"a finite number {bound}" + (" or None" if optional else "")
                 raise ValueError(f"TrainConfig.{name} must be {what}, got {v!r}")
 
-        integer("epochs", 1)
-        integer("max_steps", 1, optional=True)
-        integer("seed", 0)
-        integer("warmup_steps", 0, optional=True)
-        integer("log_every", 1)
-        integer("eval_every_epochs", 0)
-        integer("checkpoint_every_steps", 0)
+        for name in ("epochs", "max_steps", "log_every"):
+            integer(name, 1, optional=name == "max_steps")
+        for name in ("seed", "warmup_steps", "eval_every_epochs", "checkpoint_every_steps"):
+            integer(name, 0, optional=name == "warmup_steps")
         number("lr", positive=True)
         number("grad_clip", positive=True, optional=True)
         for name in ("weight_decay", "warmup_epochs", "warmup_start_lr", "final_lr"):
@@ -136,15 +125,14 @@ class TrainConfig:
             ("amp", ("auto", "bf16", "off")),
             ("wandb_mode", ("offline", "online", "disabled")),
         ):
-            if getattr(self, name) not in choices:
-                raise ValueError(
-                    f"TrainConfig.{name} must be one of {choices}, got {getattr(self, name)!r}"
-                )
+            check_choice(getattr(self, name), f"TrainConfig.{name}", choices)
         for name in ("channels_last", "compile", "resume", "progress", "wandb"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"TrainConfig.{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(getattr(self, name), f"TrainConfig.{name}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"TrainConfig.device must be a device string, got {self.device!r}")
+
+
+_PLAIN = {bool: "a bool", int: "an int", str: "a string"}
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -157,9 +145,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for a in args:
-            if a is type(None):
-                continue
+        for a in [a for a in args if a is not type(None)]:
             try:
                 return _coerce(value, a, where)
             except (TypeError, ValueError) as e:
@@ -185,32 +171,18 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise TypeError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{where} must be a bool, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{where} must be an int, got {value!r}")
+    if annotation in _PLAIN:
+        if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+            raise TypeError(f"{where} must be {_PLAIN[annotation]}, got {value!r}")
         return value
     if annotation is float:
         if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
-            try:
+            with contextlib.suppress(ValueError):
                 return float(value)
-            except ValueError:
-                raise TypeError(f"{where} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where} must be a number, got {value!r}")
         return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise TypeError(f"{where} must be a string, got {value!r}")
-        return value
     return value
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _where: str = "") -> T:
@@ -222,7 +194,7 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _where: str = "")
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"cls must be a dataclass type, got {cls!r}")
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -230,10 +202,8 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, _where: str = "")
             f"unknown config key(s) {unknown} for {cls.__name__}{' at ' + _where if _where else ''};"
             f" valid keys: {names}"
         )
-    kwargs = {
-        k: _coerce(v, hints[k], f"{_where + '.' if _where else ''}{k}") for k, v in data.items()
-    }
-    return cls(**kwargs)
+    prefix = f"{_where}." if _where else ""
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -242,9 +212,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def apply_overrides(config: T, overrides: Sequence[str]) -> T:
-    """Return a copy of ``config`` with dotted ``key=value`` overrides applied.
-
-    Values are parsed as YAML (``lr=1e-3``, ``compile=true``, ``max_steps=null``).
+    """A copy of ``config`` with dotted ``key=value`` overrides, values parsed as YAML
+    (``lr=1e-3``, ``compile=true``, ``max_steps=null``).
 
     Raises:
         ValueError: For a malformed override or an unknown key.

@@ -1,29 +1,8 @@
-"""The training loop: one ``fit`` for every recipe (epochs, streams, block-local training).
+"""The training loop: one :func:`fit` for every recipe (epochs, streams, block-local training).
 
-:func:`fit` trains any module whose output has a scalar ``loss`` (a tensor, or a NamedTuple,
-dataclass or dict with a ``loss`` field, e.g. :class:`jepa_blocks.SeqJEPAOutput`) on any batch
-iterable with ``__len__`` (``set_epoch(epoch)`` is called when present): an epoch loader such as
-:class:`jepa_blocks.data.SequenceLoader`, or a single-pass stream. It reads only the loss and the
-output's other scalar fields (logged); it never reaches into the model.
-
-One optimizer step:
-
-.. code-block:: text
-
-    lr = schedule(step)                          # a pure function of the step
-    optimizer.zero_grad()
-    out = step_fn(model, batch, state)           # default: forward under autocast, finite-loss
-                                                 # check, loss.backward(); a custom step_fn may
-                                                 # do its own backward (block-local training)
-    check loss and gradient norm are finite      # else NonFiniteLossError, nothing is stepped
-    clip (optional); optimizer.step(); model.update()   # EMA target, step counters
-    callback.after_step(state, batch, out)       # replay buffers, EWC/SI, stream checkpoints
-    (end of epoch) callback.after_epoch(state)   # online probes, monitors
-
-Exact resume: a checkpoint holds the model, optimizer, step, epoch, position within the epoch,
-every random generator's state, the callbacks' states, the metrics history and the config;
-resuming replays the epoch's loader up to the saved position (its random draws included), so
-``N`` steps + resume + ``N`` steps equal ``2N`` uninterrupted steps.
+It trains any module whose output has a scalar ``loss`` on any batch iterable with ``__len__``
+and resumes exactly (``N`` steps + resume + ``N`` steps equal ``2N`` steps); what one step does,
+checkpoints and resuming are described on the "Training loop" page.
 """
 
 from __future__ import annotations
@@ -76,8 +55,7 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-#: Config keys that may differ between a checkpoint and the run resuming from it: they change
-#: where and how a run is logged or executed, not what it computes.
+#: Config keys that may differ on resume: they change how a run is logged or run, not its result.
 RESUME_MUTABLE_KEYS = frozenset(
     {
         "out_dir", "resume", "progress", "log_every", "wandb", "wandb_project", "wandb_mode",
@@ -92,27 +70,21 @@ class ResumeMismatchError(ValueError):
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
+        return {kk: vv for k, v in data.items() for kk, vv in _flatten(v, f"{prefix}{k}.").items()}
     return {prefix[:-1]: list(data) if isinstance(data, tuple) else data}
 
 
 def config_differences(
     saved: Any, current: Any, *, ignore: Sequence[str] = ()
 ) -> list[tuple[str, Any, Any]]:
-    """``(key, saved value, current value)`` for every differing leaf of two nested configs.
-
-    Keys whose last component is in :data:`RESUME_MUTABLE_KEYS`, and keys equal to or below an
-    entry of ``ignore`` (dotted prefixes), are skipped.
+    """``(key, saved value, current value)`` for every differing leaf of two nested configs,
+    except keys ending in :data:`RESUME_MUTABLE_KEYS` and keys under a dotted prefix in ``ignore``.
     """
     a, b = _flatten(saved or {}), _flatten(current or {})
     out = []
     for key in sorted(set(a) | set(b)):
-        if key.rsplit(".", 1)[-1] in RESUME_MUTABLE_KEYS:
-            continue
-        if any(key == p or key.startswith(p + ".") for p in ignore):
+        skip = key.rsplit(".", 1)[-1] in RESUME_MUTABLE_KEYS
+        if skip or any(key == p or key.startswith(p + ".") for p in ignore):
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             out.append((key, a.get(key, "<absent>"), b.get(key, "<absent>")))
@@ -120,7 +92,7 @@ def config_differences(
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when the loss or the gradient is NaN or infinite; nothing is stepped or saved."""
+    """The loss or the gradient is NaN or infinite; nothing is stepped or saved."""
 
 
 @dataclasses.dataclass
@@ -153,26 +125,20 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(spec: str) -> torch.device:
     """``"auto"`` → CUDA (this rank's device under ``torchrun``) when available, else CPU."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(spec)
+    if spec == "auto" and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu" if spec == "auto" else spec)
 
 
 def schedule_steps(loader: Iterable[Any], config: TrainConfig) -> tuple[int, int]:
-    """``(total_steps, warmup_steps)`` of a run of ``config`` over ``loader``.
-
-    ``total_steps = epochs · len(loader)``, capped by ``max_steps``; the warm-up is
-    ``warmup_steps`` when set, else ``warmup_epochs · len(loader)``.
-    """
+    """``(total_steps, warmup_steps)``: ``epochs · len(loader)`` capped by ``max_steps``, and
+    ``warmup_steps`` when set, else ``warmup_epochs · len(loader)``."""
     steps_per_epoch = len(loader)  # type: ignore[arg-type]
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    if config.warmup_steps is not None:
-        return total_steps, config.warmup_steps
-    return total_steps, round(config.warmup_epochs * steps_per_epoch)
+    warmup = config.warmup_steps
+    return total_steps, round(config.warmup_epochs * steps_per_epoch) if warmup is None else warmup
 
 
 def default_batch_fn(model: nn.Module, batch: Any, device: torch.device) -> Any:
@@ -314,12 +280,10 @@ def default_step_fn(
 
 
 class Callback:
-    """Hooks into :func:`fit`. Override what you need; every hook is optional.
+    """Hooks into :func:`fit`; every hook is optional.
 
-    ``after_step`` and ``after_epoch`` may return a mapping of scalars: ``after_step``'s are
-    added to the step's logged record (when the step is logged), ``after_epoch``'s are logged as
-    ``eval/<name>``. ``state_dict``/``load_state_dict`` put the callback's state (a replay buffer,
-    EWC's importances) into the loop's checkpoints, so that resuming is exact.
+    ``after_step`` may return scalars for the step's logged record, ``after_epoch`` scalars logged
+    as ``eval/<name>``; ``state_dict``/``load_state_dict`` go into the loop's checkpoints.
     """
 
     def on_fit_start(self, state: LoopState) -> None:
@@ -327,11 +291,9 @@ class Callback:
 
     def after_step(self, state: LoopState, batch: Any, out: Any) -> Mapping[str, float] | None:
         """Called after every optimizer step and ``model.update()``."""
-        return None
 
     def after_epoch(self, state: LoopState) -> Mapping[str, float] | None:
         """Called at the end of every epoch (``state.epoch`` already counts it)."""
-        return None
 
     def on_fit_end(self, state: LoopState) -> None:
         """Called once when training ends normally."""
@@ -380,9 +342,7 @@ class _MetricsWriter:
 
 def write_csv(path: Path, history: list[dict[str, Any]]) -> None:
     """Write the metrics history as CSV (union of keys as columns)."""
-    keys: list[str] = []
-    for rec in history:
-        keys.extend(k for k in rec if k not in keys)
+    keys = list(dict.fromkeys(k for rec in history for k in rec))
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
@@ -395,12 +355,10 @@ class _Progress:
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
         self.bar = None
         if enabled:
-            try:
+            with contextlib.suppress(ImportError):
                 from tqdm.auto import tqdm
 
                 self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, file=sys.stderr)
-            except ImportError:
-                self.bar = None
 
     def update(self, postfix: dict[str, float] | None) -> None:
         if self.bar is not None:
@@ -421,12 +379,7 @@ def _skip(it: Iterator[Any], n: int) -> Iterator[Any]:
 
 def _set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, state: LoopState) -> float:
     """Set every group's learning rate to the schedule's value at ``state.step``."""
-    schedule = config.schedule
-    recipe = (
-        config.recipe
-        if schedule == "recipe"
-        else ("official" if schedule == "constant" else "paper")
-    )
+    recipe = {"recipe": config.recipe, "constant": "official", "cosine": "paper"}[config.schedule]
     lr = lr_at(
         state.step,
         recipe=recipe,
@@ -448,16 +401,7 @@ def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
-    for per_param in optimizer.state.values():
-        for v in per_param.values():
-            if isinstance(v, torch.Tensor):
-                yield v
-
-
-def _grad_norm(params: Sequence[torch.Tensor], clip: float | None) -> torch.Tensor:
-    """Global gradient norm (clipping to ``clip`` when set; ``inf`` leaves the gradients as
-    they are, since the clip coefficient is clamped to 1)."""
-    return torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
+    return (v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))
 
 
 def fit(
@@ -474,50 +418,45 @@ def fit(
     resume_from: str | os.PathLike[str] | None = None,
     resume_ignore: Sequence[str] = (),
 ) -> FitResult:
-    """Train ``model`` on ``loader`` (see the module docstring).
+    """Train ``model`` on ``loader`` (one step is described on the "Training loop" page).
 
     Args:
-        model: Module whose output has a scalar ``loss``; its optional ``update()`` method is
-            called once after every optimizer step.
+        model: Module whose output has a scalar ``loss``; its ``update()``, if any, runs after
+            every optimizer step.
         loader: Iterable of batches with ``__len__``; ``set_epoch(epoch)`` is called when present.
         config: Loop hyperparameters.
         optimizer: Default: :func:`jepa_blocks.train.build_optimizer` of ``config.recipe``.
-        step_fn: ``(model, batch, state) → output``: the forward and backward pass of one step
-            (default :func:`default_step_fn` of ``batch_fn``). A custom one may run several
-            backward passes (block-local training frees each block's graph before the next).
+        step_fn: ``(model, batch, state) → output``: forward and backward passes of one step
+            (default: :func:`default_step_fn` of ``batch_fn``).
         callbacks: :class:`Callback` hooks, called in order.
         batch_fn: ``(model, batch, device) → output`` of the default step.
         eval_fn: ``(model, epoch) → metrics`` run every ``config.eval_every_epochs`` epochs and at
             the end, in eval mode without gradients (rank 0 only); logged as ``eval/<name>``.
         full_config: The whole experiment config, stored in checkpoints and W&B.
         resume_from: Resume from this checkpoint (default: ``out_dir/checkpoint.pt`` when
-            ``config.resume`` and it exists; an unreadable one falls back to the previous
-            checkpoint, with a warning).
-        resume_ignore: Dotted keys of ``full_config`` that may differ from the checkpoint's
-            (e.g. evaluation settings); every other difference, in ``config`` or
-            ``full_config``, refuses to resume (:class:`ResumeMismatchError`).
+            ``config.resume`` and it exists, else the previous one, with a warning).
+        resume_ignore: Dotted keys of ``full_config`` that may differ from the checkpoint's;
+            any other difference raises :class:`ResumeMismatchError`.
 
     Returns:
         :class:`FitResult`.
 
     Raises:
-        NonFiniteLossError: When a loss or the gradient norm is NaN/inf (before the optimizer
-            step; with the default step, before the backward pass), or when the parameters
-            become non-finite (no checkpoint is written from a non-finite state).
+        NonFiniteLossError: When a loss, the gradient norm or the parameters become NaN/inf
+            (nothing is stepped or saved from a non-finite state).
         ResumeMismatchError: When the checkpoint to resume from has another config.
         CheckpointError: When no trustworthy checkpoint can be read.
     """
     t_start = time.perf_counter()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    for name, value, cls, what in (
+        ("model", model, nn.Module, "an nn.Module"),
+        ("config", config, TrainConfig, "a TrainConfig"),
+        ("optimizer", optimizer, (torch.optim.Optimizer, type(None)), "a torch.optim.Optimizer"),
+    ):
+        if not isinstance(value, cls):
+            raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     if not (hasattr(loader, "__iter__") and hasattr(loader, "__len__")):
         raise TypeError(f"loader must be an iterable with a length, got {type(loader).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-        )
     for name, fn in (("step_fn", step_fn), ("batch_fn", batch_fn), ("eval_fn", eval_fn)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
@@ -544,14 +483,13 @@ def fit(
             model, recipe=config.recipe, lr=config.lr, weight_decay=config.weight_decay
         )
     total_steps, warmup_steps = schedule_steps(loader, config)
-    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
     state = LoopState(
         model=model,
         train_model=model,
         optimizer=optimizer,
         config=config,
         device=device,
-        use_amp=use_amp,
+        use_amp=config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"),
         total_steps=total_steps,
         warmup_steps=warmup_steps,
         rank=rank,
@@ -664,6 +602,7 @@ def fit(
 
     update = getattr(model, "update", None)
     params = [p for p in model.parameters() if p.requires_grad]
+    clip = config.grad_clip if config.grad_clip is not None else math.inf  # inf: no clipping
     model.train()
     for cb in callbacks:
         cb.on_fit_start(state)
@@ -685,7 +624,7 @@ def fit(
                         f"before the optimizer step"
                     ) from e
                 state.check_finite(loss_of(out), where="the optimizer step")
-                norm = _grad_norm(params, config.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the global gradient norm
                 if not math.isfinite(float(norm)):
                     where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
                     raise NonFiniteLossError(
@@ -715,22 +654,17 @@ def fit(
                 for path in pending:
                     save(path)
                 progress.update(postfix)
-                if (
-                    config.checkpoint_every_steps
-                    and state.step % config.checkpoint_every_steps == 0
-                ):
+                ckpt_every = config.checkpoint_every_steps
+                if ckpt_every and state.step % ckpt_every == 0:
                     save(None)
             else:
                 end_of_epoch()
                 save(None)
                 continue
             break  # max_steps reached inside the epoch
-        if not (
-            config.eval_every_epochs
-            and state.batch_in_epoch == 0
-            and state.epoch % config.eval_every_epochs == 0
-        ):
-            evaluate()
+        eval_every = config.eval_every_epochs
+        if not (eval_every and state.batch_in_epoch == 0 and state.epoch % eval_every == 0):
+            evaluate()  # unless the last epoch end just did
         save(None)
         for cb in callbacks:
             cb.on_fit_end(state)

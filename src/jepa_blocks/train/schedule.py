@@ -1,8 +1,4 @@
-"""Learning-rate schedules and optimizer recipes as pure functions of the step.
-
-A schedule that is a pure function of ``step`` needs no state of its own, so a checkpoint that
-stores the step resumes it exactly.
-"""
+"""Learning-rate schedules (pure functions of the step: resumed exactly) and optimizer recipes."""
 
 from __future__ import annotations
 
@@ -31,18 +27,15 @@ def warmup_cosine_lr(
 ) -> float:
     r"""Linear warm-up from ``warmup_start_lr`` to ``base_lr``, then cosine decay to ``final_lr``.
 
-    seq-JEPA (Ghaemi et al. 2025, §3.2/A.2): AdamW, lr 4e-4, 20 warm-up epochs from 1e-5, then
-    cosine to 1e-5. For :math:`s < W`: :math:`\eta_s = \eta_0 + (\eta - \eta_0)\, s/W`; after:
-    :math:`\eta_s = \eta_\text{min} + \tfrac12(\eta - \eta_\text{min})(1 + \cos(\pi\, t))`,
+    seq-JEPA (Ghaemi et al. 2025, §3.2/A.2): :math:`\eta_s = \eta_0 + (\eta - \eta_0)\, s/W` for
+    :math:`s < W`, then :math:`\eta_\text{min} + \tfrac12(\eta - \eta_\text{min})(1 + \cos\pi t)`,
     :math:`t = (s - W)/(T - W)` clipped to ``[0, 1]``.
 
     Args:
         step: Optimizer steps done so far (0-based).
-        total_steps: ``T``, the length of the whole run.
-        warmup_steps: ``W ≤ T``.
+        total_steps, warmup_steps: ``T`` (the whole run) and ``W ≤ T``.
         base_lr: Peak learning rate.
-        warmup_start_lr: Learning rate at step 0.
-        final_lr: Learning rate at step ``T``.
+        warmup_start_lr, final_lr: Learning rates at steps 0 and ``T``.
 
     Returns:
         The learning rate for this step.
@@ -63,12 +56,9 @@ def lr_at(
     warmup_start_lr: float = 1e-5,
     final_lr: float = 1e-5,
 ) -> float:
-    """Learning rate of ``recipe`` at ``step``.
-
-    * ``"paper"``: :func:`warmup_cosine_lr`.
-    * ``"official"``: the official ``main_transformed_views.py`` behaviour: the same linear
-      warm-up, after which its per-epoch warm-up block resets the rate to ``base_lr`` every epoch,
-      so the effective rate is constant (``hafezgh/seq-jepa``; reference notes §5, §8.1).
+    """Learning rate of ``recipe`` at ``step``: ``"paper"``: :func:`warmup_cosine_lr`;
+    ``"official"`` (``hafezgh/seq-jepa``'s ``main_transformed_views.py``): the same warm-up, then
+    constant (its per-epoch warm-up block resets the rate to ``base_lr`` every epoch).
     """
     check_choice(recipe, "recipe", _RECIPES)
     if recipe == "official" and step >= warmup_steps:
@@ -84,10 +74,7 @@ def lr_at(
 
 
 def _no_weight_decay_names(model: nn.Module) -> set[str]:
-    """Full names of the parameters that ``model`` or a submodule lists in ``no_weight_decay()``.
-
-    timm's convention: the method returns parameter names relative to its module.
-    """
+    """Full names of the parameters listed by ``no_weight_decay()`` (timm: relative names)."""
     names: set[str] = set()
     for prefix, module in model.named_modules():
         listed = getattr(module, "no_weight_decay", None)
@@ -97,13 +84,9 @@ def _no_weight_decay_names(model: nn.Module) -> set[str]:
 
 
 def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
-    """Two groups: weight decay on parameters with ≥ 2 dims, none on biases and norms (1-D).
-
-    As in the official ``main_pls.py``. Parameters that a module lists in its
-    ``no_weight_decay()`` method (timm's convention: names relative to that module, e.g. the
-    temperature of :class:`~jepa_blocks.blocks.TSSA`) get no weight decay either. Parameters that
-    do not require gradients (an EMA target's copy) are left out.
-    """
+    """Two groups, as the official ``main_pls.py``: weight decay on ≥ 2-D parameters, none on the
+    1-D ones (biases, norms) and those a module lists in ``no_weight_decay()`` (timm's
+    convention); frozen parameters are left out."""
     skip = _no_weight_decay_names(model)
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
@@ -119,12 +102,9 @@ def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
 def build_optimizer(
     model: nn.Module, *, recipe: str = "paper", lr: float = 4e-4, weight_decay: float = 1e-3
 ) -> torch.optim.Optimizer:
-    """The optimizer of a recipe.
-
-    * ``"paper"``: AdamW (default betas), ``lr``, weight decay on ≥ 2-D parameters only
-      (:func:`param_groups`).
-    * ``"official"``: ``main_transformed_views.py`` hard-codes ``Adam(lr=1e-3, weight_decay=0)``
-      for pre-training whatever the flags say; ``lr``/``weight_decay`` are ignored.
+    """The optimizer of a recipe: ``"paper"``: AdamW on :func:`param_groups`; ``"official"``:
+    ``Adam(lr=1e-3, weight_decay=0)``, hard-coded by ``main_transformed_views.py`` (``lr`` and
+    ``weight_decay`` are ignored).
     """
     check_choice(recipe, "recipe", _RECIPES)
     check_positive(lr, "lr")
