@@ -379,11 +379,11 @@ class CodingRate(FunctionModule):
         self,
         *,
         eps: float = 0.5,
-        scale: float | None = None,
         center: bool = False,
+        scale: float | None = None,
         precision: str = "float32",
-        distributed: str = "auto",
         form: str = "auto",
+        distributed: str = "auto",
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")
@@ -414,11 +414,11 @@ class RateReduction(FunctionModule):
     def __init__(
         self,
         *,
+        num_classes: int | None = None,
         eps: float = 0.5,
         gamma: float = 1.0,
-        num_classes: int | None = None,
-        precision: str = "float32",
         return_parts: bool = False,
+        precision: str = "float32",
         distributed: str = "auto",
     ) -> None:
         super().__init__()

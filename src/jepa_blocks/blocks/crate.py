@@ -413,12 +413,12 @@ class CRATELayer(_PreNormMSSA):
         dim: int,
         *,
         heads: int,
-        dim_head: int | None = None,
-        tie_out: bool = False,
-        out_bias: bool | None = None,
         eta: float = 0.1,
         lambd: float = 0.1,
         nonneg: bool = True,
+        dim_head: int | None = None,
+        tie_out: bool = False,
+        out_bias: bool | None = None,
         dropout: float = 0.0,
         norm_eps: float = 1e-5,
     ) -> None:
@@ -525,10 +525,10 @@ class CRATEDecoderLayer(nn.Module):
         self,
         y: Tensor,
         *,
-        src_key_padding_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
     ) -> Tensor:
-        """Apply the decoder layer."""
+        """Apply the decoder layer (masks as :class:`MSSA`)."""
         h = F.linear(self.norm1(check_tokens(y, self.dim, "y")), self.weight)
         return h - self.attn(
             self.norm2(h), src_key_padding_mask=src_key_padding_mask, attn_mask=attn_mask
@@ -730,16 +730,10 @@ class CRATE(_PatchEncoder):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
     ) -> None:
-        layers = crate_blocks(
-            dim=dim,
-            depth=depth,
-            heads=heads,
-            dim_head=dim_head,
-            tie_out=tie_out,
-            eta=eta,
-            lambd=lambd,
-            dropout=dropout,
+        options: dict[str, Any] = dict(
+            dim_head=dim_head, tie_out=tie_out, eta=eta, lambd=lambd, dropout=dropout
         )
+        layers = crate_blocks(dim=dim, depth=depth, heads=heads, **options)
         super().__init__(
             layers, image_size, patch_size, in_channels, dim, num_classes, pool, emb_dropout
         )
