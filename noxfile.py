@@ -50,9 +50,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy on the library sources."""
+    """mypy on the library sources, and ``--strict`` on a user's script of the public API."""
     _install(session, TORCH_LIGHT_SPEC, "dev")
     session.run("mypy", "src/jepa_blocks")
+    session.run("mypy", "--strict", "tests/typing/user_script.py")
 
 
 @nox.session(python=PYTHON)
