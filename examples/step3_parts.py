@@ -603,7 +603,7 @@ def plot_monitor_history(
     from matplotlib.figure import Figure
 
     kinds = (
-        ("_rate_", "R^c of the MSSA input tokens"),
+        ("_rate_", "$R^c$ of the MSSA input tokens"),
         ("_sparsity_", "ISTA sparsity (fraction of zeros)"),
         ("_spec_", "head specialisation (—), best head R² (- -)"),
     )
@@ -676,7 +676,7 @@ def write_plots(
     written: list[str] = []
     titles = {"agg": "aggregator", "pred": "predictor"}
     for what, field, ylabel, title in (
-        ("rates", "rates", "R^c of the MSSA input tokens", "Compression R^c by layer"),
+        ("rates", "rates", "$R^c$ of the MSSA input tokens", "Compression $R^c$ by layer"),
         ("sparsity", "sparsity", "ISTA sparsity (fraction of zeros)", "ISTA sparsity by layer"),
     ):
         profiles: dict[str, list[float]] = {}

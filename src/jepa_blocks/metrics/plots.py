@@ -1,8 +1,7 @@
 """Matplotlib figures for the evaluation suite: rotation circle, spectra, rank monitor.
 
-Figures are built with :class:`matplotlib.figure.Figure` directly (no ``pyplot`` state, no backend
-switch) and saved as PNG when a ``path`` is given. matplotlib (extras ``examples`` / ``docs``) is
-imported when a function is called.
+Built on :class:`matplotlib.figure.Figure` (no ``pyplot`` state); matplotlib (extras ``examples``
+/ ``docs``) is imported when a function is called.
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_floating_tensor, check_int
-from jepa_blocks.losses import check_finite
+from jepa_blocks._validation import check_finite, check_floating_tensor, check_int
 from jepa_blocks.metrics.rank import check_matrix, check_spectrum, principal_subspace
 
 if TYPE_CHECKING:
@@ -37,23 +35,50 @@ def plot_rotation_circle(
     features: Tensor,
     angles: Tensor,
     *,
+    reference: Tensor | None = None,
     path: PathLike | None = None,
-    title: str = "Rotation in the top-2 principal plane",
+    title: str | None = None,
     dpi: int = 120,
 ) -> Figure:
-    """Scatter the features' top-2 principal components, coloured by rotation angle.
+    r"""How rotations act on a representation, in its top-2 principal plane (two panels).
 
-    An equivariant representation of planar rotations traces a circle whose polar angle follows
-    the rotation angle (cyclic colour map).
+    **Left**: each row as a point of that plane, coloured by its rotation angle (cyclic colour
+    map, colour bar in degrees), scaled so that the root-mean-square radius is 1, with the unit
+    circle drawn. **Right**: the point's polar angle :math:`\varphi` against the rotation
+    angle :math:`\theta`; its title gives the *angle agreement*
+    :math:`\max_{s = \pm 1} \bigl|\tfrac1N \sum_n e^{\mathrm i(\varphi_n - s\theta_n)}\bigr|`
+    (1 when :math:`\varphi` follows :math:`\theta` up to a constant offset and a reflection,
+    about :math:`1/\sqrt N` when the two are unrelated) and the share of the variance that the
+    plane holds. The figure title is ``title`` (a default describes the mode).
+
+    *Pairs* (``reference`` given): ``reference`` holds the features of the first view of each
+    pair, ``features`` those of the second and ``angles`` the relative rotation. The plane is
+    the top-2 principal plane of the differences ``features − reference``, and each pair is
+    drawn as the rotation that takes its reference to its feature within that plane: with
+    :math:`p_1, p_2` the projections (centred on the mean of all rows), the point
+    :math:`(|p_2| / |p_1|)\, e^{\mathrm i(\arg p_2 - \arg p_1)}` (radius clipped at 2).
+    If the relative rotation acts as a rotation of that plane (an equivariant representation),
+    pair :math:`n` lands on the unit circle at angle :math:`\pm\theta_n`: a colour wheel, and a
+    diagonal line on the right.
+
+    *Rows* (no ``reference``): the rows themselves, centred and projected. A colour wheel on
+    the circle appears only when the angle is absolute for every row, e.g. rotated copies of
+    one input. Differences :math:`z_2 - z_1` of pairs whose first angle is random fill a disc
+    even for an equivariant representation: their direction depends on the first angle and
+    only their length, :math:`2r\,|\sin(\Delta\theta / 2)|`, on the relative one. For pairs,
+    pass ``features=z_2, reference=z_1``.
 
     Args:
-        features: Representations, e.g. encoder outputs of rotated views or ``Δz``.
-        angles: Rotation angle of each row, radians.
+        features: Representations, one per row (in the pair mode: of the second views).
+        angles: Rotation angle of each row (pair mode: from the first view to the second),
+            radians.
+        reference: Representations of the first views of the pairs, or ``None``.
         path: Save the figure there as PNG, at ``dpi`` dots per inch.
-        title: Axes title.
+        title: Figure title (default: one that names the mode).
+        dpi: Resolution of the saved PNG.
 
     Shape:
-        - features: ``(N, D)`` with ``D ≥ 2``; angles: ``(N,)``
+        - features: ``(N, D)`` with ``D ≥ 2``; angles: ``(N,)``; reference: as ``features``
     """
     from matplotlib.figure import Figure
 
@@ -64,19 +89,90 @@ def plot_rotation_circle(
         raise ValueError(
             f"angles must have shape ({features.shape[0]},), got {tuple(angles.shape)}"
         )
-    x = features.detach().double()
-    x = x - x.mean(dim=0, keepdim=True)
-    pcs = (x @ principal_subspace(x, 2).double()).cpu().numpy()
-    theta = torch.remainder(angles.detach().double(), 2 * torch.pi).cpu().numpy()
-    fig = Figure(figsize=(4.5, 4.0))
-    ax = fig.add_subplot()
-    sc = ax.scatter(pcs[:, 0], pcs[:, 1], c=theta, cmap="hsv", vmin=0.0, vmax=2 * torch.pi, s=8)
-    fig.colorbar(sc, ax=ax, label="angle (rad)")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.set_title(title)
-    return _finish(fig, path, dpi)
+    if reference is not None and check_matrix(reference, "reference").shape != features.shape:
+        raise ValueError(
+            f"reference must have the shape of features {tuple(features.shape)}, got "
+            f"{tuple(reference.shape)}"
+        )
+    tiny = torch.finfo(torch.float64).tiny
+    theta = torch.remainder(angles.detach().double().cpu() + torch.pi, 2 * torch.pi) - torch.pi
+    z = features.detach().double().cpu()
+    if reference is None:
+        x = z - z.mean(dim=0, keepdim=True)
+        pcs = x @ principal_subspace(x, 2)
+        share = float(pcs.square().sum() / x.square().sum().clamp_min(tiny))
+        pts = pcs / pcs.square().sum(dim=1).mean().sqrt().clamp_min(tiny)
+        phi = torch.atan2(pts[:, 1], pts[:, 0])
+        default_title = "Top-2 principal plane of the features, coloured by rotation angle"
+        axis = "PC {} (unit RMS radius)"
+        share_of = "of the variance"
+    else:
+        z1 = reference.detach().double().cpu()
+        delta = z - z1
+        delta = delta - delta.mean(dim=0, keepdim=True)
+        basis = principal_subspace(delta, 2)
+        share = float((delta @ basis).square().sum() / delta.square().sum().clamp_min(tiny))
+        mean = torch.cat([z, z1]).mean(dim=0, keepdim=True)
+        p1 = torch.view_as_complex(((z1 - mean) @ basis).contiguous())
+        p2 = torch.view_as_complex(((z - mean) @ basis).contiguous())
+        ratio = p2 * p1.conj() / (p1.abs().square() + tiny)  # p2 / p1
+        phi = torch.angle(ratio)
+        radius = ratio.abs().clamp(max=2.0)
+        pts = torch.stack([radius * phi.cos(), radius * phi.sin()], dim=1)
+        default_title = "Relative rotation of each pair in the top-2 plane of z₂ − z₁"
+        axis = "relative rotation, axis {}"
+        share_of = "of the variance of z₂ − z₁"
+    agreement = max(
+        float(torch.polar(torch.ones_like(phi), phi - s * theta).mean().abs()) for s in (1, -1)
+    )
+    deg = 180.0 / torch.pi
+    fig = Figure(figsize=(9.5, 4.4), layout="constrained")
+    ax, ax_angle = fig.subplots(1, 2)
+    sc = ax.scatter(
+        pts[:, 0].numpy(),
+        pts[:, 1].numpy(),
+        c=(theta * deg).numpy(),
+        cmap="twilight_shifted",
+        vmin=-180.0,
+        vmax=180.0,
+        s=8,
+    )
+    circle = torch.linspace(0, 2 * torch.pi, 361)
+    ax.plot(circle.cos().numpy(), circle.sin().numpy(), color="0.3", linestyle="--", linewidth=1)
+    ax.set_xlabel(axis.format(1))
+    ax.set_ylabel(axis.format(2))
+    if reference is not None:  # the unit circle is the reference; clipped points at radius 2
+        ax.set_xlim(-2.1, 2.1)
+        ax.set_ylim(-2.1, 2.1)
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(
+        f"the plane holds {100 * share:.0f} % {share_of}\n(dashed: unit circle)", fontsize=9
+    )
+    ax_angle.scatter(
+        (theta * deg).numpy(),
+        (phi * deg).numpy(),
+        c=(theta * deg).numpy(),
+        cmap="twilight_shifted",
+        vmin=-180.0,
+        vmax=180.0,
+        s=6,
+    )
+    ax_angle.set_xlim(-180, 180)
+    ax_angle.set_ylim(-180, 180)
+    ax_angle.set_xticks([-180, -90, 0, 90, 180])
+    ax_angle.set_yticks([-180, -90, 0, 90, 180])
+    ax_angle.set_xlabel("rotation angle θ (degrees)")
+    ax_angle.set_ylabel("polar angle φ in the plane (degrees)")
+    ax_angle.set_title(
+        f"angle agreement {agreement:.2f}\n(1: φ = ±θ + const; near 0: unrelated)", fontsize=9
+    )
+    fig.colorbar(sc, ax=[ax, ax_angle], label="rotation angle θ (degrees)", shrink=0.9)
+    fig.suptitle(default_title if title is None else title, fontsize=11)
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.1)
+    return fig
 
 
 def plot_spectrum(
@@ -123,8 +219,7 @@ def plot_spectrum(
         if top_k is not None:
             ax.axvline(top_k + 0.5, color="grey", linestyle="--", linewidth=1)
     ax_log.set_ylabel("eigenvalue")
-    ax_cum.set_ylabel("cumulative variance fraction")
-    ax_cum.set_ylim(0, 1.02)
+    ax_cum.set(ylabel="cumulative variance fraction", ylim=(0, 1.02))
     ax_cum.legend(loc="lower right", fontsize="small")
     fig.suptitle(title)
     return _finish(fig, path, dpi)
@@ -158,15 +253,11 @@ def plot_rank_monitor(
     for label, series in ranks.items():
         ys = [float(r) for r in series]
         if len(ys) != len(xs):
-            raise ValueError(
-                f"ranks[{label!r}] has {len(ys)} values but steps has {len(xs)}; they must match"
-            )
+            raise ValueError(f"ranks[{label!r}] has {len(ys)} values but steps has {len(xs)}")
         ax.plot(xs, ys, marker="o", markersize=3, label=label)
     if max_rank is not None:
         ax.axhline(float(max_rank), color="grey", linestyle="--", linewidth=1, label="max")
-    ax.set_xlabel("step")
-    ax.set_ylabel("effective rank")
+    ax.set(xlabel="step", ylabel="effective rank", title=title)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="small")
-    ax.set_title(title)
     return _finish(fig, path, dpi)
