@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import inspect
+from pathlib import Path
 from typing import Any
+
+from docutils.parsers.rst import Directive
 
 import jepa_blocks
 
@@ -50,7 +53,7 @@ mathjax_path = "mathjax/tex-mml-chtml.js"
 # The copy button copies code without prompts ('>>> ', '... ') or outputs.
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
-copybutton_only_copy_prompt_lines = False
+copybutton_only_copy_prompt_lines = True
 
 
 def _skip_namedtuple_fields(
@@ -77,7 +80,49 @@ def _drop_type_docstrings(
         lines[:] = []
 
 
+def _markdown_result_to_rst(text: str) -> list[str]:
+    """A benchmark result file (Markdown: a title, paragraphs, pipe tables) as reST lines."""
+    out: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        if line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                if not all(set(c) <= set("-: ") for c in cells):
+                    rows.append(cells)
+                i += 1
+            out += ["", ".. list-table::", "   :header-rows: 1", ""]
+            for row in rows:
+                out += [f"   * - {row[0] or ' '}"] + [f"     - {c or ' '}" for c in row[1:]]
+            out.append("")
+            continue
+        if line.startswith("#"):
+            out += [f"**{line.lstrip('#').strip()}**", ""]
+        else:
+            out.append(line)
+        i += 1
+    return out
+
+
+class ResultTable(Directive):
+    """``.. result-table:: ../benchmarks/results/<name>.md``: a benchmark result as real tables."""
+
+    required_arguments = 1
+
+    def run(self) -> list[Any]:
+        env = self.state.document.settings.env
+        rel, path = env.relfn2path(self.arguments[0])
+        env.note_dependency(rel)
+        lines = _markdown_result_to_rst(Path(path).read_text(encoding="utf-8"))
+        self.state_machine.insert_input(lines, path)
+        return []
+
+
 def setup(app: Any) -> None:
     """Sphinx extension hook: connect the handlers above."""
+    app.add_directive("result-table", ResultTable)
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
     app.connect("autodoc-process-docstring", _drop_type_docstrings)
