@@ -359,13 +359,13 @@ def probe_plots(
     )
     written.append("spectrum_z_agg.png")
     if views_kind in ("affine", "rotation", "rotation90"):
-        delta = trained.z[:, 1] - trained.z[:, 0]
         angle = torch.atan2(trained.actions[:, 0, 0], trained.actions[:, 0, 1])
         plot_rotation_circle(
-            delta,
+            trained.z[:, 1],
             angle,
+            reference=trained.z[:, 0],
             path=out_dir / "rotation_circle.png",
-            title="z_2 − z_1 (top-2 PCs) by relative angle",
+            title="How the relative rotation acts on z (pairs z_1 → z_2)",
         )
         written.append("rotation_circle.png")
     return written
