@@ -9,7 +9,8 @@
 
 Every stage starts from the same seed and sees the same batches (jepa_blocks.local.fit_local,
 i.e. jepa_blocks.train.fit). The model is the one of step 2 (--variant, default stopgrad-rate)
-with the preset's small CNN as four conv blocks (a ResNet-18 splits into its four stages).
+with the preset's small CNN as four conv-ReLU blocks and a BatchNorm on the pooled output
+(local.norm; a ResNet-18 splits into its four stages).
 Prints, for each stage, the probes of steps 1-2 (linear accuracy on z_agg and z_1, R² of the
 action from [z_1; z_2], effective ranks), how far each is from end-to-end, and the peak
 activation memory of one training step (tensors saved for backward; also the CUDA peak on a
@@ -21,6 +22,7 @@ examples:
     python examples/step6_local.py                          # cpu-demo, all stages (~10 min)
     python examples/step6_local.py --smoke                  # a complete run in seconds
     python examples/step6_local.py local.objective=rate local.head_dim=64   # per-block rate
+    python examples/step6_local.py local.norm=block         # BatchNorm in the blocks (pre-2026-12)
     python examples/step6_local.py train.epochs=4 local.stages=[end-to-end,stage3]
     python examples/step6_local.py --print-config           # the resolved config, as YAML
 

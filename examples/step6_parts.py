@@ -57,6 +57,9 @@ class LocalConfig:
         widths: Channels of the encoder blocks (small-cnn only; ``None``: ``cnn_width`` × 1, 2,
             4, then ``encoder_dim``).
         strides: Strides of the encoder blocks (small-cnn only).
+        norm: Where the block encoder normalises (small-cnn only;
+            :func:`~jepa_blocks.local.conv_block_encoder`): ``"readout"`` (BatchNorm on the pooled
+            output, none in the blocks), ``"block"`` (conv–BN–ReLU blocks) or ``"none"``.
         head_dim: Embedding dimension of the local heads (``None``: no projection).
         action_conditioned: Action-conditioned predictors in the encoder blocks' heads.
         head_hidden: Hidden width of the heads' predictors.
@@ -75,6 +78,7 @@ class LocalConfig:
     rate_weight: float = 0.03
     widths: list[int] | None = None
     strides: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 2, 1])
+    norm: Literal["readout", "block", "none"] = "readout"
     head_dim: int | None = None
     action_conditioned: bool = True
     head_hidden: int = 128
@@ -112,7 +116,8 @@ def build_local_model(
     """:func:`parts.build_model` with a block encoder.
 
     For ``encoder="small-cnn"`` the :class:`~jepa_blocks.SmallCNN` is replaced by
-    :func:`~jepa_blocks.local.conv_block_encoder` (``local.widths``, ``local.strides``; the EMA
+    :func:`~jepa_blocks.local.conv_block_encoder` (``local.widths``, ``local.strides``,
+    ``local.norm``; the EMA
     target, if any, is rebuilt around it); a ResNet-18 is kept (it splits into four stages).
 
     The block encoder ends in global average pooling, so the small CNN's ``cnn_grid`` and
@@ -153,7 +158,9 @@ def build_local_model(
             f"local.widths must end with model.encoder_dim = {d}, got {widths} (the predictor "
             f"and aggregator are sized for encoder_dim)"
         )
-    encoder = conv_block_encoder(in_channels=in_channels, widths=widths, strides=local.strides)
+    encoder = conv_block_encoder(
+        in_channels=in_channels, widths=widths, strides=local.strides, norm=local.norm
+    )
     model.encoder = encoder
     if model_config.target == "ema":
         epoch_wise = model_config.ema_schedule == "epoch"

@@ -48,6 +48,8 @@ def test_config_errors():
         load_config(Step6Config, step="step6", overrides=["local.stages=[stage4]"])
     with pytest.raises(ValueError, match="objective"):
         load_config(Step6Config, step="step6", overrides=["local.objective=hebb"])
+    with pytest.raises(ValueError, match="norm"):
+        load_config(Step6Config, step="step6", overrides=["local.norm=layer"])
     with pytest.raises(ValueError, match="at least one"):
         LocalConfig(stages=[])
 
@@ -86,6 +88,19 @@ def test_local_model_block_encoder_and_ema_target():
             config, LocalConfig(widths=[4, 8]), in_channels=1, action_dim=5, total_steps=4,
             steps_per_epoch=2,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("norm", ["readout", "block", "none"])
+def test_local_model_norm_places_the_normalisation(norm):
+    torch.manual_seed(0)
+    local = load_config(Step6Config, step="step6", overrides=[f"local.norm={norm}"]).local
+    model = build_local_model(
+        ModelConfig(**SMALL_MODEL), local, in_channels=1, action_dim=5, total_steps=4,
+        steps_per_epoch=2,
+    )  # fmt: skip
+    kinds = {type(m).__name__ for m in model.encoder.modules()}
+    assert ("BatchNorm2d" in kinds) == (norm == "block")
+    assert ("BatchNorm1d" in kinds) == (norm == "readout")
 
 
 @pytest.mark.parametrize(("objective", "cls"), [("lpl", LPLLoss), ("rate", LocalRateLoss)])

@@ -29,11 +29,31 @@ def test_conv_block_encoder_has_four_blocks_and_pools():
         (64, 7, 7),
         (128, 7, 7),
     ]
-    torch.testing.assert_close(enc(x), feats[-1].mean(dim=(2, 3)))
+    torch.testing.assert_close(enc(x), enc.readout(feats[-1]), rtol=0, atol=0)
     with pytest.raises(ValueError, match="equal length"):
         conv_block_encoder(widths=(8, 16), strides=(1,))
     with pytest.raises(TypeError, match="in_channels"):
         conv_block_encoder(in_channels=1.0)  # type: ignore[arg-type]
+
+
+def test_conv_block_encoder_norm_placement():
+    torch.manual_seed(0)
+    x = torch.randn(6, 1, 12, 12)
+    kinds = {}
+    for norm in ("readout", "block", "none"):
+        enc = conv_block_encoder(widths=(4, 8), strides=(1, 2), norm=norm)
+        kinds[norm] = {type(m).__name__ for m in enc.blocks.modules()}
+        assert not list(enc.readout.parameters())  # the blocks hold every weight
+        pooled = next(reversed(list(enc.features(x)))).mean(dim=(2, 3))
+        if norm == "readout":  # BatchNorm1d without affine on the pooled output
+            bn = torch.nn.functional.batch_norm(pooled, None, None, training=True, eps=1e-5)
+            torch.testing.assert_close(enc(x), bn)
+        else:
+            torch.testing.assert_close(enc(x), pooled)
+    assert "BatchNorm2d" in kinds["block"] and "BatchNorm2d" not in kinds["readout"]
+    assert kinds["readout"] == kinds["none"]
+    with pytest.raises(ValueError, match="norm"):
+        conv_block_encoder(norm="layer")  # type: ignore[arg-type]
 
 
 def test_split_small_cnn_shares_modules_and_matches_output():

@@ -103,6 +103,56 @@ def test_lpl_explicit_pairs_and_stop_gradient_on_targets():
     assert torch.all(y.grad[:, -1] == 0) and torch.any(y.grad[:, 0] != 0)
 
 
+def test_lpl_gradient_is_the_papers_learning_rule():
+    """∂L/∂z of ``lpl_loss(pull_weight=½)`` is the paper's rule (Eq. 7 as corrected in the erratum).
+
+    Halvagal & Zenke (2023), erratum (``fmi-basel/latent-predictive-learning``, PR #9): per sample
+    b and unit i, ΔW ∝ −∂L/∂z with ∂L/∂z_i^b = (1/MB)[(z_i^b − z_i^b(t−Δt)) − λ1 α/σ_i²
+    (z_i^b − z̄_i) + λ2 β Σ_{k≠i} (z_k^b − z̄_k) C_ik], where α = 2B/(B−1) and β = 4B/((B−1)(M−1))
+    follow from L_Hebb = −(1/M) Σ_i log(σ_i² + ε) and the corrected L_decorr = Σ_{i≠k} C_ik² /
+    (M² − M) (its gradient is the erratum's 4/((B−1)(M²−M)) Σ_k (z_k − z̄_k) C_ik).
+    """
+    b, m, lam1, lam2, eps = 6, 4, 1.0, 10.0, 1e-4
+    z = _z(b, 1, m, seed=7).requires_grad_(True)  # z(t)
+    past = _z(b, 1, m, seed=8)  # z(t − Δt)
+    loss = lpl_loss(z, pred=z, target=past, pull_weight=0.5, push_weight=lam1,
+                    decorrelation_weight=lam2, eps=eps)  # fmt: skip
+    (grad,) = torch.autograd.grad(loss, z)
+    x = [[float(z.detach()[s, 0, i]) for i in range(m)] for s in range(b)]
+    mu = [sum(x[s][i] for s in range(b)) / b for i in range(m)]
+    cov = [
+        [sum((x[s][i] - mu[i]) * (x[s][k] - mu[k]) for s in range(b)) / (b - 1) for k in range(m)]
+        for i in range(m)
+    ]
+    alpha, beta = 2 * b / (b - 1), 4 * b / ((b - 1) * (m - 1))
+    for s in range(b):
+        for i in range(m):
+            rule = (
+                (x[s][i] - float(past[s, 0, i]))
+                - lam1 * alpha / (cov[i][i] + eps) * (x[s][i] - mu[i])
+                + lam2 * beta * sum((x[s][k] - mu[k]) * cov[i][k] for k in range(m) if k != i)
+            ) / (m * b)
+            assert float(grad[s, 0, i]) == pytest.approx(rule, rel=1e-10, abs=1e-14)
+
+
+def test_lpl_without_stop_gradient_is_the_official_code_form():
+    """``stop_gradient=False``: the official step, ``mse_loss(z1, z2)`` with gradient to both views,
+    ``½(hebb(z1) + hebb(z2))``, ``10 · ½(decorr(z1) + decorr(z2))``."""
+    z = _z(b=6, t=2, d=4, seed=9).requires_grad_(True)
+    zd = z.detach()
+    expected = _hand_pull(zd[:, :1], zd[:, 1:]) + _hand_variance(zd, 1e-4)
+    expected += 10 * _hand_decorrelation(zd)
+    assert float(lpl_loss(zd, stop_gradient=False)) == pytest.approx(expected, rel=1e-12)
+    assert float(LPLLoss(stop_gradient=False)(zd)) == pytest.approx(expected, rel=1e-12)
+    pull = lpl_loss(z, stop_gradient=False, push_weight=0.0, decorrelation_weight=0.0)
+    (grad,) = torch.autograd.grad(pull, z)
+    diff = 2 * (zd[:, 0] - zd[:, 1]) / (6 * 4)  # ∂ mean((z1 − z2)²) / ∂z1
+    torch.testing.assert_close(grad[:, 0], diff, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad[:, 1], -diff, rtol=1e-12, atol=0)
+    with pytest.raises(TypeError, match="stop_gradient"):
+        LPLLoss(stop_gradient=0)  # type: ignore[arg-type]
+
+
 def test_lpl_single_view_has_zero_prediction_term():
     z = _z(b=5, t=1, d=3)
     parts = lpl_loss(z, return_parts=True)
@@ -184,7 +234,8 @@ def test_modules_pass_their_weights_and_show_them():
                         decorrelation_weight=3.0, eps=1e-3, return_parts=True)  # fmt: skip
     assert lpl(z, pred=pred, target=target, return_parts=True) == expected
     assert repr(lpl) == (
-        "LPLLoss(pull_weight=0.5, push_weight=2.0, decorrelation_weight=3.0, eps=0.001)"
+        "LPLLoss(pull_weight=0.5, push_weight=2.0, decorrelation_weight=3.0, eps=0.001, "
+        "stop_gradient=True)"
     )
     rate = LocalRateLoss(pull_weight=0.5, rate_weight=0.1, eps=0.4, normalize=False)
     expected_rate = local_rate_loss(z, pull_weight=0.5, rate_weight=0.1, eps=0.4, normalize=False)

@@ -16,6 +16,7 @@ from jepa_blocks.local import (
     BlockLossLog,
     LocalRateLoss,
     LocalSeqJEPA,
+    LPLLoss,
     conv_block_encoder,
     fit_local,
     local_step_fn,
@@ -26,10 +27,12 @@ from jepa_blocks.train import Callback, TrainConfig, fit, lr_at
 B, M, A = 16, 3, 5
 
 
-def _model(*, target: str = "stopgrad", seed: int = 0, small: bool = True) -> SeqJEPA:
+def _model(
+    *, target: str = "stopgrad", seed: int = 0, small: bool = True, norm: str = "readout"
+) -> SeqJEPA:
     torch.manual_seed(seed)
     widths = (4, 8, 8, 16) if small else (16, 32, 64, 128)
-    enc = conv_block_encoder(in_channels=1, widths=widths)
+    enc = conv_block_encoder(in_channels=1, widths=widths, norm=norm)  # type: ignore[arg-type]
     tgt = EMATarget(enc, total_steps=10) if target == "ema" else StopGradTarget()
     return SeqJEPA.from_encoder(
         enc, tgt, encoder_dim=widths[-1], action_dim=A, action_embed_dim=8,
@@ -157,15 +160,19 @@ def test_stage2_leaves_the_encoder_bit_identical():
     assert all(p.requires_grad for p in learner.model.encoder.parameters())
 
 
-def test_stage3_peak_memory_at_most_half_of_end_to_end():
+# End-to-end keeps every block's maps: two per block with BatchNorm (its input and the ReLU's
+# output), one without. Stage 3 keeps one block's input and output, so the ratio is higher
+# without BatchNorm (0.53 with this small top; 0.47 with the cpu-demo model, test_step6_smoke).
+@pytest.mark.parametrize(("norm", "bound"), [("block", 0.5), ("readout", 0.55)])
+def test_stage3_peak_memory_about_half_of_end_to_end(norm, bound):
     views, actions = _batch(size=28, b=32)
-    e2e = LocalSeqJEPA(_model(small=False), stage="end-to-end")
-    local = LocalSeqJEPA(_model(small=False), stage="stage3")
+    e2e = LocalSeqJEPA(_model(small=False, norm=norm), stage="end-to-end")
+    local = LocalSeqJEPA(_model(small=False, norm=norm), stage="stage3")
     assert local.encoder_blocks.num_blocks == 4
     peak_e2e = peak_step_memory(e2e, views, actions, warmup=False).saved_bytes
     peak_local = peak_step_memory(local, views, actions, warmup=False).saved_bytes
     detach_only = peak_step_memory(local, views, actions, warmup=False, free_blocks=False)
-    assert peak_local <= 0.5 * peak_e2e, (peak_local, peak_e2e)
+    assert peak_local <= bound * peak_e2e, (peak_local, peak_e2e)
     # Detaching alone saves nothing: every block's activations stay alive until the backward.
     assert detach_only.saved_bytes >= 0.9 * peak_e2e
 
@@ -221,6 +228,19 @@ def test_stage1_adds_local_losses_to_the_end_to_end_objective():
     torch.testing.assert_close(ref(views, actions).loss, out.main_loss)
     res = fit_local(learner, _Loader(), _cfg())
     assert res.step == 3 and "local_loss" in res.history[-1]
+
+
+def test_stage3_pull_targets_are_detached_by_the_objective():
+    """The stage passes targets with their graph; ``LPLLoss(stop_gradient=...)`` decides."""
+    views, actions = _batch()
+    grads = []
+    for sg in (True, False):
+        objective = LPLLoss(stop_gradient=sg, push_weight=0.0, decorrelation_weight=0.0)
+        learner = LocalSeqJEPA(_model(), stage="stage3", objective=objective)
+        learner.backward_step(views, actions)
+        grads.append(learner.encoder_blocks.blocks[0][0].weight.grad)
+    assert grads[0] is not None and grads[1] is not None
+    assert not torch.allclose(grads[0], grads[1])
 
 
 def test_stage3_with_ema_target_and_rate_objective():

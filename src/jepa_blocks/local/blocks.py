@@ -11,12 +11,13 @@ Halvagal & Zenke, 2023; blockwise SSL, Siddiqui et al., 2023) cuts an encoder in
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_floating_tensor, check_int
+from jepa_blocks._validation import check_choice, check_floating_tensor, check_int
 from jepa_blocks.encoders import SmallCNN
 
 __all__ = [
@@ -110,12 +111,10 @@ class BlockEncoder(nn.Module):
         return f"num_blocks={self.num_blocks}, out_channels={self.out_channels}"
 
 
-def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+def _conv_block(c_in: int, c_out: int, stride: int, batch_norm: bool) -> nn.Sequential:
+    conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not batch_norm)
+    norm = [nn.BatchNorm2d(c_out)] if batch_norm else []
+    return nn.Sequential(conv, *norm, nn.ReLU(inplace=True))
 
 
 def conv_block_encoder(
@@ -123,17 +122,25 @@ def conv_block_encoder(
     in_channels: int = 1,
     widths: Sequence[int] = (16, 32, 64, 128),
     strides: Sequence[int] = (1, 2, 2, 1),
+    norm: Literal["readout", "block", "none"] = "readout",
 ) -> BlockEncoder:
-    """A CNN encoder of conv3×3–BN–ReLU blocks with global average pooling.
+    """A CNN encoder of conv3×3–ReLU blocks with global average pooling.
 
-    The default is :class:`jepa_blocks.SmallCNN` (``width=16``, ``out_dim=128``) with one more
-    stage, so that on 28×28 inputs no block holds more than about a third of the activations
-    saved for the backward pass: the peak that per-block backward-and-free leaves.
+    The default widths are :class:`jepa_blocks.SmallCNN`'s (``width=16``, ``out_dim=128``) with
+    one more stage, so that on 28×28 inputs no block holds more than about half of the
+    activations saved for the backward pass: the peak that per-block backward-and-free leaves.
+
+    ``norm="readout"`` (default): biased convolutions without normalisation in the blocks (as
+    LPL's VGG-11), so local objectives read raw rectified activity, and a parameter-free
+    :class:`~torch.nn.BatchNorm1d` on the pooled output for the end-to-end objective. ``"block"``:
+    conv–BN–ReLU blocks (the default before 2026-12, under which LPL's local stages fall below
+    the random network, :doc:`/tutorials/step6`); ``"none"``: end-to-end seq-JEPA collapses.
 
     Args:
         in_channels: Image channels.
         widths: Output channels of each block; the last is the output dimension ``D``.
         strides: Stride of each block's convolution.
+        norm: ``"readout"``, ``"block"`` or ``"none"``.
 
     Returns:
         The encoder (random initialisation from the current torch seed).
@@ -143,6 +150,7 @@ def conv_block_encoder(
         - output: ``(N, widths[-1])``
     """
     check_int(in_channels, "in_channels")
+    check_choice(norm, "norm", ("readout", "block", "none"))
     ws = [check_int(w, "widths[i]") for w in widths]
     ss = [check_int(s, "strides[i]") for s in strides]
     if not ws or len(ws) != len(ss):
@@ -151,8 +159,9 @@ def conv_block_encoder(
             f"and {len(ss)} strides"
         )
     chans = [in_channels, *ws]
-    blocks = [_conv_bn_relu(chans[i], chans[i + 1], ss[i]) for i in range(len(ws))]
-    return BlockEncoder(blocks, out_channels=ws)
+    blocks = [_conv_block(chans[i], chans[i + 1], ss[i], norm == "block") for i in range(len(ws))]
+    bn = nn.Sequential(_GlobalPool(), nn.BatchNorm1d(ws[-1], affine=False))
+    return BlockEncoder(blocks, out_channels=ws, readout=bn if norm == "readout" else None)
 
 
 _WIDTHS = (
@@ -310,9 +319,7 @@ class LocalHead(nn.Module):
             )
         return e + self.predictor(torch.cat([e, actions.to(e.dtype)], dim=-1))
 
-    def forward(self, h: Tensor) -> Tensor:
-        """Same as :meth:`embed`."""
-        return self.embed(h)
+    forward = embed
 
     def sequence(self, h: Tensor, batch: int) -> Tensor:
         """Embed ``(B·T, …)`` block outputs of ``T`` views per sample into ``(B, T, dim)``."""

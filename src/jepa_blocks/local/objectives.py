@@ -3,7 +3,7 @@ r"""Block-local objectives: a latent-predictive (LPL) loss and a coding-rate los
 Both read the embeddings ``z`` ``(B, T, d)`` of ``T`` consecutive views of each sample, as a
 block's local head produces them, and optionally predictions and targets ``(B, P, d)`` of those
 views' successors; without ``pred``/``target``, :math:`\hat z_t = z_t` predicts
-:math:`\bar z_t = z_{t+1}` (LPL's slowness term). Targets are always detached (stop-gradient).
+:math:`\bar z_t = z_{t+1}` (LPL's slowness term). Targets are detached (stop-gradient).
 
 * :func:`lpl_loss` — Latent Predictive Learning, Halvagal & Zenke (2023), "The combination of
   Hebbian and predictive plasticity learns invariant object representations in deep sensory
@@ -23,7 +23,10 @@ views' successors; without ``pred``/``target``, :math:`\hat z_t = z_t` predicts
           C_{tij} = \tfrac{1}{B-1}\textstyle\sum_b (z_{bti} - \operatorname{sg}(\mu_{ti}))
           (z_{btj} - \operatorname{sg}(\mu_{tj}))
 
-  with the batch mean :math:`\mu` a constant, as in the official code.
+  with the batch mean :math:`\mu` a constant, as in the official code. ``pull_weight=0.5`` gives
+  the paper's :math:`\tfrac{1}{2MB}` normalisation (the gradient is its learning rule, Eq. 7 with
+  the erratum's decorrelation term); ``stop_gradient=False`` the official code's
+  ``mse_loss(z1, z2)``, whose gradient reaches both views (:doc:`/local`, "Faithfulness").
 * :func:`local_rate_loss` — the cosine prediction loss minus :math:`\lambda` times the coding rate
   of each view's L2-normalised embeddings (Yu et al., 2020, "Learning Diverse and Discriminative
   Representations via the Principle of Maximal Coding Rate Reduction"), the rate playing the
@@ -86,12 +89,14 @@ def _check_views(z: Any, name: str = "z") -> Tensor:
     return z
 
 
-def _pairs(z: Tensor, pred: Tensor | None, target: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Predictions and detached targets ``(B, P, d)``; default: consecutive views of ``z``."""
+def _prediction_term(
+    z: Tensor, pred: Any, target: Any, loss: Callable[..., Tensor], stop_gradient: bool = True
+) -> Tensor:
+    """``loss(pred, target)`` ``(B, P, d)`` (default: consecutive views of ``z``); 0 if ``P = 0``."""
     if (pred is None) != (target is None):
         raise ValueError("pass both pred and target, or neither (then consecutive views of z)")
-    if pred is None or target is None:
-        return z[:, :-1], z[:, 1:].detach()
+    if pred is None:
+        pred, target = z[:, :-1], z[:, 1:]
     for name, x in (("pred", pred), ("target", target)):
         check_floating_tensor(x, name, min_ndim=3, shape_doc="(B, P, d)")
     if pred.shape != target.shape or pred.ndim != 3:
@@ -104,20 +109,13 @@ def _pairs(z: Tensor, pred: Tensor | None, target: Tensor | None) -> tuple[Tenso
             f"pred must have shape (B, P, d) = ({z.shape[0]}, P, {z.shape[2]}) like z, got "
             f"{tuple(pred.shape)}"
         )
-    return pred, target.detach()
-
-
-def _prediction_term(
-    z: Tensor, pred: Tensor | None, target: Tensor | None, loss: Callable[[Tensor, Tensor], Tensor]
-) -> Tensor:
-    """``loss`` of the predictions and detached targets (:func:`_pairs`); 0 without pairs."""
-    p, t = _pairs(z, pred, target)
-    return loss(p, t) if p.shape[1] > 0 else upcast_float(z).new_zeros(())
+    target = target.detach() if stop_gradient else target
+    return loss(pred, target) if pred.shape[1] > 0 else upcast_float(z).new_zeros(())
 
 
 def _check_option(name: str, value: Any) -> Any:
-    """A term weight ``>= 0``, ``eps > 0`` or the ``normalize`` flag."""
-    if name == "normalize":
+    """A term weight ``>= 0``, ``eps > 0`` or a flag (``normalize``, ``stop_gradient``)."""
+    if name in ("normalize", "stop_gradient"):
         return check_bool(value, name)
     return check_positive(value, name, allow_zero=name != "eps")
 
@@ -184,6 +182,7 @@ def lpl_loss(
     push_weight: float = 1.0,
     decorrelation_weight: float = 10.0,
     eps: float = 1e-4,
+    stop_gradient: bool = True,
     return_parts: bool = False,
 ) -> Tensor | LocalLossParts:
     r"""LPL objective of one block: prediction + variance + decorrelation (published weights).
@@ -200,6 +199,8 @@ def lpl_loss(
         push_weight: :math:`w_\text{push} \ge 0` (published 1).
         decorrelation_weight: :math:`w_\text{decorr} \ge 0` (published 10).
         eps: :math:`\epsilon > 0` of the variance term (published 1e-4).
+        stop_gradient: Detach the targets (the paper's :math:`\operatorname{sg}`); ``False``:
+            the official code's ``mse_loss(z1, z2)``, whose gradient reaches both views.
         return_parts: Return :class:`LocalLossParts` instead of the total.
 
     Returns:
@@ -222,7 +223,8 @@ def lpl_loss(
     w_push = _check_option("push_weight", push_weight)
     w_dec = _check_option("decorrelation_weight", decorrelation_weight)
     _check_option("eps", eps)
-    pull = _prediction_term(z, pred, target, mse_loss)
+    sg = _check_option("stop_gradient", stop_gradient)
+    pull = _prediction_term(z, pred, target, mse_loss, sg)
     push = variance_loss(z, eps=eps)
     dec = decorrelation_loss(z)
     loss = w_pull * pull + w_push * push + w_dec * dec
@@ -313,10 +315,8 @@ class LPLLoss(_LocalObjective):
     """Module form of :func:`lpl_loss` (Halvagal & Zenke, 2023; defaults as published).
 
     Args:
-        pull_weight: Weight of the prediction term (1).
-        push_weight: Weight of the variance term (1).
-        decorrelation_weight: Weight of the decorrelation term (10).
-        eps: :math:`\\epsilon` of the variance term (1e-4).
+        pull_weight, push_weight, decorrelation_weight, eps, stop_gradient: As in
+            :func:`lpl_loss` (defaults 1, 1, 10, 1e-4, ``True``).
 
     Shape:
         - z: ``(B, T, d)``; pred, target: ``(B, P, d)``
@@ -324,7 +324,7 @@ class LPLLoss(_LocalObjective):
     """
 
     _objective = lpl_loss
-    _options = ("pull_weight", "push_weight", "decorrelation_weight", "eps")
+    _options = ("pull_weight", "push_weight", "decorrelation_weight", "eps", "stop_gradient")
 
     def __init__(
         self,
@@ -333,12 +333,14 @@ class LPLLoss(_LocalObjective):
         push_weight: float = 1.0,
         decorrelation_weight: float = 10.0,
         eps: float = 1e-4,
+        stop_gradient: bool = True,
     ) -> None:
         super().__init__(
             pull_weight=pull_weight,
             push_weight=push_weight,
             decorrelation_weight=decorrelation_weight,
             eps=eps,
+            stop_gradient=stop_gradient,
         )
 
 
@@ -346,10 +348,7 @@ class LocalRateLoss(_LocalObjective):
     """Module form of :func:`local_rate_loss` (cosine prediction − λ · coding rate).
 
     Args:
-        pull_weight: Weight of the prediction term.
-        rate_weight: :math:`\\lambda`.
-        eps: The papers' :math:`\\varepsilon` of the rate.
-        normalize: L2-normalise the embeddings before the rate.
+        pull_weight, rate_weight, eps, normalize: As in :func:`local_rate_loss`.
 
     Shape:
         - z: ``(B, T, d)``; pred, target: ``(B, P, d)``

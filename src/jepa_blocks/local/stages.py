@@ -18,13 +18,8 @@ encoder block, one small head per aggregator block but the last, and a block-loc
   objective, the top as in stage 2; :meth:`LocalSeqJEPA.backward_step` frees each block's graph
   before the next block runs, so the activation peak is the largest block's.
 
-References: Löwe, O'Connor & Veeling (2019), "Putting An End to End-to-End: Gradient-Isolated
-Learning of Representations" (Greedy InfoMax), NeurIPS; Illing, Ventura, Bellec & Gerstner
-(2021), "Local plasticity rules can learn deep representations using self-supervised
-contrastive predictions" (CLAPP), NeurIPS; Halvagal & Zenke (2023), "The combination of Hebbian
-and predictive plasticity learns invariant object representations in deep sensory networks"
-(LPL), Nature Neuroscience; Siddiqui, Krueger, LeCun & Deny (2023), "Blockwise Self-Supervised
-Learning at Scale", TMLR.
+References (full titles in :doc:`/local`): Greedy InfoMax (Löwe et al., 2019), CLAPP (Illing
+et al., 2021), LPL (Halvagal & Zenke, 2023), blockwise SSL (Siddiqui et al., 2023).
 """
 
 from __future__ import annotations
@@ -151,9 +146,10 @@ class LocalSeqJEPA(nn.Module):
 
     **Local objective of an encoder block.** Block ``k``'s head embeds its output for the ``T``
     observed views, ``e`` ``(B, T, d)``; view ``t+1`` is predicted by ``head.predict(e_t, a_t)``
-    with target ``sg(e_{t+1})``, and the last observed view is paired with the target view's
-    embedding when the block saw it without gradient (stop-gradient target): ``M`` pairs, else
-    ``M − 1``. ``objective(e, pred=..., target=...)`` adds its anti-collapse terms on ``e``.
+    with target ``e_{t+1}`` (the objective detaches it), and the last observed view is paired
+    with the target view's embedding when the block saw it without gradient (stop-gradient
+    target): ``M`` pairs, else ``M − 1``. ``objective(e, pred=..., target=...)`` adds its
+    anti-collapse terms on ``e``.
 
     Args:
         model: The seq-JEPA model; its encoder must split into blocks (:func:`split_encoder`).
@@ -238,7 +234,8 @@ class LocalSeqJEPA(nn.Module):
     def set_stage(self, stage: Stage) -> None:
         """Switch the stage; stage 2 freezes the encoder, the others unfreeze what it froze."""
         check_choice(stage, "stage", STAGES)
-        if stage == "stage3" and self.model.symmetric and not self._stopgrad_target():
+        sg_target = isinstance(self.model.target, StopGradTarget)
+        if stage == "stage3" and self.model.symmetric and not sg_target:
             raise ValueError(
                 "stage3 with symmetric=True needs a StopGradTarget (the reverse task's target is "
                 "the locally trained encoder's own feature of the first view)"
@@ -252,9 +249,6 @@ class LocalSeqJEPA(nn.Module):
                 p.requires_grad_(False)
         self.stage = stage
 
-    def _stopgrad_target(self) -> bool:
-        return isinstance(self.model.target, StopGradTarget)
-
     def _block_loss(
         self, head: nn.Module, h: Tensor, h_next: Tensor | None, actions: Tensor, b: int
     ) -> Tensor:
@@ -266,10 +260,10 @@ class LocalSeqJEPA(nn.Module):
         if h_next is not None:
             with torch.no_grad():
                 e_next = head.embed(h_next)
-            target = torch.cat([e[:, 1:].detach(), e_next[:, None]], dim=1)
+            target = torch.cat([e[:, 1:], e_next[:, None]], dim=1)
             src, acts = e, actions[:, :t]
         else:
-            target = e[:, 1:].detach()
+            target = e[:, 1:]
             src, acts = e[:, :-1], actions[:, : t - 1]
         pred = head.predict(src, acts if head.action_dim > 0 else None)
         return self.objective(e, pred=pred, target=target)
@@ -359,7 +353,7 @@ class LocalSeqJEPA(nn.Module):
         b, m = views.shape[0], views.shape[1] - 1
         x = rearrange(views[:, :m], "b m c h w -> (b m) c h w")
         x_t = views[:, m]
-        use_next = self._stopgrad_target()
+        use_next = isinstance(self.model.target, StopGradTarget)
         losses = []
         for block, head in zip(enc.blocks, self.heads):
             with autocast():
