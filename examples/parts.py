@@ -3,7 +3,9 @@
 Every recipe (``step1_baseline.py`` … ``step6_local.py``) builds its data and model here, from
 the ``data:`` and ``model:`` sections of a preset (``configs/<preset>.yaml``). The library's parts
 never take strings that choose other parts; this module is the one place that maps a config's
-names (``small-cnn``, ``ema``, ``coding-rate`` …) to parts.
+names (``small-cnn``, ``ema``, ``coding-rate``, ``sigreg`` …) to parts. It also holds the one
+part that is composed here rather than in the library: :class:`SubspaceRateReduction`, the
+``subspace`` regularizer (an invariant / equivariant split of the encoder output).
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from jepa_blocks import (
     CenterSharpen,
     CodingRate,
     EMATarget,
+    OnlineTarget,
     SeqJEPA,
+    SIGReg,
     StopGradTarget,
+    SubspaceProjection,
     UnitNormRate,
+    VICRegRegularizer,
+    coding_rate,
 )
 from jepa_blocks.data import SequenceLoader
 from jepa_blocks.encoders import SmallCNN, resnet18_encoder
@@ -31,6 +38,9 @@ __all__ = [
     "DatasetName",
     "ModelConfig",
     "RecipeData",
+    "RegularizerName",
+    "SubspaceRateReduction",
+    "TargetName",
     "ViewsName",
     "build_data",
     "build_model",
@@ -40,6 +50,8 @@ __all__ = [
 
 DatasetName = Literal["mnist", "digits", "cifar10", "cifar100"]
 ViewsName = Literal["affine", "rotation", "rotation90", "cifar-augment"]
+RegularizerName = Literal["none", "coding-rate", "sigreg", "vicreg", "subspace"]
+TargetName = Literal["ema", "stopgrad", "online"]
 
 
 @dataclasses.dataclass
@@ -104,18 +116,46 @@ class ModelConfig:
         heads: Attention heads (paper 4).
         mlp_ratio: Aggregator feed-forward ratio (paper 4).
         dropout: Aggregator dropout (paper/PyTorch default 0.1).
-        target: ``"ema"`` (EMA teacher) or ``"stopgrad"`` (the online encoder, detached).
+        target: ``"ema"`` (EMA teacher), ``"stopgrad"`` (the online encoder, detached) or
+            ``"online"`` (the online encoder *with* gradient, :class:`~jepa_blocks.OnlineTarget`:
+            LeJEPA's setting, held up by the regularizer alone).
         ema_base: EMA momentum at the start (paper 0.996).
         ema_final: EMA momentum at the end (paper 1.0).
         ema_schedule: ``"step"`` (per-step cosine, paper/BYOL) or ``"epoch"`` (official code).
-        regularizer: ``"none"`` or ``"coding-rate"``.
+        regularizer: The anti-collapse term, each with its own weight λ (a coding rate is
+            40–90 nats, SIGReg and VICReg are O(1) penalties: one λ cannot suit them all):
+
+            * ``"none"``: the paper's objective.
+            * ``"coding-rate"``: a rate, subtracted: ``− rate_weight · R(z / ‖z‖)``
+              (:class:`~jepa_blocks.CodingRate`).
+            * ``"sigreg"``: a penalty, added: ``+ sigreg_weight · SIGReg(z)`` on the raw
+              features (:class:`~jepa_blocks.SIGReg`, new slices every step).
+            * ``"vicreg"``: a penalty, added: ``+ vicreg_weight · (μ v(z) + ν c(z))``
+              (:class:`~jepa_blocks.VICRegRegularizer`).
+            * ``"subspace"``: a rate, subtracted: ``− subspace_weight · ΔR`` of
+              :class:`SubspaceRateReduction` on the encoder output ``z`` (always ``z``, whatever
+              ``rate_on``): an invariant and an equivariant subspace part.
         rate_weight: λ of the coding rate.
-        rate_eps: ε of the coding rate (papers' convention).
-        rate_on: ``"z_agg"``, ``"z"`` or ``"both"``.
-        rate_center: Centre the samples before the rate.
-        rate_normalize: L2-normalise each sample before the rate (as MCR² and EMP-SSL do), so
-            that the rate cannot grow by scaling the features up.
-        rate_warmup_epochs: Linear warm-up of λ, in epochs.
+        rate_eps: ε of the coding rate and of the subspace rates (papers' convention).
+        rate_on: ``"z_agg"``, ``"z"`` or ``"both"``: where the coding rate, SIGReg and VICReg
+            apply.
+        rate_center: Centre the samples before the coding rate.
+        rate_normalize: L2-normalise each sample before the coding rate and the subspace rates
+            (as MCR² and EMP-SSL do), so that a rate cannot grow by scaling the features up.
+            SIGReg and VICReg always see the raw features (they fix a scale themselves).
+        rate_warmup_epochs: Linear warm-up of λ, in epochs (every regularizer).
+        sigreg_weight: λ of SIGReg (tuned on ``cpu-demo``; LeJEPA uses 0.02–0.05 against an
+            L2 prediction loss).
+        sigreg_slices: SIGReg's random directions per step (paper 256).
+        vicreg_weight: λ in front of VICReg's weighted sum (tuned on ``cpu-demo``).
+        vicreg_variance_weight: VICReg's μ (paper 25).
+        vicreg_covariance_weight: VICReg's ν (paper 1).
+        subspace_weight: λ of the subspace rate reduction (nats, as the coding rate).
+        subspace_dim: ``p``, the dimension of each subspace.
+        subspace_invariant: Subspaces in the invariant part.
+        subspace_equivariant: Subspaces in the equivariant part (``(inv + eq) · p ≤ D``).
+        subspace_split_weight: β of the split term (the within-sequence rates) of
+            :class:`SubspaceRateReduction`.
         last_token_action: ``"action"`` (official 3DIEBench path) or ``"zeros"`` (official
             augmentation path): the last token slot's action input
             (:class:`~jepa_blocks.SeqJEPA`).
@@ -138,17 +178,27 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: int = 4
     dropout: float = 0.1
-    target: Literal["ema", "stopgrad"] = "ema"
+    target: TargetName = "ema"
     ema_base: float = 0.996
     ema_final: float = 1.0
     ema_schedule: Literal["step", "epoch"] = "step"
-    regularizer: Literal["none", "coding-rate"] = "none"
+    regularizer: RegularizerName = "none"
     rate_weight: float = 0.03
     rate_eps: float = 0.5
     rate_on: Literal["z_agg", "z", "both"] = "z_agg"
     rate_center: bool = False
     rate_normalize: bool = True
     rate_warmup_epochs: float = 0.0
+    sigreg_weight: float = 0.05
+    sigreg_slices: int = 256
+    vicreg_weight: float = 0.04
+    vicreg_variance_weight: float = 25.0
+    vicreg_covariance_weight: float = 1.0
+    subspace_weight: float = 0.001
+    subspace_dim: int = 16
+    subspace_invariant: int = 4
+    subspace_equivariant: int = 4
+    subspace_split_weight: float = 1.0
     last_token_action: Literal["action", "zeros"] = "action"
     predictor_action: Literal["separate", "shared"] = "separate"
     symmetric: bool = False
@@ -169,6 +219,104 @@ class RecipeData(NamedTuple):
     train: Any
     test: Any
     views: Any
+
+
+class SubspaceRateReduction(nn.Module):
+    r"""The ``subspace`` regularizer: a rate reduction over an invariant / equivariant split of ``z``.
+
+    CRATE's sparse rate reduction without the sparsity (expand the whole, compress each
+    subspace), plus MCR²'s grouping by sequence to give the two parts their meaning. With ``Z``
+    the L2-normalised encoder outputs of the ``B·M`` observed views (rows sequence-major, as
+    :class:`~jepa_blocks.SeqJEPA` flattens ``z``), :math:`\bar Z` the ``B`` sequence means,
+    ``W`` the within-sequence residuals :math:`z_{bi} - \bar z_b` and
+    :math:`U_\text{inv}, U_\text{eq}` the bases of a :class:`~jepa_blocks.SubspaceProjection`
+    (``projection``, learned with the model):
+
+    .. math::
+
+        \Delta R = R(Z) - R^c(Z \mid U)
+          + \beta\,\big[R^c(\bar Z \mid U_\text{inv}) - R^c(W \mid U_\text{inv})
+          + R^c(W \mid U_\text{eq}) - R^c(\bar Z \mid U_\text{eq})\big]
+
+    (:func:`~jepa_blocks.coding_rate`, :func:`~jepa_blocks.subspace_compression`). The views of
+    a sequence show one image under different transformations: ``W`` is what the
+    transformation moves, :math:`\bar Z` what the views share. In the invariant subspaces the
+    split term is MCR² with the sequences as classes (spread the sequences, compress each one to
+    a point); in the equivariant subspaces it is the reverse (spread the views of a sequence,
+    compress the sequence means), so that they carry the transformation and not the image. A
+    **rate**: subtract it (``regularizer_kind="rate"``), applied to ``z``
+    (``regularize_on="z"``).
+
+    Args:
+        dim: ``D``.
+        num_observed: ``M``, the observed views per training sequence.
+        subspace_dim: ``p``.
+        invariant, equivariant: Subspaces per part (``(invariant + equivariant) · p ≤ D``).
+        eps: ε of every rate.
+        split_weight: β.
+        normalize: L2-normalise the rows first.
+
+    Shape:
+        - input: ``(B·M, D)``; output: ``()``
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_observed: int,
+        subspace_dim: int,
+        invariant: int,
+        equivariant: int,
+        eps: float = 0.5,
+        split_weight: float = 1.0,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_observed, bool) or not isinstance(num_observed, int) or num_observed < 2:
+            raise ValueError(f"num_observed must be an int >= 2, got {num_observed!r}")
+        if not split_weight >= 0:
+            raise ValueError(f"split_weight must be >= 0, got {split_weight!r}")
+        self.projection = SubspaceProjection(
+            dim,
+            subspace_dim=subspace_dim,
+            parts={"invariant": invariant, "equivariant": equivariant},
+            eps=eps,
+        )
+        self.num_observed = num_observed
+        self.eps = float(eps)
+        self.split_weight = float(split_weight)
+        self.normalize = bool(normalize)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        r""":math:`\Delta R` of the flattened observed-view encodings ``z``."""
+        if z.ndim != 2 or z.shape[0] % self.num_observed:
+            raise ValueError(
+                f"z must be (B·M, D) with M = {self.num_observed} views per sequence, got "
+                f"{tuple(z.shape)}"
+            )
+        if self.normalize:
+            z = nn.functional.normalize(z, dim=-1)
+        proj = self.projection
+        rate = coding_rate(z, eps=self.eps) - proj.compression(z)
+        if self.split_weight == 0:
+            return rate
+        groups = z.unflatten(0, (-1, self.num_observed))
+        means = groups.mean(1)
+        within = (groups - means[:, None]).flatten(0, 1)
+        split = (
+            proj.compression(means, part="invariant")
+            - proj.compression(within, part="invariant")
+            + proj.compression(within, part="equivariant")
+            - proj.compression(means, part="equivariant")
+        )
+        return rate + self.split_weight * split
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_observed={self.num_observed}, eps={self.eps}, "
+            f"split_weight={self.split_weight}, normalize={self.normalize}"
+        )
 
 
 def subset(source: Any, n: int | None, seed: int) -> Any:
@@ -268,6 +416,7 @@ def build_model(
     action_dim: int,
     total_steps: int,
     steps_per_epoch: int,
+    num_observed: int | None = None,
 ) -> SeqJEPA:
     """Assemble the :class:`~jepa_blocks.SeqJEPA` of ``config``.
 
@@ -277,6 +426,8 @@ def build_model(
         action_dim: ``A``, the action dimension of the views.
         total_steps: Optimizer steps of the run (EMA schedule).
         steps_per_epoch: Optimizer steps per epoch (epoch-granular EMA, λ warm-up).
+        num_observed: ``M`` of the training sequences; the ``subspace`` regularizer needs it
+            (it groups the rows of ``z`` by sequence).
 
     Returns:
         The model (random initialisation from the current torch seed).
@@ -324,6 +475,8 @@ def build_model(
         )
     elif config.target == "stopgrad":
         target = StopGradTarget()
+    elif config.target == "online":
+        target = OnlineTarget()
     else:
         raise ValueError(f"unknown target {config.target!r}")
     kwargs: dict[str, Any] = {}
@@ -335,6 +488,41 @@ def build_model(
             regularizer=rate,
             regularize_on=config.rate_on,
             regularizer_weight=config.rate_weight,
+            regularizer_warmup_steps=round(config.rate_warmup_epochs * steps_per_epoch),
+        )
+    elif config.regularizer in ("sigreg", "vicreg"):
+        penalty: nn.Module
+        if config.regularizer == "sigreg":
+            penalty, weight = SIGReg(num_slices=config.sigreg_slices), config.sigreg_weight
+        else:
+            penalty = VICRegRegularizer(
+                variance_weight=config.vicreg_variance_weight,
+                covariance_weight=config.vicreg_covariance_weight,
+            )
+            weight = config.vicreg_weight
+        kwargs.update(
+            regularizer=penalty,
+            regularizer_kind="penalty",
+            regularize_on=config.rate_on,
+            regularizer_weight=weight,
+            regularizer_warmup_steps=round(config.rate_warmup_epochs * steps_per_epoch),
+        )
+    elif config.regularizer == "subspace":
+        if num_observed is None:
+            raise ValueError("the subspace regularizer needs num_observed (M of the sequences)")
+        kwargs.update(
+            regularizer=SubspaceRateReduction(
+                config.encoder_dim,
+                num_observed=num_observed,
+                subspace_dim=config.subspace_dim,
+                invariant=config.subspace_invariant,
+                equivariant=config.subspace_equivariant,
+                eps=config.rate_eps,
+                split_weight=config.subspace_split_weight,
+                normalize=config.rate_normalize,
+            ),
+            regularize_on="z",
+            regularizer_weight=config.subspace_weight,
             regularizer_warmup_steps=round(config.rate_warmup_epochs * steps_per_epoch),
         )
     elif config.regularizer != "none":

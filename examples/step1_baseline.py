@@ -5,7 +5,9 @@ the model (encoder, EMA target, action encoder, [AGG] aggregator, predictor), tr
 jepa_blocks.train.fit, then probes the trained network next to the same network at
 initialisation: class accuracy from z_agg (invariance), R² of the action from [z_1; z_2]
 (equivariance), the leakage probes and effective ranks. Writes metrics.json, table.md and plots
-into --out.
+into --out. With the step-2 regularizer model.regularizer=subspace, whose subspace projection
+splits z into an invariant and an equivariant part, the parts are probed too (the inv_* / eq_*
+keys, see subspace_metrics).
 
 examples:
     python examples/step1_baseline.py                      # cpu-demo: MNIST-5k, ~3 min on 2 cores
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +34,150 @@ import torch
 
 from common import (
     RecipeConfig,
+    cell,
     check_gate,
     format_probe_table,
     gate_line,
     gate_metrics,
+    markdown_table,
     parse_cli,
     probe_plots,
     write_outputs,
 )
-from jepa_blocks.metrics import FeatureSet, evaluate, extract_features, rank_monitor
+from jepa_blocks import SubspaceProjection
+from jepa_blocks.metrics import (
+    EvalConfig,
+    FeatureSet,
+    effective_rank,
+    evaluate,
+    extract_features,
+    rank_monitor,
+    subspace_diagnostics,
+    subspace_leakage,
+)
+from jepa_blocks.metrics.evaluation import classifier_kwargs
 from jepa_blocks.runtime import num_threads
 from jepa_blocks.train import fit, seed_everything
 from jepa_blocks.train.config import config_to_dict
 from jepa_blocks.train.loop import resolve_device, schedule_steps
 from parts import build_data, build_model, make_loader, subset
 
-__all__ = ["main", "run"]
+__all__ = ["SUBSPACE_KEYS", "main", "paired_projection", "run", "subspace_metrics"]
+
+#: The keys subspace_metrics adds to metrics.json (every run with a subspace split, the same).
+SUBSPACE_KEYS = (
+    "inv_linacc",
+    "eq_linacc",
+    "inv_r2",
+    "eq_r2",
+    "inv_eq_linacc_gap",
+    "eq_inv_r2_gap",
+    "rank_inv",
+    "rank_eq",
+    "dim_inv",
+    "dim_eq",
+    "explained_variance_inv",
+    "explained_variance_eq",
+)
+_SUBSPACE_ROWS = (
+    ("inv_linacc", "linacc(z_1 invariant part)", "pct"),
+    ("eq_linacc", "linacc(z_1 equivariant part)", "pct"),
+    ("inv_r2", "R² of a_1 from [z_1; z_2] invariant part", "num"),
+    ("eq_r2", "R² of a_1 from [z_1; z_2] equivariant part", "num"),
+    ("inv_eq_linacc_gap", "linacc gap (inv − eq)", "pct"),
+    ("eq_inv_r2_gap", "R² gap (eq − inv)", "num"),
+    ("rank_inv", "effective rank, invariant part", "num"),
+    ("rank_eq", "effective rank, equivariant part", "num"),
+    ("explained_variance_inv", "variance of z_1 in the invariant part", "pct"),
+    ("explained_variance_eq", "variance of z_1 in the equivariant part", "pct"),
+)
+
+
+def paired_projection(projection: SubspaceProjection) -> SubspaceProjection:
+    """The same parts of ``[z_1; z_2]``: ``U`` block-diagonal twice, for the relative action.
+
+    ``a_1`` maps view 1 to view 2, so it is probed from both views' coordinates, as the main
+    ``r2`` is from ``[z_1; z_2]``: part ``name`` of ``[z_1; z_2]`` is
+    ``[part(z_1, name); part(z_2, name)]``.
+    """
+    d, p = projection.dim, projection.subspace_dim
+    pair = SubspaceProjection(
+        2 * d,
+        subspace_dim=p,
+        parts={name: 2 * k for name, k in projection.parts.items()},
+        orthogonality="penalty",
+    )
+    w = projection.weight.detach()
+    blocks = []
+    for name in projection.parts:
+        s = projection.subspaces(name)
+        w_part = w[:, s.start * p : s.stop * p]
+        blocks.append(torch.block_diag(w_part, w_part))
+    with torch.no_grad():
+        pair.weight.copy_(torch.cat(blocks, dim=1))
+    return pair
+
+
+def subspace_metrics(
+    projection: SubspaceProjection, train: FeatureSet, test: FeatureSet, config: EvalConfig
+) -> dict[str, float]:
+    """Probes of the invariant and equivariant parts of ``z`` (test scores).
+
+    ``inv_linacc`` / ``eq_linacc``: class accuracy from the part's coordinates of ``z_1`` (the
+    leakage of the class into the equivariant part); ``inv_r2`` / ``eq_r2``: R² of ``a_1`` from
+    the part's coordinates of ``[z_1; z_2]`` with the main ``r2``'s regressor (the leakage of the
+    action into the invariant part); both by :func:`jepa_blocks.metrics.subspace_leakage`. Their
+    gaps, the effective ranks and dimensions of the parts' ``z_1`` coordinates and the fraction
+    of ``z_1``'s variance in each part (:func:`jepa_blocks.metrics.subspace_diagnostics`).
+    """
+    projection = projection.cpu()
+    reg_kw: dict[str, Any] = {"kind": config.regressor}
+    if config.regressor == "mlp":
+        reg_kw |= {
+            k: getattr(config, f"regressor_{k}") for k in ("hidden", "depth", "epochs", "lr")
+        }
+        reg_kw.update(seed=config.seed, generator=torch.Generator().manual_seed(config.seed))
+
+    def split(f: FeatureSet, pair: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = torch.cat((f.z[:, 0], f.z[:, 1]), dim=1) if pair else f.z[:, 0]
+        return z, f.labels, f.actions[:, 0]
+
+    with num_threads(config.probe_threads), torch.no_grad():
+        single = subspace_leakage(
+            projection, split(train, False), split(test, False),
+            classifier_kwargs=classifier_kwargs(config), regressor_kwargs={"kind": "linear"},
+        )  # fmt: skip
+        pair = subspace_leakage(
+            paired_projection(projection), split(train, True), split(test, True),
+            classifier_kwargs=classifier_kwargs(config), regressor_kwargs=reg_kw,
+        )  # fmt: skip
+        z1 = test.z[:, 0]
+        diag = subspace_diagnostics(projection, z1)
+        out: dict[str, float] = {}
+        for short, name in (("inv", "invariant"), ("eq", "equivariant")):
+            out[f"{short}_linacc"] = single[f"{name}/class_accuracy"]
+            out[f"{short}_r2"] = pair[f"{name}/action_r2"]
+            out[f"rank_{short}"] = effective_rank(projection.part(z1, name))
+            out[f"dim_{short}"] = projection.parts[name] * projection.subspace_dim
+            out[f"explained_variance_{short}"] = diag[f"{name}/explained_variance"]
+    out["inv_eq_linacc_gap"] = out["inv_linacc"] - out["eq_linacc"]
+    out["eq_inv_r2_gap"] = out["eq_r2"] - out["inv_r2"]
+    return {k: out[k] for k in SUBSPACE_KEYS}
+
+
+def subspace_table(trained: Mapping[str, Any], random_init: Mapping[str, Any] | None) -> str:
+    """The rows of :func:`subspace_metrics`, trained next to random-init."""
+    rows = [
+        (label, cell(trained, key, kind), cell(random_init, key, kind))
+        for key, label, kind in _SUBSPACE_ROWS
+    ]
+    return markdown_table(("subspace split of z", "trained", "random-init"), rows)
+
+
+def _projection(model: Any) -> SubspaceProjection | None:
+    """The model's subspace split of ``z``: its regularizer's ``projection``, if any."""
+    proj = getattr(getattr(model, "regularizer", None), "projection", None)
+    return proj if isinstance(proj, SubspaceProjection) else None
 
 
 def run(config: RecipeConfig, *, verbose: bool = True) -> dict[str, Any]:
@@ -79,6 +209,7 @@ def _run(config: RecipeConfig, *, say: Any) -> dict[str, Any]:
         action_dim=int(data.views.action_dim),
         total_steps=max(1, total_steps),
         steps_per_epoch=len(loader),
+        num_observed=config.data.num_observed,
     ).to(device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     m = config.model
@@ -87,7 +218,7 @@ def _run(config: RecipeConfig, *, say: Any) -> dict[str, Any]:
         f"{len(data.train)}/{len(data.test)} images, {config.data.views} views, "
         f"M={config.data.num_observed}, {m.encoder} D={m.encoder_dim}, target={m.target}, "
         f"regularizer={m.regularizer}"
-        + (f" λ={m.rate_weight}" if m.regularizer != "none" else "")
+        + (f" λ={model.regularizer_weight}" if m.regularizer != "none" else "")
         + f", {n_params / 1e6:.2f} M parameters, {total_steps} steps on {device}"
     )
 
@@ -118,6 +249,8 @@ def _run(config: RecipeConfig, *, say: Any) -> dict[str, Any]:
         random_feats = extract_features(model, probe_test)
         random_train = extract_features(model, probe_train, passes=passes)
         random_metrics = evaluate(random_train, random_feats, config.eval)
+        if (proj := _projection(model)) is not None:
+            random_metrics |= subspace_metrics(proj, random_train, random_feats, config.eval)
         model.eval()
         with torch.no_grad():
             init_ranks = monitor(model, 0)
@@ -137,12 +270,16 @@ def _run(config: RecipeConfig, *, say: Any) -> dict[str, Any]:
     test_feats = extract_features(model, probe_test, pixels=pixels)
     train_feats = extract_features(model, probe_train, passes=passes, pixels=pixels)
     metrics = evaluate(train_feats, test_feats, config.eval)
+    if (proj := _projection(model)) is not None:
+        metrics |= subspace_metrics(proj, train_feats, test_feats, config.eval)
     t_eval += time.perf_counter() - t1
 
     # Report: table, gate, metrics.json, plots.
     flat = gate_metrics(metrics, random_metrics)
     gate = check_gate(config, flat)
     table = format_probe_table(metrics, random_metrics)
+    if _projection(model) is not None:
+        table += "\n\n" + subspace_table(metrics, random_metrics)
     last: dict[str, Any] = next((r for r in reversed(result.history) if "loss" in r), {})
     plots: list[str] = []
     if out_dir is not None and config.eval.plots:

@@ -34,11 +34,16 @@ def check_finite(x: Tensor, name: str) -> Tensor:
     return x
 
 
-def check_type(value: Any, name: str, cls: type[_T], what: str) -> _T:
+def check_type(
+    value: Any, name: str, cls: type[_T] | tuple[type, ...], what: str | None = None
+) -> _T:
     """Return ``value``; raise ``TypeError`` ("name must be what") unless it is a ``cls``."""
     if not isinstance(value, cls):
+        if what is None:
+            want = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+            what = f"a {want}"
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
-    return value
+    return value  # type: ignore[return-value]
 
 
 def check_floating_tensor(

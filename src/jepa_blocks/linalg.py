@@ -28,7 +28,7 @@ NaN under ``torch.compile``.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -42,7 +42,9 @@ from jepa_blocks._validation import (
 )
 
 __all__ = [
+    "Distributed",
     "Form",
+    "GlobalBatch",
     "Precision",
     "compute_dtype",
     "gram",
@@ -52,12 +54,18 @@ __all__ = [
 
 Form = Literal["auto", "dxd", "nxn"]
 Precision = Literal["float32", "float64"]
+#: Multi-rank strategy of the coding rates (:func:`jepa_blocks.coding_rate`).
+Distributed = Literal["auto", "none", "gram", "gather"]
+#: Multi-rank option of the other global terms: ``"auto"`` (global batch) or ``"none"`` (local).
+GlobalBatch = Literal["auto", "none"]
 
-_FORMS = ("auto", "dxd", "nxn")
-_PRECISIONS = ("float32", "float64")
+FORMS: tuple[Form, ...] = get_args(Form)
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+DISTRIBUTED_MODES: tuple[Distributed, ...] = get_args(Distributed)
+GLOBAL_BATCH_MODES: tuple[GlobalBatch, ...] = get_args(GlobalBatch)
 
 
-def compute_dtype(dtype: torch.dtype, precision: str) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype, precision: Precision) -> torch.dtype:
     """The dtype the log-det is computed in: the wider of ``precision`` and ``dtype`` (fp16/bf16
     inputs compute in at least float32; float64 inputs are never downgraded).
 
@@ -68,12 +76,12 @@ def compute_dtype(dtype: torch.dtype, precision: str) -> torch.dtype:
     Returns:
         ``torch.float64`` if either asks for it, else ``torch.float32``.
     """
-    if check_choice(precision, "precision", _PRECISIONS) == "float64" or dtype == torch.float64:
+    if check_choice(precision, "precision", PRECISIONS) == "float64" or dtype == torch.float64:
         return torch.float64
     return torch.float32
 
 
-def resolve_form(n: int, d: int, form: str) -> Literal["dxd", "nxn"]:
+def resolve_form(n: int, d: int, form: Form) -> Literal["dxd", "nxn"]:
     """Pick which Gram matrix to factor.
 
     Args:
@@ -83,7 +91,7 @@ def resolve_form(n: int, d: int, form: str) -> Literal["dxd", "nxn"]:
     Returns:
         ``"dxd"`` for ``ZᵀZ`` or ``"nxn"`` for ``ZZᵀ``.
     """
-    if check_choice(form, "form", _FORMS) == "auto":
+    if check_choice(form, "form", FORMS) == "auto":
         return "dxd" if d <= n else "nxn"
     return form  # type: ignore[return-value]
 
@@ -273,8 +281,8 @@ def half_logdet_i_plus_gram(
     z: Tensor,
     scale: Tensor | float,
     *,
-    form: str = "auto",
-    precision: str = "float32",
+    form: Form = "auto",
+    precision: Precision = "float32",
     all_reduce: bool = False,
     group: Any = None,
     fallback: bool = True,

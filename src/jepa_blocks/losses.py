@@ -8,7 +8,7 @@ autocast.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, Literal, get_args
+from typing import ClassVar, Literal, get_args, overload
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +31,10 @@ __all__ = [
 ]
 
 Reduction = Literal["mean", "sum", "none"]
-_REDUCTIONS = get_args(Reduction)
+_REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 
 
-def _check(pred: Tensor, target: Tensor, reduction: str) -> None:
+def _check(pred: Tensor, target: Tensor, reduction: Reduction) -> None:
     for name, x in (("pred", pred), ("target", target)):
         check_floating_tensor(x, name, min_ndim=1, shape_doc="(..., d)")
     if pred.shape != target.shape or pred.shape[-1] < 1:
@@ -53,7 +53,10 @@ def upcast_float(x: Tensor) -> Tensor:
 
 
 def _loss(
-    pred: Tensor, target: Tensor, reduction: str, per_vector: Callable[[Tensor, Tensor], Tensor]
+    pred: Tensor,
+    target: Tensor,
+    reduction: Reduction,
+    per_vector: Callable[[Tensor, Tensor], Tensor],
 ) -> Tensor:
     """``per_vector`` of the upcast pair, outside autocast, reduced over the leading dims."""
     with torch.autocast(pred.device.type, enabled=False):
@@ -173,6 +176,10 @@ def soft_cross_entropy(
     )
 
 
+@overload
+def linear_warmup(step: int, *, warmup_steps: int) -> float: ...
+@overload
+def linear_warmup(step: Tensor, *, warmup_steps: int) -> Tensor: ...
 def linear_warmup(step: int | Tensor, *, warmup_steps: int) -> float | Tensor:
     r"""Linear warm-up factor :math:`\min(1, \max(0, s) / S)`; 1 when :math:`S = 0`.
 

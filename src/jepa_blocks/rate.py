@@ -25,7 +25,18 @@ from jepa_blocks._validation import (
     membership_matrix,
 )
 from jepa_blocks.distributed import all_gather_rows, all_reduce_sum, is_distributed, world_size
-from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
+from jepa_blocks.linalg import (
+    DISTRIBUTED_MODES,
+    FORMS,
+    GLOBAL_BATCH_MODES,
+    PRECISIONS,
+    Distributed,
+    Form,
+    GlobalBatch,
+    Precision,
+    compute_dtype,
+    half_logdet_i_plus_gram,
+)
 from jepa_blocks.variational import VariationalRate, variational_rate
 
 __all__ = [
@@ -44,10 +55,6 @@ __all__ = [
     "variational_rate",
 ]
 
-_DISTRIBUTED = ("auto", "none", "gram", "gather")
-_PRECISIONS = ("float32", "float64")
-_FORMS = ("auto", "dxd", "nxn")
-
 
 def eps_from_code(eps_code: float) -> float:
     r"""Convert the official code's ``eps`` (:math:`\varepsilon^2`) to our ``eps``.
@@ -65,8 +72,8 @@ def eps_from_code(eps_code: float) -> float:
     return math.sqrt(check_positive(eps_code, "eps_code"))
 
 
-def _resolve_strategy(distributed: str, d: int, n: int, group: Any) -> str:
-    check_choice(distributed, "distributed", _DISTRIBUTED)
+def _resolve_strategy(distributed: Distributed, d: int, n: int, group: Any) -> str:
+    check_choice(distributed, "distributed", DISTRIBUTED_MODES)
     if distributed == "none" or not is_distributed(group):
         return "none"
     if distributed == "auto":
@@ -81,9 +88,9 @@ def coding_rate(
     eps: float = 0.5,
     scale: float | None = None,
     center: bool = False,
-    precision: str = "float32",
-    distributed: str = "auto",
-    form: str = "auto",
+    precision: Precision = "float32",
+    distributed: Distributed = "auto",
+    form: Form = "auto",
     group: Any = None,
 ) -> Tensor:
     r"""Coding rate :math:`R(Z) = \tfrac12 \log\det(I_d + \alpha Z^\top Z)`, :math:`\alpha = d/(n\varepsilon^2)`.
@@ -114,8 +121,8 @@ def coding_rate(
     """
     check_samples(z)
     check_bool(center, "center")
-    check_choice(precision, "precision", _PRECISIONS)
-    check_choice(form, "form", _FORMS)
+    check_choice(precision, "precision", PRECISIONS)
+    check_choice(form, "form", FORMS)
     if scale is None:
         check_positive(eps, "eps")
     else:
@@ -176,9 +183,9 @@ def rate_reduction(
     eps: float = ...,
     gamma: float = ...,
     num_classes: int | None = ...,
-    precision: str = ...,
+    precision: Precision = ...,
     return_parts: Literal[False] = ...,
-    distributed: str = ...,
+    distributed: GlobalBatch = ...,
     group: Any = ...,
 ) -> Tensor: ...
 
@@ -192,8 +199,8 @@ def rate_reduction(
     eps: float = ...,
     gamma: float = ...,
     num_classes: int | None = ...,
-    precision: str = ...,
-    distributed: str = ...,
+    precision: Precision = ...,
+    distributed: GlobalBatch = ...,
     group: Any = ...,
 ) -> RateReductionParts: ...
 
@@ -205,9 +212,9 @@ def rate_reduction(
     eps: float = 0.5,
     gamma: float = 1.0,
     num_classes: int | None = None,
-    precision: str = "float32",
+    precision: Precision = "float32",
     return_parts: bool = False,
-    distributed: str = "auto",
+    distributed: GlobalBatch = "auto",
     group: Any = None,
 ) -> Tensor | RateReductionParts:
     r"""MCR² rate reduction :math:`\Delta R = \gamma R(Z) - R^c(Z \mid \Pi)`.
@@ -245,8 +252,8 @@ def rate_reduction(
     check_samples(z)
     check_positive(eps, "eps")
     check_positive(gamma, "gamma", allow_zero=True)
-    check_choice(precision, "precision", _PRECISIONS)
-    check_choice(distributed, "distributed", ("auto", "none"))
+    check_choice(precision, "precision", PRECISIONS)
+    check_choice(distributed, "distributed", GLOBAL_BATCH_MODES)
     if distributed == "auto" and is_distributed(group) and isinstance(membership, Tensor):
         z = all_gather_rows(z, group)
         if membership.is_floating_point():
@@ -291,8 +298,8 @@ def total_coding_rate(
     z: Tensor | list[Tensor] | tuple[Tensor, ...],
     *,
     eps: float = 0.2**0.5,
-    precision: str = "float32",
-    distributed: str = "auto",
+    precision: Precision = "float32",
+    distributed: Distributed = "auto",
     group: Any = None,
 ) -> Tensor:
     r"""EMP-SSL total coding rate: the mean over views (patch chunks) of :math:`R(Z_v)`.
@@ -322,10 +329,10 @@ def simdino_expansion(
     z: Tensor | list[Tensor] | tuple[Tensor, ...],
     *,
     eps: float = 0.5**0.5,
-    distributed: str = "auto",
+    distributed: Distributed = "auto",
     official_local_scale: bool = False,
     balance: bool = True,
-    precision: str = "float32",
+    precision: Precision = "float32",
     group: Any = None,
 ) -> Tensor:
     r"""SimDINO expansion term: γ-balanced mean over views of the uncentred coding rate.
@@ -381,17 +388,17 @@ class CodingRate(FunctionModule):
         eps: float = 0.5,
         center: bool = False,
         scale: float | None = None,
-        precision: str = "float32",
-        form: str = "auto",
-        distributed: str = "auto",
+        precision: Precision = "float32",
+        form: Form = "auto",
+        distributed: Distributed = "auto",
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")
         self.scale = None if scale is None else check_positive(scale, "scale", allow_zero=True)
         self.center = check_bool(center, "center")
-        self.precision = check_choice(precision, "precision", _PRECISIONS)
-        self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
-        self.form = check_choice(form, "form", _FORMS)
+        self.precision = check_choice(precision, "precision", PRECISIONS)
+        self.distributed = check_choice(distributed, "distributed", DISTRIBUTED_MODES)
+        self.form = check_choice(form, "form", FORMS)
 
     def forward(self, z: Tensor) -> Tensor:
         """Return the coding rate of ``z`` (see :func:`coding_rate`)."""
@@ -418,15 +425,15 @@ class RateReduction(FunctionModule):
         eps: float = 0.5,
         gamma: float = 1.0,
         return_parts: bool = False,
-        precision: str = "float32",
-        distributed: str = "auto",
+        precision: Precision = "float32",
+        distributed: GlobalBatch = "auto",
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")
         self.gamma = check_positive(gamma, "gamma", allow_zero=True)
-        self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
+        self.distributed = check_choice(distributed, "distributed", GLOBAL_BATCH_MODES)
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes")
-        self.precision = check_choice(precision, "precision", _PRECISIONS)
+        self.precision = check_choice(precision, "precision", PRECISIONS)
         self.return_parts = check_bool(return_parts, "return_parts")
 
     def forward(self, z: Tensor, membership: Tensor) -> Tensor | RateReductionParts:
@@ -447,12 +454,16 @@ class TotalCodingRate(FunctionModule):
     _options = ("eps", "precision", "distributed")
 
     def __init__(
-        self, *, eps: float = 0.2**0.5, precision: str = "float32", distributed: str = "auto"
+        self,
+        *,
+        eps: float = 0.2**0.5,
+        precision: Precision = "float32",
+        distributed: Distributed = "auto",
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")
-        self.precision = check_choice(precision, "precision", _PRECISIONS)
-        self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
+        self.precision = check_choice(precision, "precision", PRECISIONS)
+        self.distributed = check_choice(distributed, "distributed", DISTRIBUTED_MODES)
 
     def forward(self, z: Tensor | list[Tensor]) -> Tensor:
         """Return the mean coding rate over views."""
@@ -476,17 +487,17 @@ class SimDINOExpansion(FunctionModule):
         self,
         *,
         eps: float = 0.5**0.5,
-        distributed: str = "auto",
+        distributed: Distributed = "auto",
         official_local_scale: bool = False,
         balance: bool = True,
-        precision: str = "float32",
+        precision: Precision = "float32",
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")
-        self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
+        self.distributed = check_choice(distributed, "distributed", DISTRIBUTED_MODES)
         self.official_local_scale = check_bool(official_local_scale, "official_local_scale")
         self.balance = check_bool(balance, "balance")
-        self.precision = check_choice(precision, "precision", _PRECISIONS)
+        self.precision = check_choice(precision, "precision", PRECISIONS)
 
     def forward(self, z: Tensor | list[Tensor]) -> Tensor:
         """Return the SimDINO expansion term."""

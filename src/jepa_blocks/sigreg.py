@@ -4,7 +4,7 @@ arXiv 2511.08544), with slices seeded by the training step.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -12,13 +12,12 @@ from torch import Tensor
 from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import check_choice, check_int, check_positive, check_samples
 from jepa_blocks.distributed import all_reduce_sum, global_sum, is_distributed
-from jepa_blocks.linalg import compute_dtype
+from jepa_blocks.linalg import GLOBAL_BATCH_MODES, GlobalBatch, compute_dtype
 
 __all__ = ["SIGReg", "sigreg", "sigreg_slices"]
 
 Grid = Literal["symmetric", "half"]
-_GRIDS = ("symmetric", "half")
-_DISTRIBUTED = ("auto", "none")
+_GRIDS: tuple[Grid, ...] = get_args(Grid)
 
 
 def sigreg_slices(
@@ -37,7 +36,7 @@ def sigreg_slices(
     return a / a.norm(dim=0)
 
 
-def _grid(knots: int, t_max: float, grid: str) -> tuple[Tensor, Tensor]:
+def _grid(knots: int, t_max: float, grid: Grid) -> tuple[Tensor, Tensor]:
     """Knots ``t_k = t_0 + kΔ > 0`` and weights ``2·trapezoid·e^{−t²/2}`` (float64): the
     integrand is even and 0 at ``t = 0``."""
     lo = -t_max if grid == "symmetric" else 0.0
@@ -87,7 +86,7 @@ def sigreg(
     knots: int = 17,
     t_max: float = 5.0,
     grid: Grid = "symmetric",
-    distributed: Literal["auto", "none"] = "auto",
+    distributed: GlobalBatch = "auto",
     group: Any = None,
 ) -> Tensor:
     r"""SIGReg of the ``N`` rows of ``z``: for ``M`` unit directions :math:`a_m` (slices), the
@@ -121,7 +120,7 @@ def sigreg(
     check_int(knots, "knots", minimum=2)
     check_positive(t_max, "t_max")
     check_choice(grid, "grid", _GRIDS)
-    check_choice(distributed, "distributed", _DISTRIBUTED)
+    check_choice(distributed, "distributed", GLOBAL_BATCH_MODES)
     d = z.shape[-1]
     if slices is None:
         if step is None:
@@ -164,14 +163,14 @@ class SIGReg(FunctionModule):
         knots: int = 17,
         t_max: float = 5.0,
         grid: Grid = "symmetric",
-        distributed: Literal["auto", "none"] = "auto",
+        distributed: GlobalBatch = "auto",
     ) -> None:
         super().__init__()
         self.num_slices = check_int(num_slices, "num_slices")
         self.knots = check_int(knots, "knots", minimum=2)
         self.t_max = check_positive(t_max, "t_max")
         self.grid = check_choice(grid, "grid", _GRIDS)
-        self.distributed = check_choice(distributed, "distributed", _DISTRIBUTED)
+        self.distributed = check_choice(distributed, "distributed", GLOBAL_BATCH_MODES)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def forward(self, z: Tensor, *, step: int | None = None) -> Tensor:

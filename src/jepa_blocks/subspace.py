@@ -5,7 +5,7 @@ equivariant), and CRATE's subspace compression as a regulariser term.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -17,9 +17,12 @@ from jepa_blocks._validation import (
     check_positive,
     check_samples,
 )
+from jepa_blocks.linalg import Distributed, Precision
 from jepa_blocks.rate import coding_rate
 
 __all__ = ["SubspaceProjection", "subspace_compression", "subspace_coordinates"]
+
+Orthogonality = Literal["parametrization", "penalty"]
 
 
 def subspace_coordinates(z: Tensor, bases: Tensor) -> Tensor:
@@ -41,8 +44,8 @@ def subspace_compression(
     bases: Tensor,
     *,
     eps: float = 0.5,
-    precision: Literal["float32", "float64"] = "float32",
-    distributed: Literal["auto", "none", "gram", "gather"] = "auto",
+    precision: Precision = "float32",
+    distributed: Distributed = "auto",
     group: Any = None,
 ) -> Tensor:
     r"""CRATE's compression (Yu et al. 2023, "White-Box Transformers via Sparse Rate Reduction"):
@@ -91,7 +94,7 @@ class SubspaceProjection(nn.Module):
         *,
         subspace_dim: int,
         parts: int | Mapping[str, int],
-        orthogonality: Literal["parametrization", "penalty"] = "parametrization",
+        orthogonality: Orthogonality = "parametrization",
         eps: float = 0.5,
     ) -> None:
         super().__init__()
@@ -105,9 +108,7 @@ class SubspaceProjection(nn.Module):
         width = self.num_subspaces * self.subspace_dim
         if width > self.dim:
             raise ValueError(f"K·p = {width} subspace dimensions exceed dim = {self.dim}")
-        self.orthogonality = check_choice(
-            orthogonality, "orthogonality", ("parametrization", "penalty")
-        )
+        self.orthogonality = check_choice(orthogonality, "orthogonality", get_args(Orthogonality))
         self.eps = check_positive(eps, "eps")
         self.weight = nn.Parameter(torch.linalg.qr(torch.randn(self.dim, width)).Q)
         if self.orthogonality == "parametrization":

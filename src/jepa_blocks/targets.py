@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
@@ -178,8 +179,9 @@ class EMATarget(Target):
     r"""Exponential-moving-average copy of an encoder: :math:`\xi \leftarrow \tau_k\xi + (1-\tau_k)\theta`.
 
     The target :math:`f_\xi` is a frozen deep copy of ``encoder``. Call :meth:`update` exactly
-    once after every optimizer step. The update count ``step`` and ``total_steps`` are int64
-    buffers (a state dict resumes the schedule; do not write to them), mirrored on the host.
+    once after every optimizer step: a ``UserWarning`` says so (once) after
+    ``WARN_AFTER_FORWARDS`` (50) training-mode forward passes without any update, and (once)
+    when updates go past ``total_steps`` (the momentum then stays at ``final_momentum``).
     Shapes as in :class:`Target`.
 
     Args:
@@ -191,10 +193,15 @@ class EMATarget(Target):
         buffers: Non-parameter state (BatchNorm statistics): ``"own"`` (official code), left to
             the target's forward passes; ``"copy"``: copied at each update; ``"ema"``: floating
             buffers averaged like the parameters, the others copied.
+
+    Attributes:
+        step (Tensor): Updates done so far, an int64 buffer (a state dict resumes the schedule;
+            do not write to it), mirrored on the host.
+        total_steps (Tensor): :math:`K`, an int64 buffer.
     """
 
+    WARN_AFTER_FORWARDS = 50
     step: Tensor
-    total_steps: Tensor
 
     def __init__(
         self,
@@ -224,8 +231,12 @@ class EMATarget(Target):
         self.buffer_policy: BufferPolicy = buffers
         self.encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self.register_buffer("total_steps", torch.tensor(total_steps, dtype=torch.long))
+        # Typed by the assignment, not a class annotation (autodoc would retype the argument).
+        self.register_buffer("total_steps", None)
+        self.total_steps = torch.tensor(total_steps, dtype=torch.long)
         self._host: tuple[int, int] | None = (0, total_steps)
+        self._forwards_without_update = 0  # a host count until the first update (then -1)
+        self._warned_past_total = False
 
     def _counters(self) -> tuple[int, int]:
         if self._host is None:
@@ -248,6 +259,21 @@ class EMATarget(Target):
     def forward(self, x: Tensor, online: nn.Module | None = None) -> Tensor:
         """Return :math:`f_\\xi(x)` without gradient (``online`` is ignored)."""
         del online
+        n = self._forwards_without_update
+        if self.training and n >= 0 and not torch.compiler.is_compiling():
+            if self._counters()[0] > 0:
+                self._forwards_without_update = -1  # updated: stop counting
+            elif n + 1 >= self.WARN_AFTER_FORWARDS:
+                self._forwards_without_update = -1
+                warnings.warn(
+                    f"EMATarget ran {n + 1} training forward passes without update(): the target "
+                    "is still the initial copy. Call target.update(online) after every optimizer "
+                    "step (SeqJEPA: model.update() or model.attach(optimizer); fit does it)",
+                    UserWarning,
+                    stacklevel=4,  # the caller of the module
+                )
+            else:
+                self._forwards_without_update = n + 1
         with torch.no_grad():
             return self.encoder(x).detach()
 
@@ -270,6 +296,15 @@ class EMATarget(Target):
             raise RuntimeError(
                 f"EMATarget.update(step={step}) but {k} updates were done so far: the target must "
                 f"be updated exactly once per optimizer step"
+            )
+        if k >= total and not self._warned_past_total:
+            self._warned_past_total = True
+            warnings.warn(
+                f"EMATarget.update() past total_steps={total} (update {k + 1}): the schedule is "
+                f"over, the momentum stays at final_momentum={self.final_momentum}; pass the "
+                "run's number of optimizer steps as total_steps",
+                UserWarning,
+                stacklevel=3,  # the caller (through torch.no_grad)
             )
         tau = self.momentum_at(k)
         t_params, o_params = list(self.encoder.parameters()), list(online.parameters())

@@ -21,11 +21,10 @@ from jepa_blocks._validation import (
     membership_matrix,
 )
 from jepa_blocks.distributed import global_sum, is_distributed, world_size
-from jepa_blocks.linalg import compute_dtype
+from jepa_blocks.linalg import GLOBAL_BATCH_MODES, PRECISIONS, GlobalBatch, Precision, compute_dtype
 
 __all__ = ["VariationalRate", "variational_rate"]
 
-_PRECISIONS = ("float32", "float64")
 #: Floor of the class mass :math:`n_k` (as :func:`jepa_blocks.rate.rate_reduction`).
 MASS_FLOOR = 1e-8
 
@@ -44,8 +43,8 @@ def variational_rate(
     *,
     eps: float = 0.5,
     num_classes: int | None = None,
-    precision: str = "float32",
-    distributed: str = "auto",
+    precision: Precision = "float32",
+    distributed: GlobalBatch = "auto",
     group: Any = None,
 ) -> Tensor:
     r"""ToST's variational (diagonal) upper bound of the compression term :math:`R^c`.
@@ -89,8 +88,8 @@ def variational_rate(
     """
     check_samples(z)
     eps = check_positive(eps, "eps")
-    check_choice(precision, "precision", _PRECISIONS)
-    check_choice(distributed, "distributed", ("auto", "none"))
+    check_choice(precision, "precision", PRECISIONS)
+    check_choice(distributed, "distributed", GLOBAL_BATCH_MODES)
     _check_num_classes(num_classes)
     n, d = z.shape[-2], z.shape[-1]
     k = num_classes
@@ -142,15 +141,15 @@ class VariationalRate(FunctionModule):
         *,
         num_classes: int | None = None,
         eps: float = 0.5,
-        precision: str = "float32",
-        distributed: str = "auto",
+        precision: Precision = "float32",
+        distributed: GlobalBatch = "auto",
     ) -> None:
         super().__init__()
         self.eps = check_positive(eps, "eps")
-        self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
+        self.distributed = check_choice(distributed, "distributed", GLOBAL_BATCH_MODES)
         _check_num_classes(num_classes)
         self.num_classes = num_classes
-        self.precision = check_choice(precision, "precision", _PRECISIONS)
+        self.precision = check_choice(precision, "precision", PRECISIONS)
 
     def forward(self, z: Tensor, membership: Tensor, projections: Tensor | None = None) -> Tensor:
         """Return the bound for ``z``, ``membership`` and the bases ``projections``."""

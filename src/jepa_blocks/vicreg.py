@@ -5,7 +5,7 @@ by default (the official code gathers the batch; lightly only with ``gather_dist
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,18 +13,18 @@ from torch import Tensor
 from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import check_bool, check_choice, check_positive, check_samples
 from jepa_blocks.distributed import all_reduce_sum, global_sum, is_distributed
-from jepa_blocks.linalg import compute_dtype
+from jepa_blocks.linalg import GLOBAL_BATCH_MODES, GlobalBatch, compute_dtype
 
 __all__ = ["VICRegRegularizer", "vicreg_covariance", "vicreg_variance"]
 
-Distributed = Literal["auto", "none"]
 
-
-def _covariance(z: Tensor, diagonal: bool, unbiased: bool, distributed: str, group: Any) -> Tensor:
+def _covariance(
+    z: Tensor, diagonal: bool, unbiased: bool, distributed: GlobalBatch, group: Any
+) -> Tensor:
     """(Global) covariance ``(..., d, d)`` or its diagonal ``(..., d)``."""
     check_samples(z)
     check_bool(unbiased, "unbiased")
-    glob = check_choice(distributed, "distributed", ("auto", "none")) == "auto"
+    glob = check_choice(distributed, "distributed", GLOBAL_BATCH_MODES) == "auto"
     glob = glob and is_distributed(group)
     if unbiased and z.shape[-2] < 2 and not glob:
         raise ValueError(f"z needs n >= 2 samples for unbiased=True, got shape {tuple(z.shape)}")
@@ -46,7 +46,7 @@ def vicreg_variance(
     gamma: float = 1.0,
     eps: float = 1e-4,
     unbiased: bool = True,
-    distributed: Distributed = "auto",
+    distributed: GlobalBatch = "auto",
     group: Any = None,
 ) -> Tensor:
     r"""Variance hinge :math:`v(Z) = \frac1d\sum_j \max(0, \gamma - \sqrt{C_{jj} + \epsilon})`,
@@ -70,7 +70,7 @@ def vicreg_variance(
 
 
 def vicreg_covariance(
-    z: Tensor, *, unbiased: bool = True, distributed: Distributed = "auto", group: Any = None
+    z: Tensor, *, unbiased: bool = True, distributed: GlobalBatch = "auto", group: Any = None
 ) -> Tensor:
     r"""Covariance penalty :math:`c(Z) = \frac1d\sum_{i\ne j} C_{ij}^2` (arguments as in
     :func:`vicreg_variance`).
@@ -108,7 +108,7 @@ class VICRegRegularizer(FunctionModule):
         gamma: float = 1.0,
         eps: float = 1e-4,
         unbiased: bool = True,
-        distributed: Distributed = "auto",
+        distributed: GlobalBatch = "auto",
     ) -> None:
         super().__init__()
         self.variance_weight, self.covariance_weight, self.gamma, self.eps = (
@@ -116,7 +116,7 @@ class VICRegRegularizer(FunctionModule):
             for name, value in zip(self._options, (variance_weight, covariance_weight, gamma, eps))
         )
         self.unbiased = check_bool(unbiased, "unbiased")
-        self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
+        self.distributed = check_choice(distributed, "distributed", GLOBAL_BATCH_MODES)
 
     def forward(self, z: Tensor) -> Tensor:
         """The weighted penalty of ``z``."""

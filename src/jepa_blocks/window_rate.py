@@ -19,11 +19,16 @@ from jepa_blocks._validation import (
     check_samples,
 )
 from jepa_blocks.distributed import all_gather_rows, is_distributed
-from jepa_blocks.linalg import compute_dtype, half_logdet_i_plus_gram
+from jepa_blocks.linalg import (
+    GLOBAL_BATCH_MODES,
+    PRECISIONS,
+    GlobalBatch,
+    Precision,
+    compute_dtype,
+    half_logdet_i_plus_gram,
+)
 
 __all__ = ["LocalCodingRate"]
-
-_PRECISIONS = ("float32", "float64")
 
 
 class LocalCodingRate(nn.Module):
@@ -64,14 +69,15 @@ class LocalCodingRate(nn.Module):
         *,
         window: int = 512,
         eps: float = 0.5,
-        precision: str = "float32",
-        distributed: str = "auto",
+        precision: Precision = "float32",
+        distributed: GlobalBatch = "auto",
     ) -> None:
         super().__init__()
         self.dim, self.window = check_int(dim, "dim"), check_int(window, "window")
         self.eps = check_positive(eps, "eps")
-        self.precision = check_choice(precision, "precision", _PRECISIONS)
-        self.distributed = check_choice(distributed, "distributed", ("auto", "none"))
+        check_choice(precision, "precision", PRECISIONS)
+        check_choice(distributed, "distributed", GLOBAL_BATCH_MODES)
+        self.precision, self.distributed = precision, distributed
         self.register_buffer("memory", torch.zeros(window, dim))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))

@@ -77,7 +77,7 @@ def _train(**kw) -> TrainConfig:
 def test_each_batch_is_fetched_once_and_repeated_k_times():
     stream = _stream(cls=CountingStream)
     result = train_stream(
-        tiny_model(),
+        tiny_model(total_steps=3 * len(stream)),
         stream,
         train=_train(),
         stream_config=StreamConfig(repeats=3, checkpoints=(1.0,)),

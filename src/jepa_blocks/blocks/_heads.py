@@ -21,7 +21,8 @@ class HeadProjection(nn.Module):
     """
 
     to_out: nn.Linear | None
-    out_bias: nn.Parameter | None
+    # ``out_bias`` (``nn.Parameter | None``) is not annotated here: autodoc would give the
+    # ``out_bias`` argument of MSSA/TSSA that type (mypy infers it from the assignment).
 
     def __init__(
         self, dim: int, heads: int, dim_head: int | None, *, qkv_bias: bool, tie_out: bool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +112,7 @@ class MSSA(_TokenLayer, HeadProjection):
         self,
         dim: int,
         *,
-        heads: int,
+        heads: int = 4,
         dim_head: int | None = None,
         tie_out: bool = False,
         out_bias: bool | None = None,
@@ -412,7 +412,7 @@ class CRATELayer(_PreNormMSSA):
         self,
         dim: int,
         *,
-        heads: int,
+        heads: int = 4,
         eta: float = 0.1,
         lambd: float = 0.1,
         nonneg: bool = True,
@@ -448,7 +448,7 @@ class CRATEAlphaLayer(_PreNormMSSA):
         self,
         dim: int,
         *,
-        heads: int,
+        heads: int = 4,
         dim_head: int | None = None,
         ratio: int = 4,
         n_steps: int = 2,
@@ -497,7 +497,7 @@ class CRATEDecoderLayer(nn.Module):
         self,
         dim: int,
         *,
-        heads: int,
+        heads: int = 4,
         dim_head: int | None = None,
         use_softmax: bool = True,
         tie_out: bool = False,
@@ -540,8 +540,8 @@ LAYER_TYPES = (CRATELayer, CRATEAlphaLayer, CRATEDecoderLayer)
 
 
 def crate_blocks(
-    *,
     dim: int,
+    *,
     depth: int = 3,
     heads: int = 4,
     layer: type[nn.Module] = CRATELayer,
@@ -579,6 +579,8 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
 
 
 _E = TypeVar("_E", bound="_PatchEncoder")
+Pool = Literal["cls", "mean"]
+Preset = Literal["tiny", "small", "base", "large"]
 
 
 class _PatchEncoder(nn.Module):
@@ -599,7 +601,7 @@ class _PatchEncoder(nn.Module):
         in_channels: int,
         dim: int,
         num_classes: int,
-        pool: str,
+        pool: Pool,
         emb_dropout: float,
     ) -> None:
         super().__init__()
@@ -609,7 +611,7 @@ class _PatchEncoder(nn.Module):
             raise ValueError(f"image_size {image_size!r} must be divisible by {patch_size=!r}")
         check_int(in_channels, "in_channels")
         check_int(num_classes, "num_classes", minimum=0)
-        self.pool = check_choice(pool, "pool", ("cls", "mean"))
+        self.pool = check_choice(pool, "pool", get_args(Pool))
         self.image_size = (ih, iw)
         self.patch_size = (ph, pw)
         self.in_channels = in_channels
@@ -660,7 +662,7 @@ class _PatchEncoder(nn.Module):
         return self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
 
     @classmethod
-    def from_preset(cls: type[_E], name: str, **overrides: Any) -> _E:
+    def from_preset(cls: type[_E], name: Preset, **overrides: Any) -> _E:
         """Build a preset (see the class docstring): image 224, 1000 classes unless overridden.
 
         Args:
@@ -723,7 +725,7 @@ class CRATE(_PatchEncoder):
         heads: int = 6,
         dim_head: int | None = None,
         num_classes: int = 0,
-        pool: str = "cls",
+        pool: Pool = "cls",
         tie_out: bool = False,
         eta: float = 0.1,
         lambd: float = 0.1,
@@ -781,7 +783,7 @@ class CRATEAlpha(_PatchEncoder):
         in_channels: int = 3,
         dim_head: int | None = None,
         num_classes: int = 0,
-        pool: str = "cls",
+        pool: Pool = "cls",
         ratio: int = 4,
         n_steps: int = 2,
         eta: float = 0.1,

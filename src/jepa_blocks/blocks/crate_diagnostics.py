@@ -19,6 +19,7 @@ from torch.utils.hooks import RemovableHandle
 from jepa_blocks._validation import check_bool, check_floating_tensor, check_int, check_positive
 from jepa_blocks.blocks._heads import check_finite
 from jepa_blocks.blocks.crate import ISTA, LAYER_TYPES, MSSA, OvercompleteISTA
+from jepa_blocks.linalg import Precision
 from jepa_blocks.metrics.rank import effective_rank
 from jepa_blocks.rate import coding_rate
 
@@ -68,7 +69,7 @@ def subspace_coding_rate(
     eps: float = 0.1,
     normalize: bool = True,
     per_head: bool = False,
-    precision: str = "float32",
+    precision: Precision = "float32",
 ) -> Tensor:
     r"""Compression term :math:`R^c(X \mid U_{[K]})` of the tokens against their subspaces.
 

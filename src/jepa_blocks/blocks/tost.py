@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ MASS_EPS = 1e-8
 VISION_NORM_EPS = 1e-12
 #: Clamp of the causal running sum of squares (official language code: ``min=1e-12``).
 CAUSAL_DEN_EPS = 1e-12
+
+#: ``CausalTSSA(beyond_max_len=...)``: the position bias past ``max_len``.
+BeyondMaxLen = Literal["clamp", "zero"]
 
 
 def _check_decay(value: Any) -> float | None:
@@ -288,7 +291,7 @@ class TSSA(_TSSABase):
         self,
         dim: int,
         *,
-        heads: int = 8,
+        heads: int = 4,
         qkv_bias: bool = True,
         tie_out: bool = False,
         out_bias: bool | None = None,
@@ -355,9 +358,9 @@ class CausalTSSA(_TSSABase):
         self,
         dim: int,
         *,
-        heads: int = 8,
+        heads: int = 4,
         max_len: int | None = None,
-        beyond_max_len: str = "clamp",
+        beyond_max_len: BeyondMaxLen = "clamp",
         decay: float | None = None,
         qkv_bias: bool = True,
         tie_out: bool = False,
@@ -366,7 +369,7 @@ class CausalTSSA(_TSSABase):
     ) -> None:
         super().__init__(dim, heads, qkv_bias, tie_out, out_bias, proj_drop)
         self.max_len = None if max_len is None else check_int(max_len, "max_len")
-        self.beyond_max_len = check_choice(beyond_max_len, "beyond_max_len", ("clamp", "zero"))
+        self.beyond_max_len = check_choice(beyond_max_len, "beyond_max_len", get_args(BeyondMaxLen))
         self.decay = _check_decay(decay)
         self.pos_bias: nn.Parameter | None = None
         if self.max_len is not None:
@@ -524,7 +527,7 @@ class ToSTBlock(nn.Module):
         self,
         dim: int,
         *,
-        heads: int = 8,
+        heads: int = 4,
         attn: nn.Module | None = None,
         mlp_ratio: float = 4.0,
         layer_scale_init: float | None = 1.0,
@@ -672,14 +675,14 @@ class ToSTStack(nn.ModuleList):
 
 
 def tost_blocks(
-    *,
     dim: int,
+    *,
     depth: int = 3,
     heads: int = 4,
     mlp_ratio: float = 4.0,
     causal: bool = False,
     max_len: int | None = None,
-    beyond_max_len: str = "clamp",
+    beyond_max_len: BeyondMaxLen = "clamp",
     decay: float | None = None,
     layer_scale_init: float | None = None,
     norm_eps: float | None = None,

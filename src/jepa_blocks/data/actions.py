@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ __all__ = [
     "sincos_to_angle",
     "wrap_angle",
 ]
+
+#: ``"none"`` or ``"official"``: normalise the parameters across the views first.
+ActionNorm = Literal["none", "official"]
 
 
 def check_last_dim(x: Any, name: str, size: int, doc: str = "") -> Tensor:
@@ -115,7 +118,7 @@ def normalize_across_views(params: Tensor, *, eps: float = 1e-12) -> Tensor:
 
 
 def relative_differences(
-    params: Tensor, *, angle_dims: Sequence[int] = (), normalize: str = "none"
+    params: Tensor, *, angle_dims: Sequence[int] = (), normalize: ActionNorm = "none"
 ) -> Tensor:
     """Relative actions ``a_i = t_{i+1} − t_i`` between consecutive views (paper §3.1).
 
@@ -129,7 +132,7 @@ def relative_differences(
         - output: ``(..., V − 1, P)``
     """
     _check_views(params, "params")
-    check_choice(normalize, "normalize", ("none", "official"))
+    check_choice(normalize, "normalize", get_args(ActionNorm))
     p = params.shape[-1]
     if not isinstance(angle_dims, (tuple, list, range)) or any(
         type(d) is not int or not -p <= d < p for d in angle_dims

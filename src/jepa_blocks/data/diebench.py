@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ from jepa_blocks.data.actions import relative_quaternions
 from jepa_blocks.data.sequences import ViewSequence, check_index, mix_seed, standardize
 
 __all__ = ["DIEBENCH_STATS", "ThreeDIEBench"]
+
+Latent = Literal["rot", "rotcolor"]
 
 #: Mean and std of 3DIEBench images (official seq-JEPA code).
 DIEBENCH_STATS = ((0.5016, 0.5037, 0.5060), (0.1030, 0.0999, 0.0969))
@@ -46,7 +49,7 @@ class ThreeDIEBench(torch.utils.data.Dataset):
         *,
         split: str = "train",
         num_observed: int = 3,
-        latent: str = "rot",
+        latent: Latent = "rot",
         image_size: int = 128,
         normalize: bool = True,
         canonical: bool = False,
@@ -54,7 +57,7 @@ class ThreeDIEBench(torch.utils.data.Dataset):
         views_per_object: int = 50,
         seed: int = 0,
     ) -> None:
-        check_choice(latent, "latent", ("rot", "rotcolor"))
+        check_choice(latent, "latent", get_args(Latent))
         check_int(views_per_object, "views_per_object")
         if check_int(num_observed, "num_observed") >= views_per_object:
             raise ValueError(

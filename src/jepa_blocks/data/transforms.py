@@ -8,12 +8,15 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import get_args
 
 import torch
 from torch import Tensor
 
 from jepa_blocks._validation import check_choice, check_finite, check_int, check_positive
 from jepa_blocks.data.geometric import (
+    AffineInterpolation,
+    CropInterpolation,
     affine_transform,
     check_image_batch,
     check_interval,
@@ -183,12 +186,13 @@ class ParamAffine(ParamTransform):
         angle_range: tuple[float, float] = (-math.pi, math.pi),
         translate_range: tuple[float, float] = (-0.1, 0.1),
         log_scale_range: tuple[float, float] = (math.log(0.8), math.log(1.2)),
-        interpolation: str = "bilinear",
+        interpolation: AffineInterpolation = "bilinear",
     ) -> None:
         self.angle_range = check_interval(angle_range, "angle_range")
         self.translate_range = check_interval(translate_range, "translate_range")
         self.log_scale_range = check_interval(log_scale_range, "log_scale_range")
-        self.interpolation = check_choice(interpolation, "interpolation", ("bilinear", "nearest"))
+        check_choice(interpolation, "interpolation", get_args(AffineInterpolation))
+        self.interpolation: AffineInterpolation = interpolation
 
     def _from_uniforms(self, u: Tensor) -> Tensor:
         ranges = (self.angle_range, self.translate_range, self.translate_range)
@@ -235,12 +239,13 @@ class ParamResizedCrop(ParamTransform):
         *,
         scale: tuple[float, float] = (0.2, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        interpolation: str = "bicubic",
+        interpolation: CropInterpolation = "bicubic",
     ) -> None:
         self.size = check_size((size, size) if isinstance(size, int) else size, "size")
         self.scale = check_interval(scale, "scale", low=1e-12)
         self.ratio = check_interval(ratio, "ratio", low=1e-12)
-        self.interpolation = check_choice(interpolation, "interpolation", ("bicubic", "bilinear"))
+        check_choice(interpolation, "interpolation", get_args(CropInterpolation))
+        self.interpolation: CropInterpolation = interpolation
 
     def output_size(self, image_size: Size) -> Size:
         return self.size

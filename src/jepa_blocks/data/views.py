@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 from einops import rearrange, repeat
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from jepa_blocks._validation import check_bool, check_choice, check_int
 from jepa_blocks.data.actions import (
+    ActionNorm,
     relative_affine_actions,
     relative_differences,
     relative_rotation_actions,
@@ -156,7 +158,7 @@ def rotation_views(
 
 
 def cifar_augmentation_views(
-    image_size: int = 32, *, blur: bool = True, action_norm: str = "none"
+    image_size: int = 32, *, blur: bool = True, action_norm: ActionNorm = "none"
 ) -> SequenceViews:
     """The paper's CIFAR-100 / Tiny ImageNet views (§3.1, A.1) and 9-d action (8-d without blur).
 
@@ -165,7 +167,7 @@ def cifar_augmentation_views(
         blur: Include the blur (and ``σ`` in the action).
         action_norm: ``"none"`` or ``"official"`` (normalise across the views first).
     """
-    check_choice(action_norm, "action_norm", ("none", "official"))
+    check_choice(action_norm, "action_norm", get_args(ActionNorm))
     check_int(image_size, "image_size")
     check_bool(blur, "blur")
 

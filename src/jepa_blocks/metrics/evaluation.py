@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,14 @@ from jepa_blocks._validation import (
     check_int,
     check_positive,
 )
-from jepa_blocks.metrics.probes import fit_regressor, linear_probe_accuracy, r2_score, regression_r2
+from jepa_blocks.metrics.probes import (
+    Classifier,
+    Regressor,
+    fit_regressor,
+    linear_probe_accuracy,
+    r2_score,
+    regression_r2,
+)
 from jepa_blocks.metrics.rank import effective_rank
 from jepa_blocks.runtime import num_threads
 
@@ -51,10 +58,10 @@ class EvalConfig:
     seed: int = 1234
     batch_size: int = 500
     train_sequences_per_image: int = 1
-    classifier: Literal["lbfgs", "ridge", "adam"] = "lbfgs"
+    classifier: Classifier = "lbfgs"
     classifier_weight_decay: float = 1e-4
     classifier_epochs: int = 300
-    regressor: Literal["mlp", "linear"] = "mlp"
+    regressor: Regressor = "mlp"
     regressor_hidden: int = 1024
     regressor_depth: int = 2
     regressor_epochs: int = 300
@@ -72,8 +79,8 @@ class EvalConfig:
                 check_bool(value, f.name)
             elif f.type == "int" or (f.type == "int | None" and value is not None):
                 check_int(value, f.name, minimum=0 if f.name in ("seed", "regressor_depth") else 1)
-        check_choice(self.classifier, "classifier", ("lbfgs", "ridge", "adam"))
-        check_choice(self.regressor, "regressor", ("mlp", "linear"))
+        check_choice(self.classifier, "classifier", get_args(Classifier))
+        check_choice(self.regressor, "regressor", get_args(Regressor))
         check_positive(self.classifier_weight_decay, "classifier_weight_decay", allow_zero=True)
         check_positive(self.regressor_lr, "regressor_lr")
 

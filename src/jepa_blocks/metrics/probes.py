@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,10 @@ __all__ = [
     "r2_score",
     "regression_r2",
 ]
+
+Classifier = Literal["lbfgs", "ridge", "adam"]
+Regressor = Literal["mlp", "linear"]
+RegressorSolver = Literal["lstsq", "adam"]
 
 
 class ProbeResult(NamedTuple):
@@ -187,7 +191,7 @@ def fit_linear_classifier(
     y: Tensor,
     *,
     num_classes: int | None = None,
-    solver: str = "lbfgs",
+    solver: Classifier = "lbfgs",
     weight_decay: float = 1e-4,
     standardize: bool = True,
     max_iter: int = 200,
@@ -222,7 +226,7 @@ def fit_linear_classifier(
     nc = None if num_classes is None else check_int(num_classes, "num_classes")
     top = int(_check_labels(y, "y", x.shape[0], nc).max())
     c = top + 1 if nc is None else nc
-    check_choice(solver, "solver", ("lbfgs", "ridge", "adam"))
+    check_choice(solver, "solver", get_args(Classifier))
     _check_fit_options(weight_decay, standardize, epochs, batch_size, lr, generator)
     check_int(max_iter, "max_iter")
     x, y = x.detach(), y.to(x.device)
@@ -309,8 +313,8 @@ def fit_regressor(
     x: Tensor,
     y: Tensor,
     *,
-    kind: str = "linear",
-    solver: str | None = None,
+    kind: Regressor = "linear",
+    solver: RegressorSolver | None = None,
     hidden: int = 1024,
     depth: int = 2,
     weight_decay: float = 0.0,
@@ -342,9 +346,9 @@ def fit_regressor(
     """
     check_matrix(x, "x")
     _check_targets(y, "y", x.shape[0])
-    check_choice(kind, "kind", ("linear", "mlp"))
+    check_choice(kind, "kind", get_args(Regressor))
     solver = solver or ("lstsq" if kind == "linear" else "adam")
-    check_choice(solver, "solver", ("lstsq", "adam") if kind == "linear" else ("adam",))
+    check_choice(solver, "solver", get_args(RegressorSolver) if kind == "linear" else ("adam",))
     _check_fit_options(weight_decay, standardize, epochs, batch_size, lr, generator)
     check_int(hidden, "hidden")
     check_int(depth, "depth", minimum=0)
@@ -400,7 +404,7 @@ def equivariance_r2(
     test_z2: Tensor,
     test_actions: Tensor,
     *,
-    regressor: str = "mlp",
+    regressor: Regressor = "mlp",
     **kwargs: object,
 ) -> ProbeResult:
     """Equivariance: R² of predicting the relative action from ``[f(x₁); f(x₂)]`` (SIE protocol).
@@ -414,7 +418,7 @@ def equivariance_r2(
     Shape:
         - train_z1, train_z2: ``(N, D)``; train_actions: ``(N, A)``; test_*: ``N'`` rows
     """
-    check_choice(regressor, "regressor", ("mlp", "linear"))
+    check_choice(regressor, "regressor", get_args(Regressor))
     for name, a, b in (("train", train_z1, train_z2), ("test", test_z1, test_z2)):
         check_matrix(a, f"{name}_z1")
         check_matrix(b, f"{name}_z2")
@@ -473,8 +477,8 @@ def leakage(
     train: ProbeFeatures,
     test: ProbeFeatures,
     *,
-    solver: str = "lbfgs",
-    regressor: str = "linear",
+    solver: Classifier = "lbfgs",
+    regressor: Regressor = "linear",
     **regressor_kwargs: object,
 ) -> LeakageReport:
     """Invariance, equivariance and the two leakage probes, with their gaps.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -28,15 +28,17 @@ from jepa_blocks._validation import (
 
 __all__ = ["Aggregator", "transformer_blocks"]
 
+Activation = Literal["relu", "gelu"]
+
 
 def transformer_blocks(
-    *,
     dim: int,
+    *,
     depth: int = 3,
     heads: int = 4,
     mlp_ratio: int = 4,
     dropout: float = 0.1,
-    activation: Literal["relu", "gelu"] = "relu",
+    activation: Activation = "relu",
     norm_first: bool = False,
     shared_init: bool = True,
 ) -> nn.ModuleList:
@@ -68,7 +70,7 @@ def transformer_blocks(
     if dim % heads:
         raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
     check_probability(dropout, "dropout")
-    check_choice(activation, "activation", ("relu", "gelu"))
+    check_choice(activation, "activation", get_args(Activation))
     check_bool(norm_first, "norm_first")
     check_bool(shared_init, "shared_init")
 

@@ -6,7 +6,7 @@ Replaces seq-JEPA's MLP predictor (arXiv:2505.03176) by CRATE blocks (step 3 of
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from einops import pack, rearrange, unpack
 from torch import Tensor, nn
@@ -71,7 +71,7 @@ class CRATEPredictor(nn.Module):
                 f"feature), got action_embed_dim={action_embed_dim}, in_dim={in_dim}"
             )
         dim = out_dim if dim is None else check_int(dim, "dim")
-        check_choice(readout, "readout", ("state", "concat", "mean"))
+        check_choice(readout, "readout", get_args(Readout))
         self.readout: Readout = readout
         self.in_dim = in_dim
         self.out_dim = out_dim

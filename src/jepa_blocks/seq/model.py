@@ -21,11 +21,13 @@ The invariant representation is ``z_agg``; the equivariant one is ``z``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Generic, Literal, NamedTuple, get_args
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+from typing_extensions import TypeVar
 
 from jepa_blocks._validation import (
     check_bool,
@@ -38,7 +40,7 @@ from jepa_blocks._validation import (
 from jepa_blocks.losses import CosineLoss, linear_warmup, regularized_objective
 from jepa_blocks.seq.actions import ActionEncoder
 from jepa_blocks.seq.aggregator import Aggregator, transformer_blocks
-from jepa_blocks.seq.predictor import Predictor
+from jepa_blocks.seq.predictor import Predictor, PredictorNorm
 from jepa_blocks.seq.symmetric import negate_actions
 from jepa_blocks.targets import Target
 
@@ -48,6 +50,8 @@ RegularizeOn = Literal["z_agg", "z", "both"]
 RegularizerKind = Literal["rate", "penalty"]
 LastTokenAction = Literal["action", "zeros"]
 PredictorAction = Literal["separate", "shared"]
+#: The target's type: ``model.target`` of a ``SeqJEPA[EMATarget]`` is an ``EMATarget``.
+TargetT = TypeVar("TargetT", bound=Target, default=Target)
 
 
 class SeqJEPAOutput(NamedTuple):
@@ -122,7 +126,7 @@ def _infer_dim(encoder: nn.Module, obs_shape: Any, pool: Any) -> int:
     return int(z.shape[-1])
 
 
-class SeqJEPA(nn.Module):
+class SeqJEPA(nn.Module, Generic[TargetT]):
     r"""seq-JEPA assembled from parts: encoder, target, action encoder, aggregator, predictor.
 
     **Inputs.** ``views`` holds :math:`x_1, \dots, x_{M+1}` (the last one is the target),
@@ -167,7 +171,8 @@ class SeqJEPA(nn.Module):
     Args:
         encoder: Online encoder :math:`f_\theta`, ``(N, *obs)`` → ``(N, D)`` (or ``(N, T, D)``
             tokens with ``pool``).
-        target: A :class:`jepa_blocks.targets.Target` (e.g. ``EMATarget(encoder, ...)``).
+        target: A :class:`jepa_blocks.targets.Target` (e.g. ``EMATarget(encoder, ...)``); its
+            type is the class parameter: ``model.target`` of a ``SeqJEPA[EMATarget]``.
         action_encoder: :math:`e`, ``(..., A)`` → ``(..., E)``, e.g.
             :class:`jepa_blocks.seq.ActionEncoder`; ``None`` disables action conditioning.
         aggregator: ``(B, M, D+E)`` → ``(B, D+E)``, e.g. :class:`jepa_blocks.seq.Aggregator`.
@@ -202,7 +207,7 @@ class SeqJEPA(nn.Module):
         self,
         *,
         encoder: nn.Module,
-        target: Target,
+        target: TargetT,
         action_encoder: nn.Module | None,
         aggregator: nn.Module,
         predictor: nn.Module,
@@ -320,14 +325,14 @@ class SeqJEPA(nn.Module):
     def from_encoder(
         cls,
         encoder: nn.Module,
-        target: Target,
+        target: TargetT,
         *,
         action_dim: int,
         encoder_dim: int | None = None,
         obs_shape: tuple[int, ...] | None = None,
         action_embed_dim: int = 128,
         predictor_hidden: int | None = 1024,
-        predictor_norm: Literal["batch", "none"] = "batch",
+        predictor_norm: PredictorNorm = "batch",
         depth: int = 3,
         heads: int = 4,
         mlp_ratio: int = 4,
@@ -335,7 +340,7 @@ class SeqJEPA(nn.Module):
         condition_tokens: bool = True,
         condition_predictor: bool = True,
         **kwargs: Any,
-    ) -> SeqJEPA:
+    ) -> SeqJEPA[TargetT]:
         """Assemble the paper's seq-JEPA around ``encoder`` (defaults: Ghaemi et al., 2025).
 
         Builds :class:`ActionEncoder` ``(action_dim → action_embed_dim)``, an :class:`Aggregator`
@@ -655,7 +660,7 @@ class SeqJEPA(nn.Module):
         if callable(reg_update):
             reg_update()
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> Any:
+    def attach(self, optimizer: torch.optim.Optimizer) -> RemovableHandle:
         """Call :meth:`update` after every ``optimizer.step()`` (a post-step hook).
 
         Skipped steps (e.g. ``GradScaler`` finding inf gradients) do not call the hook, so the

@@ -10,7 +10,7 @@ it is ``Linear(in, 512, bias=False)`` → ``BatchNorm1d(512)`` (``hidden=None`` 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import Tensor, nn
 
@@ -18,6 +18,8 @@ from jepa_blocks._validation import check_choice, check_int
 from jepa_blocks.seq.actions import over_leading_dims
 
 __all__ = ["Predictor"]
+
+PredictorNorm = Literal["batch", "none"]
 
 
 class Predictor(nn.Module):
@@ -42,10 +44,10 @@ class Predictor(nn.Module):
         in_dim: int,
         out_dim: int,
         hidden: int | None = 1024,
-        norm: Literal["batch", "none"] = "batch",
+        norm: PredictorNorm = "batch",
     ) -> None:
         super().__init__()
-        check_choice(norm, "norm", ("batch", "none"))
+        check_choice(norm, "norm", get_args(PredictorNorm))
         self.in_dim = check_int(in_dim, "in_dim")
         self.out_dim = check_int(out_dim, "out_dim")
         self.hidden = None if hidden is None else check_int(hidden, "hidden")

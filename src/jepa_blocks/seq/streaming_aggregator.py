@@ -8,14 +8,21 @@ r"""A streaming ToST aggregator for seq-JEPA: causal TSSA blocks with an :math:`
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
 
 from jepa_blocks._validation import check_bool, check_choice, check_floating_tensor, check_int
 from jepa_blocks.blocks._heads import check_finite, check_padding, check_tokens
-from jepa_blocks.blocks.tost import CausalTSSA, ToSTBlock, ToSTStack, TSSAState, tost_blocks
+from jepa_blocks.blocks.tost import (
+    BeyondMaxLen,
+    CausalTSSA,
+    ToSTBlock,
+    ToSTStack,
+    TSSAState,
+    tost_blocks,
+)
 
 __all__ = [
     "READOUTS",
@@ -25,8 +32,9 @@ __all__ = [
     "stream_aggregates",
 ]
 
+StreamReadout = Literal["mean", "agg", "last"]
 #: Read-outs of :class:`ToSTAggregator`.
-READOUTS = ("mean", "agg", "last")
+READOUTS: tuple[StreamReadout, ...] = get_args(StreamReadout)
 #: Floor of the read-out weight sum (an empty state reads as the norm of a zero vector).
 COUNT_EPS = 1e-12
 
@@ -138,9 +146,9 @@ class ToSTAggregator(nn.Module):
         depth: int = 3,
         heads: int = 4,
         mlp_ratio: float = 4.0,
-        readout: str = "mean",
+        readout: StreamReadout = "mean",
         max_len: int | None = None,
-        beyond_max_len: str = "clamp",
+        beyond_max_len: BeyondMaxLen = "clamp",
         decay: float | None = None,
         layer_scale_init: float | None = 1.0,
         qkv_bias: bool = True,

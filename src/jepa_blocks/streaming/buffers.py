@@ -7,7 +7,7 @@ Learning" (ECCV), §4.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -31,8 +31,9 @@ __all__ = [
     "replay_count",
 ]
 
+BufferKind = Literal["fifo", "reservoir", "minred"]
 #: Names accepted by :func:`build_buffer`.
-BUFFER_KINDS = ("fifo", "reservoir", "minred")
+BUFFER_KINDS: tuple[BufferKind, ...] = get_args(BufferKind)
 
 
 def replay_count(num_fresh: int, *, ratio: float, available: int) -> int:
@@ -426,7 +427,7 @@ def _greedy_min_redundancy(features: Tensor, excess: int) -> np.ndarray:
 
 
 def build_buffer(
-    kind: str, capacity: int, *, seed: int = 0, max_uses: int | None = None
+    kind: BufferKind, capacity: int, *, seed: int = 0, max_uses: int | None = None
 ) -> ReplayBuffer:
     """Build a buffer by name: one of :data:`BUFFER_KINDS`.
 

@@ -13,16 +13,22 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
 
-from jepa_blocks._validation import check_bool, check_choice, check_int, check_positive
+from jepa_blocks._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive,
+    check_type,
+)
 from jepa_blocks.data.sequences import ViewSequence
 from jepa_blocks.metrics.evaluation import eval_mode
 from jepa_blocks.streaming.buffers import ReplayBuffer, replay_count
-from jepa_blocks.streaming.protocols import SequenceStream, StreamBatch, _check_type
+from jepa_blocks.streaming.protocols import SequenceStream, StreamBatch
 from jepa_blocks.streaming.regularizers import WeightRegularizer
 from jepa_blocks.train.config import TrainConfig, config_to_dict
 from jepa_blocks.train.loop import (
@@ -63,8 +69,12 @@ def _check_fractions(values: Iterable[float], name: str) -> tuple[float, ...]:
     return tuple(fr)
 
 
-def _check_consolidation(consolidate: str, every: int) -> None:
-    check_choice(consolidate, "consolidate", ("boundaries", "every"))
+Store = Literal["indices", "sequences"]
+Consolidation = Literal["boundaries", "every"]
+
+
+def _check_consolidation(consolidate: Consolidation, every: int) -> None:
+    check_choice(consolidate, "consolidate", get_args(Consolidation))
     check_int(every, "consolidate_every", minimum=0)
     if consolidate == "every" and every < 1:
         raise ValueError(f"consolidate='every' needs consolidate_every >= 1, got {every}")
@@ -86,16 +96,16 @@ class StreamConfig:
 
     repeats: int = 1
     replay_ratio: float = 1.0
-    store: Literal["indices", "sequences"] = "indices"
+    store: Store = "indices"
     checkpoints: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    consolidate: Literal["boundaries", "every"] = "boundaries"
+    consolidate: Consolidation = "boundaries"
     consolidate_every: int = 0
     save_checkpoints: bool = True
 
     def __post_init__(self) -> None:
         check_int(self.repeats, "repeats")
         check_positive(self.replay_ratio, "replay_ratio", allow_zero=True)
-        check_choice(self.store, "store", ("indices", "sequences"))
+        check_choice(self.store, "store", get_args(Store))
         _check_consolidation(self.consolidate, self.consolidate_every)
         self.checkpoints = _check_fractions(self.checkpoints, "checkpoints")
         check_bool(self.save_checkpoints, "save_checkpoints")
@@ -145,7 +155,7 @@ class RepeatedStream:
     """
 
     def __init__(self, stream: SequenceStream, *, repeats: int = 1) -> None:
-        _check_type(stream, SequenceStream, "stream")
+        check_type(stream, "stream", SequenceStream)
         self.stream = stream
         self.repeats = check_int(repeats, "repeats")
 
@@ -176,15 +186,15 @@ class ReplayCallback(Callback):
         stream: SequenceStream,
         *,
         replay_ratio: float = 1.0,
-        store: Literal["indices", "sequences"] = "indices",
+        store: Store = "indices",
         repeats: int = 1,
     ) -> None:
-        _check_type(buffer, ReplayBuffer, "buffer")
-        _check_type(stream, SequenceStream, "stream")
+        check_type(buffer, "buffer", ReplayBuffer)
+        check_type(stream, "stream", SequenceStream)
         self.buffer = buffer
         self.stream = stream
         self.replay_ratio = check_positive(replay_ratio, "replay_ratio", allow_zero=True)
-        self.store = check_choice(store, "store", ("indices", "sequences"))
+        self.store = check_choice(store, "store", get_args(Store))
         self.repeats = check_int(repeats, "repeats")
         self._fresh: ViewSequence | None = None
         self._slots = torch.empty(0, dtype=torch.long)
@@ -254,12 +264,12 @@ class RegularizerCallback(Callback):
         regularizer: WeightRegularizer,
         stream: SequenceStream,
         *,
-        consolidate: Literal["boundaries", "every"] = "boundaries",
+        consolidate: Consolidation = "boundaries",
         consolidate_every: int = 0,
         repeats: int = 1,
     ) -> None:
-        _check_type(regularizer, WeightRegularizer, "regularizer")
-        _check_type(stream, SequenceStream, "stream")
+        check_type(regularizer, "regularizer", WeightRegularizer)
+        check_type(stream, "stream", SequenceStream)
         _check_consolidation(consolidate, consolidate_every)
         self.regularizer = regularizer
         self.consolidate = consolidate
@@ -330,7 +340,7 @@ class StreamCheckpoints(Callback):
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.fractions = _check_fractions(fractions, "fractions")
-        _check_type(stream, SequenceStream, "stream")
+        check_type(stream, "stream", SequenceStream)
         for name, fn in (("eval_fn", eval_fn), ("log", log)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
@@ -399,8 +409,8 @@ def stream_step_fn(
         replay: Mixes replayed items into the step (``None``: the fresh items only).
         regularizer: Back-propagates the EWC / SI penalty after the loss.
     """
-    _check_type(replay, (ReplayCallback, type(None)), "replay")
-    _check_type(regularizer, (RegularizerCallback, type(None)), "regularizer")
+    check_type(replay, "replay", (ReplayCallback, type(None)))
+    check_type(regularizer, "regularizer", (RegularizerCallback, type(None)))
     forward_backward = default_step_fn()
 
     def step_fn(model: nn.Module, batch: Any, state: LoopState) -> Any:
@@ -450,9 +460,9 @@ def train_stream(
     t0 = time.perf_counter()
     train = TrainConfig(schedule="constant", warmup_steps=0) if train is None else train
     config = StreamConfig() if stream_config is None else stream_config
-    _check_type(train, TrainConfig, "train")
-    _check_type(config, StreamConfig, "stream_config")
-    _check_type(model, nn.Module, "model")
+    check_type(train, "train", TrainConfig)
+    check_type(config, "stream_config", StreamConfig)
+    check_type(model, "model", nn.Module)
     k = config.repeats
     loader = RepeatedStream(stream, repeats=k)
     replay = consolidation = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,7 @@ from jepa_blocks._validation import (
     check_positive,
 )
 from jepa_blocks.metrics import extract_features, fit_linear_classifier, fit_regressor, r2_score
+from jepa_blocks.metrics.probes import Classifier
 from jepa_blocks.runtime import num_threads
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
+Representation = Literal["z_agg", "z"]
+PerTask = Literal["joint", "separate"]
 
 
 def _accuracy(pred: Tensor, labels: Tensor) -> float:
@@ -87,9 +90,9 @@ class StreamEvaluator:
         self,
         tasks: Sequence[ProbeTask],
         *,
-        representations: Sequence[str] = ("z_agg",),
-        per_task: str = "joint",
-        classifier: str = "lbfgs",
+        representations: Sequence[Representation] = ("z_agg",),
+        per_task: PerTask = "joint",
+        classifier: Classifier = "lbfgs",
         weight_decay: float = 1e-4,
         r2: bool = True,
         threads: int | None = 1,
@@ -102,9 +105,9 @@ class StreamEvaluator:
         if not reps or len(set(reps)) != len(reps):
             raise ValueError(f"representations must be distinct and non-empty, got {reps}")
         for r in reps:
-            check_choice(r, "representations", ("z_agg", "z"))
-        self.per_task = check_choice(per_task, "per_task", ("joint", "separate"))
-        self.classifier = check_choice(classifier, "classifier", ("lbfgs", "ridge", "adam"))
+            check_choice(r, "representations", get_args(Representation))
+        self.per_task = check_choice(per_task, "per_task", get_args(PerTask))
+        self.classifier = check_choice(classifier, "classifier", get_args(Classifier))
         self.weight_decay = check_positive(weight_decay, "weight_decay", allow_zero=True)
         self.r2 = check_bool(r2, "r2")
         self.threads = None if threads is None else check_int(threads, "threads")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from jepa_blocks._validation import check_bool, check_int, check_positive
+from jepa_blocks._validation import check_bool, check_int, check_positive, check_type
 from jepa_blocks.data.sequences import ViewSequence, mix_seed
 from jepa_blocks.data.sources import LabelledImages
 from jepa_blocks.data.views import SequenceViews
@@ -36,12 +36,6 @@ __all__ = [
 
 #: ``(indices (B,), regimes (B,), generator) → ViewSequence`` with batch size ``B``.
 SequenceMaker = Callable[[Tensor, Tensor, torch.Generator], ViewSequence]
-
-
-def _check_type(value: Any, cls: type | tuple[type, ...], name: str) -> None:
-    if not isinstance(value, cls):
-        want = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
-        raise TypeError(f"{name} must be a {want}, got {type(value).__name__}")
 
 
 def _as_index_tensor(
@@ -292,7 +286,7 @@ def blur_boundaries(plan: StreamPlan, *, width: float, seed: int = 0) -> StreamP
         width: Fraction of each split mixed on each side of a boundary, in ``[0, 0.5]``.
         seed: Seed of the shuffles.
     """
-    _check_type(plan, StreamPlan, "plan")
+    check_type(plan, "plan", StreamPlan)
     w = check_positive(width, "width", allow_zero=True)
     if w > 0.5:
         raise ValueError(f"width must be in [0, 0.5] so that windows do not overlap, got {width}")
@@ -334,7 +328,7 @@ class ImageSequenceMaker:
         device: torch.device | str | None = None,
         normalize: bool = True,
     ) -> None:
-        _check_type(source, LabelledImages, "source")
+        check_type(source, "source", LabelledImages)
         per_regime = [views] if isinstance(views, SequenceViews) else list(views)
         if not per_regime or not all(isinstance(v, SequenceViews) for v in per_regime):
             raise TypeError("views must be a SequenceViews or a non-empty sequence of them")
@@ -429,7 +423,7 @@ class SequenceStream:
         seed: int = 0,
         align_to_boundaries: bool = False,
     ) -> None:
-        _check_type(plan, StreamPlan, "plan")
+        check_type(plan, "plan", StreamPlan)
         if not callable(maker):
             raise TypeError(f"maker must be callable, got {type(maker).__name__}")
         regimes = getattr(maker, "num_regimes", None)
