@@ -217,7 +217,9 @@ def test_never_nan_for_finite_input(norm, n, d):
         # not a fixed tolerance: e.g. duplicate rows of norm 1 have cond(A) ≈ 1.7e4.
         bound = derived_bound(z.detach(), d / (n * 0.25))
         assert bool(bound.valid)
-        assert abs(float(r.detach().double() - bound.reference)) <= float(bound.fp32 + bound.reference_error)
+        assert abs(float(r.detach().double() - bound.reference)) <= float(
+            bound.fp32 + bound.reference_error
+        )
 
 
 def test_fallback_gradient_accurate():
