@@ -197,6 +197,7 @@ def parse_cli(
     default_variant: str | None = None,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     extra_overrides: Callable[[argparse.Namespace], list[str]] | None = None,
+    name_extra: bool = False,
     default_preset: str = "cpu-demo",
     preset_dir: Path = CONFIG_DIR,
 ) -> tuple[C, argparse.Namespace]:
@@ -211,6 +212,7 @@ def parse_cli(
         default_variant: The variant used without ``--variant`` (or the only one).
         add_arguments: Adds the step's own options.
         extra_overrides: Turns the step's own options into ``key=value`` overrides.
+        name_extra: Append those overrides' values to the default ``out`` name.
         default_preset: The preset used without ``--preset`` (a name or a YAML path).
         preset_dir: Where preset names are looked up (default ``configs/``).
 
@@ -261,7 +263,9 @@ def parse_cli(
         )
     except (ValueError, TypeError) as e:
         parser.error(str(e))
-    name = "-".join(p for p in (step, variant, config.name) if p)
+    # Options that pick another model name another run (step 2's --regularizer sigreg: ...-sigreg).
+    tags = [o.split("=", 1)[1] for o in extra] if name_extra else []
+    name = "-".join(p for p in (step, variant, config.name, *tags) if p)
     out = args.out or os.path.join("runs", name + ("-smoke" if args.smoke else ""))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, out_dir=out))
     if args.print_config:

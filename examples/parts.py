@@ -144,10 +144,10 @@ class ModelConfig:
             (as MCR² and EMP-SSL do), so that a rate cannot grow by scaling the features up.
             SIGReg and VICReg always see the raw features (they fix a scale themselves).
         rate_warmup_epochs: Linear warm-up of λ, in epochs (every regularizer).
-        sigreg_weight: λ of SIGReg (tuned on ``cpu-demo``; LeJEPA uses 0.02–0.05 against an
-            L2 prediction loss).
+        sigreg_weight: λ of SIGReg (LeJEPA's reference code: 0.05, its minimal example 0.02,
+            against an L2 prediction loss; not tuned here).
         sigreg_slices: SIGReg's random directions per step (paper 256).
-        vicreg_weight: λ in front of VICReg's weighted sum (tuned on ``cpu-demo``).
+        vicreg_weight: λ in front of VICReg's weighted sum (not tuned).
         vicreg_variance_weight: VICReg's μ (paper 25).
         vicreg_covariance_weight: VICReg's ν (paper 1).
         subspace_weight: λ of the subspace rate reduction (nats, as the coding rate).

@@ -16,12 +16,13 @@ jepa_blocks.CodingRate (model.rate_weight = λ, model.rate_eps = ε).
 
 Head to head: --regularizer and --target replace the variant's choice (they become the
 overrides model.regularizer=... and model.target=..., applied after the variant; key=value
-overrides still come last). Each regularizer has its own weight λ, tuned on cpu-demo:
+overrides still come last; the default --out gains their values). Each regularizer has its
+own weight λ (model.rate_weight, sigreg_weight, vicreg_weight, subspace_weight):
 
     --regularizer none          the paper's objective
     --regularizer coding-rate   − rate_weight · R(z_agg / |z_agg|)         (a rate, λ = 0.001)
-    --regularizer sigreg        + sigreg_weight · SIGReg(z_agg)           (a penalty, LeJEPA)
-    --regularizer vicreg        + vicreg_weight · (25 v(z_agg) + c(z_agg))  (a penalty)
+    --regularizer sigreg        + sigreg_weight · SIGReg(z_agg)     (a penalty, λ = 0.05, LeJEPA)
+    --regularizer vicreg        + vicreg_weight · (25 v(z_agg) + c(z_agg))  (a penalty, λ = 0.04)
     --regularizer subspace      − subspace_weight · ΔR(z): z split into an invariant and an
                                 equivariant part (parts.SubspaceRateReduction); the parts are
                                 probed too (inv_* / eq_* in metrics.json)
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_variant="stopgrad-rate",
         add_arguments=_add_arguments,
         extra_overrides=_overrides,
+        name_extra=True,
     )
     run(config)
     sys.stdout.flush()

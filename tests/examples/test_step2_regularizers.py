@@ -184,6 +184,8 @@ def test_cli_maps_the_options_to_overrides_after_the_variant(capsys):
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "regularizer: sigreg" in printed and "target: online" in printed
+    # The options name the default output directory: another run, not a resume of the variant's.
+    assert "out_dir: runs/step2-ema-rate-cpu-demo-sigreg-online\n" in printed
     config = load_config(
         RecipeConfig, step="step2", variant="ema-rate",
         overrides=["model.regularizer=vicreg", "model.target=online", "model.vicreg_weight=2"],
