@@ -3,9 +3,7 @@
 Every recipe (``step1_baseline.py`` … ``step6_local.py``) builds its data and model here, from
 the ``data:`` and ``model:`` sections of a preset (``configs/<preset>.yaml``). The library's parts
 never take strings that choose other parts; this module is the one place that maps a config's
-names (``small-cnn``, ``ema``, ``coding-rate``, ``sigreg`` …) to parts. It also holds the one
-part that is composed here rather than in the library: :class:`SubspaceRateReduction`, the
-``subspace`` regularizer (an invariant / equivariant split of the encoder output).
+names (``small-cnn``, ``ema``, ``coding-rate``, ``sigreg`` …) to parts.
 """
 
 from __future__ import annotations
@@ -25,10 +23,9 @@ from jepa_blocks import (
     SeqJEPA,
     SIGReg,
     StopGradTarget,
-    SubspaceProjection,
+    SubspaceRateReduction,
     UnitNormRate,
     VICRegRegularizer,
-    coding_rate,
 )
 from jepa_blocks.data import SequenceLoader
 from jepa_blocks.encoders import SmallCNN, resnet18_encoder
@@ -39,7 +36,6 @@ __all__ = [
     "ModelConfig",
     "RecipeData",
     "RegularizerName",
-    "SubspaceRateReduction",
     "TargetName",
     "ViewsName",
     "build_data",
@@ -133,8 +129,8 @@ class ModelConfig:
             * ``"vicreg"``: a penalty, added: ``+ vicreg_weight · (μ v(z) + ν c(z))``
               (:class:`~jepa_blocks.VICRegRegularizer`).
             * ``"subspace"``: a rate, subtracted: ``− subspace_weight · ΔR`` of
-              :class:`SubspaceRateReduction` on the encoder output ``z`` (always ``z``, whatever
-              ``rate_on``): an invariant and an equivariant subspace part.
+              :class:`~jepa_blocks.SubspaceRateReduction` on the encoder output ``z`` (always
+              ``z``, whatever ``rate_on``): an invariant and an equivariant subspace part.
         rate_weight: λ of the coding rate.
         rate_eps: ε of the coding rate and of the subspace rates (papers' convention).
         rate_on: ``"z_agg"``, ``"z"`` or ``"both"``: where the coding rate, SIGReg and VICReg
@@ -155,7 +151,7 @@ class ModelConfig:
         subspace_invariant: Subspaces in the invariant part.
         subspace_equivariant: Subspaces in the equivariant part (``(inv + eq) · p ≤ D``).
         subspace_split_weight: β of the split term (the within-sequence rates) of
-            :class:`SubspaceRateReduction`.
+            :class:`~jepa_blocks.SubspaceRateReduction`.
         last_token_action: ``"action"`` (official 3DIEBench path) or ``"zeros"`` (official
             augmentation path): the last token slot's action input
             (:class:`~jepa_blocks.SeqJEPA`).
@@ -219,104 +215,6 @@ class RecipeData(NamedTuple):
     train: Any
     test: Any
     views: Any
-
-
-class SubspaceRateReduction(nn.Module):
-    r"""The ``subspace`` regularizer: a rate reduction over an invariant / equivariant split of ``z``.
-
-    CRATE's sparse rate reduction without the sparsity (expand the whole, compress each
-    subspace), plus MCR²'s grouping by sequence to give the two parts their meaning. With ``Z``
-    the L2-normalised encoder outputs of the ``B·M`` observed views (rows sequence-major, as
-    :class:`~jepa_blocks.SeqJEPA` flattens ``z``), :math:`\bar Z` the ``B`` sequence means,
-    ``W`` the within-sequence residuals :math:`z_{bi} - \bar z_b` and
-    :math:`U_\text{inv}, U_\text{eq}` the bases of a :class:`~jepa_blocks.SubspaceProjection`
-    (``projection``, learned with the model):
-
-    .. math::
-
-        \Delta R = R(Z) - R^c(Z \mid U)
-          + \beta\,\big[R^c(\bar Z \mid U_\text{inv}) - R^c(W \mid U_\text{inv})
-          + R^c(W \mid U_\text{eq}) - R^c(\bar Z \mid U_\text{eq})\big]
-
-    (:func:`~jepa_blocks.coding_rate`, :func:`~jepa_blocks.subspace_compression`). The views of
-    a sequence show one image under different transformations: ``W`` is what the
-    transformation moves, :math:`\bar Z` what the views share. In the invariant subspaces the
-    split term is MCR² with the sequences as classes (spread the sequences, compress each one to
-    a point); in the equivariant subspaces it is the reverse (spread the views of a sequence,
-    compress the sequence means), so that they carry the transformation and not the image. A
-    **rate**: subtract it (``regularizer_kind="rate"``), applied to ``z``
-    (``regularize_on="z"``).
-
-    Args:
-        dim: ``D``.
-        num_observed: ``M``, the observed views per training sequence.
-        subspace_dim: ``p``.
-        invariant, equivariant: Subspaces per part (``(invariant + equivariant) · p ≤ D``).
-        eps: ε of every rate.
-        split_weight: β.
-        normalize: L2-normalise the rows first.
-
-    Shape:
-        - input: ``(B·M, D)``; output: ``()``
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        *,
-        num_observed: int,
-        subspace_dim: int,
-        invariant: int,
-        equivariant: int,
-        eps: float = 0.5,
-        split_weight: float = 1.0,
-        normalize: bool = True,
-    ) -> None:
-        super().__init__()
-        if isinstance(num_observed, bool) or not isinstance(num_observed, int) or num_observed < 2:
-            raise ValueError(f"num_observed must be an int >= 2, got {num_observed!r}")
-        if not split_weight >= 0:
-            raise ValueError(f"split_weight must be >= 0, got {split_weight!r}")
-        self.projection = SubspaceProjection(
-            dim,
-            subspace_dim=subspace_dim,
-            parts={"invariant": invariant, "equivariant": equivariant},
-            eps=eps,
-        )
-        self.num_observed = num_observed
-        self.eps = float(eps)
-        self.split_weight = float(split_weight)
-        self.normalize = bool(normalize)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        r""":math:`\Delta R` of the flattened observed-view encodings ``z``."""
-        if z.ndim != 2 or z.shape[0] % self.num_observed:
-            raise ValueError(
-                f"z must be (B·M, D) with M = {self.num_observed} views per sequence, got "
-                f"{tuple(z.shape)}"
-            )
-        if self.normalize:
-            z = nn.functional.normalize(z, dim=-1)
-        proj = self.projection
-        rate = coding_rate(z, eps=self.eps) - proj.compression(z)
-        if self.split_weight == 0:
-            return rate
-        groups = z.unflatten(0, (-1, self.num_observed))
-        means = groups.mean(1)
-        within = (groups - means[:, None]).flatten(0, 1)
-        split = (
-            proj.compression(means, part="invariant")
-            - proj.compression(within, part="invariant")
-            + proj.compression(within, part="equivariant")
-            - proj.compression(means, part="equivariant")
-        )
-        return rate + self.split_weight * split
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_observed={self.num_observed}, eps={self.eps}, "
-            f"split_weight={self.split_weight}, normalize={self.normalize}"
-        )
 
 
 def subset(source: Any, n: int | None, seed: int) -> Any:

@@ -23,6 +23,7 @@ from jepa_blocks import (
     coding_rate,
     rate_reduction,
     simdino_expansion,
+    subspace_rate_reduction,
     total_coding_rate,
     variational_rate,
 )
@@ -41,6 +42,11 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return x, y, labels, soft
 
 
+def _subspace_bases() -> tuple[torch.Tensor, torch.Tensor]:
+    q = torch.linalg.qr(torch.randn(D, D, generator=torch.Generator().manual_seed(3)).double()).Q
+    return q[:, :2].T.reshape(1, 2, D).mT, q[:, 2:4].T.reshape(1, 2, D).mT  # (1, D, 2) each
+
+
 def _views(z: torch.Tensor) -> torch.Tensor:
     return torch.stack([z, torch.tanh(z)], dim=0)  # (V=2, n, d)
 
@@ -56,6 +62,10 @@ TERMS: dict[str, Callable[..., torch.Tensor]] = {
     "simdino_expansion": lambda z, lab, soft: simdino_expansion(_views(z)),
     "variational_rate": lambda z, lab, soft: variational_rate(z, soft, None),
     "local_coding_rate": lambda z, lab, soft: LocalCodingRate(D, window=64)(z),
+    # Sequences of 2 rows (N per rank is even, so none straddles the ranks).
+    "subspace_rate_reduction": lambda z, lab, soft: subspace_rate_reduction(
+        z, *_subspace_bases(), num_observed=2
+    ),
 }
 
 

@@ -61,6 +61,7 @@ from jepa_blocks.seq import (
 )
 from jepa_blocks.sigreg import SIGReg, sigreg
 from jepa_blocks.subspace import SubspaceProjection, subspace_compression
+from jepa_blocks.subspace_rate import SubspaceRateReduction, subspace_rate_reduction
 from jepa_blocks.targets import (
     CenterSharpen,
     EMATarget,
@@ -104,6 +105,7 @@ __all__ = [
     "SmallCNN",
     "StopGradTarget",
     "SubspaceProjection",
+    "SubspaceRateReduction",
     "TSSAState",
     "Target",
     "ToSTBlock",
@@ -132,6 +134,7 @@ __all__ = [
     "sigreg",
     "simdino_expansion",
     "subspace_compression",
+    "subspace_rate_reduction",
     "tost_blocks",
     "total_coding_rate",
     "transformer_blocks",

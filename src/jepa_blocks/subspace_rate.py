@@ -1,0 +1,188 @@
+"""Rate reduction over an invariant / equivariant subspace split of sequence features.
+
+CRATE's sparse rate reduction without the sparsity (expand the whole, compress each subspace),
+plus MCR²'s grouping by sequence, which gives the two parts their meaning (a composition of
+:func:`~jepa_blocks.coding_rate` and :func:`~jepa_blocks.subspace.subspace_compression`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from jepa_blocks._validation import (
+    check_bool,
+    check_floating_tensor,
+    check_int,
+    check_positive,
+    check_samples,
+)
+from jepa_blocks.linalg import Distributed, Precision
+from jepa_blocks.rate import coding_rate
+from jepa_blocks.subspace import SubspaceProjection, subspace_compression
+
+__all__ = ["SubspaceRateReduction", "subspace_rate_reduction"]
+
+
+def subspace_rate_reduction(
+    z: Tensor,
+    invariant_bases: Tensor,
+    equivariant_bases: Tensor,
+    *,
+    num_observed: int | None = None,
+    eps: float = 0.5,
+    split_weight: float = 1.0,
+    normalize: bool = True,
+    precision: Precision = "float32",
+    distributed: Distributed = "auto",
+    group: Any = None,
+) -> Tensor:
+    r"""Rate reduction of ``z`` over invariant and equivariant subspaces (a rate: maximise it).
+
+    With ``Z`` the rows of ``z`` (L2-normalised if ``normalize``), ``U`` all bases,
+    :math:`\bar Z` the means of consecutive groups of ``num_observed`` rows (one group per
+    sequence, rows sequence-major) and ``W`` the rows minus their group's mean:
+
+    .. math::
+
+        \Delta R = R(Z) - R^c(Z \mid U)
+          + \beta\,\big[R^c(\bar Z \mid U_\text{inv}) - R^c(W \mid U_\text{inv})
+          + R^c(W \mid U_\text{eq}) - R^c(\bar Z \mid U_\text{eq})\big]
+
+    The first two terms are CRATE's rate reduction (Yu et al. 2023): expand the whole,
+    compress each subspace. The bracket is MCR² with the sequences as classes in the invariant
+    subspaces (spread the sequences, compress each to a point) and the reverse in the
+    equivariant ones (spread the views of a sequence, compress the sequence means), so that the
+    equivariant part carries what changes between views. ``num_observed=None`` drops it.
+
+    Args:
+        z: Features, sequence-major when ``num_observed`` is given.
+        invariant_bases, equivariant_bases: :math:`U_\text{inv}`, :math:`U_\text{eq}`.
+        num_observed: Rows per sequence ``M`` (≥ 2), or ``None``.
+        eps: :math:`\varepsilon` of every rate.
+        split_weight: :math:`\beta \ge 0`.
+        normalize: L2-normalise the rows first (so the rate cannot grow by scaling).
+        precision, distributed, group: As in :func:`~jepa_blocks.coding_rate` (under DDP every
+            rate is of the global batch; the sequences must not straddle ranks).
+
+    Shape:
+        - z: ``(N, d)`` with ``N = B·M``; bases: ``(K, d, p)``; output: ``()``
+    """
+    check_samples(z)
+    if z.ndim != 2:
+        raise ValueError(f"z must have shape (N, d), got {tuple(z.shape)}")
+    if num_observed is not None:
+        check_int(num_observed, "num_observed", minimum=2)
+        if z.shape[0] % num_observed:
+            raise ValueError(
+                f"z must be (B·M, d) with num_observed = M = {num_observed} rows per sequence, "
+                f"got {z.shape[0]} rows"
+            )
+    check_positive(split_weight, "split_weight", allow_zero=True)
+    check_bool(normalize, "normalize")
+    opts: dict[str, Any] = {
+        "eps": eps,
+        "precision": precision,
+        "distributed": distributed,
+        "group": group,
+    }
+    if normalize:
+        z = F.normalize(z, dim=-1)
+    for name, b in (("invariant_bases", invariant_bases), ("equivariant_bases", equivariant_bases)):
+        check_floating_tensor(b, name, min_ndim=3, shape_doc="(K, d, p)")
+    if invariant_bases.shape[1:] != equivariant_bases.shape[1:]:
+        raise ValueError(
+            "invariant_bases and equivariant_bases must be (K, d, p) with the same d and p, got "
+            f"{tuple(invariant_bases.shape)} and {tuple(equivariant_bases.shape)}"
+        )
+    bases = torch.cat((invariant_bases, equivariant_bases), dim=0)
+    rate = coding_rate(z, **opts) - subspace_compression(z, bases, **opts)
+    if num_observed is None:
+        return rate
+    groups = rearrange(z, "(b m) d -> b m d", m=num_observed)
+    means = groups.mean(1)
+    within = rearrange(groups - means[:, None], "b m d -> (b m) d")
+    split = (
+        subspace_compression(means, invariant_bases, **opts)
+        - subspace_compression(within, invariant_bases, **opts)
+        + subspace_compression(within, equivariant_bases, **opts)
+        - subspace_compression(means, equivariant_bases, **opts)
+    )
+    return rate + split_weight * split
+
+
+class SubspaceRateReduction(nn.Module):
+    r""":func:`subspace_rate_reduction` with its own learned :class:`SubspaceProjection`.
+
+    A **rate**: as a :class:`~jepa_blocks.SeqJEPA` regularizer, subtract it
+    (``regularizer_kind="rate"``) on the encoder output (``regularize_on="z"``: its rows are
+    the ``B·M`` observed views, sequence-major). The projection (``projection``, parts
+    ``"invariant"`` and ``"equivariant"``) is trained with the model; probe its parts with
+    :func:`jepa_blocks.metrics.subspace_leakage`.
+
+    Args:
+        dim: ``d``.
+        subspace_dim: ``p``.
+        invariant, equivariant: Subspaces per part (``(invariant + equivariant) · p ≤ d``).
+        num_observed, eps, split_weight, normalize, precision, distributed: As in
+            :func:`subspace_rate_reduction`.
+
+    Shape:
+        - input: ``(B·M, d)``; output: ``()``
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        subspace_dim: int,
+        invariant: int,
+        equivariant: int,
+        num_observed: int | None = None,
+        eps: float = 0.5,
+        split_weight: float = 1.0,
+        normalize: bool = True,
+        precision: Precision = "float32",
+        distributed: Distributed = "auto",
+    ) -> None:
+        super().__init__()
+        self.projection = SubspaceProjection(
+            dim,
+            subspace_dim=subspace_dim,
+            parts={"invariant": invariant, "equivariant": equivariant},
+            eps=eps,
+        )
+        if num_observed is not None:
+            check_int(num_observed, "num_observed", minimum=2)
+        self.num_observed = num_observed
+        self.eps = check_positive(eps, "eps")
+        self.split_weight = check_positive(split_weight, "split_weight", allow_zero=True)
+        self.normalize = check_bool(normalize, "normalize")
+        self.precision: Precision = precision
+        self.distributed: Distributed = distributed
+
+    def forward(self, z: Tensor) -> Tensor:
+        r""":math:`\Delta R` of ``z``."""
+        bases = self.projection.bases
+        k = self.projection.parts["invariant"]
+        return subspace_rate_reduction(
+            z,
+            bases[:k],
+            bases[k:],
+            num_observed=self.num_observed,
+            eps=self.eps,
+            split_weight=self.split_weight,
+            normalize=self.normalize,
+            precision=self.precision,
+            distributed=self.distributed,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_observed={self.num_observed}, eps={self.eps}, "
+            f"split_weight={self.split_weight}, normalize={self.normalize}"
+        )
