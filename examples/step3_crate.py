@@ -21,7 +21,7 @@ crate.<key>=value sets the CRATE parts and diagnostics (step3_parts.CRATEConfig:
 depths, heads, η, λ, paper or code MSSA form); every other key=value applies to every arm.
 
 examples:
-    python examples/step3_crate.py                       # cpu-demo: 4 arms, ~18 min on 2 cores
+    python examples/step3_crate.py                       # cpu-demo: 4 arms, ~10 min on 2 cores
     python examples/step3_crate.py --smoke               # a complete run in seconds (CI)
     python examples/step3_crate.py --preset paper-cifar100   # the paper's configuration (GPU)
     python examples/step3_crate.py --arms step2,step3-both crate.layer=crate-alpha
