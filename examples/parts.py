@@ -23,6 +23,7 @@ from jepa_blocks import (
     SeqJEPA,
     SIGReg,
     StopGradTarget,
+    SubspaceProjection,
     SubspaceRateReduction,
     UnitNormRate,
     VICRegRegularizer,
@@ -410,12 +411,16 @@ def build_model(
             raise ValueError("the subspace regularizer needs num_observed (M of the sequences)")
         kwargs.update(
             regularizer=SubspaceRateReduction(
-                config.encoder_dim,
+                SubspaceProjection(
+                    config.encoder_dim,
+                    subspace_dim=config.subspace_dim,
+                    parts={
+                        "invariant": config.subspace_invariant,
+                        "equivariant": config.subspace_equivariant,
+                    },
+                    eps=config.rate_eps,
+                ),
                 num_observed=num_observed,
-                subspace_dim=config.subspace_dim,
-                invariant=config.subspace_invariant,
-                equivariant=config.subspace_equivariant,
-                eps=config.rate_eps,
                 split_weight=config.subspace_split_weight,
                 normalize=config.rate_normalize,
             ),

@@ -8,7 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jepa_blocks import NonFiniteError, SubspaceRateReduction, subspace_rate_reduction
+from jepa_blocks import (
+    NonFiniteError,
+    SubspaceProjection,
+    SubspaceRateReduction,
+    subspace_rate_reduction,
+)
 from reference import ref_coding_rate
 
 F64 = torch.float64
@@ -102,10 +107,12 @@ def test_the_split_rewards_what_changes_between_views_in_the_equivariant_part() 
 
 def test_module_uses_its_projection_and_trains_it() -> None:
     torch.manual_seed(0)
-    reg = SubspaceRateReduction(D, subspace_dim=P, invariant=2, equivariant=1, num_observed=M)
+    parts = {"equivariant": 1, "invariant": 2}  # any order: found by name
+    proj = SubspaceProjection(D, subspace_dim=P, parts=parts, eps=0.3)
+    reg = SubspaceRateReduction(proj, num_observed=M)
     z = _z().float().requires_grad_()
-    bases = reg.projection.bases
-    want = subspace_rate_reduction(z, bases[:2], bases[2:], num_observed=M)
+    bases = proj.bases
+    want = subspace_rate_reduction(z, bases[1:], bases[:1], num_observed=M, eps=0.3)
     out = reg(z)
     torch.testing.assert_close(out, want)
     out.backward()
@@ -132,5 +139,10 @@ def test_bad_input_names_the_argument() -> None:
     bad[0, 0] = float("nan")
     with pytest.raises(NonFiniteError):
         subspace_rate_reduction(bad, u_inv, u_eq, num_observed=M)
-    with pytest.raises(ValueError, match="exceed"):
-        SubspaceRateReduction(D, subspace_dim=P, invariant=3, equivariant=2)
+    with pytest.raises(TypeError, match="parts 'invariant' and 'equivariant'"):
+        SubspaceRateReduction(SubspaceProjection(D, subspace_dim=P, parts=2))
+    proj = SubspaceProjection(D, subspace_dim=P, parts={"invariant": 1, "equivariant": 1})
+    with pytest.raises(ValueError, match="precision"):
+        SubspaceRateReduction(proj, precision="fp64")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_observed"):
+        SubspaceRateReduction(proj, num_observed=1)

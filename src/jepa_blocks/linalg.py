@@ -41,6 +41,14 @@ from jepa_blocks._validation import (
     check_samples,
 )
 
+#: Which Gram matrix the log-det factors (:func:`resolve_form`).
+Form = Literal["auto", "dxd", "nxn"]
+Precision = Literal["float32", "float64"]
+#: Multi-rank strategy of the coding rates (:func:`jepa_blocks.coding_rate`).
+Distributed = Literal["auto", "none", "gram", "gather"]
+#: Multi-rank option of the other global terms: ``"auto"`` (global batch) or ``"none"`` (local).
+GlobalBatch = Literal["auto", "none"]
+
 __all__ = [
     "Distributed",
     "Form",
@@ -51,13 +59,6 @@ __all__ = [
     "half_logdet_i_plus_gram",
     "resolve_form",
 ]
-
-Form = Literal["auto", "dxd", "nxn"]
-Precision = Literal["float32", "float64"]
-#: Multi-rank strategy of the coding rates (:func:`jepa_blocks.coding_rate`).
-Distributed = Literal["auto", "none", "gram", "gather"]
-#: Multi-rank option of the other global terms: ``"auto"`` (global batch) or ``"none"`` (local).
-GlobalBatch = Literal["auto", "none"]
 
 FORMS: tuple[Form, ...] = get_args(Form)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)

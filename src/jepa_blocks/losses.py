@@ -17,6 +17,10 @@ from torch import Tensor
 from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import check_choice, check_floating_tensor, check_int, check_positive
 
+#: How a loss reduces its leading dimensions.
+Reduction = Literal["mean", "sum", "none"]
+_REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
+
 __all__ = [
     "CosineLoss",
     "MSELoss",
@@ -29,9 +33,6 @@ __all__ = [
     "smooth_l1_loss",
     "soft_cross_entropy",
 ]
-
-Reduction = Literal["mean", "sum", "none"]
-_REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 
 
 def _check(pred: Tensor, target: Tensor, reduction: Reduction) -> None:

@@ -1,9 +1,4 @@
-"""Rate reduction over an invariant / equivariant subspace split of sequence features.
-
-CRATE's sparse rate reduction without the sparsity (expand the whole, compress each subspace),
-plus MCR²'s grouping by sequence, which gives the two parts their meaning (a composition of
-:func:`~jepa_blocks.coding_rate` and :func:`~jepa_blocks.subspace.subspace_compression`).
-"""
+"""Rate reduction over an invariant / equivariant subspace split of sequence features."""
 
 from __future__ import annotations
 
@@ -12,16 +7,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from torch import Tensor, nn
+from torch import Tensor
 
+from jepa_blocks._module_form import FunctionModule
 from jepa_blocks._validation import (
-    check_bool,
+    check_choice,
     check_floating_tensor,
     check_int,
     check_positive,
     check_samples,
+    check_type,
 )
-from jepa_blocks.linalg import Distributed, Precision
+from jepa_blocks.linalg import DISTRIBUTED_MODES, PRECISIONS, Distributed, Precision
 from jepa_blocks.rate import coding_rate
 from jepa_blocks.subspace import SubspaceProjection, subspace_compression
 
@@ -34,9 +31,9 @@ def subspace_rate_reduction(
     equivariant_bases: Tensor,
     *,
     num_observed: int | None = None,
-    eps: float = 0.5,
     split_weight: float = 1.0,
     normalize: bool = True,
+    eps: float = 0.5,
     precision: Precision = "float32",
     distributed: Distributed = "auto",
     group: Any = None,
@@ -53,19 +50,17 @@ def subspace_rate_reduction(
           + \beta\,\big[R^c(\bar Z \mid U_\text{inv}) - R^c(W \mid U_\text{inv})
           + R^c(W \mid U_\text{eq}) - R^c(\bar Z \mid U_\text{eq})\big]
 
-    The first two terms are CRATE's rate reduction (Yu et al. 2023): expand the whole,
-    compress each subspace. The bracket is MCR² with the sequences as classes in the invariant
-    subspaces (spread the sequences, compress each to a point) and the reverse in the
-    equivariant ones (spread the views of a sequence, compress the sequence means), so that the
-    equivariant part carries what changes between views. ``num_observed=None`` drops it.
+    CRATE's rate reduction (Yu et al. 2023) plus, in brackets, MCR² with the sequences as
+    classes in the invariant subspaces and the reverse in the equivariant ones, so that the
+    latter carry what changes between views (``num_observed=None`` drops the bracket).
 
     Args:
         z: Features, sequence-major when ``num_observed`` is given.
         invariant_bases, equivariant_bases: :math:`U_\text{inv}`, :math:`U_\text{eq}`.
         num_observed: Rows per sequence ``M`` (≥ 2), or ``None``.
-        eps: :math:`\varepsilon` of every rate.
         split_weight: :math:`\beta \ge 0`.
         normalize: L2-normalise the rows first (so the rate cannot grow by scaling).
+        eps: :math:`\varepsilon` of every rate.
         precision, distributed, group: As in :func:`~jepa_blocks.coding_rate` (under DDP every
             rate is of the global batch; the sequences must not straddle ranks).
 
@@ -83,13 +78,8 @@ def subspace_rate_reduction(
                 f"got {z.shape[0]} rows"
             )
     check_positive(split_weight, "split_weight", allow_zero=True)
-    check_bool(normalize, "normalize")
-    opts: dict[str, Any] = {
-        "eps": eps,
-        "precision": precision,
-        "distributed": distributed,
-        "group": group,
-    }
+    check_type(normalize, "normalize", bool, "a bool")
+    opts: dict[str, Any] = dict(eps=eps, precision=precision, distributed=distributed, group=group)
     if normalize:
         z = F.normalize(z, dim=-1)
     for name, b in (("invariant_bases", invariant_bases), ("equivariant_bases", equivariant_bases)):
@@ -115,74 +105,64 @@ def subspace_rate_reduction(
     return rate + split_weight * split
 
 
-class SubspaceRateReduction(nn.Module):
-    r""":func:`subspace_rate_reduction` with its own learned :class:`SubspaceProjection`.
+class SubspaceRateReduction(FunctionModule):
+    r""":func:`subspace_rate_reduction` over the parts of a learned :class:`SubspaceProjection`.
 
     A **rate**: as a :class:`~jepa_blocks.SeqJEPA` regularizer, subtract it
     (``regularizer_kind="rate"``) on the encoder output (``regularize_on="z"``: its rows are
-    the ``B·M`` observed views, sequence-major). The projection (``projection``, parts
-    ``"invariant"`` and ``"equivariant"``) is trained with the model; probe its parts with
-    :func:`jepa_blocks.metrics.subspace_leakage`.
+    the ``B·M`` observed views, sequence-major). The projection is trained with the model;
+    probe its parts with :func:`jepa_blocks.metrics.subspace_leakage`.
 
     Args:
-        dim: ``d``.
-        subspace_dim: ``p``.
-        invariant, equivariant: Subspaces per part (``(invariant + equivariant) · p ≤ d``).
-        num_observed, eps, split_weight, normalize, precision, distributed: As in
+        projection: Bases with parts ``"invariant"`` and ``"equivariant"`` (its ``eps`` is the
+            ε of every rate).
+        num_observed, split_weight, normalize, precision, distributed: As in
             :func:`subspace_rate_reduction`.
 
     Shape:
         - input: ``(B·M, d)``; output: ``()``
     """
 
+    _options = ("num_observed", "split_weight", "normalize", "precision", "distributed")
+
     def __init__(
         self,
-        dim: int,
+        projection: SubspaceProjection,
         *,
-        subspace_dim: int,
-        invariant: int,
-        equivariant: int,
         num_observed: int | None = None,
-        eps: float = 0.5,
         split_weight: float = 1.0,
         normalize: bool = True,
         precision: Precision = "float32",
         distributed: Distributed = "auto",
     ) -> None:
         super().__init__()
-        self.projection = SubspaceProjection(
-            dim,
-            subspace_dim=subspace_dim,
-            parts={"invariant": invariant, "equivariant": equivariant},
-            eps=eps,
-        )
+        if not isinstance(projection, SubspaceProjection) or set(projection.parts) != {
+            "invariant",
+            "equivariant",
+        }:
+            raise TypeError(
+                "projection must be a SubspaceProjection with parts 'invariant' and "
+                f"'equivariant', got {projection!r}"
+            )
+        self.projection = projection
         if num_observed is not None:
             check_int(num_observed, "num_observed", minimum=2)
         self.num_observed = num_observed
-        self.eps = check_positive(eps, "eps")
         self.split_weight = check_positive(split_weight, "split_weight", allow_zero=True)
-        self.normalize = check_bool(normalize, "normalize")
+        self.normalize = check_type(normalize, "normalize", bool, "a bool")
+        check_choice(precision, "precision", PRECISIONS)
+        check_choice(distributed, "distributed", DISTRIBUTED_MODES)
         self.precision: Precision = precision
         self.distributed: Distributed = distributed
 
     def forward(self, z: Tensor) -> Tensor:
         r""":math:`\Delta R` of ``z``."""
-        bases = self.projection.bases
-        k = self.projection.parts["invariant"]
+        proj = self.projection
+        bases = proj.bases
         return subspace_rate_reduction(
             z,
-            bases[:k],
-            bases[k:],
-            num_observed=self.num_observed,
-            eps=self.eps,
-            split_weight=self.split_weight,
-            normalize=self.normalize,
-            precision=self.precision,
-            distributed=self.distributed,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_observed={self.num_observed}, eps={self.eps}, "
-            f"split_weight={self.split_weight}, normalize={self.normalize}"
+            bases[proj.subspaces("invariant")],
+            bases[proj.subspaces("equivariant")],
+            eps=proj.eps,
+            **self._kwargs(),
         )

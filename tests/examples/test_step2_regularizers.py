@@ -117,7 +117,7 @@ def test_regularizer_options_reach_the_parts():
     sub = _model("subspace", "stopgrad", subspace_split_weight=0.5, rate_eps=0.25).regularizer
     assert sub.projection.parts == {"invariant": 2, "equivariant": 2}
     assert sub.projection.subspace_dim == 4 and sub.num_observed == M
-    assert (sub.split_weight, sub.eps) == (0.5, 0.25)
+    assert (sub.split_weight, sub.projection.eps) == (0.5, 0.25)
     rate = _model("coding-rate", "stopgrad").regularizer
     assert isinstance(rate, UnitNormRate) and isinstance(rate.rate, CodingRate)
     with pytest.raises(ValueError, match="num_observed"):

@@ -15,6 +15,11 @@ from torch import Tensor
 
 from jepa_blocks._validation import check_bool, check_choice, check_positive
 
+#: ``split`` of :func:`load_mnist` and :func:`load_digits`.
+Split = Literal["train", "test", "all"]
+TrainTest = Literal["train", "test"]
+STL10Split = Literal["train", "test", "unlabeled", "train+unlabeled"]
+
 __all__ = [
     "CIFAR10_STATS",
     "CIFAR100_STATS",
@@ -27,10 +32,6 @@ __all__ = [
     "load_mnist",
     "load_stl10",
 ]
-
-Split = Literal["train", "test", "all"]
-TrainTest = Literal["train", "test"]
-STL10Split = Literal["train", "test", "unlabeled", "train+unlabeled"]
 
 #: MNIST mean and std (the usual constants of the 60k training set).
 MNIST_STATS = ((0.1307,), (0.3081,))

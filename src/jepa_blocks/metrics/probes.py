@@ -24,6 +24,11 @@ from jepa_blocks._validation import (
 )
 from jepa_blocks.metrics.rank import check_matrix
 
+#: Solver of :func:`fit_linear_classifier`.
+Classifier = Literal["lbfgs", "ridge", "adam"]
+Regressor = Literal["mlp", "linear"]
+RegressorSolver = Literal["lstsq", "adam"]
+
 __all__ = [
     "LeakageReport",
     "ProbeFeatures",
@@ -38,10 +43,6 @@ __all__ = [
     "r2_score",
     "regression_r2",
 ]
-
-Classifier = Literal["lbfgs", "ridge", "adam"]
-Regressor = Literal["mlp", "linear"]
-RegressorSolver = Literal["lstsq", "adam"]
 
 
 class ProbeResult(NamedTuple):

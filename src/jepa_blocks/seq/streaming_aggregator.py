@@ -24,6 +24,13 @@ from jepa_blocks.blocks.tost import (
     tost_blocks,
 )
 
+#: How a streaming state is read out.
+StreamReadout = Literal["mean", "agg", "last"]
+#: Read-outs of :class:`ToSTAggregator`.
+READOUTS: tuple[StreamReadout, ...] = get_args(StreamReadout)
+#: Floor of the read-out weight sum (an empty state reads as the norm of a zero vector).
+COUNT_EPS = 1e-12
+
 __all__ = [
     "READOUTS",
     "AggregateStream",
@@ -31,12 +38,6 @@ __all__ = [
     "ToSTAggregatorState",
     "stream_aggregates",
 ]
-
-StreamReadout = Literal["mean", "agg", "last"]
-#: Read-outs of :class:`ToSTAggregator`.
-READOUTS: tuple[StreamReadout, ...] = get_args(StreamReadout)
-#: Floor of the read-out weight sum (an empty state reads as the norm of a zero vector).
-COUNT_EPS = 1e-12
 
 
 class ToSTAggregatorState(NamedTuple):

@@ -21,6 +21,11 @@ from jepa_blocks._validation import (
     check_positive,
 )
 
+#: A replay buffer by name.
+BufferKind = Literal["fifo", "reservoir", "minred"]
+#: Names accepted by :func:`build_buffer`.
+BUFFER_KINDS: tuple[BufferKind, ...] = get_args(BufferKind)
+
 __all__ = [
     "BUFFER_KINDS",
     "FIFOBuffer",
@@ -30,10 +35,6 @@ __all__ = [
     "build_buffer",
     "replay_count",
 ]
-
-BufferKind = Literal["fifo", "reservoir", "minred"]
-#: Names accepted by :func:`build_buffer`.
-BUFFER_KINDS: tuple[BufferKind, ...] = get_args(BufferKind)
 
 
 def replay_count(num_fresh: int, *, ratio: float, available: int) -> int:
