@@ -37,8 +37,7 @@ class SmallCNN(nn.Module):
         out_norm: ``"none"`` or ``"batch"``.
 
     Shape:
-        - input: ``(N, in_channels, H, W)``
-        - output: ``(N, out_dim)``
+        - input: ``(N, in_channels, H, W)``; output: ``(N, out_dim)``
     """
 
     def __init__(
@@ -112,8 +111,7 @@ def resnet18_encoder(
         A ``torchvision.models.ResNet`` whose ``fc`` is ``nn.Identity``.
 
     Shape:
-        - input: ``(N, in_channels, H, W)``
-        - output: ``(N, 512)``
+        - input: ``(N, in_channels, H, W)``; output: ``(N, 512)``
     """
     check_int(in_channels, "in_channels", minimum=1)
     check_bool(cifar_stem, "cifar_stem")

@@ -73,9 +73,6 @@ def compute_dtype(dtype: torch.dtype, precision: Precision) -> torch.dtype:
     Args:
         dtype: Floating dtype of the input.
         precision: ``"float32"`` or ``"float64"``.
-
-    Returns:
-        ``torch.float64`` if either asks for it, else ``torch.float32``.
     """
     if check_choice(precision, "precision", PRECISIONS) == "float64" or dtype == torch.float64:
         return torch.float64

@@ -57,13 +57,10 @@ __all__ = [
 
 
 def eps_from_code(eps_code: float) -> float:
-    r"""Convert the official code's ``eps`` (:math:`\varepsilon^2`) to our ``eps``.
+    r"""Convert the official code's ``eps`` (:math:`\varepsilon^2`) to our ``eps``, its square root.
 
     Args:
         eps_code: The official code's ``eps`` (> 0; the "Coding rate" page tables them).
-
-    Returns:
-        :math:`\varepsilon = \sqrt{\texttt{eps\_code}}`.
 
     Example:
         >>> round(eps_from_code(0.2), 4)  # EMP-SSL
@@ -242,9 +239,6 @@ def rate_reduction(
             (DDP convention); ``"none"``: the local batch.
         group: Process group (default: the world).
 
-    Returns:
-        ``ΔR`` of shape ``(...)``, or its parts.
-
     Shape:
         - z: ``(..., n, d)``; membership: ``(..., n)`` (labels) or ``(..., n, K)`` (soft)
         - output: ``(...)``; ``per_class``: ``(..., K)``
@@ -314,9 +308,6 @@ def total_coding_rate(
         distributed: As in :func:`coding_rate` (``"none"``: per rank, as the official code).
         group: Process group.
 
-    Returns:
-        :math:`\frac{1}{V}\sum_v R(Z_v) \ge 0`.
-
     Shape:
         - z: ``(..., V, n, d)``; output: ``(...)``
     """
@@ -351,9 +342,6 @@ def simdino_expansion(
         precision: ``"float32"`` or ``"float64"``.
         group: Process group.
 
-    Returns:
-        The (balanced) expansion term, ``≥ 0``.
-
     Shape:
         - z: ``(..., V, m, d)``; output: ``(...)``
     """
@@ -376,8 +364,7 @@ class CodingRate(FunctionModule):
         eps, scale, center, precision, distributed, form: As in :func:`coding_rate`.
 
     Shape:
-        - input: ``(..., n, d)``
-        - output: ``(...)``
+        - input: ``(..., n, d)``; output: ``(...)``
     """
 
     _options = ("eps", "scale", "center", "precision", "distributed", "form")

@@ -37,10 +37,9 @@ class LocalCodingRate(nn.Module):
     :math:`R_\mathrm{local} = \tfrac12 \log\det\big(I + \frac{d}{(b + w)\varepsilon^2}
     (Z_t^\top Z_t + \bar Z^\top \bar Z)\big)` for the current batch :math:`Z_t` (``b`` rows,
     differentiable) and the :math:`w \le W` most recent earlier rows :math:`\bar Z` (detached,
-    uncentred). ``memory``, ``filled`` and ``pointer`` are buffers (checkpointed); unfilled rows
-    are zero and not counted. ``distributed="auto"`` gathers the batch from every rank, so every
-    rank holds the same window. A call pushes the batch (its last ``window`` rows) in training
-    mode only, unless ``update`` says otherwise.
+    uncentred). ``memory``, ``filled`` and ``pointer`` are (checkpointed) buffers; unfilled rows
+    are zero and not counted. ``distributed="auto"`` gathers the batch, so all ranks hold the same
+    window. A call pushes the batch (its last ``window`` rows) in training mode, or per ``update``.
 
     Args:
         dim: Feature dimension :math:`d`.

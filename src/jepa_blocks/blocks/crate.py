@@ -217,9 +217,6 @@ def ista_step(
         lambd: Sparsity weight :math:`\lambda \ge 0`.
         nonneg: ``True`` (CRATE): non-negative LASSO, ReLU prox; ``False``: soft threshold.
 
-    Returns:
-        The new codes :math:`a^+`.
-
     Shape:
         - z: ``(..., d)``; dictionary: ``(d, m)``; codes: ``(..., m)`` (broadcasts with ``z``)
         - output: ``(..., m)``
@@ -248,9 +245,6 @@ def lasso_objective(
         dictionary: :math:`D`, one atom per column.
         codes: Codes :math:`a`.
         lambd, nonneg: As :func:`ista_step`.
-
-    Returns:
-        :math:`F(a)` for every token.
 
     Shape:
         - z: ``(..., d)``; dictionary: ``(d, m)``; codes: ``(..., m)``; output: ``(...)``

@@ -38,14 +38,11 @@ __all__ = [
 
 
 def project_heads(tokens: Tensor, bases: Tensor) -> Tensor:
-    r"""Project tokens on each subspace basis: :math:`W_k = X U_k`, in an fp32 island.
+    r"""Project tokens on each subspace basis, :math:`W_k = X U_k`, in float32 (or float64).
 
     Args:
         tokens: Tokens :math:`X` (rows).
         bases: Bases :math:`U_k`, e.g. :meth:`jepa_blocks.blocks.MSSA.subspaces`.
-
-    Returns:
-        The per-head projections, float32 (float64 if either input is float64).
 
     Shape:
         - tokens: ``(..., N, d)``; bases: ``(K, d, p)``; output: ``(..., K, N, p)``
@@ -84,9 +81,6 @@ def subspace_coding_rate(
         per_head: Return the per-head rates instead of their sum.
         precision: ``"float32"`` or ``"float64"``, passed to :func:`jepa_blocks.coding_rate`.
 
-    Returns:
-        :math:`R^c \ge 0` per sample (or per sample and head).
-
     Shape:
         - tokens: ``(..., N, d)``; bases: ``(K, d, p)``
         - output: ``(...)``, or ``(..., K)`` with ``per_head=True``
@@ -102,14 +96,11 @@ def subspace_coding_rate(
 
 
 def code_sparsity(codes: Tensor, *, dim: int | tuple[int, ...] | None = None) -> Tensor:
-    """Fraction of exact zeros in sparse codes (e.g. ISTA outputs).
+    """Fraction of exact zeros in sparse codes (e.g. ISTA outputs), float32.
 
     Args:
         codes: The codes.
         dim: Dimensions to average over; ``None``: all.
-
-    Returns:
-        The fraction of entries equal to zero, in ``[0, 1]``, float32.
 
     Shape:
         - codes: any; output: ``()`` with ``dim=None``, else ``codes`` without ``dim``
@@ -155,13 +146,9 @@ def head_action_r2(
         eval_features: Held-out per-head features to score on.
         eval_actions: Held-out action coordinates.
 
-    Returns:
-        :math:`R^2` for every head and action coordinate, float64.
-
     Shape:
         - head_features: ``(S, K, p)``; actions: ``(S, A)``
-        - eval_features: ``(S', K, p)``; eval_actions: ``(S', A)``
-        - output: ``(K, A)``
+        - eval_features: ``(S', K, p)``; eval_actions: ``(S', A)``; output: ``(K, A)``
     """
     _check_head_regression(head_features, actions, ("head_features", "actions"))
     if eval_features is not None or eval_actions is not None:
@@ -203,13 +190,11 @@ def specialization_score(r2: Tensor) -> Tensor:
     r"""How concentrated each action coordinate's explained variance is on few heads.
 
     :math:`1 - H(q_{\cdot j}) / \log K`, :math:`q_{kj} \propto \max(R^2_{kj}, 0)` over heads: 1
-    when one head explains the coordinate alone, 0 when all do equally (or none does). Derived.
+    when one head explains the coordinate alone, 0 when all do equally (or none does, or
+    ``K == 1``). Derived.
 
     Args:
         r2: :math:`R^2` per head and action coordinate, e.g. from :func:`head_action_r2`.
-
-    Returns:
-        The score per action coordinate, in ``[0, 1]`` (zeros when ``K == 1``).
 
     Shape:
         - r2: ``(..., K, A)``; output: ``(..., A)``
@@ -359,14 +344,12 @@ def weighted_specialization(head_r2: Tensor, scores: Tensor) -> float:
     r"""Mean specialisation over action coordinates, weighted by how well any head explains each.
 
     The weight is the best head's :math:`\max(R^2, 0)`, so that a coordinate no head explains
-    (noise, where the scale-free score can be high) does not dominate. Derived.
+    (noise, where the scale-free score can be high) does not dominate; in ``[0, 1]``, 0 when no
+    head explains anything. Derived.
 
     Args:
         head_r2: :math:`R^2` per head and action coordinate (:func:`head_action_r2`).
         scores: The specialisation score of each coordinate (:func:`specialization_score`).
-
-    Returns:
-        The weighted mean, in ``[0, 1]`` (0 when no head explains anything).
 
     Shape:
         - head_r2: ``(K, A)``; scores: ``(A,)``

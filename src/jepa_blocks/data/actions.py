@@ -58,8 +58,7 @@ def wrap_angle(theta: Tensor) -> Tensor:
     """Wrap angles (radians) into ``[−π, π)`` by adding a multiple of ``2π``.
 
     Shape:
-        - theta: ``(...)``
-        - output: ``(...)``
+        - theta: ``(...)``; output: ``(...)``
     """
     check_floating_tensor(theta, "theta")
     return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
@@ -69,8 +68,7 @@ def angle_to_sincos(theta: Tensor) -> Tensor:
     """Encode angles as ``[sin θ, cos θ]``, a continuous code without the ``±π`` jump.
 
     Shape:
-        - theta: ``(...)``
-        - output: ``(..., 2)``
+        - theta: ``(...)``; output: ``(..., 2)``
     """
     check_floating_tensor(theta, "theta")
     return torch.stack((torch.sin(theta), torch.cos(theta)), dim=-1)
@@ -80,8 +78,7 @@ def sincos_to_angle(code: Tensor) -> Tensor:
     """Invert :func:`angle_to_sincos`: ``atan2(sin, cos)`` in ``(−π, π]`` (any norm).
 
     Shape:
-        - code: ``(..., 2)``
-        - output: ``(...)``
+        - code: ``(..., 2)``; output: ``(...)``
     """
     check_last_dim(code, "code", 2, " [sin, cos]")
     return torch.atan2(code[..., 0], code[..., 1])
@@ -93,8 +90,7 @@ def affine_action(params: Tensor) -> Tensor:
     The MNIST-affine action of ``kaikun213/seq-jepa`` ``experiments/datasets_mnist_affine.py``.
 
     Shape:
-        - params: ``(..., 4)``
-        - output: ``(..., 5)``
+        - params: ``(..., 4)``; output: ``(..., 5)``
     """
     check_last_dim(params, "params", 4, " [angle, tx, ty, log_scale]")
     return torch.cat((angle_to_sincos(params[..., 0]), params[..., 1:]), dim=-1)
@@ -110,8 +106,7 @@ def normalize_across_views(params: Tensor, *, eps: float = 1e-12) -> Tensor:
         eps: Lower bound of the norm, as in :func:`torch.nn.functional.normalize`.
 
     Shape:
-        - params: ``(..., V, P)``
-        - output: ``(..., V, P)``
+        - params: ``(..., V, P)``; output: ``(..., V, P)``
     """
     _check_views(params, "params", min_views=1)
     return F.normalize(params, p=2.0, dim=-2, eps=check_positive(eps, "eps"))
@@ -128,8 +123,7 @@ def relative_differences(
         normalize: ``"none"`` or ``"official"`` (:func:`normalize_across_views` first, no wrapping).
 
     Shape:
-        - params: ``(..., V, P)``
-        - output: ``(..., V − 1, P)``
+        - params: ``(..., V, P)``; output: ``(..., V − 1, P)``
     """
     _check_views(params, "params")
     check_choice(normalize, "normalize", get_args(ActionNorm))
@@ -153,8 +147,7 @@ def relative_rotation_actions(angles: Tensor) -> Tensor:
     """Relative planar-rotation actions ``[sin Δθ, cos Δθ]``, ``Δθ = θ_{i+1} − θ_i`` (radians).
 
     Shape:
-        - angles: ``(..., V)``
-        - output: ``(..., V − 1, 2)``
+        - angles: ``(..., V)``; output: ``(..., V − 1, 2)``
     """
     check_floating_tensor(angles, "angles", min_ndim=1)
     if angles.shape[-1] < 2:
@@ -166,8 +159,7 @@ def relative_affine_actions(params: Tensor) -> Tensor:
     """Relative MNIST-affine actions ``[sin Δθ, cos Δθ, Δtx, Δty, Δlog s]`` of successive views.
 
     Shape:
-        - params: ``(..., V, 4)``
-        - output: ``(..., V − 1, 5)``
+        - params: ``(..., V, 4)``; output: ``(..., V − 1, 5)``
     """
     _check_views(params, "params", last=4)
     return affine_action(relative_differences(params, angle_dims=(0,)))
@@ -177,9 +169,7 @@ def quaternion_multiply(p: Tensor, q: Tensor) -> Tensor:
     """Hamilton product ``p ⊗ q`` of scalar-last quaternions (rotation ``q`` first, then ``p``).
 
     Shape:
-        - p: ``(..., 4)``
-        - q: ``(..., 4)``, broadcastable with ``p``
-        - output: ``(..., 4)``
+        - p: ``(..., 4)``; q: ``(..., 4)``, broadcastable with ``p``; output: ``(..., 4)``
     """
     check_last_dim(p, "p", 4, " (x, y, z, w)")
     check_last_dim(q, "q", 4, " (x, y, z, w)")
@@ -198,8 +188,7 @@ def quaternion_conjugate(q: Tensor) -> Tensor:
     """Conjugate ``(−x, −y, −z, w)``; the inverse rotation for unit quaternions.
 
     Shape:
-        - q: ``(..., 4)``
-        - output: ``(..., 4)``
+        - q: ``(..., 4)``; output: ``(..., 4)``
     """
     check_last_dim(q, "q", 4, " (x, y, z, w)")
     return torch.cat((-q[..., :3], q[..., 3:]), dim=-1)
@@ -209,8 +198,7 @@ def canonicalize_quaternion(q: Tensor) -> Tensor:
     """Pick the representative with ``w ≥ 0`` (``q`` and ``−q`` are the same rotation).
 
     Shape:
-        - q: ``(..., 4)``
-        - output: ``(..., 4)``
+        - q: ``(..., 4)``; output: ``(..., 4)``
     """
     check_last_dim(q, "q", 4, " (x, y, z, w)")
     return torch.where(q[..., 3:] < 0, -q, q)
@@ -222,8 +210,7 @@ def euler_xyz_to_quaternion(angles: Tensor) -> Tensor:
     ``R = R_z(γ) R_y(β) R_x(α)``, i.e. ``q = q_z ⊗ q_y ⊗ q_x`` (3DIEBench's pose convention).
 
     Shape:
-        - angles: ``(..., 3)`` radians ``(α, β, γ)`` about x, y, z
-        - output: ``(..., 4)`` scalar-last
+        - angles: ``(..., 3)`` radians ``(α, β, γ)`` about x, y, z; output: ``(..., 4)`` scalar-last
     """
     check_last_dim(angles, "angles", 3, " (x, y, z)")
     half = 0.5 * angles
@@ -245,8 +232,7 @@ def relative_quaternions(angles: Tensor, *, canonical: bool = False) -> Tensor:
         canonical: Flip signs so that ``w ≥ 0`` (see :func:`canonicalize_quaternion`).
 
     Shape:
-        - angles: ``(..., V, 3)``
-        - output: ``(..., V − 1, 4)``
+        - angles: ``(..., V, 3)``; output: ``(..., V − 1, 4)``
     """
     _check_views(angles, "angles", last=3)
     check_bool(canonical, "canonical")

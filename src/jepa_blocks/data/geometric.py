@@ -88,9 +88,7 @@ def affine_transform(
         interpolation: ``"bilinear"`` or ``"nearest"``.
 
     Shape:
-        - images: ``(B, C, H, W)``
-        - params: ``(B, 4)``
-        - output: ``(B, C, H, W)``
+        - images: ``(B, C, H, W)``; params: ``(B, 4)``; output: ``(B, C, H, W)``
     """
     b, _, h, w = _check_images(images).shape
     check_rows(params, "params", b, 4, "[angle, tx, ty, log_scale]")
@@ -118,8 +116,7 @@ def invert_affine_params(params: Tensor, image_size: tuple[int, int]) -> Tensor:
         image_size: ``(H, W)`` the translations refer to.
 
     Shape:
-        - params: ``(..., 4)``
-        - output: ``(..., 4)``
+        - params: ``(..., 4)``; output: ``(..., 4)``
     """
     check_last_dim(params, "params", 4)
     h, w = check_size(image_size, "image_size")
@@ -144,9 +141,7 @@ def rotate90(images: Tensor, k: Tensor) -> Tensor:
         TypeError: ``k`` is not an int or an integer tensor (floats are not rounded).
 
     Shape:
-        - images: ``(B, C, H, H)``
-        - k: ``(B,)``
-        - output: ``(B, C, H, H)``
+        - images: ``(B, C, H, H)``; k: ``(B,)``; output: ``(B, C, H, H)``
     """
     if check_image_batch(images).shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be square for quarter turns, got {tuple(images.shape)}")
@@ -258,9 +253,7 @@ def resample_matrix(
         interpolation: ``"bilinear"`` or ``"bicubic"``.
 
     Shape:
-        - start: ``(B,)``
-        - length: ``(B,)``
-        - output: ``(B, out_size, in_size)``
+        - start: ``(B,)``; length: ``(B,)``; output: ``(B, out_size, in_size)``
     """
     check_choice(interpolation, "interpolation", get_args(CropInterpolation))
     check_int(in_size, "in_size")
@@ -308,9 +301,7 @@ def resized_crop(
         interpolation: ``"bilinear"`` or ``"bicubic"``.
 
     Shape:
-        - images: ``(B, C, H, W)``
-        - boxes: ``(B, 4)``
-        - output: ``(B, C, size[0], size[1])``
+        - images: ``(B, C, H, W)``; boxes: ``(B, 4)``; output: ``(B, C, size[0], size[1])``
     """
     b, _, h, w = _check_images(images).shape
     check_rows(boxes, "boxes", b, 4, "(top, left, height, width)")

@@ -84,9 +84,7 @@ def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
     """Multiply each image by its factor and clip to ``[0, 1]``.
 
     Shape:
-        - images: ``(B, C, H, W)``
-        - factor: ``(B,)``, non-negative
-        - output: ``(B, C, H, W)``
+        - images: ``(B, C, H, W)``; factor: ``(B,)``, non-negative; output: ``(B, C, H, W)``
     """
     f = _per_image(factor, _check_images(images), "factor", 0.0)
     return (images * f).clamp_(0.0, 1.0)
@@ -122,9 +120,7 @@ def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
     ``c_n = max − C·clip(min(k_n, 4 − k_n), 0, 1)``, ``k_n = (n + 6h') mod 6``, ``n = 5, 3, 1``.
 
     Shape:
-        - images: ``(B, C, H, W)``
-        - shift: ``(B,)``
-        - output: ``(B, C, H, W)``
+        - images: ``(B, C, H, W)``; shift: ``(B,)``; output: ``(B, C, H, W)``
     """
     f = _per_image(shift, _check_images(images), "shift", -0.5, 0.5)
     if images.shape[1] == 1:
@@ -160,9 +156,7 @@ def color_jitter(images: Tensor, factors: Tensor, order: Tensor) -> Tensor:
         order: Per-image permutation of the columns of ``factors``, applied left to right.
 
     Shape:
-        - images: ``(B, C, H, W)``
-        - factors: ``(B, 4)``
-        - order: ``(B, 4)``, integer-valued
+        - images: ``(B, C, H, W)``; factors: ``(B, 4)``; order: ``(B, 4)``, integer-valued
         - output: ``(B, C, H, W)``
     """
     bsz = _check_images(images).shape[0]
@@ -185,9 +179,7 @@ def grayscale(images: Tensor, mask: Tensor) -> Tensor:
     """Replace the images selected by ``mask`` with their 3-channel luma (identity for C = 1).
 
     Shape:
-        - images: ``(B, C, H, W)``
-        - mask: ``(B,)``, boolean or 0/1
-        - output: ``(B, C, H, W)``
+        - images: ``(B, C, H, W)``; mask: ``(B,)``, boolean or 0/1; output: ``(B, C, H, W)``
     """
     from torchvision.transforms.v2 import functional as TF
 
@@ -232,9 +224,7 @@ def gaussian_blur(images: Tensor, sigma: Tensor, *, kernel_size: int) -> Tensor:
         kernel_size: Odd kernel size ``k`` (smaller than the image sides).
 
     Shape:
-        - images: ``(B, C, H, W)``
-        - sigma: ``(B,)``
-        - output: ``(B, C, H, W)``
+        - images: ``(B, C, H, W)``; sigma: ``(B,)``; output: ``(B, C, H, W)``
     """
     bsz, _, h, w = _check_images(images).shape
     if check_int(kernel_size, "kernel_size") % 2 == 0:

@@ -114,9 +114,7 @@ class ParamTransform:
         """Transform ``images`` with given ``params`` (deterministic).
 
         Shape:
-            - images: ``(B, C, H, W)``
-            - params: ``(B, num_params)``
-            - output: ``(B, C, H', W')``
+            - images: ``(B, C, H, W)``; params: ``(B, num_params)``; output: ``(B, C, H', W')``
         """
         self._check_params(params, check_image_batch(images).shape[:1])
         return self._apply(images, params)
@@ -130,8 +128,7 @@ class ParamTransform:
         """Sample parameters, apply them and return ``(images, params)``.
 
         Shape:
-            - images: ``(B, C, H, W)``
-            - output: ``(B, C, H', W')`` and ``(B, num_params)``
+            - images: ``(B, C, H, W)``; output: ``(B, C, H', W')`` and ``(B, num_params)``
         """
         b, _, h, w = check_image_batch(images).shape
         params = self.sample(b, (h, w), generator=generator, device=images.device)
@@ -141,8 +138,7 @@ class ParamTransform:
         """The columns of ``params`` that enter the action.
 
         Shape:
-            - params: ``(..., num_params)``
-            - output: ``(..., action_dim)``
+            - params: ``(..., num_params)``; output: ``(..., action_dim)``
         """
         self._check_params(params, params.shape[:-1] if isinstance(params, Tensor) else ())
         return params[..., self._action_columns()]

@@ -90,8 +90,7 @@ class SequenceViews:
             generator: Source of randomness (observed views first).
 
         Shape:
-            - images: ``(B, C, H, W)``
-            - output: views ``(B, V, C, H', W')`` and params ``(B, V, P)``
+            - images: ``(B, C, H, W)``; output: views ``(B, V, C, H', W')`` and params ``(B, V, P)``
         """
         b, _, h, w = check_image_batch(images).shape
         m = check_int(num_views, "num_views", minimum=2) - 1
@@ -111,8 +110,7 @@ class SequenceViews:
         """Relative actions between consecutive views.
 
         Shape:
-            - params: ``(..., V, P)``
-            - output: ``(..., V − 1, A)``
+            - params: ``(..., V, P)``; output: ``(..., V − 1, A)``
         """
         return self.encoding(self.transform.action(params))
 

@@ -41,9 +41,8 @@ class _GlobalPool(nn.Module):
 class BlockEncoder(nn.Module):
     """An encoder made of a chain of blocks and a parameter-free readout.
 
-    ``forward(x) = readout(blocks[K-1](… blocks[0](x)))``. The blocks are ordinary modules (they
-    may be shared with another encoder, see :func:`split_encoder`); ``readout`` has no
-    parameters, so the blocks hold all the encoder's weights.
+    ``forward(x) = readout(blocks[K-1](… blocks[0](x)))``; the blocks (possibly shared with
+    another encoder, see :func:`split_encoder`) hold all the weights.
 
     Args:
         blocks: The blocks, in order; each maps the previous block's output to its own.
@@ -55,8 +54,7 @@ class BlockEncoder(nn.Module):
         out_dim: ``D = out_channels[-1]``.
 
     Shape:
-        - input: ``(N, C, H, W)`` (or whatever ``blocks[0]`` takes)
-        - output: ``(N, D)``
+        - input: ``(N, C, H, W)`` (or whatever ``blocks[0]`` takes); output: ``(N, D)``
     """
 
     def __init__(
@@ -100,8 +98,7 @@ class BlockEncoder(nn.Module):
         """Yield each block's output in turn (gradients flow between blocks).
 
         Shape:
-            - x: the first block's input
-            - yields: block ``k``'s output, e.g. ``(N, C_k, H_k, W_k)``
+            - x: the first block's input; yields: block ``k``'s output, e.g. ``(N, C_k, H_k, W_k)``
         """
         for block in self.blocks:
             x = block(x)
@@ -126,28 +123,25 @@ def conv_block_encoder(
 ) -> BlockEncoder:
     """A CNN encoder of conv3×3–ReLU blocks with global average pooling.
 
-    The default widths are :class:`jepa_blocks.SmallCNN`'s (``width=16``, ``out_dim=128``) with
-    one more stage, so that on 28×28 inputs no block holds more than about half of the
-    activations saved for the backward pass: the peak that per-block backward-and-free leaves.
-
-    ``norm="readout"`` (default): biased convolutions without normalisation in the blocks (as
-    LPL's VGG-11), so local objectives read raw rectified activity, and a parameter-free
-    :class:`~torch.nn.BatchNorm1d` on the pooled output for the end-to-end objective. ``"block"``:
-    conv–BN–ReLU blocks (the default before 2026-12, under which LPL's local stages fall below
-    the random network, :doc:`/tutorials/step6`); ``"none"``: end-to-end seq-JEPA collapses.
+    The default widths are :class:`jepa_blocks.SmallCNN`'s (``width=16``, ``out_dim=128``) plus
+    a stage, so that on 28×28 inputs no block holds over about half of the saved activations (the
+    peak left by per-block backward-and-free).
 
     Args:
         in_channels: Image channels.
         widths: Output channels of each block; the last is the output dimension ``D``.
         strides: Stride of each block's convolution.
-        norm: ``"readout"``, ``"block"`` or ``"none"``.
+        norm: ``"readout"``: biased, unnormalised convolutions (as LPL's VGG-11: local objectives
+            read raw rectified activity) and a parameter-free :class:`~torch.nn.BatchNorm1d` on
+            the pooled output for the end-to-end objective; ``"block"``: conv–BN–ReLU (the default
+            before 2026-12, under which LPL's local stages fall below the random network,
+            :doc:`/tutorials/step6`); ``"none"``: end-to-end seq-JEPA collapses.
 
     Returns:
         The encoder (random initialisation from the current torch seed).
 
     Shape:
-        - input: ``(N, in_channels, H, W)``
-        - output: ``(N, widths[-1])``
+        - input: ``(N, in_channels, H, W)``; output: ``(N, widths[-1])``
     """
     check_int(in_channels, "in_channels")
     check_choice(norm, "norm", ("readout", "block", "none"))
@@ -214,9 +208,6 @@ def split_encoder(encoder: nn.Module) -> BlockEncoder:
     Args:
         encoder: The encoder.
 
-    Returns:
-        The block view.
-
     Raises:
         TypeError: For an encoder of another kind (build a :class:`BlockEncoder` instead).
     """
@@ -261,11 +252,9 @@ class LocalHead(nn.Module):
 
     * :meth:`embed`: global average pooling of the block output, then an optional linear
       projection to ``dim`` (``dim=None``: no projection, LPL's default; Halvagal & Zenke, 2023).
-    * :meth:`predict`: the prediction of the next view's embedding. Without actions it is the
-      embedding itself (LPL's slowness: view ``t`` predicts view ``t+1``). With
-      ``action_dim > 0`` it is :math:`\hat e_{t+1} = e_t + g([e_t; a_t])` with a two-layer MLP
-      :math:`g` whose last layer starts at zero, so training starts from LPL's prediction and can
-      learn how the action moves the embedding (a per-block JEPA).
+    * :meth:`predict`: the next view's embedding: without actions, the embedding itself (LPL's
+      slowness); with ``action_dim > 0``, :math:`\hat e_{t+1} = e_t + g([e_t; a_t])`, :math:`g` a
+      two-layer MLP whose last layer starts at zero (LPL's prediction at first; a per-block JEPA).
 
     Args:
         in_channels: Channels ``C`` of the block output.
@@ -342,9 +331,6 @@ def local_heads(
         dim: Embedding dimension of every head (``None``: each block's channels).
         action_dim: ``A`` for action-conditioned predictors (0: none).
         hidden: Hidden width of the predictors.
-
-    Returns:
-        ``nn.ModuleList`` of ``K`` heads.
     """
     if not isinstance(encoder, BlockEncoder):
         raise TypeError(f"encoder must be a BlockEncoder, got {type(encoder).__name__}")

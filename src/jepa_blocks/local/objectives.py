@@ -140,8 +140,7 @@ def variance_loss(z: Tensor, *, eps: float = 1e-4) -> Tensor:
         The term (float32 for half-precision input).
 
     Shape:
-        - z: ``(B, T, d)`` with ``B ≥ 2``
-        - output: ``()``
+        - z: ``(B, T, d)`` with ``B ≥ 2``; output: ``()``
     """
     x = _centered(z)
     eps = check_positive(eps, "eps")
@@ -159,12 +158,8 @@ def decorrelation_loss(z: Tensor) -> Tensor:
     Args:
         z: Embeddings of ``T`` views.
 
-    Returns:
-        The term.
-
     Shape:
-        - z: ``(B, T, d)`` with ``B ≥ 2``
-        - output: ``()``
+        - z: ``(B, T, d)`` with ``B ≥ 2``; output: ``()``
     """
     x = _centered(z)
     n, d = x.shape[1], x.shape[2]
@@ -207,9 +202,7 @@ def lpl_loss(
         The loss ``()`` or its parts.
 
     Shape:
-        - z: ``(B, T, d)`` with ``B ≥ 2``
-        - pred, target: ``(B, P, d)``
-        - output: ``()``
+        - z: ``(B, T, d)`` with ``B ≥ 2``; pred, target: ``(B, P, d)``; output: ``()``
 
     Example:
         >>> from jepa_blocks.local import lpl_loss
@@ -266,9 +259,7 @@ def local_rate_loss(
         The loss ``()`` or its parts (``rate`` is positive).
 
     Shape:
-        - z: ``(B, T, d)`` with ``B ≥ 2``
-        - pred, target: ``(B, P, d)``
-        - output: ``()``
+        - z: ``(B, T, d)`` with ``B ≥ 2``; pred, target: ``(B, P, d)``; output: ``()``
     """
     _check_views(z)
     w_pull = _check_option("pull_weight", pull_weight)

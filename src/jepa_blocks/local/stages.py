@@ -145,11 +145,10 @@ class LocalSeqJEPA(nn.Module):
     Build the optimizer **after** choosing the stage (stage 2 freezes the encoder).
 
     **Local objective of an encoder block.** Block ``k``'s head embeds its output for the ``T``
-    observed views, ``e`` ``(B, T, d)``; view ``t+1`` is predicted by ``head.predict(e_t, a_t)``
-    with target ``e_{t+1}`` (the objective detaches it), and the last observed view is paired
-    with the target view's embedding when the block saw it without gradient (stop-gradient
-    target): ``M`` pairs, else ``M − 1``. ``objective(e, pred=..., target=...)`` adds its
-    anti-collapse terms on ``e``.
+    observed views, ``e`` ``(B, T, d)``; ``head.predict(e_t, a_t)`` predicts ``e_{t+1}`` (detached
+    by the objective), and the last observed view is paired with the target view's embedding
+    when the block saw it without gradient: ``M`` pairs, else ``M − 1``.
+    ``objective(e, pred=..., target=...)`` adds its anti-collapse terms on ``e``.
 
     Args:
         model: The seq-JEPA model; its encoder must split into blocks (:func:`split_encoder`).
@@ -166,8 +165,7 @@ class LocalSeqJEPA(nn.Module):
             aggregator and predictor are one block trained by the seq-JEPA loss).
 
     Shape:
-        - views: ``(B, M+1, C, H, W)``; actions: ``(B, M, A)``
-        - output: :class:`LocalOutput`
+        - views: ``(B, M+1, C, H, W)``; actions: ``(B, M, A)``; output: :class:`LocalOutput`
     """
 
     def __init__(
@@ -466,8 +464,7 @@ def local_step_fn(model: nn.Module, batch: Any, state: LoopState) -> LocalOutput
     zeroes the gradients before and checks the detached loss and gradient norm after.
 
     Args:
-        model: The :class:`LocalSeqJEPA`, not wrapped (stage 3 supports neither ``compile`` nor
-            DDP).
+        model: The :class:`LocalSeqJEPA`, unwrapped (stage 3 supports neither ``compile`` nor DDP).
         batch: A batch with ``views`` ``(B, M+1, C, H, W)`` and ``actions`` ``(B, M, A)``.
         state: The loop's state (device, AMP).
 
@@ -523,12 +520,8 @@ def fit_local(
         eval_fn: ``(learner, epoch) → metrics``, run in eval mode without gradient every
             ``config.eval_every_epochs`` epochs and at the end.
 
-    Returns:
-        :class:`~jepa_blocks.train.FitResult`.
-
     Raises:
-        NonFiniteLossError: When a loss or the gradient norm is NaN or infinite (before the
-            optimizer step).
+        NonFiniteLossError: A NaN or infinite loss or gradient norm (before the optimizer step).
         NotImplementedError: Stage 3 with ``config.compile`` or under DDP.
     """
     if not isinstance(learner, LocalSeqJEPA):
@@ -574,9 +567,8 @@ def peak_step_memory(
         views: ``(B, M+1, C, H, W)`` on the learner's device.
         actions: ``(B, M, A)``.
         warmup: Run one unmeasured step first.
-        free_blocks: Use :meth:`LocalSeqJEPA.backward_step` (default); ``False`` calls
-            ``forward(...).loss.backward()`` instead, which in stage 3 is the "detach only"
-            baseline that keeps every block's activations alive.
+        free_blocks: Use :meth:`LocalSeqJEPA.backward_step` (default); ``False``: call
+            ``forward(...).loss.backward()``, stage 3's "detach only" baseline (all blocks alive).
 
     Returns:
         :class:`~jepa_blocks.metrics.PeakMemory` (``result`` is the step's :class:`LocalOutput`;

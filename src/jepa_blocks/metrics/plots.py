@@ -43,35 +43,28 @@ def plot_rotation_circle(
     r"""How rotations act on a representation, in its top-2 principal plane (two panels).
 
     **Left**: each row as a point of that plane, coloured by its rotation angle (cyclic colour
-    map, colour bar in degrees), scaled so that the root-mean-square radius is 1, with the unit
-    circle drawn. **Right**: the point's polar angle :math:`\varphi` against the rotation
-    angle :math:`\theta`; its title gives the *angle agreement*
+    map, colour bar in degrees), scaled to unit root-mean-square radius, with the unit circle.
+    **Right**: the point's polar angle :math:`\varphi` against the rotation angle :math:`\theta`,
+    titled with the share of the variance the plane holds and the *angle agreement*
     :math:`\max_{s = \pm 1} \bigl|\tfrac1N \sum_n e^{\mathrm i(\varphi_n - s\theta_n)}\bigr|`
-    (1 when :math:`\varphi` follows :math:`\theta` up to a constant offset and a reflection,
-    about :math:`1/\sqrt N` when the two are unrelated) and the share of the variance that the
-    plane holds. The figure title is ``title`` (a default describes the mode).
+    (1 when :math:`\varphi` follows :math:`\theta` up to an offset and a reflection, about
+    :math:`1/\sqrt N` when unrelated).
 
-    *Pairs* (``reference`` given): ``reference`` holds the features of the first view of each
-    pair, ``features`` those of the second and ``angles`` the relative rotation. The plane is
-    the top-2 principal plane of the differences ``features − reference``, and each pair is
-    drawn as the rotation that takes its reference to its feature within that plane: with
-    :math:`p_1, p_2` the projections (centred on the mean of all rows), the point
-    :math:`(|p_2| / |p_1|)\, e^{\mathrm i(\arg p_2 - \arg p_1)}` (radius clipped at 2).
-    If the relative rotation acts as a rotation of that plane (an equivariant representation),
-    pair :math:`n` lands on the unit circle at angle :math:`\pm\theta_n`: a colour wheel, and a
-    diagonal line on the right.
+    *Pairs* (``reference`` given): the plane is the top-2 principal plane of
+    ``features − reference``; with :math:`p_1, p_2` a pair's projections (centred on the mean of
+    all rows), it is drawn at :math:`(|p_2| / |p_1|)\, e^{\mathrm i(\arg p_2 - \arg p_1)}`
+    (radius clipped at 2). For an equivariant representation, pair :math:`n` lands on the unit
+    circle at angle :math:`\pm\theta_n`: a colour wheel, and a diagonal line on the right.
 
-    *Rows* (no ``reference``): the rows themselves, centred and projected. A colour wheel on
-    the circle appears only when the angle is absolute for every row, e.g. rotated copies of
-    one input. Differences :math:`z_2 - z_1` of pairs whose first angle is random fill a disc
-    even for an equivariant representation: their direction depends on the first angle and
-    only their length, :math:`2r\,|\sin(\Delta\theta / 2)|`, on the relative one. For pairs,
-    pass ``features=z_2, reference=z_1``.
+    *Rows* (no ``reference``): the rows themselves, centred and projected; a colour wheel
+    appears only when the angle is absolute for every row (e.g. rotated copies of one input).
+    Differences :math:`z_2 - z_1` of pairs with a random first angle fill a disc even for an
+    equivariant representation (only their length, :math:`2r\,|\sin(\Delta\theta / 2)|`,
+    depends on the relative angle): pass ``features=z_2, reference=z_1`` instead.
 
     Args:
-        features: Representations, one per row (in the pair mode: of the second views).
-        angles: Rotation angle of each row (pair mode: from the first view to the second),
-            radians.
+        features: Representations, one per row (pair mode: of the second views).
+        angles: Rotation angle of each row in radians (pair mode: from first view to second).
         reference: Representations of the first views of the pairs, or ``None``.
         path: Save the figure there as PNG, at ``dpi`` dots per inch.
         title: Figure title (default: one that names the mode).

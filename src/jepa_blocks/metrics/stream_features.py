@@ -68,9 +68,8 @@ def extract_stream_features(
 
     With a :class:`~jepa_blocks.seq.streaming_aggregator.ToSTAggregator` the aggregates come from
     one streaming pass (:func:`~jepa_blocks.seq.streaming_aggregator.stream_aggregates`), checked
-    against the full-sequence aggregate; other aggregators are run once per length. Float32
-    differences can exceed rounding where the causal TSSA normaliser is ill-conditioned; the
-    float64 check shows the recurrence itself is exact.
+    against the full sequence (float32 can exceed rounding where the causal TSSA normaliser is
+    ill-conditioned; the float64 check shows the recurrence is exact); others run once per length.
 
     Args:
         model: A :class:`~jepa_blocks.SeqJEPA` (put in eval mode here, restored after).

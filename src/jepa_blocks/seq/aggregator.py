@@ -44,8 +44,7 @@ def transformer_blocks(
 ) -> nn.ModuleList:
     """A stack of PyTorch's own ``nn.TransformerEncoderLayer`` (``batch_first=True``).
 
-    The defaults are the paper's aggregator: 3 post-norm layers, 4 heads, feed-forward width
-    ``4·dim``, dropout 0.1, ReLU.
+    Defaults: the paper's aggregator (3 post-norm layers, 4 heads, width ``4·dim``, dropout 0.1).
 
     Args:
         dim: Token dimension (paper: 640); must be divisible by ``heads``.
@@ -94,20 +93,16 @@ def transformer_blocks(
 class Aggregator(nn.Module):
     r"""Aggregate a token sequence into :math:`z_\text{AGG}` through a learnable [AGG] token.
 
-    ``[AGG]`` (zeros at first, as in the official code) is prepended at position 0, the optional
-    ``pos_embedding`` is added, the ``blocks`` run in order, the optional final LayerNorm is
-    applied, and the output at position 0 is returned. Without a positional embedding the output
-    is invariant to permuting the tokens; order reaches the model only through the tokens'
-    contents (seq-JEPA: the action embeddings).
-
-    **Blocks.** Modules mapping ``(B, N, dim)`` to ``(B, N, dim)``, called as ``block(x)``, or with
-    a mask as ``block(x, src_key_padding_mask=mask)`` (``nn.TransformerEncoderLayer``'s keyword;
-    ``(B, N)`` boolean, ``True`` = ignore).
+    ``[AGG]`` (zeros at first, as the official code) is prepended, the optional ``pos_embedding``
+    added, the ``blocks`` and the optional final LayerNorm applied, and the output at position 0
+    returned. Without a positional embedding it is invariant to permuting the tokens: order
+    reaches the model only through their contents (seq-JEPA: the action embeddings).
 
     Args:
         dim: Token dimension (paper: 640 = 512 + 128).
-        blocks: The block stack; ``None`` (default) builds the paper's
-            :func:`transformer_blocks` ``(dim=dim)``: 3 post-norm layers × 4 heads.
+        blocks: Modules ``(B, N, dim) → (B, N, dim)``, called as ``block(x)`` or, with a mask, as
+            ``block(x, src_key_padding_mask=mask)`` (``nn.TransformerEncoderLayer``'s keyword);
+            ``None`` (default): the paper's :func:`transformer_blocks` ``(dim=dim)``.
         final_norm: Apply ``LayerNorm(dim)`` after the blocks (paper: yes).
         pos_embedding: Optional module adding positions to the ``(B, N + 1, dim)`` sequence, e.g.
             :class:`jepa_blocks.seq.PositionalEmbedding`; ``None`` (paper) adds none.

@@ -129,48 +129,42 @@ def _infer_dim(encoder: nn.Module, obs_shape: Any, pool: Any) -> int:
 class SeqJEPA(nn.Module, Generic[TargetT]):
     r"""seq-JEPA assembled from parts: encoder, target, action encoder, aggregator, predictor.
 
-    **Inputs.** ``views`` holds :math:`x_1, \dots, x_{M+1}` (the last one is the target),
-    ``actions`` :math:`a_1, \dots, a_M` (:math:`a_i` maps view :math:`i` to :math:`i+1`, e.g.
-    :math:`t_{i+1} - t_i`), paired as in the official ``SeqJEPA_Transforms.forward`` (see the module
-    docstring; the last token's action embedding is zeroed *after* the action encoder).
+    ``views`` holds :math:`x_1, \dots, x_{M+1}` (the last is the target), ``actions``
+    :math:`a_1, \dots, a_M` (:math:`a_i` maps view :math:`i` to :math:`i+1`, e.g.
+    :math:`t_{i+1} - t_i`), paired as in the official ``SeqJEPA_Transforms.forward``; the last
+    token's action embedding is zeroed *after* the action encoder.
 
     **Action batching options** (they differ only in training mode, through the action encoder's
     BatchNorm batch statistics):
 
     * ``last_token_action``: the last slot's action input is :math:`a_M` (``"action"``, official
-      3DIEBench path) or zero (``"zeros"``, official augmentation/saccade path); its embedding is
-      zeroed afterwards either way.
+      3DIEBench path) or zero (``"zeros"``, official augmentation/saccade path).
     * ``predictor_action``: :math:`e(a_M)` for the predictor comes from its own action-encoder
       call made *before* the token call, as the official code orders them (``"separate"``: the
-      BatchNorm running statistics are updated by the ``B`` vectors :math:`a_M`, then by the
-      ``B·M`` token actions), or from the token call (``"shared"``, one BatchNorm pass; needs
+      BatchNorm running statistics see the ``B`` vectors :math:`a_M`, then the ``B·M`` token
+      actions), or from the token call (``"shared"``, one BatchNorm pass; needs
       ``last_token_action="action"``).
 
-    **Observations** are anything the encoder takes: images ``(C, H, W)``, state vectors ``(S,)``,
-    feature maps... ``views`` is ``(B, M+1, *obs)``. The encoder returns ``(N, D)`` vectors, or
-    ``(N, T, D)`` tokens that the ``pool`` part (e.g. :class:`~jepa_blocks.seq.TokenPool`) turns
-    into vectors.
+    **Regularizer** ``(n, d) → ()``, applied to ``z_agg``, to ``z`` flattened to ``(B·M, D)``, or
+    to both (summed), weighted by :math:`\lambda\cdot\min(1, s/S)`: a *rate* (larger = more
+    spread, e.g. :class:`jepa_blocks.rate.CodingRate`) is subtracted, a *penalty* (e.g.
+    :class:`jepa_blocks.SIGReg`, :class:`jepa_blocks.VICRegRegularizer`) is added.
+    ``regularizer=None`` is the paper's objective. :meth:`update` also calls the regularizer's
+    ``update()`` when it has one (SIGReg's slices follow the step).
 
-    **Regularizer.** A callable mapping ``(n, d)`` samples to a scalar, applied to ``z_agg``, to
-    ``z`` flattened to ``(B·M, D)``, or to both (summed), weighted by
-    :math:`\lambda\cdot\min(1, s/S)`: a *rate* (larger = more spread, e.g.
-    :class:`jepa_blocks.rate.CodingRate`) is subtracted, a *penalty* (smaller = better, e.g.
-    :class:`jepa_blocks.SIGReg`, :class:`jepa_blocks.VICRegRegularizer`) is added
-    (``regularizer_kind``). ``regularizer=None`` is the paper's objective. :meth:`update` also
-    calls the regularizer's ``update()`` when it has one (SIGReg's slices follow the step).
+    **Symmetric variant**: also predict :math:`x_1` from the time-reversed sequence
+    :math:`x_{M+1}, \dots, x_2` (actions ``invert_action``-ed and reversed, as
+    :func:`jepa_blocks.seq.reverse_sequence`) and average the two losses, as one ``2B`` batch.
+    The other outputs are those of the forward direction.
 
-    **Symmetric variant** (``symmetric=True``): also predict :math:`x_1` from the time-reversed
-    sequence :math:`x_{M+1}, \dots, x_2` with actions ``invert_action`` applied and reversed
-    (:func:`jepa_blocks.seq.reverse_sequence`), and average the two losses; both directions run
-    as one ``2B`` batch. The outputs other than the losses are those of the forward direction.
-
-    **Steps.** Call :meth:`update` once after every optimizer step (or :meth:`attach` it): it
-    updates the target and the ``step`` buffer that drives the warm-up. An EMA target's parameters
-    belong to the model (``requires_grad=False``): optimise only those that require gradients.
+    Call :meth:`update` once after every optimizer step (or :meth:`attach` it): it updates the
+    target and the ``step`` buffer that drives the warm-up. An EMA target's parameters belong to
+    the model (``requires_grad=False``): optimise only those that require gradients.
 
     Args:
         encoder: Online encoder :math:`f_\theta`, ``(N, *obs)`` → ``(N, D)`` (or ``(N, T, D)``
-            tokens with ``pool``).
+            tokens that ``pool``, e.g. :class:`~jepa_blocks.seq.TokenPool`, turns into vectors);
+            observations are anything it takes (images, state vectors, feature maps...).
         target: A :class:`jepa_blocks.targets.Target` (e.g. ``EMATarget(encoder, ...)``); its
             type is the class parameter: ``model.target`` of a ``SeqJEPA[EMATarget]``.
         action_encoder: :math:`e`, ``(..., A)`` → ``(..., E)``, e.g.
@@ -183,13 +177,11 @@ class SeqJEPA(nn.Module, Generic[TargetT]):
             :class:`jepa_blocks.targets.CenterSharpen`.
         regularizer: Optional rate or penalty ``(n, d) → ()``.
         regularize_on: ``"z_agg"`` (default), ``"z"`` or ``"both"``.
-        regularizer_weight: :math:`\lambda \ge 0`, required with a regularizer (there is no
-            default that suits both a 40–90-nat coding rate and a unit-scale penalty; the
-            recipes use 1e-3 for the coding rate).
+        regularizer_weight: :math:`\lambda \ge 0`, required with a regularizer (coding rates are
+            40–90 nats, penalties O(1); the recipes use 1e-3 for the coding rate).
         regularizer_kind: ``"rate"`` (subtracted, default) or ``"penalty"`` (added).
         regularizer_warmup_steps: :math:`S \ge 0`.
-        pool: Turns ``(N, T, D)`` encoder tokens into ``(N, D)`` (``None``: the encoder returns
-            vectors).
+        pool: ``(N, T, D)`` encoder tokens → ``(N, D)`` (``None``: the encoder returns vectors).
         condition_tokens: Concatenate action embeddings to the tokens (paper: yes; Table 4).
         condition_predictor: Concatenate :math:`e(a_M)` to the predictor input (paper: yes).
         last_token_action, predictor_action: See above.
@@ -343,10 +335,9 @@ class SeqJEPA(nn.Module, Generic[TargetT]):
     ) -> SeqJEPA[TargetT]:
         """Assemble the paper's seq-JEPA around ``encoder`` (defaults: Ghaemi et al., 2025).
 
-        Builds :class:`ActionEncoder` ``(action_dim → action_embed_dim)``, an :class:`Aggregator`
-        over :func:`transformer_blocks` of width ``encoder_dim + action_embed_dim`` and a
-        :class:`Predictor` ``(width + action_embed_dim → predictor_hidden → encoder_dim)``; the
-        paper's ``encoder_dim=512``, ``action_embed_dim=128`` give tokens 640, predictor input 768.
+        Builds :class:`ActionEncoder` ``(A → E)``, an :class:`Aggregator` over
+        :func:`transformer_blocks` of width ``D + E`` and a :class:`Predictor`
+        ``(D + 2E → predictor_hidden → D)``; the paper's ``D=512, E=128`` give 640 and 768.
 
         Args:
             encoder: Online encoder with output dimension ``encoder_dim``.
@@ -364,9 +355,6 @@ class SeqJEPA(nn.Module, Generic[TargetT]):
             dropout: Aggregator dropout (PyTorch default 0.1, as in the official code).
             condition_tokens, condition_predictor: See :class:`SeqJEPA`.
             **kwargs: Further keyword arguments of :class:`SeqJEPA` (loss, regularizer, ...).
-
-        Returns:
-            The assembled model.
         """
         if encoder_dim is None:
             encoder_dim = _infer_dim(encoder, obs_shape, kwargs.get("pool"))
@@ -457,29 +445,23 @@ class SeqJEPA(nn.Module, Generic[TargetT]):
     ) -> Tensor:
         r"""Aggregate encodings and actions into :math:`z_\text{AGG}` (no prediction).
 
-        For probes with any number ``M`` of observed views (the paper's ``M_val``).
-        ``actions[:, j]`` leaves observed view ``j``; the last observed slot's embedding is zeroed
-        as in training, and ``M - 1`` actions are accepted (a zero action fills the last slot).
-        With ``padding_mask`` (trailing padding only), padded slots are ignored by the aggregator
-        and the last *observed* slot of each row gets the zeroed action; padded slots' actions
-        still enter the action encoder's BatchNorm statistics in training mode, so probe in eval
-        mode.
+        For probes with any number ``M`` of observed views (the paper's ``M_val``); action ``j``
+        leaves view ``j``, the last observed slot's embedding is zeroed as in training, and
+        ``M - 1`` actions suffice. With ``padding_mask`` (trailing padding only), padded slots are
+        ignored and the last *observed* slot gets the zeroed action; their actions still enter the
+        action encoder's BatchNorm statistics in training mode, so probe in eval mode.
 
         Args:
             z: Encodings of the observed views.
             actions: Their actions.
             padding_mask: Optional ``(B, M)`` boolean, ``True`` for padded slots.
 
-        Returns:
-            :math:`z_\text{AGG}`.
-
         Raises:
             NonFiniteError: NaN or inf in ``z`` or ``actions`` (eager mode).
             ValueError: A ``padding_mask`` row that is not a trailing suffix with >= 1 observed.
 
         Shape:
-            - z: ``(B, M, D)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``
-            - output: ``(B, D+E)``
+            - z: ``(B, M, D)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``; output: ``(B, D+E)``
         """
         check_floating_tensor(z, "z", min_ndim=3, shape_doc="(B, M, D)")
         if z.ndim != 3:
@@ -663,8 +645,7 @@ class SeqJEPA(nn.Module, Generic[TargetT]):
     def attach(self, optimizer: torch.optim.Optimizer) -> RemovableHandle:
         """Call :meth:`update` after every ``optimizer.step()`` (a post-step hook).
 
-        Skipped steps (e.g. ``GradScaler`` finding inf gradients) do not call the hook, so the
-        target is updated exactly once per optimizer step that happened.
+        Steps skipped (e.g. by ``GradScaler`` on inf gradients) do not call the hook.
 
         Args:
             optimizer: The optimizer of the online parameters.

@@ -20,14 +20,11 @@ __all__ = ["PositionalEmbedding", "sinusoidal_positions"]
 def sinusoidal_positions(n: int, dim: int) -> Tensor:
     r"""Fixed sinusoidal positions (Vaswani et al., 2017): :math:`\sin/\cos(p / 10000^{2i/d})`.
 
-    Even feature indices hold the sines, odd ones the cosines.
+    A float32 table: even feature indices hold the sines, odd ones the cosines.
 
     Args:
         n: Number of positions ``≥ 1``.
         dim: Feature dimension ``≥ 2``, even.
-
-    Returns:
-        A float32 table.
 
     Shape:
         - output: ``(n, dim)``

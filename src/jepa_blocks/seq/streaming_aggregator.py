@@ -295,14 +295,11 @@ class ToSTAggregator(nn.Module):
         return self._scan(state, token[:, None, :], None, "token")
 
     def read(self, state: ToSTAggregatorState, *, pending: Tensor | None = None) -> Tensor:
-        r"""Return :math:`z_\text{AGG}` of the consumed tokens (and ``pending``), state unchanged.
+        r"""Return :math:`z_\text{AGG}` as :meth:`forward` of the consumed tokens (and ``pending``).
 
         Args:
-            state: The current state.
+            state: The current state (not modified).
             pending: An optional last token, peeked (seq-JEPA's :math:`[z_M; 0]`), not committed.
-
-        Returns:
-            :math:`z_\text{AGG}`, as :meth:`forward` of the consumed tokens and ``pending``.
 
         Shape:
             - pending: ``(B, dim)``; output: ``(B, dim)``
@@ -461,9 +458,6 @@ class AggregateStream:
         Args:
             action: The action from the latest view (``None`` if the predictor takes none).
 
-        Returns:
-            :math:`\hat z`.
-
         Shape:
             - action: ``(B, A)``; output: ``(B, D)``
         """
@@ -491,9 +485,6 @@ def stream_aggregates(model: nn.Module, z: Tensor, actions: Tensor) -> Tensor:
         model: A :class:`~jepa_blocks.seq.SeqJEPA` with a :class:`ToSTAggregator` (eval mode).
         z: Encodings of the views, in order.
         actions: ``actions[:, i]`` leads from view ``i`` to view ``i+1`` (``M - 1`` suffice).
-
-    Returns:
-        The aggregates of the prefixes of length ``1..M``.
 
     Shape:
         - z: ``(B, M, D)``; actions: ``(B, M, A)`` or ``(B, M-1, A)``; output: ``(B, M, dim)``

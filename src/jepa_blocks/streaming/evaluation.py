@@ -185,7 +185,7 @@ def accuracy_matrix(
     fractions: Sequence[float] | None = None,
     tol: float = 1e-9,
 ) -> Tensor:
-    """Stack the per-task values of checkpoint records into a matrix.
+    """Stack the per-task values of checkpoint records into an ``(R, T)`` float64 matrix.
 
     Args:
         evaluations: Records of ``StreamResult.evaluations`` (each with ``fraction`` and ``key``).
@@ -193,9 +193,6 @@ def accuracy_matrix(
         fractions: Nominal checkpoint fractions of the rows (e.g. the plan's
             ``boundary_fractions``, for the square matrix); ``None``: every record, in order.
         tol: Tolerance when matching fractions.
-
-    Returns:
-        ``(R, T)`` float64 matrix.
     """
     rows = list(evaluations)
     if fractions is not None:
@@ -235,11 +232,8 @@ def forgetting(matrix: Tensor) -> Tensor:
     Args:
         matrix: Accuracy matrix :math:`R`, row ``i`` after task ``i``.
 
-    Returns:
-        ``(T-1,)`` float64 (empty for ``T = 1``).
-
     Shape:
-        - matrix: ``(T, T)``
+        - matrix: ``(T, T)``; output: ``(T-1,)``, float64 (empty for ``T = 1``)
     """
     m = _square(matrix)
     t = m.shape[0]

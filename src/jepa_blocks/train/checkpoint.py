@@ -69,9 +69,6 @@ def save_checkpoint(
         state: Tensors and primitives only (what ``torch.load(weights_only=True)`` reads).
         keep_previous: Move the checkpoint already at ``path`` to :func:`previous_path`.
 
-    Returns:
-        The destination path.
-
     Raises:
         TypeError: If ``state`` holds anything else (it could not be loaded safely).
     """

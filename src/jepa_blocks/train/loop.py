@@ -263,9 +263,6 @@ def default_step_fn(
 
     Args:
         batch_fn: ``(model, batch, device) → output``.
-
-    Returns:
-        A ``step_fn`` for :func:`fit`.
     """
 
     def step_fn(model: nn.Module, batch: Any, state: LoopState) -> Any:
@@ -437,9 +434,6 @@ def fit(
             ``config.resume`` and it exists, else the previous one, with a warning).
         resume_ignore: Dotted keys of ``full_config`` that may differ from the checkpoint's;
             any other difference raises :class:`ResumeMismatchError`.
-
-    Returns:
-        :class:`FitResult`.
 
     Raises:
         NonFiniteLossError: When a loss, the gradient norm or the parameters become NaN/inf

@@ -36,9 +36,6 @@ def warmup_cosine_lr(
         total_steps, warmup_steps: ``T`` (the whole run) and ``W ≤ T``.
         base_lr: Peak learning rate.
         warmup_start_lr, final_lr: Learning rates at steps 0 and ``T``.
-
-    Returns:
-        The learning rate for this step.
     """
     if step < warmup_steps:
         return warmup_start_lr + (base_lr - warmup_start_lr) * step / max(1, warmup_steps)
