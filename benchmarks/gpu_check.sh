@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (run through the device tool, from the repo root): the GPU
 # benchmarks and a short training run, each bounded in time; the Markdown tables and one
-# gpu_results.tar.gz with every log and JSON land in $OUT (the device tool returns 8 files). Budget: about 8 minutes in all.
+# gpu_results.tar.gz with every log and JSON land in $OUT (the device tool returns 8 files). Budget: about 9 minutes in all.
 #   bash benchmarks/gpu_check.sh            # OUT defaults to ./gpu_out
 set -uo pipefail
 FINAL=${OUT:-gpu_out}
@@ -26,6 +26,8 @@ run logdet 150 python3 benchmarks/bench_logdet.py --device cuda --repeats 30 \
   --json "$OUT/logdet_gpu.json" --markdown "$OUT/logdet_gpu.md"
 run attention 150 python3 benchmarks/bench_attention.py --device cuda \
   --json "$OUT/attention_gpu.json" --markdown "$OUT/attention_gpu.md"
+run regularizers 90 python3 benchmarks/bench_regularizers.py --device cuda --repeats 10 \
+  --json "$OUT/regularizers_gpu.json" --markdown "$OUT/regularizers_gpu.md"
 [ -f benchmarks/bench_data.py ] && run data 60 python3 benchmarks/bench_data.py --device cuda \
   --seconds 5 --repeats 2 --skip-baseline --out "$OUT/data_gpu"
 [ -f benchmarks/bench_train_step.py ] && run train_step 90 python3 benchmarks/bench_train_step.py \
