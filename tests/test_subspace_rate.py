@@ -107,7 +107,7 @@ def test_the_split_rewards_what_changes_between_views_in_the_equivariant_part() 
 
 def test_module_uses_its_projection_and_trains_it() -> None:
     torch.manual_seed(0)
-    parts = {"equivariant": 1, "invariant": 2}  # any order: found by name
+    parts = {"equivariant": 1, "invariant": 3}  # any order: found by name; covers D
     proj = SubspaceProjection(D, subspace_dim=P, parts=parts, eps=0.3)
     reg = SubspaceRateReduction(proj, num_observed=M)
     z = _z().float().requires_grad_()
@@ -141,7 +141,11 @@ def test_bad_input_names_the_argument() -> None:
         subspace_rate_reduction(bad, u_inv, u_eq, num_observed=M)
     with pytest.raises(TypeError, match="parts 'invariant' and 'equivariant'"):
         SubspaceRateReduction(SubspaceProjection(D, subspace_dim=P, parts=2))
-    proj = SubspaceProjection(D, subspace_dim=P, parts={"invariant": 1, "equivariant": 1})
+    with pytest.warns(UserWarning, match="covers 6 of dim=12"):
+        SubspaceRateReduction(
+            SubspaceProjection(D, subspace_dim=P, parts={"invariant": 1, "equivariant": 1})
+        )
+    proj = SubspaceProjection(D, subspace_dim=P, parts={"invariant": 2, "equivariant": 2})
     with pytest.raises(ValueError, match="precision"):
         SubspaceRateReduction(proj, precision="fp64")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_observed"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -111,7 +112,9 @@ class SubspaceRateReduction(FunctionModule):
     A **rate**: as a :class:`~jepa_blocks.SeqJEPA` regularizer, subtract it
     (``regularizer_kind="rate"``) on the encoder output (``regularize_on="z"``: its rows are
     the ``B·M`` observed views, sequence-major). The projection is trained with the model;
-    probe its parts with :func:`jepa_blocks.metrics.subspace_leakage`.
+    probe its parts with :func:`jepa_blocks.metrics.subspace_leakage`. Let the parts cover
+    ``z`` (``K·p = d``): otherwise the compression is minimised by moving ``z`` into the
+    uncovered complement, emptying both parts (measured in step 2, :doc:`/regularizers`).
 
     Args:
         projection: Bases with parts ``"invariant"`` and ``"equivariant"`` (its ``eps`` is the
@@ -145,6 +148,14 @@ class SubspaceRateReduction(FunctionModule):
                 f"'equivariant', got {projection!r}"
             )
         self.projection = projection
+        covered = projection.num_subspaces * projection.subspace_dim
+        if covered < projection.dim:
+            warnings.warn(
+                f"projection covers {covered} of dim={projection.dim} dimensions: the compression "
+                "can be minimised by moving z into the uncovered complement (both parts empty)",
+                UserWarning,
+                stacklevel=2,
+            )
         if num_observed is not None:
             check_int(num_observed, "num_observed", minimum=2)
         self.num_observed = num_observed
