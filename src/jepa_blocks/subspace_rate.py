@@ -119,7 +119,7 @@ class SubspaceRateReduction(FunctionModule):
     Args:
         projection: Bases with parts ``"invariant"`` and ``"equivariant"`` (its ``eps`` is the
             ε of every rate).
-        num_observed, split_weight, normalize, precision, distributed: As in
+        num_observed, normalize, split_weight, precision, distributed: As in
             :func:`subspace_rate_reduction`.
 
     Shape:
@@ -133,8 +133,8 @@ class SubspaceRateReduction(FunctionModule):
         projection: SubspaceProjection,
         *,
         num_observed: int | None = None,
-        split_weight: float = 1.0,
         normalize: bool = True,
+        split_weight: float = 1.0,
         precision: Precision = "float32",
         distributed: Distributed = "auto",
     ) -> None:
