@@ -26,13 +26,12 @@ import argparse
 import datetime as _dt
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from bench_logdet import time_interleaved  # the same interleaved fwd+bwd timer
 from jepa_blocks import coding_rate
 from jepa_blocks.metrics import measure_peak_memory
 from jepa_blocks.sigreg import sigreg
@@ -57,31 +56,6 @@ def methods(d: int, device: torch.device) -> dict[str, Fn]:
         "vicreg": vicreg,
         "subspace": lambda z: subspace_compression(z, bases),
     }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(
-    fns: dict[str, Fn], z: torch.Tensor, repeats: int, warmup: int, stat: str = "median"
-) -> dict:
-    """Median (or min) ms of ``fn(z).backward()``; repeat ``i`` starts at method ``i mod k``."""
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(warmup + repeats):
-        for j in range(len(names)):
-            name = names[(i + j) % len(names)]
-            z.grad = None
-            _sync(z.device)
-            t0 = time.perf_counter()
-            fns[name](z).backward()
-            _sync(z.device)
-            if i >= warmup:
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    reduce = min if stat == "min" else statistics.median
-    return {name: reduce(t) for name, t in times.items()}
 
 
 def run(device, batches, dims, repeats: int, warmup: int, stat: str, note: str = "") -> dict:

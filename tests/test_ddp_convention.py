@@ -2,8 +2,9 @@
 
 For every global term, one optimizer step of ``DistributedDataParallel`` (which averages the
 ranks' parameter gradients) with ``loss = prediction + λ·term`` on half a batch per rank must
-equal the single-process step on the whole batch. ``test_rate_distributed.py`` checks the
-collectives' values and per-rank gradients; this file checks the training step a user gets.
+equal the single-process step on the whole batch, and a per-rank term (``distributed="none"``)
+must not. ``test_rate_distributed.py`` checks the collectives' values and per-rank gradients;
+this file checks the training step a user gets.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from jepa_blocks import (
     total_coding_rate,
     variational_rate,
 )
+from jepa_blocks.sigreg import SIGReg, sigreg
+from jepa_blocks.subspace import subspace_compression
+from jepa_blocks.vicreg import VICRegRegularizer, vicreg_covariance, vicreg_variance
 
 pytestmark = pytest.mark.distributed
 WORLD, N, D_IN, D = 2, 8, 6, 5  # N samples per rank
@@ -45,6 +49,12 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 def _subspace_bases() -> tuple[torch.Tensor, torch.Tensor]:
     q = torch.linalg.qr(torch.randn(D, D, generator=torch.Generator().manual_seed(3)).double()).Q
     return q[:, :2].T.reshape(1, 2, D).mT, q[:, 2:4].T.reshape(1, 2, D).mT  # (1, D, 2) each
+
+
+def _compression_bases() -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    q = torch.linalg.qr(torch.randn(D, 4, generator=g, dtype=torch.float64)).Q
+    return q.reshape(D, 2, 2).permute(1, 0, 2)
 
 
 def _views(z: torch.Tensor) -> torch.Tensor:
@@ -66,7 +76,23 @@ TERMS: dict[str, Callable[..., torch.Tensor]] = {
     "subspace_rate_reduction": lambda z, lab, soft: subspace_rate_reduction(
         z, *_subspace_bases(), num_observed=2
     ),
+    # Penalties, added to the loss (the model subtracts the term).
+    "sigreg": lambda z, lab, soft: -sigreg(z, step=5, num_slices=16),
+    "sigreg_half": lambda z, lab, soft: -sigreg(z, step=6, num_slices=16, grid="half", t_max=3.0),
+    "SIGReg": lambda z, lab, soft: -SIGReg(num_slices=16).double()(z, step=2),
+    "vicreg_variance": lambda z, lab, soft: -vicreg_variance(z),
+    "vicreg_covariance": lambda z, lab, soft: -vicreg_covariance(z),
+    "vicreg_biased": lambda z, lab, soft: (
+        -(vicreg_variance(z, unbiased=False) + vicreg_covariance(z, unbiased=False))
+    ),
+    "VICRegRegularizer": lambda z, lab, soft: -VICRegRegularizer()(z),
+    "subspace_compression": lambda z, lab, soft: -subspace_compression(z, _compression_bases()),
+    "subspace_compression_gather": lambda z, lab, soft: (
+        -subspace_compression(z, _compression_bases(), distributed="gather")
+    ),
 }
+#: A per-rank statistic: its DDP step must differ (the checks above are not vacuous).
+LOCAL = {"sigreg_local": lambda z, lab, soft: -sigreg(z, step=5, num_slices=16, distributed="none")}
 
 
 class Model(nn.Module):
@@ -97,7 +123,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         x, y, labels, soft = batch()
         part = slice(rank * N, (rank + 1) * N)
         states = {}
-        for name, term in TERMS.items():
+        for name, term in {**TERMS, **LOCAL}.items():
             ddp = nn.parallel.DistributedDataParallel(Model(term))
             states[name] = step(ddp, x[part], y[part], labels[part], soft[part])
         torch.save(states, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -123,3 +149,5 @@ def test_one_ddp_step_equals_the_single_process_step_for_every_global_term():
                 torch.testing.assert_close(
                     state[name][key], single[key], rtol=1e-6, atol=1e-10, msg=f"{name}: {key}"
                 )
+    single = step(Model(LOCAL["sigreg_local"]), x, y, labels, soft)
+    assert not torch.allclose(per_rank[0]["sigreg_local"]["enc.weight"], single["enc.weight"])

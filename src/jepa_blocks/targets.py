@@ -235,8 +235,21 @@ class EMATarget(Target):
         self.register_buffer("total_steps", None)
         self.total_steps = torch.tensor(total_steps, dtype=torch.long)
         self._host: tuple[int, int] | None = (0, total_steps)
-        self._forwards_without_update = 0  # a host count until the first update (then -1)
+        self._forwards_without_update = 0  # training forwards before the first update; -1: done
         self._warned_past_total = False
+
+    def _count_forward(self) -> None:
+        self._forwards_without_update += 1
+        if self._forwards_without_update >= self.WARN_AFTER_FORWARDS:
+            warnings.warn(
+                f"EMATarget ran {self._forwards_without_update} training forward passes without "
+                "update(): the target is still the initial copy. Call target.update(online) after "
+                "every optimizer step (SeqJEPA: model.update() or model.attach(optimizer); fit "
+                "does it)",
+                UserWarning,
+                stacklevel=5,  # the caller of the module
+            )
+            self._forwards_without_update = -1
 
     def _counters(self) -> tuple[int, int]:
         if self._host is None:
@@ -259,21 +272,9 @@ class EMATarget(Target):
     def forward(self, x: Tensor, online: nn.Module | None = None) -> Tensor:
         """Return :math:`f_\\xi(x)` without gradient (``online`` is ignored)."""
         del online
-        n = self._forwards_without_update
-        if self.training and n >= 0 and not torch.compiler.is_compiling():
-            if self._counters()[0] > 0:
-                self._forwards_without_update = -1  # updated: stop counting
-            elif n + 1 >= self.WARN_AFTER_FORWARDS:
-                self._forwards_without_update = -1
-                warnings.warn(
-                    f"EMATarget ran {n + 1} training forward passes without update(): the target "
-                    "is still the initial copy. Call target.update(online) after every optimizer "
-                    "step (SeqJEPA: model.update() or model.attach(optimizer); fit does it)",
-                    UserWarning,
-                    stacklevel=4,  # the caller of the module
-                )
-            else:
-                self._forwards_without_update = n + 1
+        counting = self.training and self._forwards_without_update >= 0
+        if counting and not torch.compiler.is_compiling():
+            self._count_forward()
         with torch.no_grad():
             return self.encoder(x).detach()
 
@@ -322,11 +323,14 @@ class EMATarget(Target):
                     t.copy_(o)
         self.step.add_(1)
         self._host = (k + 1, total)
+        self._forwards_without_update = -1  # updated: stop counting
         return tau
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._host = None  # re-read the loaded counters on next use
+        self._host = None  # re-read the loaded counters
+        if self._counters()[0] > 0:  # a target that was updated: no misuse to warn about
+            self._forwards_without_update = -1
 
     def extra_repr(self) -> str:
         return (
